@@ -1,0 +1,3 @@
+//! zlayer-runtime: OCI bundles, the per-container shim, libcontainer calls, exec and cgroup stats.
+
+pub mod shim;
