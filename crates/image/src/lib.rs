@@ -1,1 +1,8 @@
-//! zlayer-image
+//! zlayer-image: everything from an image reference to a verified, unpacked, shareable root
+//! filesystem. It knows nothing about containers.
+
+pub mod digest;
+pub mod reference;
+
+pub use digest::Digest;
+pub use reference::Reference;
