@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use zlayer_network::{NetworkManager, NetworkOptions};
 
 const INSIDE: &str = "ZLAYER_NETWORK_TEST_INSIDE";
+/// Scratch directory made by the outer process and removed by it after the child exits, when
+/// the child's mount namespace (and any namespace bind mount inside the directory) is gone, so
+/// even a panicking test leaves nothing behind.
+const SCRATCH: &str = "ZLAYER_NETWORK_TEST_SCRATCH";
 
 #[macro_export]
 macro_rules! netns_test {
@@ -75,12 +79,14 @@ pub fn in_fresh_netns(name: &str, body: impl FnOnce()) {
         eprintln!("SKIPPING {name}: {missing}");
         return;
     }
+    let scratch = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().expect("current test executable");
     let status = Command::new("unshare")
         .args(["--net", "--mount", "--propagation", "private", "--"])
         .arg(exe)
         .args([name, "--exact", "--nocapture", "--test-threads=1"])
         .env(INSIDE, name)
+        .env(SCRATCH, scratch.path())
         .status()
         .expect("running unshare");
     assert!(
@@ -172,7 +178,10 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = match std::env::var_os(SCRATCH) {
+            Some(scratch) => tempfile::tempdir_in(scratch).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
         let mut opts = NetworkOptions::new(dir.path().join("cni"), dir.path().join("state"));
         let resolv = dir.path().join("host-resolv.conf");
         fs::write(&resolv, "nameserver 192.0.2.53\n").unwrap();
