@@ -137,26 +137,29 @@ impl<'s> Decoder<'s> {
     fn obj<'n>(&mut self, n: &'n Node, path: &str, allowed: &[&str]) -> Option<Obj<'n>> {
         self.spans.insert(path, n.loc);
         let Value::Map(entries) = &n.value else {
-            let what = if path.is_empty() {
-                "the deployment".to_owned()
+            let msg = if path.is_empty() {
+                format!("the spec file: expected a mapping with `version`, `deployment` and `services`, found {}", n.kind_name())
             } else {
-                field(path)
+                format!(
+                    "{}: expected a mapping, found {}",
+                    field(path),
+                    n.kind_name()
+                )
             };
-            self.err(
-                n.loc,
-                path,
-                format!("{what}: expected a mapping, found {}", n.kind_name()),
-            );
+            self.err(n.loc, path, msg);
             return None;
         };
         for (k, v) in entries {
             let key = k.as_key().unwrap_or_default();
             self.spans.insert(&join(path, key), v.loc);
-            if !allowed.contains(&key) {
+            // Top-level `x-...` keys are extension fields, ignored: a place for YAML anchors
+            // shared by several services (as in Compose files).
+            let extension = path.is_empty() && key.starts_with("x-");
+            if !allowed.contains(&key) && !extension {
                 let suggestion = hint(key, allowed.iter().copied());
                 let msg = if suggestion.is_empty() {
                     format!(
-                        "unknown field `{key}` in {} (expected one of: {})",
+                        "unknown field `{key}` in {}; known fields: {}",
                         describe(path),
                         allowed.join(", ")
                     )
@@ -222,7 +225,7 @@ impl<'s> Decoder<'s> {
             }
             _ => None,
         };
-        let range = if max == u64::MAX {
+        let range = if max >= u64::from(u32::MAX) {
             format!("a whole number >= {min}")
         } else {
             format!("a whole number {min}..{max}")
@@ -333,21 +336,23 @@ impl<'s> Decoder<'s> {
         ok.then_some(out)
     }
 
-    /// Decodes each item of a list with `f`; items that fail are left out (their errors recorded).
+    /// Decodes each item of a list with `f`. Every item is decoded (so all errors are
+    /// reported), but the result is `None` if any failed: validation addresses items by index,
+    /// which must match the file.
     fn each<T>(
         &mut self,
-        n: &Node,
+        n: Option<&Node>,
         path: &str,
         mut f: impl FnMut(&mut Self, &Node, &str) -> Option<T>,
-    ) -> Vec<T> {
-        let Some(items) = self.list(n, path) else {
-            return Vec::new();
-        };
-        items
+    ) -> Option<Vec<T>> {
+        let Some(n) = n else { return Some(Vec::new()) };
+        let items = self.list(n, path)?;
+        let decoded: Vec<Option<T>> = items
             .iter()
             .enumerate()
-            .filter_map(|(i, item)| f(self, item, &index(path, i)))
-            .collect()
+            .map(|(i, item)| f(self, item, &index(path, i)))
+            .collect();
+        decoded.into_iter().collect()
     }
 
     pub fn deployment(&mut self, root: &Node) -> Option<Deployment> {
@@ -371,6 +376,13 @@ impl<'s> Decoder<'s> {
         if let Some(n) = self.require(&o, "services") {
             if let Value::Map(entries) = &n.value {
                 self.spans.insert("services", n.loc);
+                if entries.is_empty() {
+                    self.err(
+                        n.loc,
+                        "services",
+                        "`services` is empty; declare at least one service".to_owned(),
+                    );
+                }
                 for (k, v) in entries {
                     let svc_name = k.as_key().unwrap_or_default().to_owned();
                     let path = join("services", &svc_name);
@@ -503,29 +515,14 @@ impl<'s> Decoder<'s> {
             }
             Some(n) => self.strings(n, &o.child("env_file")).unwrap_or_default(),
         };
-        let secrets = o
-            .get("secrets")
-            .map(|n| self.each(n, &o.child("secrets"), Self::secret))
-            .unwrap_or_default();
+        let secrets = self.each(o.get("secrets"), &o.child("secrets"), Self::secret);
         let resources = o.get("resources").map_or(Some(Resources::default()), |n| {
             self.resources(n, &o.child("resources"))
         });
-        let endpoints = o
-            .get("endpoints")
-            .map(|n| self.each(n, &o.child("endpoints"), Self::endpoint))
-            .unwrap_or_default();
-        let depends = o
-            .get("depends")
-            .map(|n| self.each(n, &o.child("depends"), Self::dependency))
-            .unwrap_or_default();
-        let init = o
-            .get("init")
-            .map(|n| self.each(n, &o.child("init"), Self::init_step))
-            .unwrap_or_default();
-        let storage = o
-            .get("storage")
-            .map(|n| self.each(n, &o.child("storage"), Self::mount))
-            .unwrap_or_default();
+        let endpoints = self.each(o.get("endpoints"), &o.child("endpoints"), Self::endpoint);
+        let depends = self.each(o.get("depends"), &o.child("depends"), Self::dependency);
+        let init = self.each(o.get("init"), &o.child("init"), Self::init_step);
+        let storage = self.each(o.get("storage"), &o.child("storage"), Self::mount);
         let user = o
             .get("user")
             .and_then(|n| self.nonempty_string(n, &o.child("user")));
@@ -613,15 +610,15 @@ impl<'s> Decoder<'s> {
             command: command?,
             env,
             env_file,
-            secrets,
+            secrets: secrets?,
             resources: resources?,
             replicas: replicas.flatten(),
-            endpoints,
+            endpoints: endpoints?,
             health: health.flatten().flatten(),
             restart: restart.flatten(),
-            depends,
-            init,
-            storage,
+            depends: depends?,
+            init: init?,
+            storage: storage?,
             user,
             hostname,
             network,

@@ -115,6 +115,13 @@ pub fn validate(d: &Deployment) -> Result<(), SpecErrors> {
     if d.deployment.is_empty() {
         sink.push(None, "deployment", "missing deployment name".to_owned());
     }
+    if d.services.is_empty() {
+        sink.push(
+            None,
+            "services",
+            "`services` is empty; declare at least one service".to_owned(),
+        );
+    }
     for (name, s) in &d.services {
         if s.kind == Kind::Cron && s.schedule.is_none() {
             sink.push(

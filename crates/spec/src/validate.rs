@@ -20,10 +20,11 @@ impl Checker<'_> {
         self.sink.push(loc, path, msg);
     }
 
+    /// `", line N"` when the position of `path` is known.
     fn line_of(&self, path: &str) -> String {
         self.map
             .and_then(|m| m.locate(path))
-            .map(|l| format!(" (line {})", l.line))
+            .map(|l| format!(", line {}", l.line))
             .unwrap_or_default()
     }
 
@@ -36,6 +37,21 @@ impl Checker<'_> {
                     describe(parent(path))
                 ),
             );
+        }
+    }
+}
+
+/// Records `what` as the user of `key` unless it already has one; returns the earlier user.
+fn first_use<'k>(
+    seen: &mut HashMap<&'k str, String>,
+    key: &'k str,
+    what: String,
+) -> Option<String> {
+    match seen.get(key) {
+        Some(first) => Some(first.clone()),
+        None => {
+            seen.insert(key, what);
+            None
         }
     }
 }
@@ -86,9 +102,6 @@ pub(crate) fn check(
             "deployment",
             format!("deployment name `{}` {problem}", d.deployment),
         );
-    }
-    if declared.is_empty() {
-        c.err("services", "the deployment declares no services".to_owned());
     }
     for name in declared {
         if !is_dns_label(name) || !name.starts_with(|ch: char| ch.is_ascii_lowercase()) {
@@ -165,13 +178,13 @@ fn service(
             c.err(
                 &format!("{sp}.name"),
                 format!(
-                    "duplicate secret `{}` in service \"{name}\" (first at secrets[{first}]{line})",
+                    "duplicate secret `{}` in service \"{name}\" (first: secrets[{first}]{line})",
                     sec.name
                 ),
             );
         }
         c.absolute(&format!("{sp}.target"), "secret `target`", &sec.target);
-        if let Some(first) = targets.insert(&sec.target, sp.clone()) {
+        if let Some(first) = first_use(&mut targets, &sec.target, format!("secrets[{i}]")) {
             c.err(
                 &format!("{sp}.target"),
                 format!(
@@ -184,7 +197,7 @@ fn service(
     for (i, m) in s.storage.iter().enumerate() {
         let mp = format!("{p}.storage[{i}]");
         c.absolute(&format!("{mp}.target"), "storage `target`", m.target());
-        if let Some(first) = targets.insert(m.target(), mp.clone()) {
+        if let Some(first) = first_use(&mut targets, m.target(), format!("storage[{i}]")) {
             c.err(
                 &format!("{mp}.target"),
                 format!(

@@ -153,7 +153,21 @@ impl<'a> Builder<'a> {
                     if ev == Event::MappingEnd {
                         break;
                     }
-                    let key = self.node(ev, span)?;
+                    // Keys are names: `null:` or `~:` is the string, not a null.
+                    let key = match ev {
+                        Event::Scalar(text, style, _, _) => {
+                            self.count(loc(&span), 1)?;
+                            let value = Value::Scalar {
+                                text: text.into_owned(),
+                                plain: style == ScalarStyle::Plain,
+                            };
+                            Node {
+                                value,
+                                loc: loc(&span),
+                            }
+                        }
+                        ev => self.node(ev, span)?,
+                    };
                     let (ev, span) = self.next()?;
                     let value = self.node(ev, span)?;
                     if key.as_key().is_none() {
