@@ -130,12 +130,30 @@ pub fn validate(d: &Deployment) -> Result<(), SpecErrors> {
                 format!("service \"{name}\" is kind: cron but has no `schedule`"),
             );
         }
-        if s.kind != Kind::Cron && s.schedule.is_some() {
-            sink.push(
-                None,
-                &format!("services.{name}.schedule"),
-                format!("`schedule` in service \"{name}\" only applies to kind: cron"),
-            );
+        // The YAML decoder enforces which fields each kind may have; JSON needs the same.
+        let set = [
+            ("replicas", s.replicas.is_some(), &[Kind::Service][..]),
+            ("health", s.health.is_some(), &[Kind::Service][..]),
+            ("restart", s.restart.is_some(), &[Kind::Service][..]),
+            ("update", s.update.is_some(), &[Kind::Service][..]),
+            ("retries", s.retries.is_some(), &[Kind::Job, Kind::Cron][..]),
+            ("backoff", s.backoff.is_some(), &[Kind::Job, Kind::Cron][..]),
+            ("timeout", s.timeout.is_some(), &[Kind::Job, Kind::Cron][..]),
+            ("schedule", s.schedule.is_some(), &[Kind::Cron][..]),
+            ("concurrency", s.concurrency.is_some(), &[Kind::Cron][..]),
+            ("history", s.history.is_some(), &[Kind::Cron][..]),
+        ];
+        for (field, present, kinds) in set {
+            if present && !kinds.contains(&s.kind) {
+                sink.push(
+                    None,
+                    &format!("services.{name}.{field}"),
+                    format!(
+                        "`{field}` in service \"{name}\" does not apply to kind: {}",
+                        s.kind
+                    ),
+                );
+            }
         }
     }
     let declared: BTreeSet<String> = d.services.keys().cloned().collect();

@@ -144,13 +144,11 @@ fn service(
     if let Some(w) = &s.command.workdir {
         c.absolute(&format!("{p}.command.workdir"), "`workdir`", w);
     }
-    for (i, list) in [&s.command.entrypoint, &s.command.args]
-        .into_iter()
-        .enumerate()
-    {
-        if list.as_ref().is_some_and(|l| l.is_empty()) && i == 0 {
-            c.err(&format!("{p}.command.entrypoint"), format!("`entrypoint` in service \"{name}\" is an empty list; leave it out to use the image's"));
-        }
+    if s.command.entrypoint.as_ref().is_some_and(Vec::is_empty) {
+        c.err(
+            &format!("{p}.command.entrypoint"),
+            format!("`entrypoint` in service \"{name}\" is an empty list; leave it out to use the image's"),
+        );
     }
     for (key, value) in &s.env {
         let ep = format!("{p}.env.{key}");

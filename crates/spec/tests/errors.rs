@@ -411,3 +411,16 @@ fn json_specs_validate_with_paths() {
         "services.web.depends[0].service: service \"web\" depends on unknown service `nope`"
     );
 }
+
+#[test]
+fn json_specs_check_kind_specific_fields() {
+    let json = r#"{"version":"v1","deployment":"demo","services":{
+        "j":{"kind":"job","image":{"name":"x"},"replicas":2,"schedule":"@daily"}}}"#;
+    let d: zlayer_spec::Deployment = serde_json::from_str(json).unwrap();
+    let e = zlayer_spec::validate(&d).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "services.j.replicas: `replicas` in service \"j\" does not apply to kind: job\n\
+         services.j.schedule: `schedule` in service \"j\" does not apply to kind: job"
+    );
+}
