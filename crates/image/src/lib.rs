@@ -6,3 +6,4 @@ pub mod reference;
 
 pub use digest::Digest;
 pub use reference::Reference;
+pub mod registry;
