@@ -3,6 +3,8 @@
 //! Docker Engine API, the Kubernetes CRI) can be added without touching the logic.
 
 pub mod config;
+pub mod containers;
+pub mod db;
 pub mod error;
 pub mod paths;
 
