@@ -4,5 +4,9 @@
 pub mod digest;
 pub mod reference;
 
+// local half: content store, layers, unpack, snapshots, image index
+pub mod content;
+pub mod layer;
+
 pub use digest::Digest;
 pub use reference::Reference;
