@@ -6,7 +6,7 @@
 //! error, its `deny_unknown_fields` message has no position or suggestion, and internally tagged
 //! enums (`{type: http, ...}`) lose positions entirely.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::str::FromStr;
 
 use crate::cron::Schedule;
@@ -71,7 +71,6 @@ fn field(path: &str) -> String {
         Some(i) => (&path[..i], &path[i + 1..]),
         None => ("", path),
     };
-    // Strip a trailing list index from the parent description only when the field is the index.
     format!("`{last}` in {}", describe(parent))
 }
 
@@ -111,6 +110,10 @@ impl<'n> Obj<'n> {
 pub(crate) struct Decoder<'s> {
     sink: &'s mut Sink,
     pub spans: SourceMap,
+    /// Services that had decode errors. They are still returned (with the failed parts left at
+    /// defaults, failed lists empty) so their other fields get validated in the same run, but
+    /// checks of other services that look into them are skipped to avoid follow-on errors.
+    pub incomplete: BTreeSet<String>,
 }
 
 impl<'s> Decoder<'s> {
@@ -118,6 +121,7 @@ impl<'s> Decoder<'s> {
         Decoder {
             sink,
             spans: SourceMap::default(),
+            incomplete: BTreeSet::new(),
         }
     }
 
@@ -387,8 +391,12 @@ impl<'s> Decoder<'s> {
                     let svc_name = k.as_key().unwrap_or_default().to_owned();
                     let path = join("services", &svc_name);
                     self.spans.insert(&format!("{path}#key"), k.loc);
+                    let before = self.sink.errors.len();
                     if let Some(svc) = self.service(v, &path) {
-                        services.insert(svc_name, svc);
+                        services.insert(svc_name.clone(), svc);
+                    }
+                    if self.sink.errors.len() > before {
+                        self.incomplete.insert(svc_name);
                     }
                 }
             } else {
@@ -423,6 +431,8 @@ impl<'s> Decoder<'s> {
         }
     }
 
+    /// `None` only when the entry is not a mapping or its `kind` is invalid (the kind decides
+    /// which other fields are allowed); other failures leave defaults in place (errors recorded).
     fn service(&mut self, n: &Node, path: &str) -> Option<Service> {
         const FIELDS: &[&str] = &[
             "kind",
@@ -606,19 +616,22 @@ impl<'s> Decoder<'s> {
 
         Some(Service {
             kind,
-            image: image?,
-            command: command?,
+            image: image.unwrap_or(Image {
+                name: String::new(),
+                pull_policy: PullPolicy::IfNotPresent,
+            }),
+            command: command.unwrap_or_default(),
             env,
             env_file,
-            secrets: secrets?,
-            resources: resources?,
+            secrets: secrets.unwrap_or_default(),
+            resources: resources.unwrap_or_default(),
             replicas: replicas.flatten(),
-            endpoints: endpoints?,
+            endpoints: endpoints.unwrap_or_default(),
             health: health.flatten().flatten(),
             restart: restart.flatten(),
-            depends: depends?,
-            init: init?,
-            storage: storage?,
+            depends: depends.unwrap_or_default(),
+            init: init.unwrap_or_default(),
+            storage: storage.unwrap_or_default(),
             user,
             hostname,
             network,
@@ -1108,7 +1121,7 @@ impl<'s> Decoder<'s> {
                     self.duration(n, &a.child("timeout"))
                 });
                 InitAction::Run {
-                    command: command?,
+                    command: command.unwrap_or_default(),
                     timeout: timeout?,
                 }
             }

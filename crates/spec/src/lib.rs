@@ -66,8 +66,9 @@ pub fn parse_str_with_map(
     let mut decoder = decode::Decoder::new(&mut sink);
     let decoded = decoder.deployment(&root);
     let map = std::mem::take(&mut decoder.spans);
+    let incomplete = std::mem::take(&mut decoder.incomplete);
     if let Some(d) = &decoded {
-        validate::check(d, Some(&map), &declared, &mut sink);
+        validate::check(d, Some(&map), &declared, &incomplete, &mut sink);
     }
     match decoded {
         Some(d) if sink.errors.is_empty() => Ok((d, map)),
@@ -157,7 +158,7 @@ pub fn validate(d: &Deployment) -> Result<(), SpecErrors> {
         }
     }
     let declared: BTreeSet<String> = d.services.keys().cloned().collect();
-    validate::check(d, None, &declared, &mut sink);
+    validate::check(d, None, &declared, &BTreeSet::new(), &mut sink);
     if sink.errors.is_empty() {
         Ok(())
     } else {

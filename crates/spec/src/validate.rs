@@ -12,6 +12,8 @@ use crate::suggest::hint;
 struct Checker<'a> {
     sink: &'a mut Sink,
     map: Option<&'a SourceMap>,
+    /// Services that failed to decode in part; others do not look into them.
+    incomplete: &'a BTreeSet<String>,
 }
 
 impl Checker<'_> {
@@ -93,9 +95,14 @@ pub(crate) fn check(
     d: &Deployment,
     map: Option<&SourceMap>,
     declared: &BTreeSet<String>,
+    incomplete: &BTreeSet<String>,
     sink: &mut Sink,
 ) {
-    let mut c = Checker { sink, map };
+    let mut c = Checker {
+        sink,
+        map,
+        incomplete,
+    };
     if !d.deployment.is_empty() && !is_dns_label(&d.deployment) {
         let problem = label_problem(&d.deployment);
         c.err(
@@ -371,7 +378,11 @@ fn service(
             );
             continue;
         }
-        let Some(target) = d.services.get(&dep.service) else {
+        let Some(target) = d
+            .services
+            .get(&dep.service)
+            .filter(|_| !c.incomplete.contains(&dep.service))
+        else {
             continue;
         };
         let cp = format!("{dp}.condition");

@@ -424,3 +424,17 @@ fn json_specs_check_kind_specific_fields() {
          services.j.schedule: `schedule` in service \"j\" does not apply to kind: job"
     );
 }
+
+#[test]
+fn decode_and_validation_errors_in_one_run() {
+    // A type error in `replicas` does not hide the relative workdir in the same service, and a
+    // dependent's `healthy` condition is not second-guessed on the broken service.
+    assert_eq!(
+        errs(&spec("  web:\n    image: x\n    replicas: many\n    command: {workdir: tmp}\n    health: {check: {type: tcp, port: 0}}\n  api:\n    image: x\n    depends: [{service: web, condition: healthy}]\n")),
+        [
+            "t.yaml:6:15: `replicas` in service \"web\": expected a whole number >= 0, found `many`",
+            "t.yaml:7:24: `workdir` in service \"web\" (command) must be an absolute path, found `tmp`",
+            "t.yaml:8:39: `port` in service \"web\" (health.check): 0 is out of range, expected a whole number 1..65535",
+        ]
+    );
+}
