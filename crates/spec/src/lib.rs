@@ -11,6 +11,19 @@
 //!   ([`Service::spec_hash`]).
 //!
 //! Pure logic: the only I/O is [`parse_file`] reading the file it is given.
+//!
+//! ```
+//! let yaml = "version: v1\ndeployment: demo\nservices:\n  web:\n    image: busybox\n    replica: 2\n";
+//! let err = zlayer_spec::parse_str(yaml, "demo.yaml").unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "demo.yaml:6:5: unknown field `replica` in service \"web\", did you mean `replicas`?"
+//! );
+//!
+//! let good = zlayer_spec::parse_str(&yaml.replace("replica:", "replicas:"), "demo.yaml").unwrap();
+//! let plan = zlayer_spec::plan(&good, None);
+//! assert_eq!(plan.to_string().lines().nth(1), Some("  + web (service): create 2 replicas"));
+//! ```
 
 pub mod cron;
 pub mod decode;
