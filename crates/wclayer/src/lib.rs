@@ -1,1 +1,28 @@
-//! zlayer-wclayer
+//! Windows container layers: OCI layer tars converted into the folders the Windows Host Compute
+//! Service imports (see `shared/design/windows-layers.md`).
+//!
+//! Everything that decides bytes — PAX metadata, backup stream framing, reparse and EA buffers,
+//! FILETIMEs, staging layout, tombstones, link resolution, digest and DiffID checks — is portable
+//! and tested on Linux. The calls only Windows can make sit behind [`host::LayerHost`]:
+//! [`linux_host::LinuxHost`] writes files plus a `manifest.json`, `windows_host::WindowsHost`
+//! calls Win32 and vmcompute.dll.
+
+pub mod backup_stream;
+pub mod base_layer;
+pub mod convert;
+pub mod diff_layer;
+pub mod dispatch;
+pub mod ea;
+pub mod error;
+pub mod fileinfo;
+pub mod filetime;
+pub mod host;
+pub mod linux_host;
+pub mod pax;
+pub mod reparse;
+pub mod winpath;
+
+pub use convert::{convert_layer, PreparedLayer};
+pub use error::{Error, Result};
+pub use host::LayerHost;
+pub use linux_host::LinuxHost;
