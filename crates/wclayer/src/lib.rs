@@ -9,7 +9,10 @@
 
 pub mod backup_stream;
 pub mod base_layer;
+pub mod cli;
 pub mod convert;
+pub mod decompress;
+pub mod digest;
 pub mod diff_layer;
 pub mod dispatch;
 pub mod ea;
@@ -19,10 +22,23 @@ pub mod filetime;
 pub mod host;
 pub mod linux_host;
 pub mod pax;
+pub mod pipeline;
 pub mod reparse;
+pub mod source;
+#[cfg(windows)]
+pub mod windows_host;
 pub mod winpath;
 
 pub use convert::{convert_layer, PreparedLayer};
 pub use error::{Error, Result};
 pub use host::LayerHost;
 pub use linux_host::LinuxHost;
+pub use cli::{convert_layer_cli, unpack_image_cli};
+pub use pipeline::{
+    locate_uvm_boot_files, unpack_windows_image, unpack_windows_image_with, UnpackedImage,
+    UvmBootFiles,
+};
+pub use source::{
+    ConfigDescriptor, LayerSource, OciLayoutSource, RegistryAuth, ResolvedLayerDescriptor,
+    WindowsImage,
+};
