@@ -52,7 +52,8 @@ impl<'h> BaseLayerWriter<'h> {
         }
         self.host.process_base_layer(&self.layer)?;
         if self.has_utility_vm {
-            self.host.process_utility_vm(&self.layer.join("UtilityVM"))?;
+            self.host
+                .process_utility_vm(&self.layer.join("UtilityVM"))?;
         }
         self.host.finish_layer(&self.layer)
     }
@@ -99,7 +100,8 @@ impl LayerWriter for BaseLayerWriter<'_> {
             });
         }
         self.ensure_parents(name)?;
-        self.host.hard_link(&self.layer, target, &self.layer, name)?;
+        self.host
+            .hard_link(&self.layer, target, &self.layer, name)?;
         self.added.insert(name.to_string());
         Ok(())
     }

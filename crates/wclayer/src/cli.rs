@@ -30,8 +30,13 @@ pub fn convert_layer_cli(layer: &Path, out: &Path, parents: &[PathBuf]) -> anyho
     }
     let decoder = Decoder::new(reader, compression)?;
     let host = LinuxHost::new();
-    convert_layer(BufReader::with_capacity(256 * 1024, decoder), &host, out, parents)
-        .with_context(|| format!("converting {} into {}", layer.display(), out.display()))?;
+    convert_layer(
+        BufReader::with_capacity(256 * 1024, decoder),
+        &host,
+        out,
+        parents,
+    )
+    .with_context(|| format!("converting {} into {}", layer.display(), out.display()))?;
     Ok(())
 }
 

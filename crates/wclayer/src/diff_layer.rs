@@ -133,9 +133,9 @@ impl<'h> DiffLayerWriter<'h> {
         info: &FileBasicInfo,
         kind: StagedKind,
     ) -> Result<Box<dyn BackupSink>> {
-        let raw = self
-            .host
-            .create_staged_file(&self.staging, rel, &info.without_attributes(), kind)?;
+        let raw =
+            self.host
+                .create_staged_file(&self.staging, rel, &info.without_attributes(), kind)?;
         let path = self.staging.join(rel);
         let mut out = BufWriter::with_capacity(64 * 1024, raw);
         out.write_all(&info.file_attributes.to_le_bytes())
@@ -187,7 +187,10 @@ impl LayerWriter for DiffLayerWriter<'_> {
         }
         if has_prefix(name, UTILITY_VM) {
             if !self.has_utility_vm {
-                return Err(Error::entry(name, "utility VM entry before the UtilityVM directory"));
+                return Err(Error::entry(
+                    name,
+                    "utility VM entry before the UtilityVM directory",
+                ));
             }
             if !has_prefix(name, UTILITY_VM_FILES) {
                 return Err(Error::entry(
@@ -300,7 +303,10 @@ impl LayerWriter for DiffLayerWriter<'_> {
             Ok(())
         } else if has_prefix(name, UTILITY_VM_FILES) {
             if !self.has_utility_vm {
-                return Err(Error::entry(entry, "utility VM removal before the UtilityVM directory"));
+                return Err(Error::entry(
+                    entry,
+                    "utility VM removal before the UtilityVM directory",
+                ));
             }
             if !self.host.exists(&self.layer, name)? {
                 return Err(Error::entry(

@@ -9,11 +9,17 @@ use crate::error::{Error, Result};
 
 /// Checks `sha256:<64 lowercase hex>` and returns the hex part.
 pub fn sha256_hex(digest: &str) -> Result<&str> {
-    let hex = digest.strip_prefix("sha256:").ok_or_else(|| Error::Metadata {
-        what: digest.to_string(),
-        reason: "only sha256 digests are supported".into(),
-    })?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .ok_or_else(|| Error::Metadata {
+            what: digest.to_string(),
+            reason: "only sha256 digests are supported".into(),
+        })?;
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(Error::Metadata {
             what: digest.to_string(),
             reason: "not a sha256 digest (64 lowercase hex digits)".into(),
@@ -31,7 +37,10 @@ impl HashState {
     pub fn finish(&self) -> (String, u64) {
         let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let (hasher, n) = &*guard;
-        (format!("sha256:{}", hex::encode(hasher.clone().finalize())), *n)
+        (
+            format!("sha256:{}", hex::encode(hasher.clone().finalize())),
+            *n,
+        )
     }
 }
 

@@ -28,8 +28,14 @@ pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 pub const MUTATED_FILES: [(&str, &str); 4] = [
     ("UtilityVM/Files/EFI/Microsoft/Boot/BCD", "bcd.bak"),
     ("UtilityVM/Files/EFI/Microsoft/Boot/BCD.LOG", "bcd.log.bak"),
-    ("UtilityVM/Files/EFI/Microsoft/Boot/BCD.LOG1", "bcd.log1.bak"),
-    ("UtilityVM/Files/EFI/Microsoft/Boot/BCD.LOG2", "bcd.log2.bak"),
+    (
+        "UtilityVM/Files/EFI/Microsoft/Boot/BCD.LOG1",
+        "bcd.log1.bak",
+    ),
+    (
+        "UtilityVM/Files/EFI/Microsoft/Boot/BCD.LOG2",
+        "bcd.log2.bak",
+    ),
 ];
 
 /// Largest BCD file we copy through memory for its backup (real ones are tens of KiB).
@@ -50,7 +56,10 @@ pub trait LayerWriter {
 }
 
 /// Collected PAX records of an entry.
-fn pax_records<R: Read>(entry: &mut tar::Entry<'_, R>, name: &str) -> Result<BTreeMap<String, Vec<u8>>> {
+fn pax_records<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    name: &str,
+) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut out = BTreeMap::new();
     if let Some(exts) = entry
         .pax_extensions()
@@ -136,7 +145,10 @@ pub fn write_layer<R: Read>(
         let is_symlink = kind.is_symlink();
         let is_dir = kind.is_dir();
         if kind.is_gnu_sparse() {
-            return Err(Error::entry(&name, "GNU sparse entries are not supported in Windows layers"));
+            return Err(Error::entry(
+                &name,
+                "GNU sparse entries are not supported in Windows layers",
+            ));
         }
         if !(is_file || is_symlink || is_dir) {
             return Err(Error::entry(
@@ -271,7 +283,10 @@ impl BackupSink for TeeSink {
         if header.size > MAX_MUTATED_FILE {
             return Err(Error::entry(
                 &self.name,
-                format!("{} bytes is too large for a boot configuration file", header.size),
+                format!(
+                    "{} bytes is too large for a boot configuration file",
+                    header.size
+                ),
             ));
         }
         let mut buf = Vec::with_capacity(header.size as usize);

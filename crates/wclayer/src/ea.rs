@@ -14,12 +14,18 @@ pub fn encode(entry: &str, attrs: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>>
     let count = attrs.len();
     for (i, (name, value)) in attrs.iter().enumerate() {
         let name_len = u8::try_from(name.len()).map_err(|_| {
-            Error::entry(entry, format!("extended attribute name {name:?} is longer than 255 bytes"))
+            Error::entry(
+                entry,
+                format!("extended attribute name {name:?} is longer than 255 bytes"),
+            )
         })?;
         let value_len = u16::try_from(value.len()).map_err(|_| {
             Error::entry(
                 entry,
-                format!("extended attribute {name:?} value is {} bytes, more than 65535", value.len()),
+                format!(
+                    "extended attribute {name:?} value is {} bytes, more than 65535",
+                    value.len()
+                ),
             )
         })?;
         let size = 8 + name.len() + 1 + value.len();
@@ -67,10 +73,16 @@ mod tests {
     fn limits() {
         let mut m = BTreeMap::new();
         m.insert("n".repeat(256), vec![]);
-        assert!(encode("Files/f", &m).unwrap_err().to_string().contains("255"));
+        assert!(encode("Files/f", &m)
+            .unwrap_err()
+            .to_string()
+            .contains("255"));
         let mut m = BTreeMap::new();
         m.insert("n".to_string(), vec![0; 65536]);
-        assert!(encode("Files/f", &m).unwrap_err().to_string().contains("65535"));
+        assert!(encode("Files/f", &m)
+            .unwrap_err()
+            .to_string()
+            .contains("65535"));
         let mut m = BTreeMap::new();
         m.insert("n".repeat(255), vec![0; 65535]);
         assert!(encode("Files/f", &m).is_ok());

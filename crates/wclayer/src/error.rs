@@ -31,7 +31,9 @@ pub enum Error {
         actual: u64,
     },
     /// The uncompressed tar does not hash to the config's `rootfs.diff_ids` entry.
-    #[error("layer {digest}: uncompressed content hashes to {actual}, config diff_id is {expected}")]
+    #[error(
+        "layer {digest}: uncompressed content hashes to {actual}, config diff_id is {expected}"
+    )]
     DiffIdMismatch {
         digest: String,
         expected: String,

@@ -34,7 +34,10 @@ mod tests {
 
     #[test]
     fn epoch_and_known_dates() {
-        assert_eq!(FileTime::from_unix(0, 0), Some(FileTime(116_444_736_000_000_000)));
+        assert_eq!(
+            FileTime::from_unix(0, 0),
+            Some(FileTime(116_444_736_000_000_000))
+        );
         // 2020-01-01T00:00:00Z = 1577836800 s -> +15778368000000000 ticks.
         assert_eq!(
             FileTime::from_unix(1_577_836_800, 0),
@@ -46,9 +49,6 @@ mod tests {
             Some(FileTime(116_444_736_011_234_567))
         );
         // 1601-01-01 itself is tick 0.
-        assert_eq!(
-            FileTime::from_unix(-11_644_473_600, 0),
-            Some(FileTime(0))
-        );
+        assert_eq!(FileTime::from_unix(-11_644_473_600, 0), Some(FileTime(0)));
     }
 }

@@ -72,8 +72,13 @@ pub trait LayerHost: Send + Sync {
     /// Sets times and attributes of an existing path (directory times after children changed).
     fn set_basic_info(&self, root: &Path, rel: &str, info: &FileBasicInfo) -> Result<()>;
     /// Makes `link_root/name` a hard link to `target_root/target`, replacing an existing `name`.
-    fn hard_link(&self, target_root: &Path, target: &str, link_root: &Path, name: &str)
-        -> Result<()>;
+    fn hard_link(
+        &self,
+        target_root: &Path,
+        target: &str,
+        link_root: &Path,
+        name: &str,
+    ) -> Result<()>;
     /// Removes a file or empty directory after the import (a tombstone); `Ok(false)` if absent.
     fn remove_tombstone(&self, root: &Path, rel: &str) -> Result<bool>;
     /// Removes a path and everything below it (utility VM removals); it must exist.
@@ -105,7 +110,12 @@ impl BackupSink for DiscardSink {
         header: &crate::backup_stream::StreamHeader,
         data: &mut dyn std::io::Read,
     ) -> Result<()> {
-        crate::backup_stream::copy_exact(data, &mut std::io::sink(), header.size, Path::new("UtilityVM"))
+        crate::backup_stream::copy_exact(
+            data,
+            &mut std::io::sink(),
+            header.size,
+            Path::new("UtilityVM"),
+        )
     }
 
     fn finish(self: Box<Self>) -> Result<()> {

@@ -12,8 +12,8 @@ pub mod base_layer;
 pub mod cli;
 pub mod convert;
 pub mod decompress;
-pub mod digest;
 pub mod diff_layer;
+pub mod digest;
 pub mod dispatch;
 pub mod ea;
 pub mod error;
@@ -29,11 +29,11 @@ pub mod source;
 pub mod windows_host;
 pub mod winpath;
 
+pub use cli::{convert_layer_cli, unpack_image_cli};
 pub use convert::{convert_layer, PreparedLayer};
 pub use error::{Error, Result};
 pub use host::LayerHost;
 pub use linux_host::LinuxHost;
-pub use cli::{convert_layer_cli, unpack_image_cli};
 pub use pipeline::{
     locate_uvm_boot_files, unpack_windows_image, unpack_windows_image_with, UnpackedImage,
     UvmBootFiles,

@@ -253,7 +253,12 @@ impl LayerHost for LinuxHost {
             ))
         };
         self.record_path(rel, |r| {
-            r.kind = if opts.is_dir { "restored-dir" } else { "restored-file" }.into();
+            r.kind = if opts.is_dir {
+                "restored-dir"
+            } else {
+                "restored-file"
+            }
+            .into();
             r.attributes = Some(info.file_attributes);
             r.times = Some(info.into());
             r.streams.clear();
@@ -477,7 +482,10 @@ impl BackupSink for RestoreSink {
         match header.id {
             StreamId::Data => {
                 let Some(file) = self.file.as_mut() else {
-                    return Err(Error::entry(&self.rel, "a directory cannot have a data stream"));
+                    return Err(Error::entry(
+                        &self.rel,
+                        "a directory cannot have a data stream",
+                    ));
                 };
                 copy_exact(data, file, header.size, &path)?;
             }
@@ -501,7 +509,10 @@ impl BackupSink for RestoreSink {
                 if header.size > MAX_META_STREAM {
                     return Err(Error::entry(
                         &self.rel,
-                        format!("{:?} stream of {} bytes is implausibly large", header.id, header.size),
+                        format!(
+                            "{:?} stream of {} bytes is implausibly large",
+                            header.id, header.size
+                        ),
                     ));
                 }
                 let mut buf = Vec::new();

@@ -233,7 +233,10 @@ mod tests {
         assert_eq!(m.info.last_write_time, FileTime(base + 25_000_000));
         assert_eq!(m.info.last_access_time, FileTime(base + 30_000_000));
         assert_eq!(m.info.change_time, FileTime(base + 40_000_000));
-        assert_eq!(m.security_descriptor, Some(SecurityDescriptor::Raw(vec![1, 2, 3, 4])));
+        assert_eq!(
+            m.security_descriptor,
+            Some(SecurityDescriptor::Raw(vec![1, 2, 3, 4]))
+        );
         assert!(m.mountpoint);
         let names: Vec<_> = m.xattrs.keys().cloned().collect();
         assert_eq!(names, ["a", "b"]);
@@ -241,13 +244,26 @@ mod tests {
 
     #[test]
     fn bad_records_name_the_entry() {
-        let err = read_meta("Files/x", false, (0, None, None), &recs(&[(KEY_FILE_ATTRIBUTES, "-1")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("Files/x") && err.contains("MSWINDOWS.fileattr"), "{err}");
-        let err = read_meta("Files/y", false, (0, None, None), &recs(&[(KEY_RAW_SD, "!!")]))
-            .unwrap_err()
-            .to_string();
+        let err = read_meta(
+            "Files/x",
+            false,
+            (0, None, None),
+            &recs(&[(KEY_FILE_ATTRIBUTES, "-1")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("Files/x") && err.contains("MSWINDOWS.fileattr"),
+            "{err}"
+        );
+        let err = read_meta(
+            "Files/y",
+            false,
+            (0, None, None),
+            &recs(&[(KEY_RAW_SD, "!!")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("Files/y") && err.contains("base64"), "{err}");
     }
 }

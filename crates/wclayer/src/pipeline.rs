@@ -81,7 +81,8 @@ fn read_diff_ids(
     auth: &RegistryAuth,
 ) -> Result<Vec<String>> {
     let cfg = &image.config;
-    let BlobFetch::Found(r) = source.fetch_blob(&image.reference, auth, &cfg.digest, cfg.size)? else {
+    let BlobFetch::Found(r) = source.fetch_blob(&image.reference, auth, &cfg.digest, cfg.size)?
+    else {
         return Err(Error::Fetch {
             what: format!("config {} of {}", cfg.digest, image.reference),
             reason: "not found".into(),
@@ -186,7 +187,16 @@ pub fn unpack_windows_image_with(
                 host.delete_tree(&staging)?;
             }
             tracing::info!(index = i, layer = %desc.digest, dir = %layer_dir.display(), "unpacking Windows layer");
-            unpack_layer(host, source, image, auth, desc, &diff_ids[i], &layer_dir, &parents)?;
+            unpack_layer(
+                host,
+                source,
+                image,
+                auth,
+                desc,
+                &diff_ids[i],
+                &layer_dir,
+                &parents,
+            )?;
             std::fs::write(&marker, desc.digest.as_bytes()).ctx("writing", &marker)?;
         }
         parents.insert(0, layer_dir);
@@ -220,9 +230,11 @@ pub fn unpack_layer(
 
     let mut prepared = PreparedLayer::create(host, layer_dir, parents)?;
     // Read the tar, then everything after its end marker: the DiffID covers the whole stream.
-    let converted = prepared
-        .write_tar(&mut tar_stream, host)
-        .and_then(|()| drain(&mut tar_stream).ctx("reading the rest of layer", &desc.digest).map(drop));
+    let converted = prepared.write_tar(&mut tar_stream, host).and_then(|()| {
+        drain(&mut tar_stream)
+            .ctx("reading the rest of layer", &desc.digest)
+            .map(drop)
+    });
     // Whatever happened, read the blob to its end so its digest can be checked: a corrupt blob
     // is the root cause worth reporting even when it first surfaced as a tar or inflate error.
     let mut rest = tar_stream.into_inner().into_inner().into_inner();

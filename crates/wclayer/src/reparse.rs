@@ -48,13 +48,25 @@ pub fn encode(entry: &str, link_target: &str, mount_point: bool) -> Result<Vec<u
     // Header fields after tag/length/reserved: 4 x u16 = 8 bytes; names each carry a NUL.
     let names_len = (subst16.len() + 1 + print16.len() + 1) * 2;
     let data_len = 8 + names_len + if mount_point { 0 } else { 4 };
-    let too_long = || Error::entry(entry, format!("link target {link_target:?} is too long for a reparse point"));
+    let too_long = || {
+        Error::entry(
+            entry,
+            format!("link target {link_target:?} is too long for a reparse point"),
+        )
+    };
     let data_len16 = u16::try_from(data_len).map_err(|_| too_long())?;
     let subst_len = u16::try_from(subst16.len() * 2).map_err(|_| too_long())?;
     let print_len = u16::try_from(print16.len() * 2).map_err(|_| too_long())?;
 
     let mut out = Vec::with_capacity(8 + data_len);
-    out.extend_from_slice(&(if mount_point { TAG_MOUNT_POINT } else { TAG_SYMLINK }).to_le_bytes());
+    out.extend_from_slice(
+        &(if mount_point {
+            TAG_MOUNT_POINT
+        } else {
+            TAG_SYMLINK
+        })
+        .to_le_bytes(),
+    );
     out.extend_from_slice(&data_len16.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes()); // substitute name offset
@@ -76,7 +88,10 @@ mod tests {
     use super::*;
 
     fn utf16z(s: &str) -> Vec<u8> {
-        s.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect()
+        s.encode_utf16()
+            .chain([0])
+            .flat_map(u16::to_le_bytes)
+            .collect()
     }
 
     #[test]
@@ -101,18 +116,27 @@ mod tests {
         assert_eq!(&got[..8], &[0x0c, 0, 0, 0xa0, 40, 0, 0, 0]);
         assert_eq!(&got[8..16], &[0, 0, 16, 0, 18, 0, 8, 0]);
         assert_eq!(&got[16..20], &[0, 0, 0, 0]);
-        assert_eq!(&got[20..], [utf16z("\\??\\C:\\x"), utf16z("C:\\x")].concat());
+        assert_eq!(
+            &got[20..],
+            [utf16z("\\??\\C:\\x"), utf16z("C:\\x")].concat()
+        );
 
         // Junction: tag 0xA0000003, no flags field: data length = 8 + 18 + 10 = 36.
         let got = encode("Files/j", "C:\\x", true).unwrap();
         assert_eq!(&got[..8], &[3, 0, 0, 0xa0, 36, 0, 0, 0]);
         assert_eq!(&got[8..16], &[0, 0, 16, 0, 18, 0, 8, 0]);
-        assert_eq!(&got[16..], [utf16z("\\??\\C:\\x"), utf16z("C:\\x")].concat());
+        assert_eq!(
+            &got[16..],
+            [utf16z("\\??\\C:\\x"), utf16z("C:\\x")].concat()
+        );
     }
 
     #[test]
     fn nt_forms() {
-        assert_eq!(nt_target(r"\\srv\share\f"), (r"\??\UNC\srv\share\f".into(), false));
+        assert_eq!(
+            nt_target(r"\\srv\share\f"),
+            (r"\??\UNC\srv\share\f".into(), false)
+        );
         assert_eq!(nt_target(r"\\?\C:\f"), (r"\??\C:\f".into(), false));
         assert_eq!(nt_target(r"\rooted"), (r"\rooted".into(), true));
     }

@@ -98,7 +98,10 @@ pub fn open_layer_blob(
     }
     Err(Error::Fetch {
         what: format!("layer {} of {image}", desc.digest),
-        reason: format!("not found in the registry; every url failed: {}", failures.join("; ")),
+        reason: format!(
+            "not found in the registry; every url failed: {}",
+            failures.join("; ")
+        ),
     })
 }
 
@@ -192,7 +195,10 @@ impl OciLayoutSource {
     fn read_json_blob<T: for<'de> Deserialize<'de>>(&self, digest: &str) -> Result<T> {
         let path = self.blob_path(digest)?;
         let bytes = std::fs::read(&path).ctx("reading", &path)?;
-        let actual = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
+        let actual = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+        );
         if actual != digest {
             return Err(Error::DigestMismatch {
                 expected: digest.into(),
@@ -207,19 +213,31 @@ impl OciLayoutSource {
 
     /// Resolves `tag` (or the only image when `None`) to the Windows/amd64 manifest's config and
     /// layers, following an image index if there is one.
-    pub fn resolve(&self, tag: Option<&str>) -> Result<(WindowsImage, Vec<ResolvedLayerDescriptor>)> {
+    pub fn resolve(
+        &self,
+        tag: Option<&str>,
+    ) -> Result<(WindowsImage, Vec<ResolvedLayerDescriptor>)> {
         let index_path = self.root.join("index.json");
         let bytes = std::fs::read(&index_path).ctx("reading", &index_path)?;
         let index: IndexDoc = serde_json::from_slice(&bytes).map_err(|e| Error::Metadata {
             what: index_path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let reference = format!("oci:{}{}", self.root.display(), tag.map(|t| format!(":{t}")).unwrap_or_default());
+        let reference = format!(
+            "oci:{}{}",
+            self.root.display(),
+            tag.map(|t| format!(":{t}")).unwrap_or_default()
+        );
         let mut chosen = match tag {
             Some(t) => index
                 .manifests
                 .into_iter()
-                .find(|d| d.annotations.get("org.opencontainers.image.ref.name").map(String::as_str) == Some(t))
+                .find(|d| {
+                    d.annotations
+                        .get("org.opencontainers.image.ref.name")
+                        .map(String::as_str)
+                        == Some(t)
+                })
                 .ok_or_else(|| Error::Metadata {
                     what: index_path.display().to_string(),
                     reason: format!("no manifest tagged {t:?}"),

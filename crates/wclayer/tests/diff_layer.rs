@@ -22,7 +22,12 @@ fn convert_diff(tar: Vec<u8>) -> (tempfile::TempDir, PathBuf, PathBuf, Result<()
     let tmp = tempfile::tempdir().unwrap();
     let parent = parent_layer(tmp.path());
     let layer = tmp.path().join("layer");
-    let r = convert_layer(&tar[..], &LinuxHost::new(), &layer, &[parent.clone()]);
+    let r = convert_layer(
+        &tar[..],
+        &LinuxHost::new(),
+        &layer,
+        std::slice::from_ref(&parent),
+    );
     (tmp, layer, parent, r)
 }
 
@@ -49,9 +54,15 @@ fn directory_file_sd_empty_file_and_times() {
 
     // Directory: real dir + "Files/d.$wcidirs$" = u32 attributes 0x10 and an empty stream.
     assert!(layer.join("Files/d").is_dir());
-    assert_eq!(std::fs::read(layer.join("Files/d.$wcidirs$")).unwrap(), [0x10, 0, 0, 0]);
+    assert_eq!(
+        std::fs::read(layer.join("Files/d.$wcidirs$")).unwrap(),
+        [0x10, 0, 0, 0]
+    );
     // The root "Files/" entry has its record too.
-    assert_eq!(std::fs::read(layer.join("Files.$wcidirs$")).unwrap(), [0x10, 0, 0, 0]);
+    assert_eq!(
+        std::fs::read(layer.join("Files.$wcidirs$")).unwrap(),
+        [0x10, 0, 0, 0]
+    );
 
     // File: attr 32 | SECURITY(3) size 8 + sd | DATA(1) size 5 + "hello" = 4 + 28 + 25 = 57.
     let want = [
@@ -104,16 +115,26 @@ fn symlinks_junction_ea_and_alternate_stream() {
     let mut t = LayerTar::new();
     t.dir("Files/", &[])
         .symlink("Files/rel", "../a/b", &[("MSWINDOWS.fileattr", "1056")])
-        .symlink("Files/abs", "C:\\Windows", &[("MSWINDOWS.fileattr", "1040")])
+        .symlink(
+            "Files/abs",
+            "C:\\Windows",
+            &[("MSWINDOWS.fileattr", "1040")],
+        )
         .symlink(
             "Files/junc",
             "C:\\x",
-            &[("MSWINDOWS.fileattr", "1040"), ("MSWINDOWS.mountpoint", "1")],
+            &[
+                ("MSWINDOWS.fileattr", "1040"),
+                ("MSWINDOWS.mountpoint", "1"),
+            ],
         )
         .file(
             "Files/ea",
             b"",
-            &[("MSWINDOWS.xattr.b", &b64(b"2")), ("MSWINDOWS.xattr.a", &b64(b"1"))],
+            &[
+                ("MSWINDOWS.xattr.b", &b64(b"2")),
+                ("MSWINDOWS.xattr.a", &b64(b"1")),
+            ],
         )
         .file("Files/ads", b"main", &[])
         .file("Files/ads:Zone.Identifier", b"[ZoneTransfer]", &[]);
@@ -122,23 +143,40 @@ fn symlinks_junction_ea_and_alternate_stream() {
 
     // Relative symlink "../a/b" -> print name "..\a\b" (6 units, 12 bytes), substitute the same,
     // flags 1. Data length = 8 + (12+2)*2 + 4 = 40; reparse buffer = 8 + 40 = 48 bytes.
-    let mut reparse = vec![0x0c, 0, 0, 0xa0, 40, 0, 0, 0, 0, 0, 12, 0, 14, 0, 12, 0, 1, 0, 0, 0];
+    let mut reparse = vec![
+        0x0c, 0, 0, 0xa0, 40, 0, 0, 0, 0, 0, 12, 0, 14, 0, 12, 0, 1, 0, 0, 0,
+    ];
     reparse.extend(utf16z("..\\a\\b"));
     reparse.extend(utf16z("..\\a\\b"));
     assert_eq!(reparse.len(), 48);
     // Attributes 1056 = 0x420 (ARCHIVE | REPARSE_POINT); a symlink has no DATA record.
-    let want = [&1056u32.to_le_bytes()[..], &stream_header(8, 48, ""), &reparse].concat();
+    let want = [
+        &1056u32.to_le_bytes()[..],
+        &stream_header(8, 48, ""),
+        &reparse,
+    ]
+    .concat();
     assert_eq!(std::fs::read(layer.join("Files/rel")).unwrap(), want);
 
     // Absolute "C:\Windows" (10 units) -> substitute "\??\C:\Windows" (14 units = 28 bytes).
     // Data length = 8 + 30 + 22 + 4 = 64; flags 0.
-    let mut reparse = vec![0x0c, 0, 0, 0xa0, 64, 0, 0, 0, 0, 0, 28, 0, 30, 0, 20, 0, 0, 0, 0, 0];
+    let mut reparse = vec![
+        0x0c, 0, 0, 0xa0, 64, 0, 0, 0, 0, 0, 28, 0, 30, 0, 20, 0, 0, 0, 0, 0,
+    ];
     reparse.extend(utf16z("\\??\\C:\\Windows"));
     reparse.extend(utf16z("C:\\Windows"));
-    let want = [&1040u32.to_le_bytes()[..], &stream_header(8, 72, ""), &reparse].concat();
+    let want = [
+        &1040u32.to_le_bytes()[..],
+        &stream_header(8, 72, ""),
+        &reparse,
+    ]
+    .concat();
     // Attributes 1040 = DIRECTORY | REPARSE_POINT: a directory symlink, so it is staged as a
     // directory whose ".$wcidirs$" record holds the stream.
-    assert_eq!(std::fs::read(layer.join("Files/abs.$wcidirs$")).unwrap(), want);
+    assert_eq!(
+        std::fs::read(layer.join("Files/abs.$wcidirs$")).unwrap(),
+        want
+    );
 
     // Junction "C:\x": tag 0xA0000003, no flags. Substitute "\??\C:\x" = 16 bytes, print 8.
     // Data length = 8 + 18 + 10 = 36. Attributes 1040 = DIRECTORY | REPARSE_POINT, so it is
@@ -146,9 +184,17 @@ fn symlinks_junction_ea_and_alternate_stream() {
     let mut reparse = vec![3, 0, 0, 0xa0, 36, 0, 0, 0, 0, 0, 16, 0, 18, 0, 8, 0];
     reparse.extend(utf16z("\\??\\C:\\x"));
     reparse.extend(utf16z("C:\\x"));
-    let want = [&1040u32.to_le_bytes()[..], &stream_header(8, 44, ""), &reparse].concat();
+    let want = [
+        &1040u32.to_le_bytes()[..],
+        &stream_header(8, 44, ""),
+        &reparse,
+    ]
+    .concat();
     assert!(layer.join("Files/junc").is_dir());
-    assert_eq!(std::fs::read(layer.join("Files/junc.$wcidirs$")).unwrap(), want);
+    assert_eq!(
+        std::fs::read(layer.join("Files/junc.$wcidirs$")).unwrap(),
+        want
+    );
     assert!(layer.join("Files/abs").is_dir());
 
     // EA buffer, sorted: "a"=1 then "b"=2. Each entry 8 + 1 + 1 + 1 = 11 -> padded to 12.
@@ -164,7 +210,13 @@ fn symlinks_junction_ea_and_alternate_stream() {
         &[0],
     ]
     .concat();
-    let want = [&[0u8; 4][..], &stream_header(2, 24, ""), &ea, &stream_header(1, 0, "")].concat();
+    let want = [
+        &[0u8; 4][..],
+        &stream_header(2, 24, ""),
+        &ea,
+        &stream_header(1, 0, ""),
+    ]
+    .concat();
     assert_eq!(std::fs::read(layer.join("Files/ea")).unwrap(), want);
 
     // Alternate data stream: DATA "main", then ALTERNATE_DATA named ":Zone.Identifier:$DATA"
@@ -192,9 +244,15 @@ fn hive_is_plain_content() {
     let (_tmp, layer, _p, r) = convert_diff(t.finish());
     r.unwrap();
     // No attribute header, no framing: exactly the entry's bytes.
-    assert_eq!(std::fs::read(layer.join("Hives/DefaultUser_Delta")).unwrap(), b"regf....");
+    assert_eq!(
+        std::fs::read(layer.join("Hives/DefaultUser_Delta")).unwrap(),
+        b"regf...."
+    );
     // The Hives directory itself is staged like any directory.
-    assert_eq!(std::fs::read(layer.join("Hives.$wcidirs$")).unwrap(), [0x10, 0, 0, 0]);
+    assert_eq!(
+        std::fs::read(layer.join("Hives.$wcidirs$")).unwrap(),
+        [0x10, 0, 0, 0]
+    );
     let m = manifest(&layer);
     let h = &m["paths"]["Hives/DefaultUser_Delta"];
     assert_eq!(h["kind"], "restored-file");
@@ -228,7 +286,10 @@ fn whiteouts_and_opaque_marker() {
     t.dir("Hives/", &[]).file("Hives/.wh.x", b"", &[]);
     let (_tmp, layer, _p, r) = convert_diff(t.finish());
     let err = r.unwrap_err().to_string();
-    assert!(err.contains("Hives/.wh.x") && err.contains("invalid tombstone"), "{err}");
+    assert!(
+        err.contains("Hives/.wh.x") && err.contains("invalid tombstone"),
+        "{err}"
+    );
     assert!(!layer.exists(), "a failed layer is removed");
 }
 
@@ -253,9 +314,18 @@ fn hard_links_to_this_layer_and_parent() {
     assert_eq!(links[2]["target_root"], layer.to_str().unwrap());
     // Real hard links after the import: same inode as their targets.
     let ino = |p: PathBuf| std::fs::metadata(p).unwrap().ino();
-    assert_eq!(ino(layer.join("Files/to-mine")), ino(layer.join("Files/mine.txt")));
-    assert_eq!(ino(layer.join("Files/to-parent")), ino(parent.join("Files/p.txt")));
-    assert_eq!(ino(layer.join("Files/to-link")), ino(parent.join("Files/p.txt")));
+    assert_eq!(
+        ino(layer.join("Files/to-mine")),
+        ino(layer.join("Files/mine.txt"))
+    );
+    assert_eq!(
+        ino(layer.join("Files/to-parent")),
+        ino(parent.join("Files/p.txt"))
+    );
+    assert_eq!(
+        ino(layer.join("Files/to-link")),
+        ino(parent.join("Files/p.txt"))
+    );
 }
 
 #[test]
@@ -264,8 +334,15 @@ fn missing_link_target_is_an_error() {
     t.dir("Files/", &[]).hardlink("Files/l", "Files/nowhere");
     let (_tmp, layer, _p, r) = convert_diff(t.finish());
     match r.unwrap_err() {
-        Error::MissingLinkTarget { name, target, parents } => {
-            assert_eq!((name.as_str(), target.as_str(), parents), ("Files/l", "Files/nowhere", 1));
+        Error::MissingLinkTarget {
+            name,
+            target,
+            parents,
+        } => {
+            assert_eq!(
+                (name.as_str(), target.as_str(), parents),
+                ("Files/l", "Files/nowhere", 1)
+            );
         }
         e => panic!("unexpected {e}"),
     }
@@ -313,7 +390,10 @@ fn long_path() {
     let (_tmp, layer, _p, r) = convert_diff(t.finish());
     r.unwrap();
     let got = std::fs::read(layer.join(&file)).unwrap();
-    assert_eq!(got, [&[0u8; 4][..], &stream_header(1, 4, ""), b"deep"].concat());
+    assert_eq!(
+        got,
+        [&[0u8; 4][..], &stream_header(1, 4, ""), b"deep"].concat()
+    );
     assert_eq!(
         std::fs::read(layer.join(format!("{name}.$wcidirs$"))).unwrap(),
         [0x10, 0, 0, 0]
@@ -338,10 +418,14 @@ fn bad_entries_are_named() {
 
     // Legacy SDDL descriptors need Win32: a clear error on Linux.
     let mut t = LayerTar::new();
-    t.dir("Files/", &[]).file("Files/s", b"", &[("MSWINDOWS.sd", "O:BAG:BA")]);
+    t.dir("Files/", &[])
+        .file("Files/s", b"", &[("MSWINDOWS.sd", "O:BAG:BA")]);
     let (_tmp, _l, _p, r) = convert_diff(t.finish());
     let err = r.unwrap_err().to_string();
-    assert!(err.contains("Files/s") && err.contains("needs Windows"), "{err}");
+    assert!(
+        err.contains("Files/s") && err.contains("needs Windows"),
+        "{err}"
+    );
 
     // A truncated tar.
     let mut t = LayerTar::new();

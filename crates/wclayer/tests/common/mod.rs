@@ -95,7 +95,10 @@ pub fn stream_header(id: u32, size: u64, name: &str) -> Vec<u8> {
 
 /// UTF-16LE with a trailing NUL.
 pub fn utf16z(s: &str) -> Vec<u8> {
-    s.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect()
+    s.encode_utf16()
+        .chain([0])
+        .flat_map(u16::to_le_bytes)
+        .collect()
 }
 
 pub fn manifest(layer: &Path) -> serde_json::Value {
