@@ -19,3 +19,4 @@ mod testutil;
 pub use digest::Digest;
 pub use reference::Reference;
 pub use store::ImageStore;
+pub mod registry;
