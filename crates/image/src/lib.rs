@@ -7,6 +7,8 @@ pub mod reference;
 // local half: content store, layers, unpack, snapshots, image index
 pub mod content;
 pub mod layer;
+pub mod unpack;
 
 pub use digest::Digest;
 pub use reference::Reference;
+pub mod registry;
