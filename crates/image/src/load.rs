@@ -60,7 +60,10 @@ pub fn load(store: &ImageStore, path: &Path) -> Result<Vec<Reference>> {
 pub fn load_with(store: &ImageStore, path: &Path, opts: &LoadOptions) -> Result<Vec<LoadedImage>> {
     let _lease = store.lease()?;
     let meta = std::fs::metadata(path).map_err(io_err("open", path))?;
-    let default_repo = opts.repository.clone().unwrap_or_else(|| repo_from_path(path));
+    let default_repo = opts
+        .repository
+        .clone()
+        .unwrap_or_else(|| repo_from_path(path));
     let platform = match &opts.platform {
         Some(p) => Platform::parse(p).ok_or_else(|| StoreError::BadImage {
             what: "platform",
@@ -130,9 +133,17 @@ fn repo_from_path(path: &Path) -> String {
     let cleaned: String = stem
         .to_ascii_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
-    let cleaned = cleaned.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string();
+    let cleaned = cleaned
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string();
     if cleaned.is_empty() {
         "image".to_string()
     } else {
@@ -306,7 +317,10 @@ fn read_archive(cs: &ContentStore, path: &Path) -> Result<ArchiveFiles> {
             // docker save links a layer shared by two images to its first copy.
             if let Some(target) = entry.link_name().map_err(io_err("read archive", path))? {
                 let base = if kind.is_symlink() {
-                    Path::new(&name).parent().unwrap_or(Path::new("")).join(target)
+                    Path::new(&name)
+                        .parent()
+                        .unwrap_or(Path::new(""))
+                        .join(target)
                 } else {
                     target.into_owned()
                 };
@@ -376,7 +390,10 @@ impl Ctx<'_> {
             return Ok(());
         }
         let Some(dir) = &self.layout_dir else {
-            return Err(bad(&self.source, format!("{what} blob {digest} is missing from the archive")));
+            return Err(bad(
+                &self.source,
+                format!("{what} blob {digest} is missing from the archive"),
+            ));
         };
         let blob_path = dir.join("blobs/sha256").join(digest.hex());
         let mut f = File::open(&blob_path)
@@ -387,7 +404,11 @@ impl Ctx<'_> {
 
     /// Records the images an index.json names. `docker_tags` (docker ≥ 25 archives carry both
     /// formats) supplies names for images the index leaves unnamed.
-    fn load_index(&self, index: &[u8], docker_tags: Option<&[DockerEntry]>) -> Result<Vec<LoadedImage>> {
+    fn load_index(
+        &self,
+        index: &[u8],
+        docker_tags: Option<&[DockerEntry]>,
+    ) -> Result<Vec<LoadedImage>> {
         let cs = self.store.content();
         let index = parse_index(index, &self.source.join("index.json"))?;
         let mut out = Vec::new();
@@ -395,7 +416,11 @@ impl Ctx<'_> {
             self.ensure(&entry.digest, Some(entry.size), "index entry")?;
             let manifest_digest = self.pick_manifest(&entry.digest, &entry.media_type)?;
             let manifest = Manifest::parse(&cs.read_blob(&manifest_digest)?, &manifest_digest)?;
-            self.ensure(&manifest.config.digest, Some(manifest.config.size), "config")?;
+            self.ensure(
+                &manifest.config.digest,
+                Some(manifest.config.size),
+                "config",
+            )?;
             for l in &manifest.layers {
                 self.ensure(&l.digest, Some(l.size), "layer")?;
             }
@@ -406,7 +431,9 @@ impl Ctx<'_> {
                 names.push(self.parse_ref_name(n)?);
             } else if let Some(entries) = docker_tags {
                 for e in entries {
-                    if e.config.trim_start_matches("blobs/sha256/").trim_end_matches(".json")
+                    if e.config
+                        .trim_start_matches("blobs/sha256/")
+                        .trim_end_matches(".json")
                         == manifest.config.digest.hex()
                     {
                         for t in e.repo_tags.iter().flatten() {
@@ -415,9 +442,9 @@ impl Ctx<'_> {
                     }
                 }
             }
-            let record = self
-                .store
-                .record_image_names(&names, &manifest_digest, &manifest.config.digest)?;
+            let record =
+                self.store
+                    .record_image_names(&names, &manifest_digest, &manifest.config.digest)?;
             out.push(LoadedImage { names, record });
         }
         merge_duplicates(out)
@@ -432,7 +459,10 @@ impl Ctx<'_> {
         let bytes = cs.read_blob(digest)?;
         let nested = parse_index(&bytes, &self.source)?;
         for e in &nested.manifests {
-            if e.platform.as_ref().is_some_and(|p| self.platform.matches(p)) {
+            if e.platform
+                .as_ref()
+                .is_some_and(|p| self.platform.matches(p))
+            {
                 self.ensure(&e.digest, Some(e.size), "manifest")?;
                 return self.pick_manifest(&e.digest, &e.media_type);
             }
@@ -460,16 +490,22 @@ impl Ctx<'_> {
 
     /// `docker save` (pre-OCI format): configs and layers by path; layers are usually plain
     /// tars. Builds an OCI manifest for each image.
-    fn load_docker(&self, entries: &[DockerEntry], files: &ArchiveFiles) -> Result<Vec<LoadedImage>> {
+    fn load_docker(
+        &self,
+        entries: &[DockerEntry],
+        files: &ArchiveFiles,
+    ) -> Result<Vec<LoadedImage>> {
         let cs = self.store.content();
         let mut out = Vec::new();
         for e in entries {
             let config_path = e.config.trim_start_matches("./");
-            let (config_digest, config_size) = files
-                .blobs
-                .get(config_path)
-                .cloned()
-                .ok_or_else(|| bad(&self.source, format!("config {config_path} is missing from the archive")))?;
+            let (config_digest, config_size) =
+                files.blobs.get(config_path).cloned().ok_or_else(|| {
+                    bad(
+                        &self.source,
+                        format!("config {config_path} is missing from the archive"),
+                    )
+                })?;
             let config: serde_json::Value = serde_json::from_slice(&cs.read_blob(&config_digest)?)
                 .map_err(|source| StoreError::BadJson {
                     what: "image config",
@@ -494,20 +530,25 @@ impl Ctx<'_> {
             let mut layers = Vec::new();
             for (lpath, diff_id) in e.layers.iter().zip(&diff_ids) {
                 let lpath = lpath.trim_start_matches("./");
-                let (digest, size) = files
-                    .blobs
-                    .get(lpath)
-                    .cloned()
-                    .ok_or_else(|| bad(&self.source, format!("layer {lpath} is missing from the archive")))?;
+                let (digest, size) = files.blobs.get(lpath).cloned().ok_or_else(|| {
+                    bad(
+                        &self.source,
+                        format!("layer {lpath} is missing from the archive"),
+                    )
+                })?;
                 let mut head = [0u8; 4];
-                let n = cs.open_blob(&digest)?.read(&mut head).map_err(io_err("read", &cs.blob_path(&digest)))?;
+                let n = cs
+                    .open_blob(&digest)?
+                    .read(&mut head)
+                    .map_err(io_err("read", &cs.blob_path(&digest)))?;
                 let compression = Compression::detect(&head[..n]);
                 if compression == Compression::None && &digest.to_string() != diff_id {
                     // An uncompressed layer's digest is its DiffID: check it now.
                     return Err(StoreError::DiffIdMismatch {
                         layer: digest.clone(),
-                        expected: Digest::parse(diff_id)
-                            .map_err(|e| bad(&self.source, format!("config {config_digest}: {e}")))?,
+                        expected: Digest::parse(diff_id).map_err(|e| {
+                            bad(&self.source, format!("config {config_digest}: {e}"))
+                        })?,
                         actual: digest,
                     });
                 }
@@ -535,7 +576,9 @@ impl Ctx<'_> {
                 .flatten()
                 .map(|t| self.parse_name(t))
                 .collect::<Result<Vec<_>>>()?;
-            let record = self.store.record_image_names(&names, &manifest_digest, &config_digest)?;
+            let record = self
+                .store
+                .record_image_names(&names, &manifest_digest, &config_digest)?;
             out.push(LoadedImage { names, record });
         }
         merge_duplicates(out)
