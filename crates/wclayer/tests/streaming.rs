@@ -13,8 +13,8 @@ use std::sync::mpsc::{sync_channel, Receiver};
 
 use zlayer_wclayer::source::{BlobFetch, LayerSource};
 use zlayer_wclayer::{
-    unpack_windows_image_with, ConfigDescriptor, LinuxHost, RegistryAuth,
-    ResolvedLayerDescriptor, WindowsImage,
+    unpack_windows_image_with, ConfigDescriptor, LinuxHost, RegistryAuth, ResolvedLayerDescriptor,
+    WindowsImage,
 };
 
 const FILES: u64 = 8;
@@ -74,7 +74,8 @@ impl TarGen {
         } else if self.next_file < FILES {
             let mut h = tar::Header::new_ustar();
             h.set_entry_type(tar::EntryType::Regular);
-            h.set_path(format!("Files/big{}.bin", self.next_file)).unwrap();
+            h.set_path(format!("Files/big{}.bin", self.next_file))
+                .unwrap();
             h.set_size(self.file_size);
             h.set_mode(0o644);
             h.set_mtime(common::MTIME);
@@ -194,7 +195,9 @@ impl LayerSource for GenSource {
         _size: u64,
     ) -> zlayer_wclayer::Result<BlobFetch> {
         if digest == self.config_digest {
-            return Ok(BlobFetch::Found(Box::new(std::io::Cursor::new(self.config.clone()))));
+            return Ok(BlobFetch::Found(Box::new(std::io::Cursor::new(
+                self.config.clone(),
+            ))));
         }
         assert_eq!(digest, self.layer_digest);
         Ok(BlobFetch::Found(Box::new(compressed_stream(self.total))))
