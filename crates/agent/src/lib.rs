@@ -1,1 +1,16 @@
-//! zlayer-agent
+//! zlayer-agent (library): the node agent. Every operation the CLI offers is a method here
+//! first; the REST API is a thin translation of HTTP onto these calls, so other front ends (the
+//! Docker Engine API, the Kubernetes CRI) can be added without touching the logic.
+
+pub mod config;
+pub mod containers;
+pub mod db;
+pub mod error;
+pub mod paths;
+
+mod agent;
+
+pub use agent::Agent;
+pub use config::AgentConfig;
+pub use error::{AgentError, ErrorKind};
+pub use paths::Paths;

@@ -1,1 +1,10 @@
-//! zlayer-api
+//! zlayer-api: the agent's REST API. The server maps HTTP onto [`zlayer_agent::Agent`] calls;
+//! the client is what the CLI (and tests) use. JSON bodies everywhere; long operations (pull,
+//! logs -f, events) stream JSON lines.
+
+pub mod client;
+pub mod error;
+pub mod server;
+pub mod types;
+
+pub use client::Client;

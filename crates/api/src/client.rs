@@ -1,0 +1,206 @@
+//! The API client over the daemon's unix socket, used by the CLI.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use zlayer_agent::ErrorKind;
+
+use crate::error::kind_for;
+use crate::types::ErrorBody;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the zlayer-agent daemon at {}: {cause}\n  Is it running? Start it with: zlayer-agent daemon   (as root; see --help for --root/--state/--socket)", socket.display())]
+    Unreachable {
+        socket: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("{message}")]
+    Api {
+        kind: ErrorKind,
+        status: u16,
+        message: String,
+    },
+    #[error("talking to the daemon: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Api { kind, .. } => *kind,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A client of one daemon.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+fn protocol<E: std::fmt::Display>(e: E) -> ClientError {
+    ClientError::Protocol(e.to_string())
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Self {
+            socket: socket.into(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Sends one request on a fresh connection and returns the response with its body unread.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|cause| ClientError::Unreachable {
+                socket: self.socket.clone(),
+                cause,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(protocol)?;
+        tokio::spawn(async move {
+            // The connection ends when the response body is dropped; errors surface there.
+            let _ = conn.await;
+        });
+        let has_body = body.is_some();
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "zlayer-agent");
+        if has_body {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(protocol)?;
+        let resp = sender.send_request(req).await.map_err(protocol)?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(protocol)?
+            .to_bytes();
+        Err(api_error(status, &bytes))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T> {
+        let resp = self.send(method, path, body).await?;
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(protocol)?
+            .to_bytes();
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("bad response to {path}: {e}")))
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let body = serde_json::to_vec(body).map_err(protocol)?;
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.call(Method::DELETE, path, None).await
+    }
+
+    /// Calls a streaming endpoint and hands each JSON line to `on_line` as it arrives.
+    pub async fn stream<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        mut on_line: impl FnMut(T) -> Result<()>,
+    ) -> Result<()> {
+        let body = match body {
+            Some(b) => Some(serde_json::to_vec(b).map_err(protocol)?),
+            None => None,
+        };
+        let mut resp = self.send(method, path, body).await?;
+        let mut pending: Vec<u8> = Vec::new();
+        while let Some(frame) = resp.body_mut().frame().await {
+            let frame = frame.map_err(protocol)?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.extend_from_slice(data);
+            while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                let line = &line[..line.len() - 1];
+                if line.is_empty() {
+                    continue;
+                }
+                let item = serde_json::from_slice(line).map_err(|e| {
+                    ClientError::Protocol(format!(
+                        "bad line from {path}: {e}: {}",
+                        String::from_utf8_lossy(line)
+                    ))
+                })?;
+                on_line(item)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(e) => ClientError::Api {
+            kind: e.kind,
+            status: status.as_u16(),
+            message: e.error,
+        },
+        Err(_) => ClientError::Api {
+            kind: kind_for(status),
+            status: status.as_u16(),
+            message: format!("{status}: {}", String::from_utf8_lossy(body).trim()),
+        },
+    }
+}
+
+/// Percent-encodes a value for a query string (image references contain `/`, `:` and `@`).
+pub fn encode_query(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

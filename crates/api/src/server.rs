@@ -1,0 +1,93 @@
+//! The HTTP server: routes onto agent calls, served on a unix socket.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use zlayer_agent::Agent;
+
+use crate::types::{VersionInfo, API_VERSION};
+
+/// Shared state of every handler.
+pub type AppState = Arc<Agent>;
+
+/// All routes of the API.
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/v1/version", get(version))
+        .route("/v1/ping", get(|| async { "OK" }))
+        .with_state(agent)
+}
+
+async fn version(State(agent): State<AppState>) -> Json<VersionInfo> {
+    let paths = &agent.config().paths;
+    Json(VersionInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        api_version: API_VERSION.to_string(),
+        root: paths.root.display().to_string(),
+        state: paths.state.display().to_string(),
+    })
+}
+
+/// A response that streams JSON lines sent into the returned channel, for long operations
+/// (pull progress, log following, events). The stream ends when every sender is dropped.
+pub fn json_lines_response<T: Serialize + Send + 'static>() -> (mpsc::Sender<T>, Response) {
+    let (tx, rx) = mpsc::channel::<T>(64);
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|item| {
+        let mut line = serde_json::to_vec(&item).unwrap_or_else(|e| {
+            // Serialising our own plain structs cannot fail; if it ever does, say so in-band
+            // instead of silently truncating the stream.
+            serde_json::to_vec(&serde_json::json!({"error": format!("serialising event: {e}")}))
+                .unwrap_or_default()
+        });
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line))
+    });
+    let response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| Response::new(Body::empty()));
+    (tx, response)
+}
+
+use tokio_stream::StreamExt as _;
+
+/// Binds `socket` (replacing a stale socket file), makes it mode 0660, and serves until
+/// `shutdown` completes.
+pub async fn serve_unix(
+    socket: &Path,
+    agent: Arc<Agent>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating socket directory {}", dir.display()))?;
+    }
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing stale socket {}", socket.display()))
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("binding API socket {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("setting mode 0660 on {}", socket.display()))?;
+    tracing::info!(socket = %socket.display(), "API listening");
+    axum::serve(listener, router(agent))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the API")?;
+    Ok(())
+}

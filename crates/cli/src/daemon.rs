@@ -1,0 +1,109 @@
+//! `zlayer-agent daemon`: opens the agent's state and serves the API until SIGTERM/SIGINT.
+//! Containers are not stopped when the daemon stops: each has its own shim.
+
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use zlayer_agent::config::{FileConfig, DEFAULT_CONFIG_FILE};
+use zlayer_agent::paths::{DEFAULT_ROOT, DEFAULT_STATE};
+use zlayer_agent::{Agent, AgentConfig, Paths};
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// Persistent data: images, snapshots, containers, volumes, agent.db.
+    #[arg(long, env = "ZLAYER_AGENT_ROOT", default_value = DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Runtime state: libcontainer state and shim sockets.
+    #[arg(long, env = "ZLAYER_AGENT_STATE", default_value = DEFAULT_STATE)]
+    state: PathBuf,
+    /// The daemon's JSON config file (registries, credentials); missing default file = defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ZLAYER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if !args.root.is_absolute() || !args.state.is_absolute() {
+        bail!("--root and --state must be absolute paths");
+    }
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path, true)?,
+        None => FileConfig::load(std::path::Path::new(DEFAULT_CONFIG_FILE), false)?,
+    };
+    let paths = Paths::new(&args.root, &args.state);
+    std::fs::create_dir_all(&paths.root)
+        .with_context(|| format!("creating {}", paths.root.display()))?;
+    let _lock = lock_root(&paths)?;
+    paths
+        .create_all()
+        .with_context(|| format!("creating {}", args.root.display()))?;
+    let exe = std::env::current_exe().context("locating the zlayer-agent executable")?;
+    let config = AgentConfig {
+        paths,
+        file,
+        shim_command: vec![exe, PathBuf::from("shim")],
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("zlayer-agent")
+        .build()
+        .context("starting the daemon runtime")?;
+    rt.block_on(async move {
+        let agent = Arc::new(Agent::open(config)?);
+        zlayer_api::server::serve_unix(&socket, agent, shutdown_signal()).await?;
+        let _ = std::fs::remove_file(&socket);
+        tracing::info!("daemon stopped; containers keep running under their shims");
+        Ok(())
+    })
+}
+
+/// Holds an exclusive lock on `root/daemon.lock` for the daemon's lifetime, so two daemons
+/// never share one root.
+fn lock_root(paths: &Paths) -> anyhow::Result<std::fs::File> {
+    let path = paths.daemon_lock();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own and keep open for the daemon's lifetime.
+    let rc = unsafe { libc_flock(file.as_raw_fd()) };
+    if rc != 0 {
+        bail!(
+            "another zlayer-agent daemon is already using {} (lock {} is held)",
+            paths.root.display(),
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
+unsafe fn libc_flock(fd: i32) -> i32 {
+    nix::libc::flock(fd, nix::libc::LOCK_EX | nix::libc::LOCK_NB)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot watch SIGTERM: {e}");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}

@@ -1,0 +1,340 @@
+//! Bridge networks: their CNI conflists on disk, subnet choice, and names.
+//!
+//! The conflist file *is* the network's record: `<config_dir>/<name>.conflist`. Everything we need
+//! later (bridge name, subnet, gateway) is read back from it, so there is no second source of truth
+//! to drift.
+
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{NetworkError, Result};
+
+/// Name of the network created on first start and used when none is given.
+pub const DEFAULT_NETWORK: &str = "zlayer0";
+
+/// The default network's subnet. Chosen away from what usually lives on hosts: Docker
+/// (172.17-31/16), Podman (10.88/16), Kubernetes pods/services (10.244/16, 10.96/12).
+pub const DEFAULT_SUBNET: &str = "10.213.0.0/16";
+
+/// Pool of /16s handed out to networks created without `--subnet` (16 networks).
+pub const DEFAULT_POOL: &str = "10.224.0.0/12";
+
+/// Name of the iptables chain (filter table) holding the inter-network isolation rules. The CNI
+/// firewall plugin jumps to it first from its CNI-FORWARD chain (its "admin chain").
+pub const ISOLATION_CHAIN: &str = "ZLAYER-ISOLATION";
+
+/// A bridge network as seen by callers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// The Linux bridge interface in the agent's network namespace.
+    pub bridge: String,
+    pub conflist_path: PathBuf,
+}
+
+/// Network names double as file names and appear in iptables comments.
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if name.is_empty() || name.len() > 64 || !ok_chars || !first_ok {
+        return Err(NetworkError::invalid(
+            "network name",
+            name,
+            "use 1-64 characters from [A-Za-z0-9_.-], starting with a letter or digit",
+        ));
+    }
+    Ok(())
+}
+
+/// Bridge interface name for a network (Linux limits names to 15 bytes).
+pub fn bridge_name(network: &str) -> String {
+    if network == DEFAULT_NETWORK {
+        return DEFAULT_NETWORK.to_string();
+    }
+    let digest = Sha256::digest(network.as_bytes());
+    format!("zlbr-{}", &hex::encode(digest)[..10])
+}
+
+/// The conflist for a network: bridge (+ host-local IPAM), portmap, firewall.
+///
+/// - `isGateway`/`ipMasq`: containers reach the outside through the bridge address, NATed.
+/// - `hairpinMode`: a container can reach itself through a published port.
+/// - portmap `snat` (default true, made explicit) marks and masquerades forwarded traffic, and
+///   the plugin sets `route_localnet` on the bridge so `127.0.0.1:HOST` works from the host.
+/// - firewall with our admin chain: per-container FORWARD accept rules, preceded by our
+///   isolation chain which drops traffic between different zlayer bridges.
+pub fn conflist(name: &str, subnet: Ipv4Net, cni_version: &str, ipam_dir: &Path) -> Value {
+    let gateway = gateway_of(subnet);
+    json!({
+        "cniVersion": cni_version,
+        "name": name,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge_name(name),
+                "isGateway": true,
+                "ipMasq": true,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": subnet.to_string(), "gateway": gateway.to_string()}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": ipam_dir.display().to_string(),
+                }
+            },
+            {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
+            {"type": "firewall", "backend": "iptables", "iptablesAdminChainName": ISOLATION_CHAIN}
+        ]
+    })
+}
+
+/// First usable address: the bridge's (and the DNS server's) address.
+pub fn gateway_of(subnet: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()) + 1)
+}
+
+/// Read a network back from its conflist file.
+pub fn read(path: &Path) -> Result<NetworkInfo> {
+    let text = fs::read_to_string(path).map_err(|e| NetworkError::io("reading", path, e))?;
+    let value: Value = serde_json::from_str(&text).map_err(|source| NetworkError::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &value)
+}
+
+fn parse(path: &Path, value: &Value) -> Result<NetworkInfo> {
+    let bad =
+        |reason: &str| NetworkError::invalid("network config", path.display().to_string(), reason);
+    let name = value
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no \"name\""))?;
+    let bridge_plugin = value
+        .get("plugins")
+        .and_then(Value::as_array)
+        .and_then(|p| {
+            p.iter()
+                .find(|p| p.get("type").and_then(Value::as_str) == Some("bridge"))
+        })
+        .ok_or_else(|| bad("no bridge plugin in \"plugins\""))?;
+    let bridge = bridge_plugin
+        .get("bridge")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("bridge plugin has no \"bridge\""))?;
+    let range = bridge_plugin
+        .pointer("/ipam/ranges/0/0")
+        .ok_or_else(|| bad("bridge plugin has no ipam.ranges[0][0]"))?;
+    let subnet: Ipv4Net = range
+        .get("subnet")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("ipam range has no IPv4 \"subnet\""))?;
+    let gateway = range
+        .get("gateway")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| gateway_of(subnet));
+    Ok(NetworkInfo {
+        name: name.to_string(),
+        subnet,
+        gateway,
+        bridge: bridge.to_string(),
+        conflist_path: path.to_path_buf(),
+    })
+}
+
+/// Path of a network's conflist.
+pub fn conflist_path(config_dir: &Path, name: &str) -> PathBuf {
+    config_dir.join(format!("{name}.conflist"))
+}
+
+/// All networks configured in `config_dir`, sorted by name.
+pub fn list(config_dir: &Path) -> Result<Vec<NetworkInfo>> {
+    let entries = match fs::read_dir(config_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(NetworkError::io("listing", config_dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| NetworkError::io("listing", config_dir, e))?
+            .path();
+        if path.extension().and_then(|e| e.to_str()) == Some("conflist") {
+            out.push(read(&path)?);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Write a conflist atomically (temp file + rename), so a crash never leaves half a file.
+pub fn write(path: &Path, conflist: &Value) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| NetworkError::io("creating", dir, e))?;
+    crate::state::write_json_atomic(path, conflist)
+}
+
+/// Check `subnet` against the networks we have and the routes of this namespace.
+pub fn check_overlap(subnet: Ipv4Net, existing: &[NetworkInfo], routes: &[Ipv4Net]) -> Result<()> {
+    if subnet.prefix_len() > 30 {
+        return Err(NetworkError::invalid(
+            "subnet",
+            subnet.to_string(),
+            "too small for a bridge network (need /30 or larger)",
+        ));
+    }
+    if subnet.network() != subnet.addr() {
+        return Err(NetworkError::invalid(
+            "subnet",
+            subnet.to_string(),
+            format!("host bits set; did you mean {}?", subnet.trunc()),
+        ));
+    }
+    for net in existing {
+        if overlaps(subnet, net.subnet) {
+            return Err(NetworkError::SubnetOverlap {
+                subnet: subnet.to_string(),
+                other: net.subnet.to_string(),
+                owner: format!("network {:?}", net.name),
+            });
+        }
+    }
+    for route in routes {
+        if overlaps(subnet, *route) {
+            return Err(NetworkError::SubnetOverlap {
+                subnet: subnet.to_string(),
+                other: route.to_string(),
+                owner: "a route on this host".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// First /16 of `pool` that overlaps nothing.
+pub fn pick_free(pool: Ipv4Net, existing: &[NetworkInfo], routes: &[Ipv4Net]) -> Result<Ipv4Net> {
+    let candidates = pool
+        .subnets(16.max(pool.prefix_len()))
+        .map_err(|e| NetworkError::invalid("subnet pool", pool.to_string(), e.to_string()))?;
+    for candidate in candidates {
+        if check_overlap(candidate, existing, routes).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    Err(NetworkError::NoFreeSubnet {
+        pool: pool.to_string(),
+    })
+}
+
+fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// Destination prefixes of the IPv4 routes of the calling thread's namespace, read from
+/// `/proc/net/route`, ignoring the default route (which overlaps everything) and our own
+/// bridges' routes (listed separately as networks). Only read, never changed.
+pub fn host_routes(own_bridges: &[String]) -> Vec<Ipv4Net> {
+    let Ok(text) = fs::read_to_string("/proc/net/route") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 8 || own_bridges.iter().any(|b| b == cols[0]) {
+            continue;
+        }
+        let (Ok(dst), Ok(mask)) = (
+            u32::from_str_radix(cols[1], 16),
+            u32::from_str_radix(cols[7], 16),
+        ) else {
+            continue;
+        };
+        // /proc/net/route prints addresses in host (little-endian) byte order.
+        let dst = Ipv4Addr::from(u32::from_be(dst));
+        let prefix = u32::from_be(mask).leading_ones() as u8;
+        if prefix == 0 {
+            continue;
+        }
+        if let Ok(net) = Ipv4Net::new(dst, prefix) {
+            out.push(net);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(name: &str, subnet: &str) -> NetworkInfo {
+        let subnet: Ipv4Net = subnet.parse().unwrap();
+        NetworkInfo {
+            name: name.into(),
+            subnet,
+            gateway: gateway_of(subnet),
+            bridge: bridge_name(name),
+            conflist_path: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn names() {
+        validate_name("zlayer0").unwrap();
+        validate_name("my_net.1-a").unwrap();
+        for bad in ["", "-x", "a/b", "a b", &"x".repeat(65)] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(bridge_name("zlayer0"), "zlayer0");
+        let b = bridge_name("frontend");
+        assert!(b.len() <= 15 && b.starts_with("zlbr-"), "{b}");
+        assert_ne!(b, bridge_name("backend"));
+    }
+
+    #[test]
+    fn conflist_round_trips() {
+        let subnet: Ipv4Net = "10.214.0.0/16".parse().unwrap();
+        let v = conflist("front", subnet, "1.0.0", Path::new("/x/ipam"));
+        let info = parse(Path::new("/c/front.conflist"), &v).unwrap();
+        assert_eq!(info.name, "front");
+        assert_eq!(info.subnet, subnet);
+        assert_eq!(info.gateway.to_string(), "10.214.0.1");
+        assert_eq!(info.bridge, bridge_name("front"));
+    }
+
+    #[test]
+    fn subnet_selection() {
+        let pool: Ipv4Net = "10.214.0.0/15".parse().unwrap();
+        let existing = vec![net("a", "10.214.0.0/16")];
+        assert_eq!(
+            pick_free(pool, &existing, &[]).unwrap().to_string(),
+            "10.215.0.0/16"
+        );
+        let routes = vec!["10.215.3.0/24".parse().unwrap()];
+        let err = pick_free(pool, &existing, &routes).unwrap_err().to_string();
+        assert!(err.contains("10.214.0.0/15"), "{err}");
+        let err = check_overlap("10.214.128.0/17".parse().unwrap(), &existing, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"a\""), "{err}");
+        let err = check_overlap("10.9.0.1/16".parse().unwrap(), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10.9.0.0/16"), "{err}");
+    }
+}
