@@ -152,6 +152,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return 2;
         }
     };
+    // Descriptors the spawner leaked to us (without CLOEXEC) must not be held for the
+    // container's lifetime: a daemon's pipe would never see EOF.
+    // SAFETY: close_range only closes descriptors; nothing in this process uses any
+    // descriptor above 2 at this point.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
     let (r, w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => {

@@ -39,7 +39,22 @@ pub fn busybox_layer() -> &'static Path {
     })
 }
 
+/// Builds the layer once: spawn-helper processes share it with the test process, and
+/// rewriting a binary that running containers execute would crash them (SIGBUS).
 pub fn build_busybox_rootfs(l: &Path) {
+    if l.join(".complete").exists() {
+        return;
+    }
+    let tmp = l.with_extension(format!("tmp{}", std::process::id()));
+    build_busybox_rootfs_at(&tmp);
+    fs::write(tmp.join(".complete"), "").unwrap();
+    if fs::rename(&tmp, l).is_err() {
+        // built concurrently by another process: use theirs
+        fs::remove_dir_all(&tmp).unwrap();
+    }
+}
+
+fn build_busybox_rootfs_at(l: &Path) {
     for d in [
         "bin", "etc", "proc", "sys", "dev", "tmp", "root", "home/app", "var",
     ] {

@@ -40,6 +40,7 @@ pub fn all() -> Vec<Trial> {
         Trial::test("stop_with_term_handler_is_graceful", stop_graceful),
         Trial::test("shim_survives_its_spawner", survives_spawner),
         Trial::test("exit_while_daemon_away_is_recorded", exit_while_away),
+        Trial::test("exec_leaves_init_running", tick_exec),
         Trial::test("stats_from_own_cgroup", stats),
         Trial::test("user_and_groups_resolved", user_resolution),
         Trial::test("read_only_rootfs", read_only),
@@ -327,15 +328,22 @@ fn survives_spawner() -> R {
         matches!(c.status()?, ShimStatus::Running { .. }),
         "container died with its spawner",
     )?;
+    let a = t.log_text().matches("tick").count();
+    std::thread::sleep(Duration::from_millis(700));
+    let b = t.log_text().matches("tick").count();
+    check(b > a, format!("ticks stopped BEFORE exec: {a} -> {b}"))?;
     let out = c.exec_output(&execspec(&["echo", "still here"]), None)?;
     check(out.stdout == b"still here\n", format!("{out:?}"))?;
     let n0 = t.log_text().matches("tick").count();
-    std::thread::sleep(Duration::from_millis(600));
-    check(
-        t.log_text().matches("tick").count() > n0,
-        "log no longer written",
-    )?;
-    let rec = c.stop(Duration::from_secs(5), libc::SIGTERM)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.log_text().matches("tick").count() <= n0 {
+        check(
+            Instant::now() < deadline,
+            "log no longer written after the exec",
+        )?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rec = c.stop(Duration::from_secs(1), libc::SIGTERM)?;
     check(
         rec.exit_code == 137 || rec.exit_code == 143,
         format!("{rec:?}"),
@@ -564,4 +572,20 @@ fn volumes() -> R {
     )?;
     std::fs::remove_dir_all(&host)?;
     Ok(())
+}
+
+fn tick_exec() -> R {
+    let t = start(
+        "tick",
+        &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+        RunOptions::default(),
+    )?;
+    let c = t.client();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = c.exec_output(&execspec(&["echo", "still here"]), None)?;
+    check(out.stdout == b"still here\n", format!("{out:?}"))?;
+    let n0 = t.log_text().matches("tick").count();
+    std::thread::sleep(Duration::from_millis(1500));
+    let n1 = t.log_text().matches("tick").count();
+    check(n1 > n0 + 1, format!("ticks {n0} -> {n1}"))
 }
