@@ -228,6 +228,12 @@ impl NetworkManager {
         ))
     }
 
+    /// Upstream resolvers for the DNS servers' forwarding, from the host's resolv.conf
+    /// (see [`resolv::upstreams`] for how loopback resolvers are handled).
+    pub fn dns_upstreams(&self) -> Vec<SocketAddr> {
+        resolv::upstreams(&self.opts.host_resolv_conf)
+    }
+
     /// The /etc/resolv.conf for containers on `network`: our DNS server on the gateway.
     pub fn resolv_conf_for(&self, network: &str, search: &[String]) -> Result<String> {
         let info = self.network(network)?;

@@ -106,6 +106,11 @@ netns_test!(
             wget(None, &format!("http://{gw}:18080/")).as_deref(),
             Some("published")
         );
+        // Hairpin: the container itself through its own published port.
+        assert_eq!(
+            wget(Some(&ns), &format!("http://{gw}:18080/")).as_deref(),
+            Some("published")
+        );
         // From another container on the same network through the host port.
         let other = mgr
             .create_sandbox(&bridge("other", DEFAULT_NETWORK))
