@@ -247,13 +247,25 @@ impl NetworkManager {
     // ---- sandboxes ---------------------------------------------------------------------------
 
     fn records(&self) -> Result<Vec<SandboxRecord>> {
-        let mut out = Vec::new();
+        Ok(self.records_and_unreadable()?.0)
+    }
+
+    /// Readable records, and the paths of unreadable ones (skipped with a warning, so one damaged
+    /// file does not stop the daemon; `cleanup_leaks` removes them).
+    fn records_and_unreadable(&self) -> Result<(Vec<SandboxRecord>, Vec<PathBuf>)> {
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
         for (_, path) in state::json_files(&self.dirs.sandboxes())? {
-            if let Some(r) = state::read_json::<SandboxRecord>(&path)? {
-                out.push(r);
+            match state::read_json::<SandboxRecord>(&path) {
+                Ok(Some(r)) => good.push(r),
+                Ok(None) => {}
+                Err(e @ NetworkError::Json { .. }) => {
+                    tracing::warn!(%e, "skipping unreadable sandbox record");
+                    bad.push(path);
+                }
+                Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok((good, bad))
     }
 
     /// A sandbox's info, if it exists.
@@ -336,9 +348,18 @@ impl NetworkManager {
             }
             NetworkMode::Container(owner) => {
                 no_ports("container mode (publish them on the sandbox that owns the namespace)")?;
-                let target = self
-                    .sandbox(owner)?
-                    .ok_or_else(|| NetworkError::SandboxNotFound(owner.clone()))?;
+                validate_id(owner)?;
+                let target = match state::read_json::<SandboxRecord>(&self.dirs.sandbox(owner))? {
+                    Some(r) if r.ready => r.info,
+                    Some(_) => {
+                        return Err(NetworkError::invalid(
+                            "network mode",
+                            format!("container:{owner}"),
+                            "that sandbox is still being created",
+                        ))
+                    }
+                    None => return Err(NetworkError::SandboxNotFound(owner.clone())),
+                };
                 // Share with the namespace's real owner, never chain shares.
                 let root = target
                     .shares_with
@@ -504,7 +525,17 @@ impl NetworkManager {
     /// sandboxes whose containers still exist.
     pub fn cleanup_leaks(&self, live: &HashSet<String>) -> Result<LeakReport> {
         let mut report = LeakReport::default();
-        let records = self.records()?;
+        let (records, unreadable) = self.records_and_unreadable()?;
+        // Their namespaces and attachments go below, like those of any unknown sandbox.
+        for path in unreadable {
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+            if stem.is_some_and(|id| !live.contains(&id)) {
+                state::remove_file(&path)?;
+                report
+                    .errors
+                    .push(format!("removed unreadable record {}", path.display()));
+            }
+        }
         // Owners of live sharers stay too.
         let mut keep: BTreeSet<String> = live.iter().cloned().collect();
         for r in &records {
