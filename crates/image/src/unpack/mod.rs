@@ -559,7 +559,7 @@ impl<'a> Applier<'a> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(UnpackError::Tar(e)),
+                Err(e) => return Err(self.err(path, "read file data from the layer")(e)),
             };
             written += n as u64;
             if self.stats.bytes + written > self.opts.max_bytes {
