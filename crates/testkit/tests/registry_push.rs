@@ -138,3 +138,32 @@ fn http_push_of_docker_media_types_and_manifest_list() {
     // Pushing again is idempotent (blobs already there).
     push::push_layout_http(&oci, &reg.host(), "oci/busybox:1").unwrap();
 }
+
+#[test]
+fn rules_and_small_big_push_with_all_layer_types() {
+    let _ = require_bin!("docker-registry");
+    let _ = require_bin!("skopeo");
+    let reg = LocalRegistry::start().unwrap();
+    // gzip + uncompressed + zstd layers, pushed by skopeo with digests preserved.
+    let rules = fixtures::cached("rules").unwrap();
+    assert_eq!(
+        push::push_layout(&rules, &reg.host(), "fixtures/rules:1").unwrap(),
+        rules.manifest_digest
+    );
+    let big = fixtures::cached("big-10").unwrap();
+    assert_eq!(
+        push::push_layout_http(&big, &reg.host(), "fixtures/big:10").unwrap(),
+        big.manifest_digest
+    );
+    // Blobs come back byte for byte (zstd layer included).
+    for l in &rules.layers {
+        let url = format!("{}/v2/fixtures/rules/blobs/{}", reg.url(), l.digest);
+        let mut body = Vec::new();
+        std::io::Read::read_to_end(
+            &mut ureq::get(&url).call().unwrap().into_reader(),
+            &mut body,
+        )
+        .unwrap();
+        assert_eq!(fixtures::sha256_digest(&body), l.digest, "{}", l.media_type);
+    }
+}
