@@ -240,7 +240,32 @@ impl ContentStore {
         let lock = lock_file(&lock_path, libc::LOCK_EX)?.ok_or_else(|| {
             io_err("lock", &lock_path)(io::Error::from(io::ErrorKind::WouldBlock))
         })?;
+        self.ingest_locked(expected, expected_size, lock, lock_path)
+    }
 
+    /// Like [`ingest`](Self::ingest) but never blocks: `Ok(None)` while another ingest of the
+    /// same digest is running (for async callers that would rather poll than park a thread).
+    pub fn try_ingest(
+        &self,
+        expected: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Option<Ingest>> {
+        let lock_path = self.ingest.join(format!("{}.lock", expected.hex()));
+        match lock_file(&lock_path, libc::LOCK_EX | libc::LOCK_NB)? {
+            Some(lock) => self
+                .ingest_locked(expected, expected_size, lock, lock_path)
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn ingest_locked(
+        &self,
+        expected: &Digest,
+        expected_size: Option<u64>,
+        lock: File,
+        lock_path: PathBuf,
+    ) -> Result<Ingest> {
         let path = self.ingest.join(format!("{}.data", expected.hex()));
         let blob_path = self.blob_path(expected);
         let mut ingest = Ingest {
@@ -673,6 +698,20 @@ mod tests {
             assert_eq!(fs::read(p).unwrap().len(), data.len());
         }
         assert_eq!(cs.list().unwrap(), vec![d]);
+    }
+
+    #[test]
+    fn try_ingest_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let cs = ContentStore::open(dir.path()).unwrap();
+        let d = Digest::of_bytes(b"x");
+        let first = cs.try_ingest(&d, Some(1)).unwrap().expect("free");
+        assert!(cs.try_ingest(&d, Some(1)).unwrap().is_none(), "busy");
+        first.abort();
+        let mut again = cs.try_ingest(&d, Some(1)).unwrap().expect("free again");
+        again.write_all(b"x").unwrap();
+        again.commit().unwrap();
+        assert!(cs.try_ingest(&d, Some(1)).unwrap().unwrap().is_complete());
     }
 
     #[test]
