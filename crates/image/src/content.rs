@@ -278,6 +278,7 @@ impl ContentStore {
             hasher: DigestHasher::new(),
             lock: Some((lock, lock_path)),
             done: false,
+            resumed_from: 0,
         };
         if ingest.blob_path.is_file() {
             ingest.done = true;
@@ -310,6 +311,7 @@ impl ContentStore {
         }
         file.seek(SeekFrom::End(0))
             .map_err(io_err("seek", &ingest.path))?;
+        ingest.resumed_from = ingest.hasher.len();
         ingest.file = Some(file);
         Ok(ingest)
     }
@@ -365,9 +367,17 @@ pub struct Ingest {
     hasher: DigestHasher,
     lock: Option<(File, PathBuf)>,
     done: bool,
+    resumed_from: u64,
 }
 
 impl Ingest {
+    /// Bytes that were already on disk when this ingest started (0 for a fresh one). If a
+    /// commit fails after a resume (e.g. the partial file was damaged by a power loss), the
+    /// caller should retry once from zero.
+    pub fn resumed_from(&self) -> u64 {
+        self.resumed_from
+    }
+
     /// Bytes already on disk (resume from here). Equals the blob size when already complete.
     pub fn offset(&self) -> u64 {
         if self.done {
@@ -396,6 +406,7 @@ impl Ingest {
             f.seek(SeekFrom::Start(0))
                 .map_err(io_err("seek", &self.path))?;
             self.hasher = DigestHasher::new();
+            self.resumed_from = 0;
         }
         Ok(())
     }
@@ -618,6 +629,7 @@ mod tests {
         assert!(!cs.contains(&d), "a partial blob must never be visible");
         let mut ing = cs.ingest(&d, Some(data.len() as u64)).unwrap();
         assert_eq!(ing.offset(), 1_234_567);
+        assert_eq!(ing.resumed_from(), 1_234_567);
         let off = ing.offset() as usize;
         ing.write_all(&data[off..]).unwrap();
         let path = ing.commit().unwrap();

@@ -446,16 +446,22 @@ impl<'a> Applier<'a> {
             .open_dir(Path::new(""))
             .map_err(self.err(entry, "open root"))?;
         let mut prefix = PathBuf::new();
+        // Below a directory we just created nothing exists yet, so probing from the root
+        // again (quadratic in depth for a hostile deep path) is unnecessary.
+        let mut fresh = false;
         for comp in dir.components() {
             prefix.push(comp);
-            match self.root.open_dir(&prefix) {
-                Ok(fd) => {
-                    cur = fd;
-                    continue;
+            if !fresh {
+                match self.root.open_dir(&prefix) {
+                    Ok(fd) => {
+                        cur = fd;
+                        continue;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(self.err(entry, "open parent directory")(e)),
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(self.err(entry, "open parent directory")(e)),
             }
+            fresh = true;
             let name = root::cstring(comp.as_os_str()).map_err(self.err(entry, "name"))?;
             match root::mkdir_at(cur.as_fd(), &name, 0o755) {
                 Ok(()) => {}
