@@ -320,7 +320,7 @@ impl ShimClient {
             if let Some(r) = read_exit_record(&self.container_dir).map_err(|e| self.io_err(e))? {
                 return Ok(r);
             }
-            if Instant::now() > deadline {
+            if Instant::now() > deadline || !self.container_dir.exists() {
                 return Err(ClientError::Lost(self.id.clone()));
             }
             std::thread::sleep(Duration::from_millis(20));
