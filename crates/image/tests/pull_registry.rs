@@ -59,12 +59,20 @@ async fn pulls_by_tag_then_by_digest_reusing_layers() {
         assert_eq!(got.diff_id.to_string(), want.diff_id);
     }
     assert!(img.layers[0].snapshot.path.join("bin/busybox").is_file());
-    let content = stores(root.path()).content;
+    let recorded = stores(root.path())
+        .resolve(&format!("{}/test/busybox:v1", reg.host()))
+        .expect("image recorded under its name");
+    assert_eq!(recorded.manifest_digest, img.manifest_digest);
+    assert_eq!(img.record.config_digest, img.config.digest);
+    let content = stores(root.path()).content().clone();
     for d in [&layout.manifest_digest, &layout.config_digest]
         .into_iter()
         .chain(layout.layers.iter().map(|l| &l.digest))
     {
-        assert!(content.contains(&Digest::parse(d).unwrap()), "{d} not stored");
+        assert!(
+            content.contains(&Digest::parse(d).unwrap()),
+            "{d} not stored"
+        );
     }
     assert!(matches!(events.first(), Some(PullEvent::Resolving { .. })));
     assert!(matches!(events.last(), Some(PullEvent::Complete { .. })));
@@ -202,11 +210,15 @@ async fn corrupt_blob_is_rejected_and_deleted() {
         matches!(err, PullError::BlobVerification { .. }),
         "unexpected error: {msg}"
     );
-    for needle in [reference.as_str(), layer.digest.as_str(), &actual.to_string()] {
+    for needle in [
+        reference.as_str(),
+        layer.digest.as_str(),
+        &actual.to_string(),
+    ] {
         assert!(msg.contains(needle), "{msg:?} does not name {needle}");
     }
     let digest = Digest::parse(&layer.digest).unwrap();
-    assert!(!stores(root.path()).content.contains(&digest));
+    assert!(!stores(root.path()).content().contains(&digest));
     assert!(ingest_files(root.path()).is_empty(), "partial left behind");
     assert_store_consistent(root.path());
 }
@@ -326,7 +338,10 @@ async fn basic_auth_from_config_and_docker_config() {
     let token = base64::engine::general_purpose::STANDARD.encode("alice:wonderland");
     std::fs::write(
         &docker_config,
-        format!(r#"{{"auths":{{"http://{}":{{"auth":"{token}"}}}}}}"#, auth.host),
+        format!(
+            r#"{{"auths":{{"http://{}":{{"auth":"{token}"}}}}}}"#,
+            auth.host
+        ),
     )
     .unwrap();
     let mut cfg = test_config();
@@ -402,7 +417,7 @@ async fn sigkill_mid_pull_then_pull_again() {
     assert!(ingest_files(root.path()).is_empty());
     for l in &layout.layers {
         assert!(stores(root.path())
-            .content
+            .content()
             .contains(&Digest::parse(&l.digest).unwrap()));
     }
 }

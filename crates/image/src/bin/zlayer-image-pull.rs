@@ -11,11 +11,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use zlayer_image::content::ContentStore;
-use zlayer_image::pull::{pull, PullOptions, PullStores};
+use zlayer_image::pull::{pull, PullOptions};
 use zlayer_image::registry::{Platform, RegistryClient, RegistryConfig};
-use zlayer_image::snapshot::SnapshotStore;
-use zlayer_image::Reference;
+use zlayer_image::{ImageStore, Reference};
 
 struct Args {
     root: PathBuf,
@@ -96,10 +94,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => Platform::host(),
     };
     std::fs::create_dir_all(&args.root)?;
-    let stores = PullStores {
-        content: ContentStore::open(&args.root)?,
-        snapshots: SnapshotStore::open(&args.root)?,
-    };
+    let store = ImageStore::open(&args.root)?;
     let client = RegistryClient::new(RegistryConfig::default())?;
     let opts = PullOptions {
         max_concurrent_downloads: args.concurrency,
@@ -108,7 +103,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let vmhwm_start = status_kib("VmHWM");
     let events = args.events;
     let pulled = runtime.block_on(pull(
-        &stores,
+        &store,
         &client,
         &reference,
         &platform,

@@ -27,9 +27,9 @@ pub(crate) async fn download_blob(
     let content_err = |source: ContentError| PullError::Content {
         image: ctx.image.clone(),
         digest: digest.clone(),
-        source,
+        source: Box::new(source),
     };
-    if ctx.stores.content.contains(&digest) {
+    if ctx.store.content().contains(&digest) {
         if report {
             ctx.emit(PullEvent::Downloading {
                 layer: digest.clone(),
@@ -42,7 +42,7 @@ pub(crate) async fn download_blob(
     // Takes the per-digest lock (waits for a concurrent pull of the same blob), and re-hashes
     // any partial data left by an interrupted pull so we resume after it.
     let mut ingest = {
-        let content = ctx.stores.content.clone();
+        let content = ctx.store.content().clone();
         let (d, size) = (digest.clone(), desc.size);
         tokio::task::spawn_blocking(move || content.ingest(&d, Some(size)))
             .await
@@ -86,24 +86,22 @@ pub(crate) async fn download_blob(
             Err(FetchError::Registry(e)) => return Err(e.into()),
             Err(FetchError::Write(e)) => {
                 // Local write failure or more bytes than declared: not worth retrying.
-                let oversize = e
-                    .get_ref()
-                    .is_some_and(|inner| inner.is::<ContentError>());
+                let oversize = e.get_ref().is_some_and(|inner| inner.is::<ContentError>());
                 tokio::task::spawn_blocking(move || ingest.abort())
                     .await
                     .map_err(|je| ctx.task_error("abort ingest", je))?;
                 return Err(PullError::Content {
                     image: ctx.image.clone(),
                     digest: digest.clone(),
-                    source: ContentError::Io {
+                    source: Box::new(ContentError::Io {
                         op: if oversize {
                             "receive (registry sent more bytes than the manifest declares)"
                         } else {
                             "write"
                         },
-                        path: ctx.stores.content.ingest_dir().to_path_buf(),
+                        path: ctx.store.content().ingest_dir().to_path_buf(),
                         source: e,
-                    },
+                    }),
                 });
             }
         }
@@ -244,9 +242,7 @@ async fn fetch_into(
         }
     }
     drop(tx);
-    let (ingest, write_result) = writer
-        .await
-        .map_err(|e| ctx.task_error("write blob", e))?;
+    let (ingest, write_result) = writer.await.map_err(|e| ctx.task_error("write blob", e))?;
     if let Err(e) = write_result {
         return Ok((ingest, Err(FetchError::Write(e))));
     }

@@ -21,7 +21,9 @@ pub struct LayerInfo {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum PullEvent {
     /// Asking the registry for the manifest.
-    Resolving { reference: String },
+    Resolving {
+        reference: String,
+    },
     /// The image manifest was found; `digest` is its digest.
     Resolved {
         reference: String,
@@ -31,10 +33,19 @@ pub enum PullEvent {
         layers: Vec<LayerInfo>,
     },
     /// Queued behind other downloads.
-    Waiting { layer: Digest, size: u64 },
+    Waiting {
+        layer: Digest,
+        size: u64,
+    },
     /// The layer is already unpacked locally: nothing to do.
-    AlreadyExists { layer: Digest },
-    Downloading { layer: Digest, done: u64, total: u64 },
+    AlreadyExists {
+        layer: Digest,
+    },
+    Downloading {
+        layer: Digest,
+        done: u64,
+        total: u64,
+    },
     /// The download failed and is retried (resuming where it stopped when possible).
     Retrying {
         layer: Digest,
@@ -42,12 +53,21 @@ pub enum PullEvent {
         error: String,
     },
     /// All bytes are in; checking size and sha256.
-    Verifying { layer: Digest },
+    Verifying {
+        layer: Digest,
+    },
     /// Decompressing and unpacking into the layer's snapshot.
-    Extracting { layer: Digest },
-    Done { layer: Digest },
+    Extracting {
+        layer: Digest,
+    },
+    Done {
+        layer: Digest,
+    },
     /// The whole image is pulled and unpacked.
-    Complete { reference: String, digest: Digest },
+    Complete {
+        reference: String,
+        digest: Digest,
+    },
 }
 
 /// Draws [`PullEvent`]s for a person: indicatif bars per layer on a terminal, plain lines
@@ -191,8 +211,9 @@ fn plain_line(last: &mut HashMap<Digest, &'static str>, event: &PullEvent) -> Op
         PullEvent::Waiting { layer, .. } => {
             change(layer, "waiting").then(|| format!("{}: waiting", layer.short()))
         }
-        PullEvent::AlreadyExists { layer } => change(layer, "exists")
-            .then(|| format!("{}: already exists", layer.short())),
+        PullEvent::AlreadyExists { layer } => {
+            change(layer, "exists").then(|| format!("{}: already exists", layer.short()))
+        }
         PullEvent::Downloading { layer, total, .. } => change(layer, "downloading")
             .then(|| format!("{}: downloading ({total} bytes)", layer.short())),
         PullEvent::Retrying {
@@ -212,9 +233,7 @@ fn plain_line(last: &mut HashMap<Digest, &'static str>, event: &PullEvent) -> Op
         PullEvent::Done { layer } => {
             change(layer, "done").then(|| format!("{}: done", layer.short()))
         }
-        PullEvent::Complete { reference, digest } => {
-            Some(format!("Pulled {reference} ({digest})"))
-        }
+        PullEvent::Complete { reference, digest } => Some(format!("Pulled {reference} ({digest})")),
     }
 }
 

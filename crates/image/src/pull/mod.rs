@@ -26,37 +26,22 @@ use tokio::task::JoinHandle;
 
 pub use events::{render_progress, LayerInfo, ProgressRenderer, PullEvent};
 
-use crate::content::{ContentError, ContentStore};
+use crate::content::ContentError;
 use crate::digest::Digest;
 use crate::reference::Reference;
 use crate::registry::{Descriptor, Platform, RegistryClient, RegistryError};
-use crate::snapshot::{chain_ids, Snapshot, SnapshotError, SnapshotStore};
+use crate::snapshot::{chain_ids, Snapshot, SnapshotError};
+use crate::store::{ImageRecord, ImageStore, StoreError};
 use crate::unpack::ApplyOptions;
 
-/// Where a pull puts things: the content store and the snapshot store of one root.
-#[derive(Clone)]
-pub struct PullStores {
-    pub content: ContentStore,
-    pub snapshots: SnapshotStore,
-}
-
 /// Knobs of one pull.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct PullOptions {
     /// Blobs downloaded at once; `None` takes the client's `max_concurrent_downloads`.
     pub max_concurrent_downloads: Option<usize>,
     /// How layers are applied (limits, ownership, fsync). `whiteouts` and `lower_dirs` are set
     /// by the pull itself.
     pub apply: ApplyOptions,
-}
-
-impl Default for PullOptions {
-    fn default() -> Self {
-        Self {
-            max_concurrent_downloads: None,
-            apply: ApplyOptions::default(),
-        }
-    }
 }
 
 /// One layer of a pulled image.
@@ -81,6 +66,8 @@ pub struct PulledImage {
     pub config: Descriptor,
     pub platform: Platform,
     pub layers: Vec<PulledLayer>,
+    /// The image as recorded in the image store under the pulled name.
+    pub record: ImageRecord,
 }
 
 /// Why a pull failed. Each names the image and the blob involved.
@@ -109,7 +96,7 @@ pub enum PullError {
         image: String,
         digest: Digest,
         #[source]
-        source: ContentError,
+        source: Box<ContentError>,
     },
     #[error("{image}: config {digest}: {reason}")]
     BadConfig {
@@ -122,7 +109,13 @@ pub enum PullError {
         image: String,
         layer: Digest,
         #[source]
-        source: SnapshotError,
+        source: Box<SnapshotError>,
+    },
+    #[error("{image}: recording the image: {source}")]
+    Store {
+        image: String,
+        #[source]
+        source: Box<StoreError>,
     },
     #[error("{image}: {what} task failed: {detail}")]
     Task {
@@ -137,7 +130,7 @@ pub(crate) struct PullContext {
     pub(crate) image: String,
     pub(crate) reference: Reference,
     pub(crate) client: RegistryClient,
-    pub(crate) stores: PullStores,
+    pub(crate) store: ImageStore,
     pub(crate) progress: Arc<dyn Fn(PullEvent) + Send + Sync>,
 }
 
@@ -174,11 +167,12 @@ struct Rootfs {
     diff_ids: Vec<Digest>,
 }
 
-/// Pulls `reference` for `platform` into `stores`, reporting progress through `progress`.
-/// Returns once every layer is verified and unpacked; recording the image's name is the
-/// caller's (the image store's) job, with the returned digests.
+/// Pulls `reference` for `platform` into `store`, reporting progress through `progress`:
+/// downloads and verifies every blob, unpacks every layer into its snapshot, then records the
+/// image under `reference`'s name. Holds a GC lease for the whole pull so a concurrent
+/// `prune` cannot remove what it just downloaded.
 pub async fn pull(
-    stores: &PullStores,
+    store: &ImageStore,
     client: &RegistryClient,
     reference: &Reference,
     platform: &Platform,
@@ -189,9 +183,19 @@ pub async fn pull(
         image: reference.to_string(),
         reference: reference.clone(),
         client: client.clone(),
-        stores: stores.clone(),
+        store: store.clone(),
         progress: Arc::new(progress),
     });
+    let _lease = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.lease())
+            .await
+            .map_err(|e| ctx.task_error("take GC lease", e))?
+            .map_err(|source| PullError::Store {
+                image: ctx.image.clone(),
+                source: Box::new(source),
+            })?
+    };
     ctx.emit(PullEvent::Resolving {
         reference: ctx.image.clone(),
     });
@@ -220,7 +224,7 @@ pub async fn pull(
     store_document(&ctx, &resolved.manifest_digest, &resolved.manifest_bytes).await?;
     download::download_blob(&ctx, &resolved.config, false).await?;
     let config_bytes = {
-        let content = ctx.stores.content.clone();
+        let content = ctx.store.content().clone();
         let d = resolved.config.digest.clone();
         tokio::task::spawn_blocking(move || content.read_blob(&d))
             .await
@@ -228,7 +232,7 @@ pub async fn pull(
             .map_err(|source| PullError::Content {
                 image: ctx.image.clone(),
                 digest: resolved.config.digest.clone(),
-                source,
+                source: Box::new(source),
             })?
     };
     let bad_config = |reason: String| PullError::BadConfig {
@@ -258,13 +262,16 @@ pub async fn pull(
             architecture: arch.clone(),
             variant: config.variant.clone(),
         },
-        _ => resolved.platform.clone().unwrap_or_else(|| platform.clone()),
+        _ => resolved
+            .platform
+            .clone()
+            .unwrap_or_else(|| platform.clone()),
     };
     let chains = chain_ids(&config.rootfs.diff_ids);
 
     // Which layers are already unpacked? Those need neither download nor unpack.
     let existing: Vec<Option<Snapshot>> = {
-        let snapshots = ctx.stores.snapshots.clone();
+        let snapshots = ctx.store.snapshots().clone();
         let chains = chains.clone();
         tokio::task::spawn_blocking(move || {
             chains
@@ -277,7 +284,7 @@ pub async fn pull(
         .map_err(|source| PullError::Unpack {
             image: ctx.image.clone(),
             layer: resolved.manifest_digest.clone(),
-            source,
+            source: Box::new(source),
         })?
     };
 
@@ -332,6 +339,21 @@ pub async fn pull(
     }
     let layers = result?;
 
+    let record = {
+        let store = ctx.store.clone();
+        let (r, m, c) = (
+            reference.clone(),
+            resolved.manifest_digest.clone(),
+            resolved.config.digest.clone(),
+        );
+        tokio::task::spawn_blocking(move || store.record_image(&r, &m, &c))
+            .await
+            .map_err(|e| ctx.task_error("record image", e))?
+            .map_err(|source| PullError::Store {
+                image: ctx.image.clone(),
+                source: Box::new(source),
+            })?
+    };
     ctx.emit(PullEvent::Complete {
         reference: ctx.image.clone(),
         digest: resolved.manifest_digest.clone(),
@@ -349,6 +371,7 @@ pub async fn pull(
         config: resolved.config.clone(),
         platform: image_platform,
         layers,
+        record,
     })
 }
 
@@ -380,8 +403,8 @@ async fn unpack_in_order(
                 let parent = i.checked_sub(1).map(|p| chains[p].clone());
                 let job = unpack_layer::UnpackJob {
                     image: ctx.image.clone(),
-                    content: ctx.stores.content.clone(),
-                    snapshots: ctx.stores.snapshots.clone(),
+                    content: ctx.store.content().clone(),
+                    snapshots: ctx.store.snapshots().clone(),
                     layer: layer.clone(),
                     diff_id: diff_ids[i].clone(),
                     chain_id: chains[i].clone(),
@@ -408,7 +431,7 @@ async fn unpack_in_order(
 
 /// Stores a manifest or index exactly as served (already verified against `digest`).
 async fn store_document(ctx: &PullContext, digest: &Digest, bytes: &[u8]) -> Result<(), PullError> {
-    let content = ctx.stores.content.clone();
+    let content = ctx.store.content().clone();
     let bytes = bytes.to_vec();
     let written = tokio::task::spawn_blocking(move || content.write_blob(&bytes))
         .await
@@ -416,7 +439,7 @@ async fn store_document(ctx: &PullContext, digest: &Digest, bytes: &[u8]) -> Res
         .map_err(|source| PullError::Content {
             image: ctx.image.clone(),
             digest: digest.clone(),
-            source,
+            source: Box::new(source),
         })?;
     debug_assert_eq!(&written, digest);
     Ok(())

@@ -44,7 +44,7 @@ impl UnpackJob {
         let unpack_err = |source: SnapshotError| PullError::Unpack {
             image: self.image.clone(),
             layer: self.layer.digest.clone(),
-            source,
+            source: Box::new(source),
         };
         let result = self
             .snapshots
@@ -77,20 +77,20 @@ impl UnpackJob {
         let other = |reason: String| PullError::Unpack {
             image: self.image.clone(),
             layer: self.layer.digest.clone(),
-            source: SnapshotError::Fill {
+            source: Box::new(SnapshotError::Fill {
                 chain_id: self.chain_id.clone(),
                 source: reason.into(),
-            },
+            }),
         };
-        let compression =
-            Compression::from_media_type(&self.layer.media_type).map_err(|e| other(e.to_string()))?;
+        let compression = Compression::from_media_type(&self.layer.media_type)
+            .map_err(|e| other(e.to_string()))?;
         let blob = self
             .content
             .open_blob(&self.layer.digest)
             .map_err(|source| PullError::Content {
                 image: self.image.clone(),
                 digest: self.layer.digest.clone(),
-                source,
+                source: Box::new(source),
             })?;
         let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(PIPE_DEPTH);
         std::thread::scope(|s| {

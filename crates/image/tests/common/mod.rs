@@ -12,11 +12,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use zlayer_image::content::ContentStore;
-use zlayer_image::pull::{pull, PullError, PullEvent, PullOptions, PullStores, PulledImage};
+use zlayer_image::pull::{pull, PullError, PullEvent, PullOptions, PulledImage};
 use zlayer_image::registry::{Platform, RegistryClient, RegistryConfig};
-use zlayer_image::snapshot::SnapshotStore;
-use zlayer_image::{Digest, Reference};
+use zlayer_image::{Digest, ImageStore, Reference};
 
 /// A registry config that ignores the user's docker login and retries quickly.
 pub fn test_config() -> RegistryConfig {
@@ -27,11 +25,8 @@ pub fn test_config() -> RegistryConfig {
     }
 }
 
-pub fn stores(root: &Path) -> PullStores {
-    PullStores {
-        content: ContentStore::open(root).unwrap(),
-        snapshots: SnapshotStore::open(root).unwrap(),
-    }
+pub fn stores(root: &Path) -> ImageStore {
+    ImageStore::open(root).unwrap()
 }
 
 /// Pulls and collects the events.
