@@ -38,8 +38,12 @@ pub enum StoreError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error(transparent)]
-    Unpack(#[from] UnpackError),
+    #[error("layer {layer}: {source}")]
+    Unpack {
+        layer: Digest,
+        #[source]
+        source: UnpackError,
+    },
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error(transparent)]
@@ -918,6 +922,7 @@ impl ImageStore {
             report.bytes_freed += size;
         }
         report.bytes_freed += self.content.clean_ingest()?;
+        self.snapshots.clean_locks()?;
         Ok(report)
     }
 }
@@ -944,18 +949,22 @@ pub fn apply_blob(
     dir: &Path,
     opts: &ApplyOptions,
 ) -> Result<(unpack::ApplyStats, u64)> {
-    let stream = layer::decompress(blob, compression).map_err(|source| StoreError::Io {
-        op: "decompress layer",
-        path: PathBuf::from(layer.to_string()),
-        source,
+    let stream = layer::decompress(blob, compression).map_err(|source| StoreError::Unpack {
+        layer: layer.clone(),
+        source: UnpackError::Tar(source),
     })?;
     let mut hashing = DiffIdReader::new(stream);
-    let stats = unpack::apply_layer(dir, &mut hashing, opts)?;
-    let (actual, len) = hashing.finish_with_len().map_err(|source| StoreError::Io {
-        op: "read layer",
-        path: PathBuf::from(layer.to_string()),
-        source,
-    })?;
+    let stats =
+        unpack::apply_layer(dir, &mut hashing, opts).map_err(|source| StoreError::Unpack {
+            layer: layer.clone(),
+            source,
+        })?;
+    let (actual, len) = hashing
+        .finish_with_len()
+        .map_err(|source| StoreError::Unpack {
+            layer: layer.clone(),
+            source: UnpackError::Tar(source),
+        })?;
     if &actual != diff_id {
         return Err(StoreError::DiffIdMismatch {
             layer: layer.clone(),

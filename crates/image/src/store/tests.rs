@@ -355,3 +355,28 @@ fn record_rejects_inconsistent_images() {
         .unwrap_err();
     assert!(err.to_string().contains(&other.to_string()), "{err}");
 }
+
+#[test]
+fn truncated_layer_error_names_layer_and_entry() {
+    if !is_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let big = vec![7u8; 300_000];
+    let tar = RawTar::new().file("a/big", &big).finish();
+    let gz = compress(&tar, Compression::Gzip);
+    let cut = gz[..gz.len() / 2].to_vec();
+    let layer = Digest::of_bytes(&cut);
+    let err = apply_blob(
+        std::io::Cursor::new(cut),
+        Compression::Gzip,
+        &layer,
+        &Digest::of_bytes(&tar),
+        tmp.path(),
+        &ApplyOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(&layer.to_string()), "{err}");
+    assert!(err.contains("a/big"), "{err}");
+}
