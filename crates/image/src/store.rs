@@ -692,11 +692,21 @@ impl ImageStore {
     /// The snapshot fs directories of an image, base layer first (overlay lowerdir wants them
     /// top first: reverse). Fails naming the first layer that is not unpacked.
     pub fn rootfs_layers(&self, query: &str) -> Result<Vec<PathBuf>> {
+        Ok(self
+            .rootfs_snapshots(query)?
+            .into_iter()
+            .map(|s| s.path)
+            .collect())
+    }
+
+    /// Like [`rootfs_layers`](Self::rootfs_layers) with the whole snapshots: their ids are
+    /// what a container should remember and pass to [`prune`](Self::prune) as in use.
+    pub fn rootfs_snapshots(&self, query: &str) -> Result<Vec<Snapshot>> {
         let rec = self.resolve(query)?;
         let mut out = Vec::new();
         for (desc, _, chain_id) in self.layer_chain(&rec)? {
             match self.snapshots.get(&chain_id)? {
-                Some(s) => out.push(s.path),
+                Some(s) => out.push(s),
                 None => {
                     return Err(StoreError::NotUnpacked {
                         image: rec.display_name(),

@@ -151,6 +151,7 @@ fn unpack_layers_and_overlay_mount_merged_view() {
     assert_eq!(snaps.len(), 2);
     assert_eq!(snaps[1].parent.as_ref(), Some(&snaps[0].chain_id));
     let dirs = store.rootfs_layers("app").unwrap();
+    assert_eq!(store.rootfs_snapshots("app").unwrap(), snaps);
     assert_eq!(
         dirs,
         snaps.iter().map(|s| s.path.clone()).collect::<Vec<_>>()
