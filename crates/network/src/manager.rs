@@ -145,15 +145,23 @@ impl NetworkManager {
         } else {
             self.create_locked(DEFAULT_NETWORK, Some(self.opts.default_subnet))?
         };
-        isolation::apply(&networks::list(&self.opts.config_dir)?)?;
+        self.apply_isolation()?;
         Ok(info)
+    }
+
+    /// Rewrite the isolation chain; under the CNI chain lock, because the firewall plugin creates
+    /// the same chain with check-then-create.
+    fn apply_isolation(&self) -> Result<()> {
+        let networks = networks::list(&self.opts.config_dir)?;
+        let _one_at_a_time = self.cni.chain_lock();
+        isolation::apply(&networks)
     }
 
     /// Create a bridge network; picks a free /16 from the pool when `subnet` is `None`.
     pub fn create_network(&self, name: &str, subnet: Option<Ipv4Net>) -> Result<NetworkInfo> {
         let _g = self.guard();
         let info = self.create_locked(name, subnet)?;
-        isolation::apply(&networks::list(&self.opts.config_dir)?)?;
+        self.apply_isolation()?;
         Ok(info)
     }
 
@@ -210,7 +218,7 @@ impl NetworkManager {
             });
         }
         state::remove_file(&info.conflist_path)?;
-        isolation::apply(&networks::list(&self.opts.config_dir)?)?;
+        self.apply_isolation()?;
         let ipam = self.dirs.ipam().join(name);
         if ipam.exists() {
             fs::remove_dir_all(&ipam).map_err(|e| NetworkError::io("removing", &ipam, e))?;

@@ -569,3 +569,50 @@ netns_test!(leak_cleanup_after_sigkill_mid_add, {
     mgr.check_sandbox("k1").unwrap();
     mgr.destroy_sandbox("k1").unwrap();
 });
+
+netns_test!(concurrent_creates_and_destroys_on_a_fresh_network, {
+    let env = Env::new();
+    let mgr = std::sync::Arc::new(env.manager());
+    mgr.ensure_default().unwrap();
+    // The bridge does not exist yet: the first ADDs race to create it.
+    let ids: Vec<String> = (0..6).map(|i| format!("par-{i}")).collect();
+    let handles: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let (mgr, id) = (mgr.clone(), id.clone());
+            std::thread::spawn(move || {
+                let mut req = bridge(&id, DEFAULT_NETWORK);
+                req.ports.push(PortMapping::tcp(18300 + i as u16, 80));
+                mgr.create_sandbox(&req).unwrap()
+            })
+        })
+        .collect();
+    let infos: Vec<SandboxInfo> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ips: HashSet<_> = infos.iter().map(|i| i.ipv4().unwrap()).collect();
+    assert_eq!(ips.len(), ids.len(), "distinct addresses: {ips:?}");
+    let first = infos[0].netns_path.clone().unwrap();
+    for info in &infos[1..] {
+        assert!(
+            ping(&first, &info.ipv4().unwrap().to_string()),
+            "{}",
+            info.id
+        );
+    }
+    let handles: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (mgr, id) = (mgr.clone(), id.clone());
+            std::thread::spawn(move || assert!(mgr.destroy_sandbox(&id).unwrap()))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(env.ipam_leases(DEFAULT_NETWORK).is_empty());
+    assert!(zlayer_network::netns::list(&env.opts.netns_dir)
+        .unwrap()
+        .is_empty());
+    let nat = run(&["iptables-save", "-t", "nat"]);
+    assert!(!nat.contains("par-"), "{nat}");
+});
