@@ -561,3 +561,38 @@ async fn pulls_through_a_mirror_skipping_a_dead_one() {
     assert_eq!(img.manifest_digest.to_string(), layout.manifest_digest);
     assert_store_consistent(root.path());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_layer_is_read_from_its_urls() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let (reg, layout) = registry_with("busybox", "test/has-blob:v1");
+    let layer = &layout.layers[0];
+    let want = std::fs::read(layout.blob_path(&layer.digest)).unwrap();
+    // Repository `test/foreign` lacks the blob; the descriptor's URL serves it.
+    let desc = zlayer_image::registry::Descriptor {
+        media_type: layer.media_type.clone(),
+        digest: Digest::parse(&layer.digest).unwrap(),
+        size: layer.size,
+        urls: vec![format!(
+            "http://{}/v2/test/has-blob/blobs/{}",
+            reg.host(),
+            layer.digest
+        )],
+        annotations: Default::default(),
+    };
+    let client = zlayer_image::registry::RegistryClient::new(test_config()).unwrap();
+    let reference =
+        zlayer_image::Reference::parse(&format!("{}/test/foreign:v1", reg.host())).unwrap();
+    let handle = tokio::runtime::Handle::current();
+    let got = std::thread::spawn(move || {
+        let mut r = client.blob_reader_for(handle, &reference, &desc);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut r, &mut out).map(|_| out)
+    })
+    .join()
+    .unwrap()
+    .expect("read a foreign layer from its urls");
+    assert!(got == want, "foreign layer content differs");
+}
