@@ -162,7 +162,7 @@ async fn resumes_after_dropped_connections() {
         ProxyMode {
             drop_after: Some(512 << 10),
             max_drops: 6,
-            rate: None,
+            ..ProxyMode::default()
         },
     )
     .await;
@@ -486,7 +486,7 @@ async fn blocking_blob_reader_resumes_and_verifies() {
         ProxyMode {
             drop_after: Some(300 << 10),
             max_drops: 3,
-            rate: None,
+            ..ProxyMode::default()
         },
     )
     .await;
@@ -595,4 +595,47 @@ async fn foreign_layer_is_read_from_its_urls() {
     .unwrap()
     .expect("read a foreign layer from its urls");
     assert!(got == want, "foreign layer content differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_server_errors() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let (reg, layout) = registry_with("busybox", "test/flaky5xx:v1");
+    let proxy = FlakyProxy::start(
+        reg.addr(),
+        ProxyMode {
+            fail_first: 3,
+            ..ProxyMode::default()
+        },
+    )
+    .await;
+    let reference = format!("{}/test/flaky5xx:v1", proxy.host());
+    let root = tempfile::tempdir().unwrap();
+    let (r, _) = pull_collect(root.path(), test_config(), &reference, &amd64()).await;
+    let img = r.expect("pull after 503s");
+    assert_eq!(img.manifest_digest.to_string(), layout.manifest_digest);
+
+    // Without retries the 503 is the error.
+    let proxy = FlakyProxy::start(
+        reg.addr(),
+        ProxyMode {
+            fail_first: 100,
+            ..ProxyMode::default()
+        },
+    )
+    .await;
+    let mut cfg = test_config();
+    cfg.retries = 1;
+    let root = tempfile::tempdir().unwrap();
+    let (r, _) = pull_collect(
+        root.path(),
+        cfg,
+        &format!("{}/test/flaky5xx:v1", proxy.host()),
+        &amd64(),
+    )
+    .await;
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("503"), "{err}");
 }
