@@ -162,7 +162,7 @@ async fn resumes_after_dropped_connections() {
         ProxyMode {
             drop_after: Some(512 << 10),
             max_drops: 6,
-            rate: None,
+            ..ProxyMode::default()
         },
     )
     .await;
@@ -486,7 +486,7 @@ async fn blocking_blob_reader_resumes_and_verifies() {
         ProxyMode {
             drop_after: Some(300 << 10),
             max_drops: 3,
-            rate: None,
+            ..ProxyMode::default()
         },
     )
     .await;
@@ -560,4 +560,82 @@ async fn pulls_through_a_mirror_skipping_a_dead_one() {
     let img = r.expect("pull through mirror");
     assert_eq!(img.manifest_digest.to_string(), layout.manifest_digest);
     assert_store_consistent(root.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_layer_is_read_from_its_urls() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let (reg, layout) = registry_with("busybox", "test/has-blob:v1");
+    let layer = &layout.layers[0];
+    let want = std::fs::read(layout.blob_path(&layer.digest)).unwrap();
+    // Repository `test/foreign` lacks the blob; the descriptor's URL serves it.
+    let desc = zlayer_image::registry::Descriptor {
+        media_type: layer.media_type.clone(),
+        digest: Digest::parse(&layer.digest).unwrap(),
+        size: layer.size,
+        urls: vec![format!(
+            "http://{}/v2/test/has-blob/blobs/{}",
+            reg.host(),
+            layer.digest
+        )],
+        annotations: Default::default(),
+    };
+    let client = zlayer_image::registry::RegistryClient::new(test_config()).unwrap();
+    let reference =
+        zlayer_image::Reference::parse(&format!("{}/test/foreign:v1", reg.host())).unwrap();
+    let handle = tokio::runtime::Handle::current();
+    let got = std::thread::spawn(move || {
+        let mut r = client.blob_reader_for(handle, &reference, &desc);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut r, &mut out).map(|_| out)
+    })
+    .join()
+    .unwrap()
+    .expect("read a foreign layer from its urls");
+    assert!(got == want, "foreign layer content differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_server_errors() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let (reg, layout) = registry_with("busybox", "test/flaky5xx:v1");
+    let proxy = FlakyProxy::start(
+        reg.addr(),
+        ProxyMode {
+            fail_first: 3,
+            ..ProxyMode::default()
+        },
+    )
+    .await;
+    let reference = format!("{}/test/flaky5xx:v1", proxy.host());
+    let root = tempfile::tempdir().unwrap();
+    let (r, _) = pull_collect(root.path(), test_config(), &reference, &amd64()).await;
+    let img = r.expect("pull after 503s");
+    assert_eq!(img.manifest_digest.to_string(), layout.manifest_digest);
+
+    // Without retries the 503 is the error.
+    let proxy = FlakyProxy::start(
+        reg.addr(),
+        ProxyMode {
+            fail_first: 100,
+            ..ProxyMode::default()
+        },
+    )
+    .await;
+    let mut cfg = test_config();
+    cfg.retries = 1;
+    let root = tempfile::tempdir().unwrap();
+    let (r, _) = pull_collect(
+        root.path(),
+        cfg,
+        &format!("{}/test/flaky5xx:v1", proxy.host()),
+        &amd64(),
+    )
+    .await;
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("503"), "{err}");
 }

@@ -690,6 +690,29 @@ impl RegistryClient {
         reference: &Reference,
         digest: &Digest,
     ) -> BlobReader {
-        BlobReader::new(self.clone(), handle, reference.clone(), digest.clone())
+        BlobReader::new(
+            self.clone(),
+            handle,
+            reference.clone(),
+            digest.clone(),
+            Vec::new(),
+        )
+    }
+
+    /// Like [`Self::blob_reader`] for a manifest's layer descriptor: also tries its `urls`
+    /// (foreign layers, e.g. Windows base layers) when the registry does not serve the blob.
+    pub fn blob_reader_for(
+        &self,
+        handle: tokio::runtime::Handle,
+        reference: &Reference,
+        layer: &Descriptor,
+    ) -> BlobReader {
+        BlobReader::new(
+            self.clone(),
+            handle,
+            reference.clone(),
+            layer.digest.clone(),
+            layer.urls.clone(),
+        )
     }
 }

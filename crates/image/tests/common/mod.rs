@@ -91,6 +91,8 @@ pub struct ProxyMode {
     pub max_drops: u64,
     /// Limit registry->client throughput to about this many bytes per second.
     pub rate: Option<u64>,
+    /// Answer the first this-many connections with `503 Service Unavailable`.
+    pub fail_first: u64,
 }
 
 /// A TCP proxy on a loopback port in front of `upstream`.
@@ -110,12 +112,25 @@ impl FlakyProxy {
         let relayed = Arc::new(AtomicU64::new(0));
         let d = drops.clone();
         let r = relayed.clone();
+        let accepted = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
                 let (d, r) = (d.clone(), r.clone());
+                if accepted.fetch_add(1, Ordering::SeqCst) < mode.fail_first {
+                    tokio::spawn(async move {
+                        let mut client = client;
+                        let mut buf = [0u8; 4096];
+                        let _ = client.read(&mut buf).await;
+                        let _ = client
+                            .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                            .await;
+                        let _ = client.shutdown().await;
+                    });
+                    continue;
+                }
                 tokio::spawn(async move {
                     let _ = proxy_conn(client, upstream, mode, d, r).await;
                 });
