@@ -558,7 +558,12 @@ impl ImageStore {
         }
         let parsed = Reference::parse(q);
         if let Ok(r) = &parsed {
-            for key in name_keys(r) {
+            // With a digest the tag is only decoration (as in docker): never resolve by it.
+            let keys = match r.digest() {
+                Some(_) => name_keys(r).into_iter().take(1).collect(),
+                None => name_keys(r),
+            };
+            for key in keys {
                 let found: Option<String> = {
                     let conn = self.db.lock();
                     conn.query_row(
@@ -584,6 +589,7 @@ impl ImageStore {
                 if let Some(rec) = self.record_by_manifest(d)? {
                     return Ok(rec);
                 }
+                return Err(StoreError::NotFound(query.to_string()));
             }
         }
         let hex = q.strip_prefix("sha256:").unwrap_or(q);
@@ -1082,13 +1088,14 @@ impl Drop for Permit<'_> {
 }
 
 /// The index keys of a reference: its tag form and/or its digest form.
+/// The digest form comes first: for `repo:tag@digest` the digest decides, as docker does.
 fn name_keys(r: &Reference) -> Vec<String> {
     let mut keys = Vec::new();
-    if let Some(t) = r.tag() {
-        keys.push(format!("{}:{t}", r.name()));
-    }
     if let Some(d) = r.digest() {
         keys.push(format!("{}@{d}", r.name()));
+    }
+    if let Some(t) = r.tag() {
+        keys.push(format!("{}:{t}", r.name()));
     }
     keys
 }

@@ -126,6 +126,23 @@ fn record_list_resolve_inspect() {
         img.manifest
     );
     assert_eq!(store.resolve("busybox").unwrap().names.len(), 2);
+
+    // `repo:tag@digest`: the digest decides even when the tag names another image
+    let other = put_image(
+        store.content(),
+        &[RawTar::new().file("o", b"o").finish()],
+        Compression::Gzip,
+        json!({}),
+    );
+    store
+        .record_image(
+            &Reference::parse("pinned:1").unwrap(),
+            &other.manifest,
+            &other.config,
+        )
+        .unwrap();
+    let q = format!("pinned:1@{}", img.manifest);
+    assert_eq!(store.resolve(&q).unwrap().manifest_digest, img.manifest);
 }
 
 #[test]
