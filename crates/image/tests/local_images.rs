@@ -254,6 +254,28 @@ fn oci_archive_and_docker_save_load_the_same_image() {
     let rec = store.resolve("rules-oci").unwrap();
     assert_eq!(rec.manifest_digest.to_string(), layout.manifest_digest);
 
+    // the same archive gzip-compressed (what `skopeo copy oci-archive:` users often keep)
+    let gz = tmp.path().join("rules-oci.tar.gz");
+    {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(
+            fs::File::create(&gz).unwrap(),
+            flate2::Compression::fast(),
+        );
+        e.write_all(&fs::read(&oci_tar).unwrap()).unwrap();
+        e.finish().unwrap();
+    }
+    let store_gz = ImageStore::open(&tmp.path().join("root-gz")).unwrap();
+    load(&store_gz, &gz).unwrap();
+    assert_eq!(
+        store_gz
+            .resolve("rules-oci")
+            .unwrap()
+            .manifest_digest
+            .to_string(),
+        layout.manifest_digest
+    );
+
     let docker_tar = tmp.path().join("docker-save.tar");
     archive::write_docker_save(&layout, "example.com/team/rules:v1", &docker_tar).unwrap();
     let store = ImageStore::open(&tmp.path().join("root2")).unwrap();
