@@ -274,7 +274,8 @@ impl ShimClient {
         Self::new(&socket_path(state_dir, id), container_dir, id)
     }
 
-    /// Connects and checks the shim answers (`Ok(None)` if it is gone: read the record).
+    /// A client whose shim answered (or whose exit record exists): errors when the
+    /// container is unknown or its shim vanished without a record.
     pub fn connect(socket: &Path, container_dir: &Path, id: &str) -> Result<Self, ClientError> {
         let c = Self::new(socket, container_dir, id);
         c.status()?;
