@@ -218,6 +218,67 @@ fn copy_pending(fd: &OwnedFd) {
     }
 }
 
+/// Docker's `--network none` container still has a working loopback; a fresh network
+/// namespace starts with `lo` down. Bring it up before the workload runs. Namespaces
+/// given by path (CNI) are the network plugin's business.
+fn loopback_if_private_netns(args: &ShimArgs, container: &Container) -> Result<(), String> {
+    use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
+    let spec = Spec::load(args.bundle.join("config.json")).map_err(|e| e.to_string())?;
+    let private = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none())
+        });
+    let Some(pid) = container.pid() else {
+        return Ok(());
+    };
+    if !private {
+        return Ok(());
+    }
+    let ns = File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| format!("opening the container's network namespace: {e}"))?;
+    // setns changes the calling thread's namespace: do it in a throwaway child.
+    // SAFETY: the shim is single-threaded; the child only makes syscalls and _exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            let ok =
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).is_ok() && set_lo_up();
+            // SAFETY: leaving the forked child without running the shim's exit paths.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        nix::unistd::ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+            other => Err(format!(
+                "bringing up loopback in the container failed ({other:?})"
+            )),
+        },
+    }
+}
+
+fn set_lo_up() -> bool {
+    // SAFETY: plain socket/ioctl calls on a zero-initialised ifreq naming "lo".
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return false;
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut ok = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) == 0;
+        if ok {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            ok = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) == 0;
+        }
+        libc::close(fd);
+        ok
+    }
+}
+
 struct StartFailure {
     message: String,
     exit_code: Option<i32>,
@@ -271,6 +332,14 @@ fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure>
         let _ = fs::remove_dir_all(root.join(&args.id));
         StartFailure { message, exit_code }
     })?;
+    if let Err(message) = loopback_if_private_netns(args, &container) {
+        let _ = container.delete(true);
+        let _ = fs::remove_dir_all(root.join(&args.id));
+        return Err(StartFailure {
+            message,
+            exit_code: None,
+        });
+    }
     if let Err(e) = container.start() {
         let message = error_chain(&e);
         let _ = container.delete(true);

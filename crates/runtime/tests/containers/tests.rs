@@ -42,6 +42,7 @@ pub fn all() -> Vec<Trial> {
         Trial::test("exit_while_daemon_away_is_recorded", exit_while_away),
         Trial::test("exec_leaves_init_running", tick_exec),
         Trial::test("logs_rotate_and_follow", logs_rotate_follow),
+        Trial::test("network_none_has_loopback_only", network_none),
         Trial::test("stats_from_own_cgroup", stats),
         Trial::test("user_and_groups_resolved", user_resolution),
         Trial::test("read_only_rootfs", read_only),
@@ -387,7 +388,9 @@ fn stats() -> R {
         s.pids_current >= 2 && s.pids_limit == Some(50),
         format!("{s:?}"),
     )?;
-    check(s.cpu_usage_ns > 0, format!("{s:?}"))
+    check(s.cpu_usage_ns > 0, format!("{s:?}"))?;
+    let by_dir = zlayer_runtime::stats::read_container_stats(&t.dir)?;
+    check(by_dir.memory_limit == Some(64 << 20), format!("{by_dir:?}"))
 }
 
 fn user_resolution() -> R {
@@ -634,4 +637,24 @@ fn logs_rotate_follow() -> R {
     )
     .map_err(|e| Failed::from(format!("start: {e}")))?;
     logs_rotate_and_follow_body(&t)
+}
+
+fn network_none() -> R {
+    let t = start(
+        "netnone",
+        &[
+            "sh",
+            "-c",
+            "ip -o link; ping -c1 -W1 127.0.0.1 >/dev/null && echo PING-OK",
+        ],
+        RunOptions::default(),
+    )?;
+    t.client().wait()?;
+    let log = t.log_text();
+    let links: Vec<&str> = log.lines().filter(|l| l.contains(": <")).collect();
+    check(
+        links.len() == 1 && links[0].contains("lo:") && links[0].contains(",UP"),
+        log.clone(),
+    )?;
+    check(log.contains("PING-OK"), log)
 }
