@@ -11,6 +11,19 @@
 //!   ([`Service::spec_hash`]).
 //!
 //! Pure logic: the only I/O is [`parse_file`] reading the file it is given.
+//!
+//! ```
+//! let yaml = "version: v1\ndeployment: demo\nservices:\n  web:\n    image: busybox\n    replica: 2\n";
+//! let err = zlayer_spec::parse_str(yaml, "demo.yaml").unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "demo.yaml:6:5: unknown field `replica` in service \"web\", did you mean `replicas`?"
+//! );
+//!
+//! let good = zlayer_spec::parse_str(&yaml.replace("replica:", "replicas:"), "demo.yaml").unwrap();
+//! let plan = zlayer_spec::plan(&good, None);
+//! assert_eq!(plan.to_string().lines().nth(1), Some("  + web (service): create 2 replicas"));
+//! ```
 
 pub mod cron;
 pub mod decode;
@@ -66,8 +79,9 @@ pub fn parse_str_with_map(
     let mut decoder = decode::Decoder::new(&mut sink);
     let decoded = decoder.deployment(&root);
     let map = std::mem::take(&mut decoder.spans);
+    let incomplete = std::mem::take(&mut decoder.incomplete);
     if let Some(d) = &decoded {
-        validate::check(d, Some(&map), &declared, &mut sink);
+        validate::check(d, Some(&map), &declared, &incomplete, &mut sink);
     }
     match decoded {
         Some(d) if sink.errors.is_empty() => Ok((d, map)),
@@ -130,16 +144,34 @@ pub fn validate(d: &Deployment) -> Result<(), SpecErrors> {
                 format!("service \"{name}\" is kind: cron but has no `schedule`"),
             );
         }
-        if s.kind != Kind::Cron && s.schedule.is_some() {
-            sink.push(
-                None,
-                &format!("services.{name}.schedule"),
-                format!("`schedule` in service \"{name}\" only applies to kind: cron"),
-            );
+        // The YAML decoder enforces which fields each kind may have; JSON needs the same.
+        let set = [
+            ("replicas", s.replicas.is_some(), &[Kind::Service][..]),
+            ("health", s.health.is_some(), &[Kind::Service][..]),
+            ("restart", s.restart.is_some(), &[Kind::Service][..]),
+            ("update", s.update.is_some(), &[Kind::Service][..]),
+            ("retries", s.retries.is_some(), &[Kind::Job, Kind::Cron][..]),
+            ("backoff", s.backoff.is_some(), &[Kind::Job, Kind::Cron][..]),
+            ("timeout", s.timeout.is_some(), &[Kind::Job, Kind::Cron][..]),
+            ("schedule", s.schedule.is_some(), &[Kind::Cron][..]),
+            ("concurrency", s.concurrency.is_some(), &[Kind::Cron][..]),
+            ("history", s.history.is_some(), &[Kind::Cron][..]),
+        ];
+        for (field, present, kinds) in set {
+            if present && !kinds.contains(&s.kind) {
+                sink.push(
+                    None,
+                    &format!("services.{name}.{field}"),
+                    format!(
+                        "`{field}` in service \"{name}\" does not apply to kind: {}",
+                        s.kind
+                    ),
+                );
+            }
         }
     }
     let declared: BTreeSet<String> = d.services.keys().cloned().collect();
-    validate::check(d, None, &declared, &mut sink);
+    validate::check(d, None, &declared, &BTreeSet::new(), &mut sink);
     if sink.errors.is_empty() {
         Ok(())
     } else {

@@ -12,6 +12,8 @@ use crate::suggest::hint;
 struct Checker<'a> {
     sink: &'a mut Sink,
     map: Option<&'a SourceMap>,
+    /// Services that failed to decode in part; others do not look into them.
+    incomplete: &'a BTreeSet<String>,
 }
 
 impl Checker<'_> {
@@ -93,9 +95,14 @@ pub(crate) fn check(
     d: &Deployment,
     map: Option<&SourceMap>,
     declared: &BTreeSet<String>,
+    incomplete: &BTreeSet<String>,
     sink: &mut Sink,
 ) {
-    let mut c = Checker { sink, map };
+    let mut c = Checker {
+        sink,
+        map,
+        incomplete,
+    };
     if !d.deployment.is_empty() && !is_dns_label(&d.deployment) {
         let problem = label_problem(&d.deployment);
         c.err(
@@ -144,13 +151,11 @@ fn service(
     if let Some(w) = &s.command.workdir {
         c.absolute(&format!("{p}.command.workdir"), "`workdir`", w);
     }
-    for (i, list) in [&s.command.entrypoint, &s.command.args]
-        .into_iter()
-        .enumerate()
-    {
-        if list.as_ref().is_some_and(|l| l.is_empty()) && i == 0 {
-            c.err(&format!("{p}.command.entrypoint"), format!("`entrypoint` in service \"{name}\" is an empty list; leave it out to use the image's"));
-        }
+    if s.command.entrypoint.as_ref().is_some_and(Vec::is_empty) {
+        c.err(
+            &format!("{p}.command.entrypoint"),
+            format!("`entrypoint` in service \"{name}\" is an empty list; leave it out to use the image's"),
+        );
     }
     for (key, value) in &s.env {
         let ep = format!("{p}.env.{key}");
@@ -373,7 +378,11 @@ fn service(
             );
             continue;
         }
-        let Some(target) = d.services.get(&dep.service) else {
+        let Some(target) = d
+            .services
+            .get(&dep.service)
+            .filter(|_| !c.incomplete.contains(&dep.service))
+        else {
             continue;
         };
         let cp = format!("{dp}.condition");

@@ -411,3 +411,30 @@ fn json_specs_validate_with_paths() {
         "services.web.depends[0].service: service \"web\" depends on unknown service `nope`"
     );
 }
+
+#[test]
+fn json_specs_check_kind_specific_fields() {
+    let json = r#"{"version":"v1","deployment":"demo","services":{
+        "j":{"kind":"job","image":{"name":"x"},"replicas":2,"schedule":"@daily"}}}"#;
+    let d: zlayer_spec::Deployment = serde_json::from_str(json).unwrap();
+    let e = zlayer_spec::validate(&d).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "services.j.replicas: `replicas` in service \"j\" does not apply to kind: job\n\
+         services.j.schedule: `schedule` in service \"j\" does not apply to kind: job"
+    );
+}
+
+#[test]
+fn decode_and_validation_errors_in_one_run() {
+    // A type error in `replicas` does not hide the relative workdir in the same service, and a
+    // dependent's `healthy` condition is not second-guessed on the broken service.
+    assert_eq!(
+        errs(&spec("  web:\n    image: x\n    replicas: many\n    command: {workdir: tmp}\n    health: {check: {type: tcp, port: 0}}\n  api:\n    image: x\n    depends: [{service: web, condition: healthy}]\n")),
+        [
+            "t.yaml:6:15: `replicas` in service \"web\": expected a whole number >= 0, found `many`",
+            "t.yaml:7:24: `workdir` in service \"web\" (command) must be an absolute path, found `tmp`",
+            "t.yaml:8:39: `port` in service \"web\" (health.check): 0 is out of range, expected a whole number 1..65535",
+        ]
+    );
+}

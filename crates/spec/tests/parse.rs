@@ -286,3 +286,18 @@ fn source_map_points_at_values() {
         Some(Location { line: 5, col: 5 })
     );
 }
+
+#[test]
+fn docs_extension_key_example() {
+    // The `x-` example of docs/spec.md, with merge keys inside flow mappings.
+    let dep = parse_str(
+        "version: v1\ndeployment: demo\nx-defaults: &defaults\n  image: zlayer.local/demo/busybox:latest\n  restart: {policy: on-failure}\nservices:\n  a: {<<: *defaults, replicas: 2}\n  b: {<<: *defaults}\n",
+        "t.yaml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(dep.services["a"].replicas, Some(2));
+    assert_eq!(
+        dep.services["b"].restart.as_ref().unwrap().policy,
+        RestartPolicy::OnFailure
+    );
+}

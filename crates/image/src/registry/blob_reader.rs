@@ -1,0 +1,147 @@
+//! A blocking, verifying, resuming `Read` over a registry blob.
+
+use std::io::{self, Read};
+
+use bytes::{Buf, Bytes};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+
+use super::RegistryClient;
+use crate::digest::{Digest, DigestHasher};
+use crate::reference::Reference;
+
+/// See [`RegistryClient::blob_reader`].
+pub struct BlobReader {
+    client: RegistryClient,
+    handle: tokio::runtime::Handle,
+    reference: Reference,
+    digest: Digest,
+    /// Bytes handed to the caller so far (and hashed).
+    position: u64,
+    hasher: DigestHasher,
+    stream: Option<BoxStream<'static, io::Result<Bytes>>>,
+    /// Bytes of the current response still to skip (a registry that ignored Range).
+    skip: u64,
+    chunk: Bytes,
+    finished: bool,
+    failures: u32,
+}
+
+impl BlobReader {
+    pub(crate) fn new(
+        client: RegistryClient,
+        handle: tokio::runtime::Handle,
+        reference: Reference,
+        digest: Digest,
+    ) -> Self {
+        Self {
+            client,
+            handle,
+            reference,
+            digest,
+            position: 0,
+            hasher: DigestHasher::new(),
+            stream: None,
+            skip: 0,
+            chunk: Bytes::new(),
+            finished: false,
+            failures: 0,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Gets the next chunk, (re)connecting from `position` after a failure, with the client's
+    /// retry budget and backoff.
+    fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
+        loop {
+            if self.stream.is_none() {
+                let fut = self
+                    .client
+                    .fetch_blob(&self.reference, &self.digest, self.position);
+                match self.handle.block_on(fut) {
+                    Ok(s) => {
+                        self.skip = self.position - s.start;
+                        self.stream = Some(s.stream);
+                    }
+                    Err(e) if e.is_transient() => {
+                        self.fail(e.to_string())?;
+                        continue;
+                    }
+                    Err(e) => return Err(io::Error::other(e)),
+                }
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                continue;
+            };
+            match self.handle.block_on(stream.next()) {
+                None => return Ok(None),
+                Some(Ok(mut chunk)) => {
+                    if self.skip > 0 {
+                        let n = (self.skip.min(chunk.len() as u64)) as usize;
+                        chunk.advance(n);
+                        self.skip -= n as u64;
+                    }
+                    if !chunk.is_empty() {
+                        self.failures = 0;
+                        return Ok(Some(chunk));
+                    }
+                }
+                Some(Err(e)) => {
+                    self.stream = None;
+                    self.fail(e.to_string())?;
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, error: String) -> io::Result<()> {
+        if self.failures >= self.client.config().retries {
+            return Err(io::Error::other(format!(
+                "{}: reading blob {} failed at byte {} after {} retries: {error}",
+                self.reference, self.digest, self.position, self.failures
+            )));
+        }
+        let delay = self.client.backoff(self.failures);
+        self.failures += 1;
+        tracing::warn!(blob = %self.digest, at = self.position, %error, "blob download interrupted, resuming");
+        std::thread::sleep(delay);
+        Ok(())
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() || self.finished {
+            return Ok(0);
+        }
+        if self.chunk.is_empty() {
+            match self.next_chunk()? {
+                Some(c) => self.chunk = c,
+                None => {
+                    self.finished = true;
+                    let actual = std::mem::take(&mut self.hasher).finish();
+                    if actual != self.digest {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!(
+                                "{}: blob verification failed: expected {}, got {actual} ({} bytes)",
+                                self.reference, self.digest, self.position
+                            ),
+                        ));
+                    }
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk[..n]);
+        self.chunk.advance(n);
+        self.hasher.update(&buf[..n]);
+        self.position += n as u64;
+        Ok(n)
+    }
+}
