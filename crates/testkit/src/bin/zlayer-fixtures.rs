@@ -42,6 +42,30 @@ enum Cmd {
         /// Push the multi-platform index (busybox only) instead of the amd64 image.
         #[arg(long)]
         multiarch: bool,
+        /// Push with the testkit's own HTTP code instead of skopeo (needed for
+        /// busybox-docker).
+        #[arg(long)]
+        http: bool,
+    },
+    /// Package fixture NAME (cached build) as an OCI archive or a `docker save` tarball.
+    Archive {
+        name: String,
+        /// Output tar file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Write a `docker save` tarball tagged REPO:TAG instead of an OCI archive.
+        #[arg(long, value_name = "REPO:TAG")]
+        docker_save: Option<String>,
+    },
+    /// Check that DIR holds exactly the flattened tree of the `rules` fixture.
+    VerifyRules {
+        dir: PathBuf,
+        /// Do not require the cross-layer hardlink pair to share an inode.
+        #[arg(long)]
+        no_cross_layer_hardlinks: bool,
+        /// Skip xattr checks (filesystems without user xattrs).
+        #[arg(long)]
+        no_xattrs: bool,
     },
     /// Registry helpers.
     Registry {
@@ -92,14 +116,45 @@ fn main() -> Result<()> {
             registry,
             dest,
             multiarch,
+            http,
         } => {
             let layout = fixtures::cached(&name)?;
-            let digest = if multiarch {
-                push::push_multiarch(&layout, &registry, &dest)?
+            let tag = if multiarch {
+                fixtures::MULTIARCH_TAG
             } else {
-                push::push_layout(&layout, &registry, &dest)?
+                layout.tag.as_str()
+            };
+            let digest = match (http, multiarch) {
+                (true, _) => push::push_tag_http(&layout.dir, tag, &registry, &dest, None)?,
+                (false, true) => push::push_multiarch(&layout, &registry, &dest)?,
+                (false, false) => push::push_layout(&layout, &registry, &dest)?,
             };
             println!("{registry}/{dest}@{digest}");
+        }
+        Cmd::Archive {
+            name,
+            out,
+            docker_save,
+        } => {
+            let layout = fixtures::cached(&name)?;
+            match docker_save {
+                Some(tag) => fixtures::archive::write_docker_save(&layout, &tag, &out)?,
+                None => fixtures::archive::write_oci_archive(&layout, &out)?,
+            }
+            println!("{}", out.display());
+        }
+        Cmd::VerifyRules {
+            dir,
+            no_cross_layer_hardlinks,
+            no_xattrs,
+        } => {
+            let opts = fixtures::rules::VerifyOptions {
+                cross_layer_hardlinks: !no_cross_layer_hardlinks,
+                xattrs: !no_xattrs,
+                ..Default::default()
+            };
+            fixtures::rules::verify_tree(&dir, &opts)?;
+            println!("{}: matches the rules fixture", dir.display());
         }
         Cmd::Registry {
             cmd: RegistryCmd::Start,
