@@ -3,6 +3,7 @@
 pub mod containers;
 pub mod images;
 pub mod volumes;
+pub mod wclayer;
 
 use std::process::ExitCode;
 
