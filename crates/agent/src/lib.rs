@@ -7,6 +7,7 @@ pub mod containers;
 pub mod db;
 pub mod error;
 pub mod paths;
+pub mod services;
 
 mod agent;
 
