@@ -22,6 +22,9 @@ pub enum ErrorKind {
 pub struct AgentError {
     pub kind: ErrorKind,
     pub message: String,
+    /// For failures to start a container: the status docker's CLI would exit with
+    /// (125 the engine failed, 126 not executable, 127 command not found).
+    pub exit_code: Option<i32>,
 }
 
 impl AgentError {

@@ -6,8 +6,10 @@ pub mod config;
 pub mod containers;
 pub mod db;
 pub mod error;
+pub mod images;
 pub mod paths;
 pub mod services;
+pub mod volumes;
 
 mod agent;
 

@@ -6,9 +6,17 @@ pub mod reference;
 
 // local half: content store, layers, unpack, snapshots, image index
 pub mod content;
+mod db;
+pub use db::DbError;
 pub mod layer;
+pub mod snapshot;
+pub mod store;
 pub mod unpack;
+
+#[cfg(test)]
+mod testutil;
 
 pub use digest::Digest;
 pub use reference::Reference;
+pub use store::ImageStore;
 pub mod registry;

@@ -9,6 +9,7 @@
 //! - [`push`]: push a fixture layout to a registry with skopeo, digest-checked.
 
 pub mod fixtures;
+pub mod flaky_proxy;
 pub mod prereq;
 pub mod push;
 pub mod registry;

@@ -14,7 +14,7 @@
 
 mod root;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsStr};
@@ -761,24 +761,16 @@ impl Applier<'_> {
         match self.opts.whiteouts {
             WhiteoutMode::Overlay => {
                 let (dir, name) = self.parent(&target)?;
-                if let Err(e) = root::mknod_at(
-                    dir.as_fd(),
-                    &name,
-                    libc::S_IFCHR,
-                    libc::makedev(0, 0),
-                ) {
+                if let Err(e) =
+                    root::mknod_at(dir.as_fd(), &name, libc::S_IFCHR, libc::makedev(0, 0))
+                {
                     if e.raw_os_error() != Some(libc::EEXIST) {
                         return Err(self.err(path, "create whiteout device")(e));
                     }
                     self.parent_cache = None;
                     self.clear_slot(dir.as_fd(), &name, path)?;
-                    root::mknod_at(
-                        dir.as_fd(),
-                        &name,
-                        libc::S_IFCHR,
-                        libc::makedev(0, 0),
-                    )
-                    .map_err(self.err(path, "create whiteout device"))?;
+                    root::mknod_at(dir.as_fd(), &name, libc::S_IFCHR, libc::makedev(0, 0))
+                        .map_err(self.err(path, "create whiteout device"))?;
                 }
                 Ok(())
             }
@@ -905,4 +897,15 @@ fn parse_pax_time(s: &str) -> Option<libc::timespec> {
         tv_sec: secs as libc::time_t,
         tv_nsec: nanos as _,
     })
+}
+
+/// Opens a trusted directory path as an fd for [`remove_all_in`].
+pub(crate) fn open_dir_fd(path: &Path) -> io::Result<OwnedFd> {
+    Root::open(path).map(Root::into_fd)
+}
+
+/// Removes `name` inside the open directory `dir`, recursively, never following symlinks.
+pub(crate) fn remove_all_in(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    let name = root::cstring(name)?;
+    root::remove_all_at(dir.as_fd(), &name)
 }

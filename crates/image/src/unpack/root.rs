@@ -38,6 +38,10 @@ impl Root {
         })
     }
 
+    pub(crate) fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }

@@ -187,6 +187,7 @@ impl CniInvoker {
                 .env("CNI_NETNS", &att.netns)
                 .env("CNI_IFNAME", &att.ifname);
         }
+        let t0 = std::time::Instant::now();
         let mut child = cmd.spawn().map_err(|source| CniError::Spawn {
             path: path.clone(),
             source,
@@ -201,6 +202,7 @@ impl CniInvoker {
             path: path.clone(),
             source,
         })?;
+        tracing::debug!(plugin, command = command.as_str(), network, elapsed = ?t0.elapsed(), status = %out.status, "CNI plugin ran");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         let parsed: Option<Value> = if stdout.trim().is_empty() {

@@ -1,0 +1,86 @@
+//! Entry points for the `zlayer-agent wclayer ...` subcommands (the CLI crate wires them into
+//! clap): convert one layer tar, or unpack a whole image.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+
+use crate::convert::convert_layer;
+use crate::decompress::{compression_from_magic, Decoder};
+use crate::linux_host::LinuxHost;
+use crate::pipeline::unpack_windows_image;
+use crate::source::{OciLayoutSource, RegistryAuth};
+
+/// `wclayer convert --layer LAYER.tar[.gz|.zst] --out DIR [--parent DIR]...`: converts one
+/// layer with the Linux host (staged files at their staged paths plus `DIR/manifest.json`).
+/// Compression is recognised by magic bytes; no parents means a base layer.
+pub fn convert_layer_cli(layer: &Path, out: &Path, parents: &[PathBuf]) -> anyhow::Result<()> {
+    let file = File::open(layer).with_context(|| format!("opening layer {}", layer.display()))?;
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let head = reader
+        .fill_buf()
+        .with_context(|| format!("reading layer {}", layer.display()))?;
+    let compression = compression_from_magic(head);
+    for p in parents {
+        if !p.is_dir() {
+            bail!("parent layer {} is not a directory", p.display());
+        }
+    }
+    let decoder = Decoder::new(reader, compression)?;
+    let host = LinuxHost::new();
+    convert_layer(
+        BufReader::with_capacity(256 * 1024, decoder),
+        &host,
+        out,
+        parents,
+    )
+    .with_context(|| format!("converting {} into {}", layer.display(), out.display()))?;
+    Ok(())
+}
+
+/// Splits `oci:DIR[:TAG]`.
+fn parse_oci_ref(image: &str) -> Option<(PathBuf, Option<String>)> {
+    let rest = image.strip_prefix("oci:")?;
+    match rest.rsplit_once(':') {
+        Some((dir, tag)) if !tag.is_empty() && !tag.contains('/') => {
+            Some((PathBuf::from(dir), Some(tag.to_string())))
+        }
+        _ => Some((PathBuf::from(rest), None)),
+    }
+}
+
+/// `wclayer unpack IMAGE DEST`: the whole pipeline. IMAGE is `oci:DIR[:TAG]` (a local OCI
+/// layout); prints the layer chain, topmost first.
+pub fn unpack_image_cli(image: &str, dest: &Path) -> anyhow::Result<()> {
+    let Some((dir, tag)) = parse_oci_ref(image) else {
+        bail!(
+            "image {image:?}: only local OCI layouts (oci:DIR[:TAG]) are supported until the \
+             zlayer-image registry client is wired in"
+        );
+    };
+    let source = OciLayoutSource::open(&dir)?;
+    let (img, layers) = source.resolve(tag.as_deref())?;
+    std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    let unpacked = unpack_windows_image(&source, &img, &RegistryAuth::Anonymous, &layers, dest)?;
+    for layer in &unpacked.chain {
+        println!("{}", layer.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oci_refs() {
+        assert_eq!(parse_oci_ref("oci:/a/b"), Some(("/a/b".into(), None)));
+        assert_eq!(
+            parse_oci_ref("oci:/a/b:v1"),
+            Some(("/a/b".into(), Some("v1".into())))
+        );
+        assert_eq!(parse_oci_ref("docker.io/x"), None);
+    }
+}
