@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use sha2::Digest as _;
 
 /// Largest request/response head the proxy accepts.
 const MAX_HEAD: usize = 64 * 1024;
@@ -54,7 +55,23 @@ pub struct RequestRecord {
 struct Shared {
     rules: Vec<Rule>,
     log: Vec<RequestRecord>,
+    token_auth: Option<TokenAuth>,
 }
+
+/// Registry token authentication (the Docker "token" flow) emulated by the proxy.
+#[derive(Debug, Clone)]
+struct TokenAuth {
+    user: String,
+    password: String,
+    /// Tokens issued so far (opaque random strings).
+    issued: Vec<String>,
+    /// `scope` parameters of token requests, in order.
+    scopes: Vec<String>,
+    counter: u64,
+}
+
+/// Service name the proxy puts in its `WWW-Authenticate` challenges.
+pub const TOKEN_SERVICE: &str = "zlayer-test-registry";
 
 /// The proxy; stops accepting on drop.
 #[derive(Debug)]
@@ -73,9 +90,49 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 impl FlakyProxy {
     /// Starts a proxy on a free 127.0.0.1 port forwarding to `upstream`.
     pub fn start(upstream: SocketAddr) -> Result<FlakyProxy> {
+        Self::start_inner(upstream, None)
+    }
+
+    /// Like [`FlakyProxy::start`], but the proxy also demands registry bearer tokens, as
+    /// Docker Hub does: requests without `Authorization: Bearer <token>` get 401 with
+    /// `WWW-Authenticate: Bearer realm="http://<proxy>/token",service="zlayer-test-registry",
+    /// scope="repository:<name>:pull[,push]"`; `GET /token` hands out a token when called
+    /// with basic auth `user`/`password` (anonymous token requests get 401). Tokens are
+    /// opaque to clients, so this exercises a client's whole token flow against a real
+    /// registry behind it (the `Authorization` header is not forwarded).
+    pub fn start_with_token_auth(
+        upstream: SocketAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<FlakyProxy> {
+        Self::start_inner(
+            upstream,
+            Some(TokenAuth {
+                user: user.to_string(),
+                password: password.to_string(),
+                issued: Vec::new(),
+                scopes: Vec::new(),
+                counter: 0,
+            }),
+        )
+    }
+
+    /// `scope` parameters of the token requests seen so far (token-auth mode).
+    pub fn token_scopes(&self) -> Vec<String> {
+        lock(&self.shared)
+            .token_auth
+            .as_ref()
+            .map(|t| t.scopes.clone())
+            .unwrap_or_default()
+    }
+
+    fn start_inner(upstream: SocketAddr, token_auth: Option<TokenAuth>) -> Result<FlakyProxy> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).context("binding proxy port")?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            token_auth,
+            ..Shared::default()
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let (s2, stop2) = (shared.clone(), stop.clone());
         let accept_thread = std::thread::Builder::new()
@@ -90,7 +147,7 @@ impl FlakyProxy {
                     let _ = std::thread::Builder::new()
                         .name("flaky-proxy-conn".into())
                         .spawn(move || {
-                            if let Err(e) = handle(client, upstream, &s3) {
+                            if let Err(e) = handle(client, addr, upstream, &s3) {
                                 eprintln!("flaky-proxy: connection error: {e:#}");
                             }
                         });
@@ -167,6 +224,11 @@ fn read_head(s: &mut TcpStream) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
         if n == 0 {
             return Ok(None);
         }
+        // A TLS ClientHello (record type 0x16): clients such as skopeo probe HTTPS first
+        // and fall back to plain HTTP; hang up at once instead of waiting for a head.
+        if buf.is_empty() && chunk[0] == 0x16 {
+            return Ok(None);
+        }
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -180,7 +242,12 @@ fn header_value(head: &str, name: &str) -> Option<String> {
     })
 }
 
-fn handle(mut client: TcpStream, upstream: SocketAddr, shared: &Mutex<Shared>) -> Result<()> {
+fn handle(
+    mut client: TcpStream,
+    own_addr: SocketAddr,
+    upstream: SocketAddr,
+    shared: &Mutex<Shared>,
+) -> Result<()> {
     let Some((head, rest)) = read_head(&mut client)? else {
         return Ok(());
     };
@@ -188,6 +255,23 @@ fn handle(mut client: TcpStream, upstream: SocketAddr, shared: &Mutex<Shared>) -
     let mut first = head_str.lines().next().unwrap_or("").split_whitespace();
     let method = first.next().unwrap_or("").to_string();
     let path = first.next().unwrap_or("").to_string();
+    // Token auth first: a request answered 401 must not use up an injected fault.
+    if lock(shared).token_auth.is_some() {
+        if let TokenDecision::Answer(resp) =
+            check_token(&method, &path, &head_str, own_addr, shared)
+        {
+            lock(shared).log.push(RequestRecord {
+                method: method.clone(),
+                path: path.clone(),
+                range: header_value(&head_str, "Range"),
+                fault: None,
+            });
+            client.write_all(&resp)?;
+            client.flush()?;
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+    }
     let fault = {
         let mut sh = lock(shared);
         let fault = sh
@@ -221,7 +305,9 @@ fn handle(mut client: TcpStream, upstream: SocketAddr, shared: &Mutex<Shared>) -
         let _ = client.shutdown(Shutdown::Both);
         return Ok(());
     }
-    // Forward the head with `Connection: close` replacing any Connection header.
+    // Forward the head with `Connection: close` replacing any Connection header (and,
+    // in token mode, without the bearer token the registry would not understand).
+    let strip_auth = lock(shared).token_auth.is_some();
     let mut forwarded = String::new();
     for (i, line) in head_str.split("\r\n").enumerate() {
         if line.is_empty() {
@@ -230,7 +316,10 @@ fn handle(mut client: TcpStream, upstream: SocketAddr, shared: &Mutex<Shared>) -
         let is_conn = line
             .split_once(':')
             .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("connection"));
-        if i > 0 && is_conn {
+        let is_auth = line
+            .split_once(':')
+            .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"));
+        if i > 0 && (is_conn || (is_auth && strip_auth)) {
             continue;
         }
         forwarded.push_str(line);
@@ -273,4 +362,119 @@ fn relay_response(up: &mut TcpStream, client: &mut TcpStream, limit: Option<u64>
     io::copy(&mut up.take(left), client)?;
     client.flush()?;
     Ok(())
+}
+
+enum TokenDecision {
+    Forward,
+    /// A complete HTTP response to send instead of forwarding.
+    Answer(Vec<u8>),
+}
+
+fn simple_response(status: &str, extra_headers: &str, content_type: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Query parameter `key` of a request path (percent-decoding `%3A`/`%2C`/`%2F` only,
+/// which is all registry scopes use).
+fn query_param(path: &str, key: &str) -> Option<String> {
+    let q = path.split_once('?')?.1;
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| {
+            v.replace("%3A", ":")
+                .replace("%3a", ":")
+                .replace("%2C", ",")
+                .replace("%2c", ",")
+                .replace("%2F", "/")
+                .replace("%2f", "/")
+        })
+    })
+}
+
+/// Repository named by a `/v2/<name>/(manifests|blobs|tags)/...` path.
+fn repo_of(path: &str) -> Option<&str> {
+    let p = path.split('?').next()?.strip_prefix("/v2/")?;
+    ["/manifests/", "/blobs/", "/tags/"]
+        .iter()
+        .filter_map(|m| p.find(m))
+        .min()
+        .map(|i| &p[..i])
+}
+
+fn check_token(
+    method: &str,
+    path: &str,
+    head: &str,
+    own_addr: SocketAddr,
+    shared: &Mutex<Shared>,
+) -> TokenDecision {
+    use base64::Engine as _;
+    let auth_header = header_value(head, "Authorization");
+    let mut sh = lock(shared);
+    let Some(ta) = sh.token_auth.as_mut() else {
+        return TokenDecision::Forward;
+    };
+    if path.starts_with("/token") {
+        let want = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", ta.user, ta.password));
+        let ok = auth_header
+            .as_deref()
+            .and_then(|h| h.strip_prefix("Basic "))
+            .is_some_and(|b| b.trim() == want);
+        if !ok {
+            let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"token server: bad or missing basic credentials"}]}"#;
+            return TokenDecision::Answer(simple_response(
+                "401 Unauthorized",
+                "WWW-Authenticate: Basic realm=\"zlayer-test-token\"\r\n",
+                "application/json",
+                body,
+            ));
+        }
+        ta.scopes
+            .push(query_param(path, "scope").unwrap_or_default());
+        ta.counter += 1;
+        let token = hex::encode(sha2::Sha256::digest(
+            format!(
+                "{own_addr}-{}-{:?}",
+                ta.counter,
+                std::time::SystemTime::now()
+            )
+            .as_bytes(),
+        ));
+        ta.issued.push(token.clone());
+        let body = format!(
+            r#"{{"token":"{token}","access_token":"{token}","expires_in":300,"issued_at":"1970-01-01T00:00:00Z"}}"#
+        );
+        return TokenDecision::Answer(simple_response("200 OK", "", "application/json", &body));
+    }
+    let presented = auth_header
+        .as_deref()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    if presented.is_some_and(|t| ta.issued.iter().any(|i| i == t)) {
+        return TokenDecision::Forward;
+    }
+    let mut challenge =
+        format!("Bearer realm=\"http://{own_addr}/token\",service=\"{TOKEN_SERVICE}\"");
+    if let Some(repo) = repo_of(path) {
+        let actions = if method == "GET" || method == "HEAD" {
+            "pull"
+        } else {
+            "pull,push"
+        };
+        challenge.push_str(&format!(",scope=\"repository:{repo}:{actions}\""));
+    }
+    let body = r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+    TokenDecision::Answer(simple_response(
+        "401 Unauthorized",
+        &format!(
+            "WWW-Authenticate: {challenge}\r\nDocker-Distribution-API-Version: registry/2.0\r\n"
+        ),
+        "application/json",
+        body,
+    ))
 }

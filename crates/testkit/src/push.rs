@@ -37,6 +37,25 @@ pub fn push_layout(layout: &Layout, registry_host: &str, dest: &str) -> Result<S
         registry_host,
         dest,
         Some(&layout.manifest_digest),
+        None,
+    )
+}
+
+/// [`push_layout`] to a registry that requires basic auth (`user`, `password`).
+pub fn push_layout_with_creds(
+    layout: &Layout,
+    registry_host: &str,
+    dest: &str,
+    user: &str,
+    password: &str,
+) -> Result<String> {
+    push_tag(
+        &layout.dir,
+        &layout.tag,
+        registry_host,
+        dest,
+        Some(&layout.manifest_digest),
+        Some((user, password)),
     )
 }
 
@@ -46,18 +65,27 @@ pub fn push_multiarch(layout: &Layout, registry_host: &str, dest: &str) -> Resul
     let Some(index) = &layout.index_digest else {
         bail!("fixture {} has no multi-platform index", layout.name);
     };
-    push_tag(&layout.dir, MULTIARCH_TAG, registry_host, dest, Some(index))
+    push_tag(
+        &layout.dir,
+        MULTIARCH_TAG,
+        registry_host,
+        dest,
+        Some(index),
+        None,
+    )
 }
 
 /// Pushes tag `src_tag` of the OCI layout `layout_dir` to `docker://HOST/dest` with
 /// `skopeo copy --preserve-digests` (plus `--all` when the tag names an image index).
 /// When `expected_digest` is given, the digest the registry serves must equal it.
+/// `creds` (user, password) are used for a registry with basic auth.
 pub fn push_tag(
     layout_dir: &Path,
     src_tag: &str,
     registry_host: &str,
     dest: &str,
     expected_digest: Option<&str>,
+    creds: Option<(&str, &str)>,
 ) -> Result<String> {
     let (repo, tag) = split_repo_tag(dest)?;
     let is_index = tag_media_type(layout_dir, src_tag)? == media_types::IMAGE_INDEX;
@@ -74,6 +102,9 @@ pub fn push_tag(
     if is_index {
         cmd.arg("--all");
     }
+    if let Some((user, password)) = creds {
+        cmd.arg(format!("--dest-creds={user}:{password}"));
+    }
     cmd.arg(format!("oci:{}:{src_tag}", layout_dir.display()))
         .arg(format!("docker://{registry_host}/{repo}:{tag}"));
     let out = cmd.output().context("running skopeo copy")?;
@@ -85,7 +116,7 @@ pub fn push_tag(
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let got = manifest_digest(registry_host, repo, tag)?;
+    let got = manifest_digest_with_creds(registry_host, repo, tag, creds)?;
     if let Some(want) = expected_digest {
         if got != want {
             bail!("registry {registry_host} serves {dest} as {got}, but the layout has {want}");
@@ -113,12 +144,26 @@ fn tag_media_type(layout_dir: &Path, tag: &str) -> Result<String> {
 /// GETs `/v2/<repo>/manifests/<reference>` over plain HTTP and returns the sha256 of the
 /// body (also checked against the `Docker-Content-Digest` header when present).
 pub fn manifest_digest(registry_host: &str, repo: &str, reference: &str) -> Result<String> {
+    manifest_digest_with_creds(registry_host, repo, reference, None)
+}
+
+/// [`manifest_digest`] with optional basic-auth credentials.
+pub fn manifest_digest_with_creds(
+    registry_host: &str,
+    repo: &str,
+    reference: &str,
+    creds: Option<(&str, &str)>,
+) -> Result<String> {
+    use base64::Engine as _;
     let url = format!("http://{registry_host}/v2/{repo}/manifests/{reference}");
-    let resp = ureq::get(&url)
+    let mut req = ureq::get(&url)
         .set("Accept", MANIFEST_ACCEPT)
-        .timeout(Duration::from_secs(30))
-        .call()
-        .with_context(|| format!("GET {url}"))?;
+        .timeout(Duration::from_secs(30));
+    if let Some((user, password)) = creds {
+        let b = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        req = req.set("Authorization", &format!("Basic {b}"));
+    }
+    let resp = req.call().with_context(|| format!("GET {url}"))?;
     let header = resp.header("Docker-Content-Digest").map(str::to_string);
     let mut body = Vec::new();
     std::io::Read::read_to_end(&mut resp.into_reader(), &mut body)

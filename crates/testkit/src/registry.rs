@@ -17,6 +17,16 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Attempts with a new port when the chosen one was taken between probe and bind.
 const PORT_ATTEMPTS: usize = 5;
 
+/// How to configure a [`LocalRegistry`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryOptions {
+    /// Registry binary; default [`DEFAULT_REGISTRY_BIN`] or `$ZLAYER_REGISTRY_BIN`.
+    pub bin: Option<PathBuf>,
+    /// Require HTTP basic auth (htpasswd) with this user and password. Every request,
+    /// pulls included, then needs `Authorization: Basic ...`.
+    pub basic_auth: Option<(String, String)>,
+}
+
 /// A running `docker-registry` child process; killed (by its own PID only) on drop.
 #[derive(Debug)]
 pub struct LocalRegistry {
@@ -30,15 +40,34 @@ impl LocalRegistry {
     /// Starts a registry with the default binary ([`DEFAULT_REGISTRY_BIN`], or
     /// `$ZLAYER_REGISTRY_BIN` when set).
     pub fn start() -> Result<LocalRegistry> {
-        let bin = std::env::var_os("ZLAYER_REGISTRY_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_REGISTRY_BIN));
-        Self::start_with(&bin)
+        Self::start_with_options(&RegistryOptions::default())
     }
 
-    /// Starts a registry using `bin`. Picks a free loopback port (bind :0, release, let the
-    /// registry bind it) and retries with another port if the registry lost that race.
+    /// Starts a registry using `bin`.
     pub fn start_with(bin: &Path) -> Result<LocalRegistry> {
+        Self::start_with_options(&RegistryOptions {
+            bin: Some(bin.to_path_buf()),
+            ..RegistryOptions::default()
+        })
+    }
+
+    /// Starts a registry requiring basic auth with `user`/`password` (htpasswd, bcrypt).
+    pub fn start_with_basic_auth(user: &str, password: &str) -> Result<LocalRegistry> {
+        Self::start_with_options(&RegistryOptions {
+            basic_auth: Some((user.to_string(), password.to_string())),
+            ..RegistryOptions::default()
+        })
+    }
+
+    /// Starts a registry as configured. Picks a free loopback port (bind :0, release, let
+    /// the registry bind it) and retries with another port if the registry lost that race.
+    pub fn start_with_options(opts: &RegistryOptions) -> Result<LocalRegistry> {
+        let bin = opts.bin.clone().unwrap_or_else(|| {
+            std::env::var_os("ZLAYER_REGISTRY_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_REGISTRY_BIN))
+        });
+        let bin = bin.as_path();
         if !bin.exists() {
             bail!(
                 "registry binary {} not found (Debian package `docker-registry`)",
@@ -53,7 +82,7 @@ impl LocalRegistry {
         for attempt in 0..PORT_ATTEMPTS {
             let port = free_loopback_port()?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            match spawn_and_wait(bin, dir.path(), addr, attempt) {
+            match spawn_and_wait(bin, dir.path(), addr, attempt, opts) {
                 Ok(child) => {
                     return Ok(LocalRegistry {
                         child: Some(child),
@@ -123,9 +152,25 @@ pub fn free_loopback_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-fn write_config(dir: &Path, addr: SocketAddr) -> Result<PathBuf> {
+fn write_config(dir: &Path, addr: SocketAddr, opts: &RegistryOptions) -> Result<PathBuf> {
     let storage = dir.join("storage");
     std::fs::create_dir_all(&storage)?;
+    let mut auth = String::new();
+    if let Some((user, password)) = &opts.basic_auth {
+        anyhow::ensure!(
+            !user.contains(':') && !user.contains('\n'),
+            "basic-auth user {user:?} must not contain ':' or a newline"
+        );
+        // Low cost factor: tests verify passwords on every request.
+        let hash = bcrypt::hash(password, 5).context("bcrypt-hashing the registry password")?;
+        let htpasswd = dir.join("htpasswd");
+        std::fs::write(&htpasswd, format!("{user}:{hash}\n"))
+            .with_context(|| format!("writing {}", htpasswd.display()))?;
+        auth = format!(
+            "auth:\n  htpasswd:\n    realm: zlayer-test\n    path: {}\n",
+            htpasswd.display()
+        );
+    }
     // Health checks and upload purging are off: no background goroutines touching storage.
     let cfg = format!(
         "version: 0.1\n\
@@ -133,7 +178,8 @@ fn write_config(dir: &Path, addr: SocketAddr) -> Result<PathBuf> {
          storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
          maintenance:\n    uploadpurging:\n      enabled: false\n\
          http:\n  addr: {addr}\n\
-         health:\n  storagedriver:\n    enabled: false\n",
+         health:\n  storagedriver:\n    enabled: false\n\
+         {auth}",
         storage = storage.display(),
     );
     let path = dir.join("config.yml");
@@ -141,8 +187,14 @@ fn write_config(dir: &Path, addr: SocketAddr) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn spawn_and_wait(bin: &Path, dir: &Path, addr: SocketAddr, attempt: usize) -> Result<Child> {
-    let config = write_config(dir, addr)?;
+fn spawn_and_wait(
+    bin: &Path,
+    dir: &Path,
+    addr: SocketAddr,
+    attempt: usize,
+    opts: &RegistryOptions,
+) -> Result<Child> {
+    let config = write_config(dir, addr, opts)?;
     let log_path = dir.join("registry.log");
     let log = std::fs::OpenOptions::new()
         .create(true)

@@ -52,22 +52,38 @@ fn parse_oci_ref(image: &str) -> Option<(PathBuf, Option<String>)> {
 }
 
 /// `wclayer unpack IMAGE DEST`: the whole pipeline. IMAGE is `oci:DIR[:TAG]` (a local OCI
-/// layout); prints the layer chain, topmost first.
+/// layout) or a registry reference (windows/amd64 is picked from an index; credentials come
+/// from `~/.docker/config.json`); prints the layer chain, topmost first.
 pub fn unpack_image_cli(image: &str, dest: &Path) -> anyhow::Result<()> {
-    let Some((dir, tag)) = parse_oci_ref(image) else {
-        bail!(
-            "image {image:?}: only local OCI layouts (oci:DIR[:TAG]) are supported until the \
-             zlayer-image registry client is wired in"
-        );
-    };
-    let source = OciLayoutSource::open(&dir)?;
-    let (img, layers) = source.resolve(tag.as_deref())?;
     std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
-    let unpacked = unpack_windows_image(&source, &img, &RegistryAuth::Anonymous, &layers, dest)?;
+    let unpacked = if let Some((dir, tag)) = parse_oci_ref(image) {
+        let source = OciLayoutSource::open(&dir)?;
+        let (img, layers) = source.resolve(tag.as_deref())?;
+        unpack_windows_image(&source, &img, &RegistryAuth::Anonymous, &layers, dest)?
+    } else {
+        unpack_from_registry(image, dest)?
+    };
     for layer in &unpacked.chain {
         println!("{}", layer.display());
     }
     Ok(())
+}
+
+#[cfg(unix)]
+fn unpack_from_registry(image: &str, dest: &Path) -> anyhow::Result<crate::UnpackedImage> {
+    use crate::registry_source::RegistrySource;
+    let auth = RegistryAuth::Anonymous;
+    let source = RegistrySource::new(Default::default(), image, &auth)?;
+    let (img, layers) = source.resolve(image)?;
+    Ok(unpack_windows_image(&source, &img, &auth, &layers, dest)?)
+}
+
+#[cfg(not(unix))]
+fn unpack_from_registry(image: &str, _dest: &Path) -> anyhow::Result<crate::UnpackedImage> {
+    bail!(
+        "image {image:?}: registry references need the zlayer-image registry client, which \
+         does not build on this platform yet; use oci:DIR[:TAG]"
+    )
 }
 
 #[cfg(test)]

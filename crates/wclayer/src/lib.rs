@@ -23,6 +23,8 @@ pub mod host;
 pub mod linux_host;
 pub mod pax;
 pub mod pipeline;
+#[cfg(unix)]
+pub mod registry_source;
 pub mod reparse;
 pub mod source;
 #[cfg(windows)]

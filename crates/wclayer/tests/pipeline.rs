@@ -4,87 +4,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use zlayer_wclayer::{
     unpack_image_cli, unpack_windows_image, Error, OciLayoutSource, RegistryAuth,
 };
-
-struct Layer {
-    media_type: &'static str,
-    blob: Vec<u8>,
-    diff_id: String,
-    urls: Vec<String>,
-    /// Leave the blob out of the layout (a foreign layer).
-    omit: bool,
-}
-
-fn layer(media_type: &'static str, tar: Vec<u8>) -> Layer {
-    let blob = match media_type {
-        m if m.ends_with("gzip") => gzip(&tar),
-        m if m.ends_with("zstd") => zstd::encode_all(&tar[..], 3).unwrap(),
-        _ => tar.clone(),
-    };
-    Layer {
-        media_type,
-        blob,
-        diff_id: sha256(&tar),
-        urls: vec![],
-        omit: false,
-    }
-}
-
-fn write_blob(dir: &Path, bytes: &[u8]) -> String {
-    let d = sha256(bytes);
-    std::fs::write(dir.join("blobs/sha256").join(&d[7..]), bytes).unwrap();
-    d
-}
-
-/// Writes an OCI layout with one image tagged "v1"; returns its directory.
-fn layout(dir: &Path, layers: &[Layer]) -> PathBuf {
-    let root = dir.join("layout");
-    std::fs::create_dir_all(root.join("blobs/sha256")).unwrap();
-    std::fs::write(
-        root.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "windows",
-        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>()},
-    });
-    let config = serde_json::to_vec(&config).unwrap();
-    let config_digest = write_blob(&root, &config);
-    let mut descs = Vec::new();
-    for l in layers {
-        let digest = sha256(&l.blob);
-        if !l.omit {
-            write_blob(&root, &l.blob);
-        }
-        let mut d =
-            serde_json::json!({"mediaType": l.media_type, "digest": digest, "size": l.blob.len()});
-        if !l.urls.is_empty() {
-            d["urls"] = serde_json::json!(l.urls);
-        }
-        descs.push(d);
-    }
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": descs,
-    }))
-    .unwrap();
-    let md = write_blob(&root, &manifest);
-    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
-        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len(),
-        "annotations": {"org.opencontainers.image.ref.name": "v1"}}]});
-    std::fs::write(root.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    root
-}
 
 fn base_tar() -> Vec<u8> {
     let mut t = LayerTar::new();
@@ -210,40 +135,6 @@ fn wrong_diff_id_is_an_error() {
         }
         e => panic!("unexpected {e}"),
     }
-}
-
-/// Serves `body` at any path once per connection; `/missing` answers 404.
-fn serve(body: Vec<u8>, conns: usize) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(conns) {
-            let mut s = stream.unwrap();
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = s.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                req.extend_from_slice(&buf[..n]);
-            }
-            let head = String::from_utf8_lossy(&req);
-            if head.starts_with("GET /missing") {
-                let _ = s.write_all(
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-            } else {
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = s.write_all(&body);
-            }
-        }
-    });
-    format!("http://{addr}")
 }
 
 #[test]

@@ -909,3 +909,9 @@ pub(crate) fn remove_all_in(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
     let name = root::cstring(name)?;
     root::remove_all_at(dir.as_fd(), &name)
 }
+
+/// `syncfs` of the filesystem holding `dir`.
+pub(crate) fn syncfs_path(dir: &Path) -> io::Result<()> {
+    let r = Root::open(dir)?;
+    root::syncfs(r.fd())
+}

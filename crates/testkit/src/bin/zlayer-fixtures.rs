@@ -43,6 +43,26 @@ enum Cmd {
         #[arg(long)]
         multiarch: bool,
     },
+    /// Package fixture NAME (cached build) as an OCI archive or a `docker save` tarball.
+    Archive {
+        name: String,
+        /// Output tar file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Write a `docker save` tarball tagged REPO:TAG instead of an OCI archive.
+        #[arg(long, value_name = "REPO:TAG")]
+        docker_save: Option<String>,
+    },
+    /// Check that DIR holds exactly the flattened tree of the `rules` fixture.
+    VerifyRules {
+        dir: PathBuf,
+        /// Do not require the cross-layer hardlink pair to share an inode.
+        #[arg(long)]
+        no_cross_layer_hardlinks: bool,
+        /// Skip xattr checks (filesystems without user xattrs).
+        #[arg(long)]
+        no_xattrs: bool,
+    },
     /// Registry helpers.
     Registry {
         #[command(subcommand)]
@@ -100,6 +120,31 @@ fn main() -> Result<()> {
                 push::push_layout(&layout, &registry, &dest)?
             };
             println!("{registry}/{dest}@{digest}");
+        }
+        Cmd::Archive {
+            name,
+            out,
+            docker_save,
+        } => {
+            let layout = fixtures::cached(&name)?;
+            match docker_save {
+                Some(tag) => fixtures::archive::write_docker_save(&layout, &tag, &out)?,
+                None => fixtures::archive::write_oci_archive(&layout, &out)?,
+            }
+            println!("{}", out.display());
+        }
+        Cmd::VerifyRules {
+            dir,
+            no_cross_layer_hardlinks,
+            no_xattrs,
+        } => {
+            let opts = fixtures::rules::VerifyOptions {
+                cross_layer_hardlinks: !no_cross_layer_hardlinks,
+                xattrs: !no_xattrs,
+                ..Default::default()
+            };
+            fixtures::rules::verify_tree(&dir, &opts)?;
+            println!("{}: matches the rules fixture", dir.display());
         }
         Cmd::Registry {
             cmd: RegistryCmd::Start,
