@@ -128,13 +128,29 @@ pub fn probe_http(
     status: Option<u16>,
     timeout: Duration,
 ) -> Result<(), String> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let what = format!("http://127.0.0.1:{port}{path}");
+    probe_http_host("127.0.0.1", port, path, status, timeout)
+}
+
+/// [`probe_http`] against any host (init steps' `wait_http`).
+pub fn probe_http_host(
+    host: &str,
+    port: u16,
+    path: &str,
+    status: Option<u16>,
+    timeout: Duration,
+) -> Result<(), String> {
+    use std::net::ToSocketAddrs;
+    let what = format!("http://{host}:{port}{path}");
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{what}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{what}: {host} has no address"))?;
     let mut s =
         TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{what}: {e}"))?;
     s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let req = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: zlayer-health\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: zlayer-health\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).map_err(|e| format!("{what}: {e}"))?;
     let mut head = Vec::new();
     let mut buf = [0u8; 256];

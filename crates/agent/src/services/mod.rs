@@ -12,3 +12,10 @@ pub mod events;
 pub mod health;
 pub mod labels;
 pub mod store;
+pub mod deploy;
+pub mod metrics;
+pub mod supervisor;
+
+pub use deploy::{DeployRequest, DeployResponse, ServiceInfo};
+pub use health::HealthStatus;
+pub use supervisor::Services;
