@@ -240,7 +240,32 @@ impl ContentStore {
         let lock = lock_file(&lock_path, libc::LOCK_EX)?.ok_or_else(|| {
             io_err("lock", &lock_path)(io::Error::from(io::ErrorKind::WouldBlock))
         })?;
+        self.ingest_locked(expected, expected_size, lock, lock_path)
+    }
 
+    /// Like [`ingest`](Self::ingest) but never blocks: `Ok(None)` while another ingest of the
+    /// same digest is running (for async callers that would rather poll than park a thread).
+    pub fn try_ingest(
+        &self,
+        expected: &Digest,
+        expected_size: Option<u64>,
+    ) -> Result<Option<Ingest>> {
+        let lock_path = self.ingest.join(format!("{}.lock", expected.hex()));
+        match lock_file(&lock_path, libc::LOCK_EX | libc::LOCK_NB)? {
+            Some(lock) => self
+                .ingest_locked(expected, expected_size, lock, lock_path)
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn ingest_locked(
+        &self,
+        expected: &Digest,
+        expected_size: Option<u64>,
+        lock: File,
+        lock_path: PathBuf,
+    ) -> Result<Ingest> {
         let path = self.ingest.join(format!("{}.data", expected.hex()));
         let blob_path = self.blob_path(expected);
         let mut ingest = Ingest {
@@ -253,6 +278,7 @@ impl ContentStore {
             hasher: DigestHasher::new(),
             lock: Some((lock, lock_path)),
             done: false,
+            resumed_from: 0,
         };
         if ingest.blob_path.is_file() {
             ingest.done = true;
@@ -285,6 +311,7 @@ impl ContentStore {
         }
         file.seek(SeekFrom::End(0))
             .map_err(io_err("seek", &ingest.path))?;
+        ingest.resumed_from = ingest.hasher.len();
         ingest.file = Some(file);
         Ok(ingest)
     }
@@ -340,9 +367,17 @@ pub struct Ingest {
     hasher: DigestHasher,
     lock: Option<(File, PathBuf)>,
     done: bool,
+    resumed_from: u64,
 }
 
 impl Ingest {
+    /// Bytes that were already on disk when this ingest started (0 for a fresh one). If a
+    /// commit fails after a resume (e.g. the partial file was damaged by a power loss), the
+    /// caller should retry once from zero.
+    pub fn resumed_from(&self) -> u64 {
+        self.resumed_from
+    }
+
     /// Bytes already on disk (resume from here). Equals the blob size when already complete.
     pub fn offset(&self) -> u64 {
         if self.done {
@@ -371,6 +406,7 @@ impl Ingest {
             f.seek(SeekFrom::Start(0))
                 .map_err(io_err("seek", &self.path))?;
             self.hasher = DigestHasher::new();
+            self.resumed_from = 0;
         }
         Ok(())
     }
@@ -593,6 +629,7 @@ mod tests {
         assert!(!cs.contains(&d), "a partial blob must never be visible");
         let mut ing = cs.ingest(&d, Some(data.len() as u64)).unwrap();
         assert_eq!(ing.offset(), 1_234_567);
+        assert_eq!(ing.resumed_from(), 1_234_567);
         let off = ing.offset() as usize;
         ing.write_all(&data[off..]).unwrap();
         let path = ing.commit().unwrap();
@@ -673,6 +710,20 @@ mod tests {
             assert_eq!(fs::read(p).unwrap().len(), data.len());
         }
         assert_eq!(cs.list().unwrap(), vec![d]);
+    }
+
+    #[test]
+    fn try_ingest_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let cs = ContentStore::open(dir.path()).unwrap();
+        let d = Digest::of_bytes(b"x");
+        let first = cs.try_ingest(&d, Some(1)).unwrap().expect("free");
+        assert!(cs.try_ingest(&d, Some(1)).unwrap().is_none(), "busy");
+        first.abort();
+        let mut again = cs.try_ingest(&d, Some(1)).unwrap().expect("free again");
+        again.write_all(b"x").unwrap();
+        again.commit().unwrap();
+        assert!(cs.try_ingest(&d, Some(1)).unwrap().unwrap().is_complete());
     }
 
     #[test]

@@ -21,4 +21,5 @@ mod testutil;
 pub use digest::Digest;
 pub use reference::Reference;
 pub use store::ImageStore;
+pub mod pull;
 pub mod registry;

@@ -186,6 +186,9 @@ impl SnapshotStore {
         }
         let lock_path = self.locks.join(format!("{}.lock", chain_id.hex()));
         let _lock = lock_file(&lock_path, libc::LOCK_EX)?;
+        // Unlinked while still held once we are done (whatever the outcome): a waiter then
+        // finds it replaced, re-locks a fresh file and re-checks for the snapshot.
+        let _unlink = UnlinkOnDrop(&lock_path);
         if let Some(s) = self.get(chain_id)? {
             return Ok(s);
         }
@@ -315,7 +318,40 @@ impl SnapshotStore {
             }
         }
         tx.commit().map_err(|e| self.db.err(e))?;
+        drop(conn);
+        self.clean_locks()
+    }
+
+    /// Removes creation lock files of chains that have no snapshot and no creator.
+    pub(crate) fn clean_locks(&self) -> Result<()> {
+        let entries = fs::read_dir(&self.locks).map_err(io_err("read directory", &self.locks))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(hex) = name.to_str().and_then(|n| n.strip_suffix(".lock")) else {
+                continue;
+            };
+            let Ok(chain) = Digest::from_hex(hex) else {
+                continue;
+            };
+            if self.get(&chain)?.is_some() {
+                continue;
+            }
+            let path = entry.path();
+            if let Ok(Some(_held)) = lock_file(&path, libc::LOCK_EX | libc::LOCK_NB) {
+                // Unlinked while held: a waiter re-opens and locks the new file.
+                let _ = fs::remove_file(&path);
+            }
+        }
         Ok(())
+    }
+}
+
+/// Removes a file when dropped (declared after the lock it names, so it runs first).
+struct UnlinkOnDrop<'a>(&'a Path);
+
+impl Drop for UnlinkOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(self.0);
     }
 }
 

@@ -38,8 +38,12 @@ pub enum StoreError {
     Snapshot(#[from] SnapshotError),
     #[error(transparent)]
     Db(#[from] DbError),
-    #[error(transparent)]
-    Unpack(#[from] UnpackError),
+    #[error("layer {layer}: {source}")]
+    Unpack {
+        layer: Digest,
+        #[source]
+        source: UnpackError,
+    },
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error(transparent)]
@@ -688,11 +692,21 @@ impl ImageStore {
     /// The snapshot fs directories of an image, base layer first (overlay lowerdir wants them
     /// top first: reverse). Fails naming the first layer that is not unpacked.
     pub fn rootfs_layers(&self, query: &str) -> Result<Vec<PathBuf>> {
+        Ok(self
+            .rootfs_snapshots(query)?
+            .into_iter()
+            .map(|s| s.path)
+            .collect())
+    }
+
+    /// Like [`rootfs_layers`](Self::rootfs_layers) with the whole snapshots: their ids are
+    /// what a container should remember and pass to [`prune`](Self::prune) as in use.
+    pub fn rootfs_snapshots(&self, query: &str) -> Result<Vec<Snapshot>> {
         let rec = self.resolve(query)?;
         let mut out = Vec::new();
         for (desc, _, chain_id) in self.layer_chain(&rec)? {
             match self.snapshots.get(&chain_id)? {
-                Some(s) => out.push(s.path),
+                Some(s) => out.push(s),
                 None => {
                     return Err(StoreError::NotUnpacked {
                         image: rec.display_name(),
@@ -918,6 +932,7 @@ impl ImageStore {
             report.bytes_freed += size;
         }
         report.bytes_freed += self.content.clean_ingest()?;
+        self.snapshots.clean_locks()?;
         Ok(report)
     }
 }
@@ -944,18 +959,22 @@ pub fn apply_blob(
     dir: &Path,
     opts: &ApplyOptions,
 ) -> Result<(unpack::ApplyStats, u64)> {
-    let stream = layer::decompress(blob, compression).map_err(|source| StoreError::Io {
-        op: "decompress layer",
-        path: PathBuf::from(layer.to_string()),
-        source,
+    let stream = layer::decompress(blob, compression).map_err(|source| StoreError::Unpack {
+        layer: layer.clone(),
+        source: UnpackError::Tar(source),
     })?;
     let mut hashing = DiffIdReader::new(stream);
-    let stats = unpack::apply_layer(dir, &mut hashing, opts)?;
-    let (actual, len) = hashing.finish_with_len().map_err(|source| StoreError::Io {
-        op: "read layer",
-        path: PathBuf::from(layer.to_string()),
-        source,
-    })?;
+    let stats =
+        unpack::apply_layer(dir, &mut hashing, opts).map_err(|source| StoreError::Unpack {
+            layer: layer.clone(),
+            source,
+        })?;
+    let (actual, len) = hashing
+        .finish_with_len()
+        .map_err(|source| StoreError::Unpack {
+            layer: layer.clone(),
+            source: UnpackError::Tar(source),
+        })?;
     if &actual != diff_id {
         return Err(StoreError::DiffIdMismatch {
             layer: layer.clone(),

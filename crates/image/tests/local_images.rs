@@ -181,6 +181,62 @@ fn rules_fixture_snapshots_overlay_and_flatten_match_the_expected_tree() {
         .unwrap_or_else(|e| panic!("flattened tree differs:\n{e}"));
 }
 
+/// Layers unpacked in parallel (each without its lowers, `defer_lower`), then finished with
+/// `apply_deferred` once the lowers exist, give the same overlay view.
+#[test]
+fn rules_layers_unpacked_in_parallel_then_finished() {
+    use zlayer_image::unpack::{apply_deferred, apply_layer, ApplyOptions};
+    zlayer_testkit::require_root!();
+    let layout = fixtures::cached("rules").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..layout.layers.len())
+        .map(|i| tmp.path().join(format!("l{i}")))
+        .collect();
+    let defer = ApplyOptions {
+        defer_lower: true,
+        sync: false,
+        ..Default::default()
+    };
+    let handles: Vec<_> = dirs
+        .iter()
+        .enumerate()
+        .map(|(i, dir)| {
+            fs::create_dir_all(dir).unwrap();
+            let layout = layout.clone();
+            let dir = dir.clone();
+            let defer = defer.clone();
+            std::thread::spawn(move || {
+                let tar = archive::open_layer_tar(&layout, i).unwrap();
+                apply_layer(&dir, tar, &defer).unwrap()
+            })
+        })
+        .collect();
+    let stats: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(
+        !stats[1].deferred.links.is_empty(),
+        "layer 2 links into layer 1"
+    );
+    for (i, s) in stats.iter().enumerate() {
+        let lower_dirs: Vec<PathBuf> = dirs[..i].iter().rev().cloned().collect();
+        let opts = ApplyOptions {
+            lower_dirs,
+            sync: false,
+            ..Default::default()
+        };
+        apply_deferred(&dirs[i], &s.deferred, &opts).unwrap();
+    }
+    let mnt = tmp.path().join("merged");
+    let _ov = Overlay::mount(&dirs, &mnt);
+    rules::verify_tree(
+        &mnt,
+        &rules::VerifyOptions {
+            cross_layer_hardlinks: false,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("overlay view differs:\n{e}"));
+}
+
 #[test]
 fn oci_archive_and_docker_save_load_the_same_image() {
     zlayer_testkit::require_root!();
@@ -197,6 +253,28 @@ fn oci_archive_and_docker_save_load_the_same_image() {
     );
     let rec = store.resolve("rules-oci").unwrap();
     assert_eq!(rec.manifest_digest.to_string(), layout.manifest_digest);
+
+    // the same archive gzip-compressed (what `skopeo copy oci-archive:` users often keep)
+    let gz = tmp.path().join("rules-oci.tar.gz");
+    {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(
+            fs::File::create(&gz).unwrap(),
+            flate2::Compression::fast(),
+        );
+        e.write_all(&fs::read(&oci_tar).unwrap()).unwrap();
+        e.finish().unwrap();
+    }
+    let store_gz = ImageStore::open(&tmp.path().join("root-gz")).unwrap();
+    load(&store_gz, &gz).unwrap();
+    assert_eq!(
+        store_gz
+            .resolve("rules-oci")
+            .unwrap()
+            .manifest_digest
+            .to_string(),
+        layout.manifest_digest
+    );
 
     let docker_tar = tmp.path().join("docker-save.tar");
     archive::write_docker_save(&layout, "example.com/team/rules:v1", &docker_tar).unwrap();

@@ -112,6 +112,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     mgr.destroy_sandbox("tp-a")?;
     mgr.destroy_sandbox("tp-b")?;
+    // The namespace directory is a (shared) mount point of its own; unmount it so the temporary
+    // directory can be removed.
+    nix::mount::umount2(&mgr.options().netns_dir, nix::mount::MntFlags::MNT_DETACH)?;
     Ok(())
 }
 

@@ -145,15 +145,23 @@ impl NetworkManager {
         } else {
             self.create_locked(DEFAULT_NETWORK, Some(self.opts.default_subnet))?
         };
-        isolation::apply(&networks::list(&self.opts.config_dir)?)?;
+        self.apply_isolation()?;
         Ok(info)
+    }
+
+    /// Rewrite the isolation chain; under the CNI chain lock, because the firewall plugin creates
+    /// the same chain with check-then-create.
+    fn apply_isolation(&self) -> Result<()> {
+        let networks = networks::list(&self.opts.config_dir)?;
+        let _one_at_a_time = self.cni.chain_lock();
+        isolation::apply(&networks)
     }
 
     /// Create a bridge network; picks a free /16 from the pool when `subnet` is `None`.
     pub fn create_network(&self, name: &str, subnet: Option<Ipv4Net>) -> Result<NetworkInfo> {
         let _g = self.guard();
         let info = self.create_locked(name, subnet)?;
-        isolation::apply(&networks::list(&self.opts.config_dir)?)?;
+        self.apply_isolation()?;
         Ok(info)
     }
 
@@ -210,7 +218,7 @@ impl NetworkManager {
             });
         }
         state::remove_file(&info.conflist_path)?;
-        isolation::apply(&networks::list(&self.opts.config_dir)?)?;
+        self.apply_isolation()?;
         let ipam = self.dirs.ipam().join(name);
         if ipam.exists() {
             fs::remove_dir_all(&ipam).map_err(|e| NetworkError::io("removing", &ipam, e))?;
@@ -228,6 +236,12 @@ impl NetworkManager {
         ))
     }
 
+    /// Upstream resolvers for the DNS servers' forwarding, from the host's resolv.conf
+    /// (see [`resolv::upstreams`] for how loopback resolvers are handled).
+    pub fn dns_upstreams(&self) -> Vec<SocketAddr> {
+        resolv::upstreams(&self.opts.host_resolv_conf)
+    }
+
     /// The /etc/resolv.conf for containers on `network`: our DNS server on the gateway.
     pub fn resolv_conf_for(&self, network: &str, search: &[String]) -> Result<String> {
         let info = self.network(network)?;
@@ -241,13 +255,25 @@ impl NetworkManager {
     // ---- sandboxes ---------------------------------------------------------------------------
 
     fn records(&self) -> Result<Vec<SandboxRecord>> {
-        let mut out = Vec::new();
+        Ok(self.records_and_unreadable()?.0)
+    }
+
+    /// Readable records, and the paths of unreadable ones (skipped with a warning, so one damaged
+    /// file does not stop the daemon; `cleanup_leaks` removes them).
+    fn records_and_unreadable(&self) -> Result<(Vec<SandboxRecord>, Vec<PathBuf>)> {
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
         for (_, path) in state::json_files(&self.dirs.sandboxes())? {
-            if let Some(r) = state::read_json::<SandboxRecord>(&path)? {
-                out.push(r);
+            match state::read_json::<SandboxRecord>(&path) {
+                Ok(Some(r)) => good.push(r),
+                Ok(None) => {}
+                Err(e @ NetworkError::Json { .. }) => {
+                    tracing::warn!(%e, "skipping unreadable sandbox record");
+                    bad.push(path);
+                }
+                Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok((good, bad))
     }
 
     /// A sandbox's info, if it exists.
@@ -330,9 +356,18 @@ impl NetworkManager {
             }
             NetworkMode::Container(owner) => {
                 no_ports("container mode (publish them on the sandbox that owns the namespace)")?;
-                let target = self
-                    .sandbox(owner)?
-                    .ok_or_else(|| NetworkError::SandboxNotFound(owner.clone()))?;
+                validate_id(owner)?;
+                let target = match state::read_json::<SandboxRecord>(&self.dirs.sandbox(owner))? {
+                    Some(r) if r.ready => r.info,
+                    Some(_) => {
+                        return Err(NetworkError::invalid(
+                            "network mode",
+                            format!("container:{owner}"),
+                            "that sandbox is still being created",
+                        ))
+                    }
+                    None => return Err(NetworkError::SandboxNotFound(owner.clone())),
+                };
                 // Share with the namespace's real owner, never chain shares.
                 let root = target
                     .shares_with
@@ -498,7 +533,17 @@ impl NetworkManager {
     /// sandboxes whose containers still exist.
     pub fn cleanup_leaks(&self, live: &HashSet<String>) -> Result<LeakReport> {
         let mut report = LeakReport::default();
-        let records = self.records()?;
+        let (records, unreadable) = self.records_and_unreadable()?;
+        // Their namespaces and attachments go below, like those of any unknown sandbox.
+        for path in unreadable {
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+            if stem.is_some_and(|id| !live.contains(&id)) {
+                state::remove_file(&path)?;
+                report
+                    .errors
+                    .push(format!("removed unreadable record {}", path.display()));
+            }
+        }
         // Owners of live sharers stay too.
         let mut keep: BTreeSet<String> = live.iter().cloned().collect();
         for r in &records {

@@ -72,6 +72,11 @@ netns_test!(dns_answers_service_names_round_robin_and_forwards, {
     let net = mgr.ensure_default().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
 
+    // The host's resolvers (the test's stand-in resolv.conf) are what the daemon would forward to.
+    assert_eq!(
+        mgr.dns_upstreams(),
+        ["192.0.2.53:53".parse::<SocketAddr>().unwrap()]
+    );
     // An "upstream resolver" on loopback: another instance, knowing one outside name.
     let upstream_table = Arc::new(DnsRegistry::new());
     upstream_table.set_service("example", "ext", vec![Ipv4Addr::new(192, 0, 2, 77)]);

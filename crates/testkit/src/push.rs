@@ -88,7 +88,8 @@ pub fn push_tag(
     creds: Option<(&str, &str)>,
 ) -> Result<String> {
     let (repo, tag) = split_repo_tag(dest)?;
-    let is_index = tag_media_type(layout_dir, src_tag)? == media_types::IMAGE_INDEX;
+    let mt = tag_media_type(layout_dir, src_tag)?;
+    let is_index = mt == media_types::IMAGE_INDEX || mt == media_types::DOCKER_MANIFEST_LIST;
     let skopeo = crate::prereq::find_bin("skopeo")
         .context("`skopeo` not found (Debian package `skopeo`)")?;
     let mut cmd = Command::new(skopeo);
@@ -127,18 +128,7 @@ pub fn push_tag(
 
 /// Media type of the `index.json` entry tagged `tag`.
 fn tag_media_type(layout_dir: &Path, tag: &str) -> Result<String> {
-    let path = layout_dir.join("index.json");
-    let index: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", path.display()))?;
-    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
-    for e in entries {
-        if e["annotations"]["org.opencontainers.image.ref.name"] == tag {
-            return Ok(e["mediaType"].as_str().unwrap_or_default().to_string());
-        }
-    }
-    bail!("{} has no entry tagged {tag:?}", path.display())
+    Ok(tag_descriptor(layout_dir, tag)?.0)
 }
 
 /// GETs `/v2/<repo>/manifests/<reference>` over plain HTTP and returns the sha256 of the
@@ -175,6 +165,164 @@ pub fn manifest_digest_with_creds(
         }
     }
     Ok(digest)
+}
+
+/// Registry push done by the testkit itself over the distribution HTTP API (blob upload
+/// POST + monolithic PUT, manifest PUT), so any layout can be pushed byte for byte — also
+/// ones skopeo's `oci:` transport will not read (Docker media types inside a layout, e.g.
+/// the `busybox-docker` fixture). Pushes tag `src_tag` of `layout_dir` as `dest`
+/// (`repo:tag`): for an index, each child manifest (by digest) first. Returns the digest
+/// of the top manifest/index as served by the registry.
+pub fn push_tag_http(
+    layout_dir: &Path,
+    src_tag: &str,
+    registry_host: &str,
+    dest: &str,
+    creds: Option<(&str, &str)>,
+) -> Result<String> {
+    let (repo, tag) = split_repo_tag(dest)?;
+    let (media_type, digest) = tag_descriptor(layout_dir, src_tag)?;
+    let client = HttpPusher {
+        base: format!("http://{registry_host}/v2/{repo}"),
+        layout_dir,
+        auth: creds.map(|(u, p)| {
+            use base64::Engine as _;
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        }),
+    };
+    client.push_manifest_tree(&media_type, &digest, Some(tag))?;
+    let got = manifest_digest_with_creds(registry_host, repo, tag, creds)?;
+    if got != digest {
+        bail!("registry {registry_host} serves {dest} as {got}, but the layout has {digest}");
+    }
+    Ok(got)
+}
+
+/// [`push_tag_http`] of the layout's main tag, checked against [`Layout::manifest_digest`].
+pub fn push_layout_http(layout: &Layout, registry_host: &str, dest: &str) -> Result<String> {
+    let d = push_tag_http(&layout.dir, &layout.tag, registry_host, dest, None)?;
+    if d != layout.manifest_digest {
+        bail!("pushed {d}, layout says {}", layout.manifest_digest);
+    }
+    Ok(d)
+}
+
+struct HttpPusher<'a> {
+    base: String,
+    layout_dir: &'a Path,
+    auth: Option<String>,
+}
+
+impl HttpPusher<'_> {
+    fn req(&self, method: &str, url: &str) -> ureq::Request {
+        let r = ureq::request(method, url).timeout(Duration::from_secs(120));
+        match &self.auth {
+            Some(a) => r.set("Authorization", a),
+            None => r,
+        }
+    }
+
+    fn blob_path(&self, digest: &str) -> std::path::PathBuf {
+        self.layout_dir
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    fn read_blob(&self, digest: &str) -> Result<Vec<u8>> {
+        let p = self.blob_path(digest);
+        std::fs::read(&p).with_context(|| format!("reading blob {}", p.display()))
+    }
+
+    fn push_blob(&self, digest: &str) -> Result<()> {
+        let head = format!("{}/blobs/{digest}", self.base);
+        match self.req("HEAD", &head).call() {
+            Ok(_) => return Ok(()),
+            Err(ureq::Error::Status(404, _)) => {}
+            Err(e) => return Err(e).with_context(|| format!("HEAD {head}")),
+        }
+        let start = format!("{}/blobs/uploads/", self.base);
+        let resp = self
+            .req("POST", &start)
+            .call()
+            .with_context(|| format!("POST {start}"))?;
+        let loc = resp
+            .header("Location")
+            .with_context(|| format!("POST {start}: no Location header"))?;
+        let loc = if loc.starts_with('/') {
+            let host_end = self.base[7..].find('/').map_or(self.base.len(), |i| i + 7);
+            format!("{}{loc}", &self.base[..host_end])
+        } else {
+            loc.to_string()
+        };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let url = format!("{loc}{sep}digest={digest}");
+        let path = self.blob_path(digest);
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let len = file.metadata()?.len();
+        self.req("PUT", &url)
+            .set("Content-Type", "application/octet-stream")
+            .set("Content-Length", &len.to_string())
+            .send(file)
+            .with_context(|| format!("uploading blob {digest} ({len} bytes)"))?;
+        Ok(())
+    }
+
+    /// Pushes a manifest's blobs (or an index's manifests), then the manifest itself,
+    /// under `tag` or, without one, under its digest.
+    fn push_manifest_tree(&self, media_type: &str, digest: &str, tag: Option<&str>) -> Result<()> {
+        let bytes = self.read_blob(digest)?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).with_context(|| format!("parsing manifest {digest}"))?;
+        if let Some(children) = v["manifests"].as_array() {
+            for c in children {
+                let (Some(mt), Some(d)) = (c["mediaType"].as_str(), c["digest"].as_str()) else {
+                    bail!("index {digest}: entry without mediaType/digest: {c}");
+                };
+                self.push_manifest_tree(mt, d, None)?;
+            }
+        } else {
+            let config = v["config"]["digest"]
+                .as_str()
+                .with_context(|| format!("manifest {digest} has no config digest"))?;
+            self.push_blob(config)?;
+            for l in v["layers"].as_array().cloned().unwrap_or_default() {
+                let d = l["digest"]
+                    .as_str()
+                    .with_context(|| format!("manifest {digest}: layer without digest"))?;
+                self.push_blob(d)?;
+            }
+        }
+        let reference = tag.unwrap_or(digest);
+        let url = format!("{}/manifests/{reference}", self.base);
+        self.req("PUT", &url)
+            .set("Content-Type", media_type)
+            .send_bytes(&bytes)
+            .with_context(|| format!("PUT {url}"))?;
+        Ok(())
+    }
+}
+
+/// (media type, digest) of the `index.json` entry tagged `tag`.
+fn tag_descriptor(layout_dir: &Path, tag: &str) -> Result<(String, String)> {
+    let path = layout_dir.join("index.json");
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", path.display()))?;
+    for e in index["manifests"].as_array().cloned().unwrap_or_default() {
+        if e["annotations"]["org.opencontainers.image.ref.name"] == tag {
+            let mt = e["mediaType"].as_str().unwrap_or_default().to_string();
+            let d = e["digest"]
+                .as_str()
+                .with_context(|| format!("{}: entry {tag:?} has no digest", path.display()))?;
+            return Ok((mt, d.to_string()));
+        }
+    }
+    bail!("{} has no entry tagged {tag:?}", path.display())
 }
 
 #[cfg(test)]

@@ -443,14 +443,17 @@ impl LayerHost for LinuxHost {
                 reason: "finish_layer without begin_layer".into(),
             });
         };
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Metadata {
-            what: "manifest.json".into(),
-            reason: e.to_string(),
-        })?;
         let tmp = layer.join(".manifest.json.tmp");
         let dest = layer.join(MANIFEST_FILE);
-        let mut f = File::create(&tmp).ctx("creating", &tmp)?;
-        f.write_all(&json).ctx("writing", &tmp)?;
+        let mut out = BufWriter::new(File::create(&tmp).ctx("creating", &tmp)?);
+        // Streamed out: a base layer has ~100k paths, no need for a second copy as one string.
+        serde_json::to_writer_pretty(&mut out, &manifest).map_err(|e| Error::Metadata {
+            what: tmp.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let f = out
+            .into_inner()
+            .map_err(|e| Error::io("writing", &tmp, e.into_error()))?;
         f.sync_all().ctx("syncing", &tmp)?;
         fs::rename(&tmp, &dest).ctx("renaming into place", &dest)
     }

@@ -115,7 +115,13 @@ pub fn fetch_url(url: &str, size: u64) -> Result<Box<dyn Read + Send>> {
             reason: "only http and https urls are supported".into(),
         });
     }
-    let resp = ureq::get(url).call().map_err(|e| Error::Fetch {
+    // Connect and per-read timeouts, no overall one: a multi-GiB base layer takes a while, but a
+    // mirror that stops sending must not hang the pull.
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(std::time::Duration::from_secs(30))
+        .timeout_read(std::time::Duration::from_secs(120))
+        .build();
+    let resp = agent.get(url).call().map_err(|e| Error::Fetch {
         what: url.into(),
         reason: e.to_string(),
     })?;

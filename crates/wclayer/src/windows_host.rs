@@ -68,6 +68,8 @@ fn hr_err(call: &'static str, path: &Path, hr: HRESULT) -> Error {
 
 /// `root` + `rel` as a NUL-terminated `\\?\` wide path, plus the display path for errors.
 fn ext(root: &Path, rel: &str) -> Result<(Vec<u16>, PathBuf)> {
+    // `\\?\` turns off Win32 path normalisation, so the root must already be absolute.
+    let root = std::path::absolute(root).map_err(|e| Error::io("resolving", root, e))?;
     let root_str = root.to_str().ok_or_else(|| Error::Metadata {
         what: root.display().to_string(),
         reason: "layer folder path is not valid Unicode".into(),
@@ -78,6 +80,7 @@ fn ext(root: &Path, rel: &str) -> Result<(Vec<u16>, PathBuf)> {
 }
 
 fn plain_wide(path: &Path) -> Result<Vec<u16>> {
+    let path = std::path::absolute(path).map_err(|e| Error::io("resolving", path, e))?;
     let s = path.to_str().ok_or_else(|| Error::Metadata {
         what: path.display().to_string(),
         reason: "path is not valid Unicode".into(),

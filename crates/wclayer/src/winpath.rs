@@ -53,7 +53,8 @@ pub fn parent(name: &str) -> &str {
     name.rsplit_once('/').map(|(p, _)| p).unwrap_or("")
 }
 
-/// Joins a Windows root directory and a layer-relative name into an extended-length path:
+/// Joins an absolute Windows root directory and a layer-relative name into an extended-length
+/// path (the prefix disables normalisation, so a relative root would be wrong):
 /// `C:\layers\x` + `Files/a` → `\\?\C:\layers\x\Files\a`; `\\srv\share` roots become
 /// `\\?\UNC\srv\share\...`; roots already extended stay so. Errors past 32767 units.
 pub fn extended_path(root: &str, rel: &str) -> Result<String> {

@@ -191,3 +191,51 @@ fn diff_layer_utility_vm_goes_straight_into_the_layer() {
         .collect();
     assert_eq!(calls, ["ImportLayer", "ProcessUtilityImage", "DeleteTree"]);
 }
+
+#[test]
+fn diff_layer_utility_vm_removals_happen_in_place_and_must_exist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let mut t = LayerTar::new();
+    t.dir("Files/", &[]);
+    convert_layer(&t.finish()[..], &LinuxHost::new(), &base, &[]).unwrap();
+
+    // Added then removed within the layer: removed at once from the layer folder.
+    let mut t = LayerTar::new();
+    t.dir("UtilityVM/", &[])
+        .dir("UtilityVM/Files/", &[])
+        .file("UtilityVM/Files/old", b"o", &[])
+        .file("UtilityVM/Files/.wh.old", b"", &[]);
+    let layer = tmp.path().join("diff");
+    convert_layer(
+        &t.finish()[..],
+        &LinuxHost::new(),
+        &layer,
+        std::slice::from_ref(&base),
+    )
+    .unwrap();
+    assert!(!layer.join("UtilityVM/Files/old").exists());
+    let m = manifest(&layer);
+    assert_eq!(
+        m["calls"][0],
+        serde_json::json!({"call": "RemoveAll", "path": "UtilityVM/Files/old"})
+    );
+    assert!(m["paths"].get("UtilityVM/Files/old").is_none());
+
+    // Removing something the utility VM does not have is an error naming the whiteout.
+    let mut t = LayerTar::new();
+    t.dir("UtilityVM/", &[]).dir("UtilityVM/Files/", &[]).file(
+        "UtilityVM/Files/.wh.nothing",
+        b"",
+        &[],
+    );
+    let err = convert_layer(
+        &t.finish()[..],
+        &LinuxHost::new(),
+        &tmp.path().join("d2"),
+        &[base],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("UtilityVM/Files/.wh.nothing"), "{err}");
+}

@@ -435,3 +435,60 @@ fn bad_entries_are_named() {
     let (_tmp, _l, _p, r) = convert_diff(bytes);
     assert!(r.is_err());
 }
+
+#[test]
+fn pax_path_and_linkpath_records_win_over_the_header() {
+    // go-winio writes long names as PAX `path` / `linkpath` records (not GNU long names): the
+    // ustar header holds a truncated stand-in, the PAX record the real name.
+    let long_dir = format!("Files/{}", "p".repeat(120));
+    let target = format!("C:\\{}", "t".repeat(120));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_ustar();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_path("Files/").unwrap();
+    dir.set_size(0);
+    dir.set_mtime(MTIME);
+    dir.set_cksum();
+    b.append(&dir, &[][..]).unwrap();
+    for (path, kind, link) in [
+        (long_dir.clone(), tar::EntryType::Directory, None),
+        (format!("{long_dir}/f"), tar::EntryType::Regular, None),
+        (
+            format!("{long_dir}/l"),
+            tar::EntryType::Symlink,
+            Some(target.clone()),
+        ),
+    ] {
+        let mut recs = vec![("path", path.as_bytes())];
+        if let Some(l) = &link {
+            recs.push(("linkpath", l.as_bytes()));
+        }
+        b.append_pax_extensions(recs).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(kind);
+        h.set_path("Files/stand-in").unwrap();
+        if link.is_some() {
+            h.set_link_name("stand-in").unwrap();
+        }
+        let data: &[u8] = if kind.is_file() { b"x" } else { b"" };
+        h.set_size(data.len() as u64);
+        h.set_mtime(MTIME);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    let (_tmp, layer, _p, r) = convert_diff(b.into_inner().unwrap());
+    r.unwrap();
+    assert!(layer.join(&long_dir).is_dir());
+    assert!(!layer.join("Files/stand-in").exists());
+    assert_eq!(
+        std::fs::read(layer.join(format!("{long_dir}/f"))).unwrap(),
+        [&[0u8; 4][..], &stream_header(1, 1, ""), b"x"].concat()
+    );
+    // The symlink's reparse buffer carries the PAX linkpath: print name 123 units = 246 bytes,
+    // substitute "\??\" + it = 254 bytes; data length 8 + 256 + 248 + 4 = 516.
+    let staged = std::fs::read(layer.join(format!("{long_dir}/l"))).unwrap();
+    let reparse = &staged[4 + 20..];
+    assert_eq!(&reparse[4..6], &516u16.to_le_bytes());
+    assert_eq!(&reparse[8..16], &[0, 0, 254, 0, 0, 1, 246, 0]);
+    assert!(reparse.ends_with(&utf16z(&target)));
+}

@@ -53,7 +53,7 @@ fn pulls_and_converts_from_a_registry() {
             layer("application/vnd.oci.image.layer.v1.tar+zstd", diff_tar()),
         ],
     );
-    push_tag(&root, "v1", &registry.host(), "win/app:v1", None).unwrap();
+    push_tag(&root, "v1", &registry.host(), "win/app:v1", None, None).unwrap();
     let image = format!("{}/win/app:v1", registry.host());
 
     let source = RegistrySource::new(registry_config(), &image, &RegistryAuth::Anonymous).unwrap();
@@ -108,7 +108,7 @@ fn foreign_layer_missing_from_the_registry_comes_from_its_urls() {
             layer("application/vnd.oci.image.layer.v1.tar+gzip", diff_tar()),
         ],
     );
-    push_tag(&root, "v1", &registry.host(), "win/foreign:v1", None).unwrap();
+    push_tag(&root, "v1", &registry.host(), "win/foreign:v1", None, None).unwrap();
     let image = format!("{}/win/foreign:v1", registry.host());
     // skopeo keeps foreign layers as references: the registry really does not have the blob.
     let url = format!(

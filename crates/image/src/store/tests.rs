@@ -151,6 +151,7 @@ fn unpack_layers_and_overlay_mount_merged_view() {
     assert_eq!(snaps.len(), 2);
     assert_eq!(snaps[1].parent.as_ref(), Some(&snaps[0].chain_id));
     let dirs = store.rootfs_layers("app").unwrap();
+    assert_eq!(store.rootfs_snapshots("app").unwrap(), snaps);
     assert_eq!(
         dirs,
         snaps.iter().map(|s| s.path.clone()).collect::<Vec<_>>()
@@ -354,4 +355,29 @@ fn record_rejects_inconsistent_images() {
         .record_image(&Reference::parse("x").unwrap(), &other, &img.config)
         .unwrap_err();
     assert!(err.to_string().contains(&other.to_string()), "{err}");
+}
+
+#[test]
+fn truncated_layer_error_names_layer_and_entry() {
+    if !is_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let big = vec![7u8; 300_000];
+    let tar = RawTar::new().file("a/big", &big).finish();
+    let gz = compress(&tar, Compression::Gzip);
+    let cut = gz[..gz.len() / 2].to_vec();
+    let layer = Digest::of_bytes(&cut);
+    let err = apply_blob(
+        std::io::Cursor::new(cut),
+        Compression::Gzip,
+        &layer,
+        &Digest::of_bytes(&tar),
+        tmp.path(),
+        &ApplyOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains(&layer.to_string()), "{err}");
+    assert!(err.contains("a/big"), "{err}");
 }

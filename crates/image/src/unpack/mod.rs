@@ -59,6 +59,11 @@ pub struct ApplyOptions {
     pub preserve_owner: bool,
     /// `syncfs` once at the end, so a committed snapshot survives a crash.
     pub sync: bool,
+    /// Overlay mode: instead of failing on a hardlink whose target is in no layer given in
+    /// `lower_dirs`, and instead of leaving implicit parent directories at 0755 root, record
+    /// them in [`ApplyStats::deferred`] for [`apply_deferred`] to finish once the lower
+    /// snapshots exist. This lets the layers of one image be unpacked in parallel.
+    pub defer_lower: bool,
 }
 
 impl Default for ApplyOptions {
@@ -70,6 +75,7 @@ impl Default for ApplyOptions {
             lower_dirs: Vec::new(),
             preserve_owner: true,
             sync: true,
+            defer_lower: false,
         }
     }
 }
@@ -88,6 +94,23 @@ pub struct ApplyStats {
     pub skipped_xattrs: u64,
     /// Entries of types that have no meaning in a root filesystem (e.g. PAX global headers).
     pub skipped_entries: u64,
+    /// Work left for [`apply_deferred`] (only with [`ApplyOptions::defer_lower`]).
+    pub deferred: Deferred,
+}
+
+/// What a layer applied with [`ApplyOptions::defer_lower`] still needs from the layers below.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Deferred {
+    /// Directories the layer created implicitly (its tar did not list them).
+    pub implicit_dirs: Vec<PathBuf>,
+    /// Hardlinks (path, target) whose target is not in this layer.
+    pub links: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Deferred {
+    pub fn is_empty(&self) -> bool {
+        self.implicit_dirs.is_empty() && self.links.is_empty()
+    }
 }
 
 /// Why a layer could not be applied. Entry errors name the path inside the layer.
@@ -122,30 +145,7 @@ pub type Result<T, E = UnpackError> = std::result::Result<T, E>;
 
 /// Applies the layer tar `tar` on top of `target_dir`. See the module docs for the rules.
 pub fn apply_layer(target_dir: &Path, tar: impl Read, opts: &ApplyOptions) -> Result<ApplyStats> {
-    let target_err = |source| UnpackError::Target {
-        path: target_dir.to_path_buf(),
-        source,
-    };
-    let root = Root::open(target_dir).map_err(target_err)?;
-    let mut lowers = Vec::new();
-    if opts.whiteouts == WhiteoutMode::Overlay {
-        for dir in &opts.lower_dirs {
-            lowers.push(Root::open(dir).map_err(|source| UnpackError::Target {
-                path: dir.clone(),
-                source,
-            })?);
-        }
-    }
-    let mut applier = Applier {
-        root,
-        lowers,
-        opts,
-        parent_cache: None,
-        dir_times: Vec::new(),
-        created: HashSet::new(),
-        stats: ApplyStats::default(),
-        buf: vec![0u8; 1 << 20],
-    };
+    let mut applier = Applier::new(target_dir, opts)?;
     let mut archive = tar::Archive::new(tar);
     for entry in archive.entries().map_err(UnpackError::Tar)? {
         let mut entry = entry.map_err(UnpackError::Tar)?;
@@ -156,6 +156,46 @@ pub fn apply_layer(target_dir: &Path, tar: impl Read, opts: &ApplyOptions) -> Re
             });
         }
         applier.entry(&mut entry)?;
+    }
+    applier.finish()?;
+    Ok(applier.stats)
+}
+
+/// Finishes a layer applied with [`ApplyOptions::defer_lower`] now that its lower snapshots
+/// exist: copies up the hardlinks into lower layers and gives implicit directories the
+/// attributes they have below. `opts.lower_dirs` must list the lower fs dirs, nearest first.
+pub fn apply_deferred(
+    target_dir: &Path,
+    deferred: &Deferred,
+    opts: &ApplyOptions,
+) -> Result<ApplyStats> {
+    let opts = ApplyOptions {
+        defer_lower: false,
+        whiteouts: WhiteoutMode::Overlay,
+        ..opts.clone()
+    };
+    let mut applier = Applier::new(target_dir, &opts)?;
+    for dir in &deferred.implicit_dirs {
+        let fd = match applier
+            .root
+            .resolve(dir, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        {
+            Ok(fd) => fd,
+            // Replaced later in the same layer (e.g. by a whiteout): nothing to inherit.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(applier.err(dir, "open implicit directory")(e)),
+        };
+        applier.inherit_lower_attrs(dir, fd.as_fd(), dir)?;
+    }
+    for (path, target) in &deferred.links {
+        applier.copy_up(path, target)?;
     }
     applier.finish()?;
     Ok(applier.stats)
@@ -201,7 +241,33 @@ pub(crate) fn normalise(p: &Path) -> PathBuf {
     out
 }
 
-impl Applier<'_> {
+impl<'a> Applier<'a> {
+    fn new(target_dir: &Path, opts: &'a ApplyOptions) -> Result<Self> {
+        let root = Root::open(target_dir).map_err(|source| UnpackError::Target {
+            path: target_dir.to_path_buf(),
+            source,
+        })?;
+        let mut lowers = Vec::new();
+        if opts.whiteouts == WhiteoutMode::Overlay {
+            for dir in &opts.lower_dirs {
+                lowers.push(Root::open(dir).map_err(|source| UnpackError::Target {
+                    path: dir.clone(),
+                    source,
+                })?);
+            }
+        }
+        Ok(Self {
+            root,
+            lowers,
+            opts,
+            parent_cache: None,
+            dir_times: Vec::new(),
+            created: HashSet::new(),
+            stats: ApplyStats::default(),
+            buf: vec![0u8; 1 << 20],
+        })
+    }
+
     fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path().map_err(UnpackError::Tar)?.into_owned();
         let path = normalise(&raw);
@@ -279,6 +345,11 @@ impl Applier<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// True while applying with `defer_lower` (the lowers are not available yet).
+    fn deferring(&self) -> bool {
+        self.opts.defer_lower && self.opts.whiteouts == WhiteoutMode::Overlay
     }
 
     fn err<'p>(
@@ -375,16 +446,22 @@ impl Applier<'_> {
             .open_dir(Path::new(""))
             .map_err(self.err(entry, "open root"))?;
         let mut prefix = PathBuf::new();
+        // Below a directory we just created nothing exists yet, so probing from the root
+        // again (quadratic in depth for a hostile deep path) is unnecessary.
+        let mut fresh = false;
         for comp in dir.components() {
             prefix.push(comp);
-            match self.root.open_dir(&prefix) {
-                Ok(fd) => {
-                    cur = fd;
-                    continue;
+            if !fresh {
+                match self.root.open_dir(&prefix) {
+                    Ok(fd) => {
+                        cur = fd;
+                        continue;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                    Err(e) => return Err(self.err(entry, "open parent directory")(e)),
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(self.err(entry, "open parent directory")(e)),
             }
+            fresh = true;
             let name = root::cstring(comp.as_os_str()).map_err(self.err(entry, "name"))?;
             match root::mkdir_at(cur.as_fd(), &name, 0o755) {
                 Ok(()) => {}
@@ -417,6 +494,10 @@ impl Applier<'_> {
     /// Gives an implicitly created directory the owner, mode, xattrs and mtime it has in the
     /// nearest lower layer, so the overlay's merged view does not change it.
     fn inherit_lower_attrs(&mut self, rel: &Path, fd: BorrowedFd<'_>, entry: &Path) -> Result<()> {
+        if self.deferring() {
+            self.stats.deferred.implicit_dirs.push(rel.to_path_buf());
+            return Ok(());
+        }
         for lower in &self.lowers {
             let Ok(lfd) = lower.resolve(rel, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW)
             else {
@@ -484,7 +565,7 @@ impl Applier<'_> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(UnpackError::Tar(e)),
+                Err(e) => return Err(self.err(path, "read file data from the layer")(e)),
             };
             written += n as u64;
             if self.stats.bytes + written > self.opts.max_bytes {
@@ -679,6 +760,13 @@ impl Applier<'_> {
             }
         }
         let Some((ldir, lname, st)) = found else {
+            if self.deferring() {
+                self.stats
+                    .deferred
+                    .links
+                    .push((path.to_path_buf(), target.to_path_buf()));
+                return Ok(());
+            }
             return Err(not_found());
         };
         let kind = st.st_mode & libc::S_IFMT;

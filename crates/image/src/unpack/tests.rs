@@ -728,3 +728,69 @@ fn replacing_entries_of_every_kind() {
         0o751
     );
 }
+
+#[test]
+fn deferred_lower_work_is_finished_later() {
+    if !is_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let lower = tmp.path().join("lower");
+    let upper = tmp.path().join("upper");
+    fs::create_dir_all(&lower).unwrap();
+    fs::create_dir_all(&upper).unwrap();
+    let l = RawTar::new()
+        .add(E {
+            name: "tmp/",
+            kind: tar::EntryType::Directory,
+            mode: 0o1777,
+            mtime: 1_111_111_111,
+            ..Default::default()
+        })
+        .add(E {
+            name: "usr/bin/tool",
+            mode: 0o4711,
+            uid: 5,
+            gid: 6,
+            data: b"tool",
+            ..Default::default()
+        })
+        .finish();
+    let u = RawTar::new()
+        .hardlink("usr/bin/tool2", "usr/bin/tool")
+        .file("tmp/x", b"x")
+        .finish();
+    // The upper layer first, without its lower (as a parallel unpack would).
+    let defer = ApplyOptions {
+        defer_lower: true,
+        ..overlay()
+    };
+    let stats = apply_layer(&upper, &u[..], &defer).unwrap();
+    assert_eq!(
+        stats.deferred.links,
+        vec![(
+            PathBuf::from("usr/bin/tool2"),
+            PathBuf::from("usr/bin/tool")
+        )]
+    );
+    assert!(stats.deferred.implicit_dirs.contains(&PathBuf::from("tmp")));
+    assert!(!upper.join("usr/bin/tool2").exists());
+    apply_layer(&lower, &l[..], &overlay()).unwrap();
+    let finish = ApplyOptions {
+        lower_dirs: vec![lower.clone()],
+        ..overlay()
+    };
+    let done = apply_deferred(&upper, &stats.deferred, &finish).unwrap();
+    assert_eq!(done.copied_up, 1);
+    let m = fs::symlink_metadata(upper.join("usr/bin/tool2")).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o4711, 5, 6));
+    let t = fs::metadata(upper.join("tmp")).unwrap();
+    assert_eq!(t.mode() & 0o7777, 0o1777);
+    assert_eq!(t.mtime(), 1_111_111_111);
+    // a link whose target is nowhere is still an error when finishing
+    let bad = Deferred {
+        implicit_dirs: vec![],
+        links: vec![(PathBuf::from("x"), PathBuf::from("nowhere"))],
+    };
+    assert!(apply_deferred(&upper, &bad, &finish).is_err());
+}

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
@@ -75,6 +76,11 @@ fn well_known_code(code: u64) -> &'static str {
 pub struct CniInvoker {
     plugin_dirs: Vec<PathBuf>,
     cni_version: String,
+    /// Conflists run one at a time: the plugins create their shared iptables chains with
+    /// check-then-create, and concurrent first ADDs fail with "chain already exists" (found by
+    /// `concurrent_creates_and_destroys_on_a_fresh_network`). iptables serialises the rule
+    /// changes themselves anyway, so little parallelism is lost.
+    chain_lock: Arc<Mutex<()>>,
 }
 
 impl CniInvoker {
@@ -84,6 +90,7 @@ impl CniInvoker {
         let mut inv = CniInvoker {
             plugin_dirs,
             cni_version: OUR_VERSIONS[0].to_string(),
+            chain_lock: Arc::new(Mutex::new(())),
         };
         let supported = inv.supported_versions("bridge")?;
         let chosen = OUR_VERSIONS
@@ -96,6 +103,11 @@ impl CniInvoker {
             })?;
         inv.cni_version = chosen.to_string();
         Ok(inv)
+    }
+
+    pub(crate) fn chain_lock(&self) -> MutexGuard<'_, ()> {
+        // Nothing is guarded but the order of plugin runs, so a poisoned lock is fine to reuse.
+        self.chain_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The CNI version we write into conflists.

@@ -249,7 +249,8 @@ async fn forward(upstreams: &[SocketAddr], query: &[u8], id: u16) -> Option<Vec<
         if sock.connect(upstream).await.is_err() || sock.send(query).await.is_err() {
             continue;
         }
-        let mut buf = vec![0u8; 4096];
+        // Large enough for any UDP DNS message, so an EDNS answer is never cut short.
+        let mut buf = vec![0u8; 65_535];
         let deadline = tokio::time::Instant::now() + UPSTREAM_TIMEOUT;
         loop {
             match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {

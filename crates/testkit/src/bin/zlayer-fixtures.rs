@@ -42,6 +42,10 @@ enum Cmd {
         /// Push the multi-platform index (busybox only) instead of the amd64 image.
         #[arg(long)]
         multiarch: bool,
+        /// Push with the testkit's own HTTP code instead of skopeo (needed for
+        /// busybox-docker).
+        #[arg(long)]
+        http: bool,
     },
     /// Package fixture NAME (cached build) as an OCI archive or a `docker save` tarball.
     Archive {
@@ -112,12 +116,18 @@ fn main() -> Result<()> {
             registry,
             dest,
             multiarch,
+            http,
         } => {
             let layout = fixtures::cached(&name)?;
-            let digest = if multiarch {
-                push::push_multiarch(&layout, &registry, &dest)?
+            let tag = if multiarch {
+                fixtures::MULTIARCH_TAG
             } else {
-                push::push_layout(&layout, &registry, &dest)?
+                layout.tag.as_str()
+            };
+            let digest = match (http, multiarch) {
+                (true, _) => push::push_tag_http(&layout.dir, tag, &registry, &dest, None)?,
+                (false, true) => push::push_multiarch(&layout, &registry, &dest)?,
+                (false, false) => push::push_layout(&layout, &registry, &dest)?,
             };
             println!("{registry}/{dest}@{digest}");
         }

@@ -1,0 +1,446 @@
+//! The pull pipeline: resolve a reference, download blobs into the content store (several at
+//! once, resuming interrupted ones), and unpack each layer into its snapshot while later layers
+//! are still downloading.
+//!
+//! Why this shape:
+//! - Every blob goes through [`ContentStore::ingest`], which hashes while writing and only
+//!   renames into `blobs/` after size and sha256 match, so a crash (even SIGKILL) never leaves a
+//!   partial blob visible as complete, and the partial data stays in `ingest/` to be resumed
+//!   with an HTTP Range request.
+//! - Bytes flow from the socket to the file through a small bounded channel: a layer is never
+//!   held in memory.
+//! - Layers must be applied in chain order (an overlay snapshot needs its lower layers for
+//!   hardlink copy-ups and implicit parent directories), so parallelism comes from elsewhere:
+//!   downloads overlap unpacking, and each unpack runs inflate on one thread and hashing + tar
+//!   extraction on another (see [`unpack_layer`]).
+
+mod download;
+mod events;
+mod unpack_layer;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+pub use events::{render_progress, LayerInfo, ProgressRenderer, PullEvent};
+
+use crate::content::ContentError;
+use crate::digest::Digest;
+use crate::reference::Reference;
+use crate::registry::{Descriptor, Platform, RegistryClient, RegistryError};
+use crate::snapshot::{chain_ids, Snapshot, SnapshotError};
+use crate::store::{ImageRecord, ImageStore, StoreError};
+use crate::unpack::ApplyOptions;
+
+/// Knobs of one pull.
+#[derive(Clone, Debug, Default)]
+pub struct PullOptions {
+    /// Blobs downloaded at once; `None` takes the client's `max_concurrent_downloads`.
+    pub max_concurrent_downloads: Option<usize>,
+    /// How layers are applied (limits, ownership, fsync). `whiteouts` and `lower_dirs` are set
+    /// by the pull itself.
+    pub apply: ApplyOptions,
+}
+
+/// One layer of a pulled image.
+#[derive(Clone, Debug)]
+pub struct PulledLayer {
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
+    pub chain_id: Digest,
+    pub snapshot: Snapshot,
+}
+
+/// The result of a pull: what the image is and where its layers are.
+#[derive(Clone, Debug)]
+pub struct PulledImage {
+    pub reference: Reference,
+    pub manifest_digest: Digest,
+    pub manifest_media_type: String,
+    /// Size of the manifest document in bytes.
+    pub manifest_size: u64,
+    /// The index / manifest list the reference named, if any (stored in the content store too).
+    pub index_digest: Option<Digest>,
+    pub config: Descriptor,
+    pub platform: Platform,
+    pub layers: Vec<PulledLayer>,
+    /// The image as recorded in the image store under the pulled name.
+    pub record: ImageRecord,
+}
+
+/// Why a pull failed. Each names the image and the blob involved.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{image}: blob {digest} failed verification: expected {expected} ({expected_size} bytes), got {actual} ({actual_size} bytes); the download was deleted")]
+    BlobVerification {
+        image: String,
+        digest: Digest,
+        expected: Digest,
+        expected_size: u64,
+        actual: Digest,
+        actual_size: u64,
+    },
+    #[error("{image}: layer {layer}: uncompressed content has DiffID {actual}, but the image config says {expected}")]
+    DiffIdMismatch {
+        image: String,
+        layer: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("{image}: blob {digest}: {source}")]
+    Content {
+        image: String,
+        digest: Digest,
+        #[source]
+        source: Box<ContentError>,
+    },
+    #[error("{image}: config {digest}: {reason}")]
+    BadConfig {
+        image: String,
+        digest: Digest,
+        reason: String,
+    },
+    #[error("{image}: layer {layer}: {source}")]
+    Unpack {
+        image: String,
+        layer: Digest,
+        #[source]
+        source: Box<SnapshotError>,
+    },
+    #[error("{image}: recording the image: {source}")]
+    Store {
+        image: String,
+        #[source]
+        source: Box<StoreError>,
+    },
+    #[error("{image}: {what} task failed: {detail}")]
+    Task {
+        image: String,
+        what: &'static str,
+        detail: String,
+    },
+}
+
+/// Shared state of one pull, handed to its tasks.
+pub(crate) struct PullContext {
+    pub(crate) image: String,
+    pub(crate) reference: Reference,
+    pub(crate) client: RegistryClient,
+    pub(crate) store: ImageStore,
+    pub(crate) progress: Arc<dyn Fn(PullEvent) + Send + Sync>,
+}
+
+impl PullContext {
+    pub(crate) fn emit(&self, e: PullEvent) {
+        (self.progress)(e)
+    }
+
+    pub(crate) fn task_error(&self, what: &'static str, e: tokio::task::JoinError) -> PullError {
+        PullError::Task {
+            image: self.image.clone(),
+            what,
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// The parts of an image config a pull needs.
+#[derive(Deserialize)]
+struct ConfigRootfs {
+    rootfs: Rootfs,
+    #[serde(default)]
+    os: Option<String>,
+    #[serde(default)]
+    architecture: Option<String>,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Rootfs {
+    #[serde(rename = "type")]
+    kind: String,
+    diff_ids: Vec<Digest>,
+}
+
+/// Pulls `reference` for `platform` into `store`, reporting progress through `progress`:
+/// downloads and verifies every blob, unpacks every layer into its snapshot, then records the
+/// image under `reference`'s name. Holds a GC lease for the whole pull so a concurrent
+/// `prune` cannot remove what it just downloaded.
+pub async fn pull(
+    store: &ImageStore,
+    client: &RegistryClient,
+    reference: &Reference,
+    platform: &Platform,
+    opts: &PullOptions,
+    progress: impl Fn(PullEvent) + Send + Sync + 'static,
+) -> Result<PulledImage, PullError> {
+    let ctx = Arc::new(PullContext {
+        image: reference.to_string(),
+        reference: reference.clone(),
+        client: client.clone(),
+        store: store.clone(),
+        progress: Arc::new(progress),
+    });
+    let _lease = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.lease())
+            .await
+            .map_err(|e| ctx.task_error("take GC lease", e))?
+            .map_err(|source| PullError::Store {
+                image: ctx.image.clone(),
+                source: Box::new(source),
+            })?
+    };
+    ctx.emit(PullEvent::Resolving {
+        reference: ctx.image.clone(),
+    });
+    let resolved = client.resolve(reference, platform).await?;
+    let layer_infos = resolved
+        .layers
+        .iter()
+        .map(|l| LayerInfo {
+            digest: l.digest.clone(),
+            size: l.size,
+        })
+        .collect();
+    ctx.emit(PullEvent::Resolved {
+        reference: ctx.image.clone(),
+        digest: resolved.manifest_digest.clone(),
+        platform: resolved.platform.as_ref().map(|p| p.to_string()),
+        layers: layer_infos,
+    });
+
+    // Documents first: the index and manifest as served, then the config.
+    let mut index_digest = None;
+    if let Some((digest, bytes)) = &resolved.index {
+        store_document(&ctx, digest, bytes).await?;
+        index_digest = Some(digest.clone());
+    }
+    store_document(&ctx, &resolved.manifest_digest, &resolved.manifest_bytes).await?;
+    download::download_blob(&ctx, &resolved.config, false).await?;
+    let config_bytes = {
+        let content = ctx.store.content().clone();
+        let d = resolved.config.digest.clone();
+        tokio::task::spawn_blocking(move || content.read_blob(&d))
+            .await
+            .map_err(|e| ctx.task_error("read config", e))?
+            .map_err(|source| PullError::Content {
+                image: ctx.image.clone(),
+                digest: resolved.config.digest.clone(),
+                source: Box::new(source),
+            })?
+    };
+    let bad_config = |reason: String| PullError::BadConfig {
+        image: ctx.image.clone(),
+        digest: resolved.config.digest.clone(),
+        reason,
+    };
+    let config: ConfigRootfs = serde_json::from_slice(&config_bytes)
+        .map_err(|e| bad_config(format!("not a valid image config: {e}")))?;
+    if config.rootfs.kind != "layers" {
+        return Err(bad_config(format!(
+            "rootfs.type is {:?}, expected \"layers\"",
+            config.rootfs.kind
+        )));
+    }
+    if config.rootfs.diff_ids.len() != resolved.layers.len() {
+        return Err(bad_config(format!(
+            "rootfs.diff_ids lists {} layers but the manifest {} has {}",
+            config.rootfs.diff_ids.len(),
+            resolved.manifest_digest,
+            resolved.layers.len()
+        )));
+    }
+    let image_platform = match (&config.os, &config.architecture) {
+        (Some(os), Some(arch)) => Platform {
+            os: os.clone(),
+            architecture: arch.clone(),
+            variant: config.variant.clone(),
+        },
+        _ => resolved
+            .platform
+            .clone()
+            .unwrap_or_else(|| platform.clone()),
+    };
+    let chains = chain_ids(&config.rootfs.diff_ids);
+
+    // Which layers are already unpacked? Those need neither download nor unpack.
+    let existing: Vec<Option<Snapshot>> = {
+        let snapshots = ctx.store.snapshots().clone();
+        let chains = chains.clone();
+        tokio::task::spawn_blocking(move || {
+            chains
+                .iter()
+                .map(|c| snapshots.get(c))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| ctx.task_error("snapshot lookup", e))?
+        .map_err(|source| PullError::Unpack {
+            image: ctx.image.clone(),
+            layer: resolved.manifest_digest.clone(),
+            source: Box::new(source),
+        })?
+    };
+
+    // Start every needed download now; the semaphore (FIFO) keeps `n` running, in layer order.
+    let n = opts
+        .max_concurrent_downloads
+        .unwrap_or(client.config().max_concurrent_downloads)
+        .max(1);
+    let permits = Arc::new(Semaphore::new(n));
+    let mut downloads: Vec<Option<JoinHandle<Result<(), PullError>>>> = Vec::new();
+    for (layer, snap) in resolved.layers.iter().zip(&existing) {
+        if snap.is_some() {
+            ctx.emit(PullEvent::AlreadyExists {
+                layer: layer.digest.clone(),
+            });
+            downloads.push(None);
+            continue;
+        }
+        ctx.emit(PullEvent::Waiting {
+            layer: layer.digest.clone(),
+            size: layer.size,
+        });
+        let ctx2 = ctx.clone();
+        let layer = layer.clone();
+        let permits = permits.clone();
+        downloads.push(Some(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await.map_err(|e| PullError::Task {
+                image: ctx2.image.clone(),
+                what: "download queue",
+                detail: e.to_string(),
+            })?;
+            download::download_blob(&ctx2, &layer, true).await
+        })));
+    }
+
+    // Unpack in chain order as each layer's blob lands, while later ones still download.
+    let result = unpack_in_order(
+        &ctx,
+        &resolved.layers,
+        &config.rootfs.diff_ids,
+        &chains,
+        existing,
+        &mut downloads,
+        opts,
+    )
+    .await;
+    if result.is_err() {
+        // Stop the remaining downloads; their partial data stays in ingest/ for a later resume.
+        for h in downloads.iter().flatten() {
+            h.abort();
+        }
+    }
+    let layers = result?;
+
+    let record = {
+        let store = ctx.store.clone();
+        let (r, m, c) = (
+            reference.clone(),
+            resolved.manifest_digest.clone(),
+            resolved.config.digest.clone(),
+        );
+        tokio::task::spawn_blocking(move || store.record_image(&r, &m, &c))
+            .await
+            .map_err(|e| ctx.task_error("record image", e))?
+            .map_err(|source| PullError::Store {
+                image: ctx.image.clone(),
+                source: Box::new(source),
+            })?
+    };
+    ctx.emit(PullEvent::Complete {
+        reference: ctx.image.clone(),
+        digest: resolved.manifest_digest.clone(),
+    });
+    Ok(PulledImage {
+        reference: reference.clone(),
+        manifest_digest: resolved.manifest_digest.clone(),
+        manifest_media_type: resolved
+            .manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| crate::registry::OCI_MANIFEST.to_string()),
+        manifest_size: resolved.manifest_bytes.len() as u64,
+        index_digest,
+        config: resolved.config.clone(),
+        platform: image_platform,
+        layers,
+        record,
+    })
+}
+
+async fn unpack_in_order(
+    ctx: &Arc<PullContext>,
+    layers: &[Descriptor],
+    diff_ids: &[Digest],
+    chains: &[Digest],
+    existing: Vec<Option<Snapshot>>,
+    downloads: &mut [Option<JoinHandle<Result<(), PullError>>>],
+    opts: &PullOptions,
+) -> Result<Vec<PulledLayer>, PullError> {
+    let mut out: Vec<PulledLayer> = Vec::with_capacity(layers.len());
+    for (i, existing) in existing.into_iter().enumerate() {
+        let layer = &layers[i];
+        let snapshot = match existing {
+            Some(s) => s,
+            None => {
+                if let Some(h) = downloads[i].take() {
+                    h.await.map_err(|e| ctx.task_error("download", e))??;
+                }
+                ctx.emit(PullEvent::Extracting {
+                    layer: layer.digest.clone(),
+                });
+                let mut apply = opts.apply.clone();
+                apply.whiteouts = crate::unpack::WhiteoutMode::Overlay;
+                // Nearest lower layer first.
+                apply.lower_dirs = out.iter().rev().map(|l| l.snapshot.path.clone()).collect();
+                let parent = i.checked_sub(1).map(|p| chains[p].clone());
+                let job = unpack_layer::UnpackJob {
+                    image: ctx.image.clone(),
+                    content: ctx.store.content().clone(),
+                    snapshots: ctx.store.snapshots().clone(),
+                    layer: layer.clone(),
+                    diff_id: diff_ids[i].clone(),
+                    chain_id: chains[i].clone(),
+                    parent,
+                    apply,
+                };
+                tokio::task::spawn_blocking(move || job.run())
+                    .await
+                    .map_err(|e| ctx.task_error("unpack", e))??
+            }
+        };
+        ctx.emit(PullEvent::Done {
+            layer: layer.digest.clone(),
+        });
+        out.push(PulledLayer {
+            descriptor: layer.clone(),
+            diff_id: diff_ids[i].clone(),
+            chain_id: chains[i].clone(),
+            snapshot,
+        });
+    }
+    Ok(out)
+}
+
+/// Stores a manifest or index exactly as served (already verified against `digest`).
+async fn store_document(ctx: &PullContext, digest: &Digest, bytes: &[u8]) -> Result<(), PullError> {
+    let content = ctx.store.content().clone();
+    let bytes = bytes.to_vec();
+    let written = tokio::task::spawn_blocking(move || content.write_blob(&bytes))
+        .await
+        .map_err(|e| ctx.task_error("store manifest", e))?
+        .map_err(|source| PullError::Content {
+            image: ctx.image.clone(),
+            digest: digest.clone(),
+            source: Box::new(source),
+        })?;
+    debug_assert_eq!(&written, digest);
+    Ok(())
+}
