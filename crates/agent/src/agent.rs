@@ -52,7 +52,9 @@ impl Agent {
 
     /// Re-adopts containers that run under their shims since an earlier daemon.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
-        self.recover_containers().await
+        self.recover_containers().await?;
+        self.start_supervisor();
+        Ok(())
     }
 
     pub fn config(&self) -> &AgentConfig {

@@ -20,7 +20,7 @@ use super::backoff::RestartTracker;
 use super::converge::{converge, Desired, Observed, Step};
 use super::events::{Event, EventBus};
 use super::health::{in_netns, probe_http, probe_tcp, HealthStatus, HealthTracker};
-use super::labels::{self, Owner};
+use super::labels::Owner;
 use super::metrics::Metrics;
 use super::store::{DeploymentRecord, RunRecord, ServiceStore};
 use crate::containers::{ContainerRecord, ContainerState, CreateRequest};
