@@ -122,16 +122,21 @@ fn rolling_update_to_good_then_broken_version() {
     // Good version: every replica replaced, one at a time, and healthy.
     let out = deploy(&d, "v2.yaml", &version("2", IDLE));
     assert!(out.contains("rolling update"), "{out}");
-    wait_state(&d, "app", 60, |s| s["healthy"] == 2 && s["state"] == "running");
-    let v2 = running(&d, "t-app-");
-    assert_eq!(v2.len(), 2, "{v2:?}");
-    assert!(v2.iter().all(|n| !v1.iter().any(|o| o.1 == n.1)), "all replaced: {v1:?} {v2:?}");
+    let mut v2 = Vec::new();
+    let replaced = eventually(60, || {
+        v2 = running(&d, "t-app-");
+        v2.len() == 2
+            && v2.iter().all(|n| n.2.contains("(healthy)") && !v1.iter().any(|o| o.1 == n.1))
+    });
+    assert!(replaced, "not all replaced: {v1:?} {v2:?}\n{}", d.log());
+    wait_state(&d, "app", 30, |s| s["healthy"] == 2 && s["state"] == "running");
     // Broken version (exits at once): the rollout stops, the v2 replicas keep serving.
     deploy(&d, "v3.yaml", &version("3", "[sh, -c, \"exit 3\"]"));
     let s = wait_state(&d, "app", 60, |s| s["state"] == "rollout-failed");
     assert_eq!(s["running"], 2, "{s:#}");
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(running(&d, "t-app-"), v2.iter().map(|(n, i, _)| (n.clone(), i.clone(), running(&d, n)[0].2.clone())).collect::<Vec<_>>());
+    let ids = |v: &[(String, String, String)]| v.iter().map(|r| r.1.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&running(&d, "t-app-")), ids(&v2), "the v2 replicas keep serving");
 }
 
 #[test]
@@ -151,7 +156,9 @@ fn daemon_sigkilled_mid_reconcile_converges_without_duplicates() {
     for slot in 0..4 {
         assert_eq!(running(&d, &format!("t-app-{slot}-")).len(), 1, "slot {slot}: {reps:?}");
     }
-    // A restart with everything running adopts the replicas: nothing restarted.
+    // A restart with everything running adopts the replicas: nothing restarted. (Replicas
+    // lost mid-create in the first crash were restarts; their count must not grow now.)
+    let restarts = service(&d, "app")["restarts"].clone();
     d.kill9();
     d.spawn();
     std::thread::sleep(Duration::from_secs(2));
@@ -160,7 +167,7 @@ fn daemon_sigkilled_mid_reconcile_converges_without_duplicates() {
         again.iter().map(|r| &r.1).collect::<Vec<_>>(),
         reps.iter().map(|r| &r.1).collect::<Vec<_>>()
     );
-    assert_eq!(service(&d, "app")["restarts"], 0);
+    assert_eq!(service(&d, "app")["restarts"], restarts);
 }
 
 #[test]

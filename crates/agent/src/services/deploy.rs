@@ -207,6 +207,8 @@ impl Agent {
                     store.update_facts(&spec.deployment, &s.name, |f| f.failed_hash = None)?;
                 }
             }
+            // Until the supervisor's next pass, `services` says the change is pending.
+            self.services().views.lock().retain(|(d, _), _| d != &spec.deployment);
             self.services()
                 .events
                 .publish(Event::new("deployment", "deployed", &spec.deployment, &spec.deployment));
