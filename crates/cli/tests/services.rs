@@ -204,3 +204,24 @@ fn deploy_errors_carry_positions_and_dry_run_changes_nothing() {
     assert!(out.contains("t/app (service): create (1 replicas)"), "{out}");
     assert!(services(&d).is_empty());
 }
+
+#[test]
+fn the_demo_deployment_runs() {
+    let Some((d, image)) = daemon_with_busybox() else { return };
+    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/demo.yaml"))
+        .unwrap()
+        .replace("127.0.0.1:5000/demo/busybox:latest", &image);
+    let path = d.dir.path().join("demo.yaml");
+    std::fs::write(&path, src).unwrap();
+    d.ok(&["deploy", &path.display().to_string()]);
+    let setup = wait_state(&d, "setup", 30, |s| s["state"] == "completed");
+    assert_eq!(setup["runs"][0]["exit_code"], 0);
+    // web waits for setup, then both replicas pass the HTTP check (2s interval).
+    wait_state(&d, "web", 40, |s| s["healthy"] == 2 && s["state"] == "running");
+    let web = running(&d, "demo-web-0-");
+    let page = d.ok(&["exec", &web[0].0, "wget", "-qO-", "http://127.0.0.1:8080/"]);
+    assert!(!page.is_empty());
+    let tick = service(&d, "tick");
+    assert_eq!(tick["state"], "scheduled", "{tick:#}");
+    assert!(tick["next_run"].as_str().is_some());
+}
