@@ -248,3 +248,42 @@ mod tests {
         assert!(in_netns(i64::from(i32::MAX), || Ok(())).unwrap_err().contains("/proc/"));
     }
 }
+
+/// Brings the loopback interface up in the network namespace of process `pid`.
+///
+/// Stopgap for `network: none`: the runtime creates the container's namespace but leaves `lo`
+/// down, so nothing (not the service's own clients, not our probes) can reach 127.0.0.1 in it.
+/// Docker's `none` has loopback up; until the runtime does this itself, the supervisor does it
+/// right after starting a replica. Only the container's own namespace is touched, never the
+/// host's; idempotent.
+pub fn loopback_up(pid: i64) -> Result<(), String> {
+    in_netns(pid, || {
+        // SAFETY: plain socket(2); the fd is checked and closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write `req`, which lives across the calls
+        // and holds a NUL-terminated interface name; `fd` is a valid socket.
+        let result = unsafe {
+            if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+                Err(format!("reading lo flags: {}", std::io::Error::last_os_error()))
+            } else {
+                req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+                if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
+                    Err(format!("bringing lo up: {}", std::io::Error::last_os_error()))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        // SAFETY: closing the socket opened above, once.
+        unsafe { libc::close(fd) };
+        result
+    })
+}

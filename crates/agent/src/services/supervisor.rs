@@ -349,6 +349,15 @@ impl Agent {
     ) -> Result<String> {
         let req = build_request(&key.0, &key.1, svc, env, &owner)?;
         let created = self.create_container(req).await?;
+        if svc.network == Network::None {
+            if let Some(pid) = self.containers().get(&created.id)?.and_then(|r| r.pid) {
+                match tokio::task::spawn_blocking(move || super::health::loopback_up(pid)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(id = %created.id, "loopback: {e}"),
+                    Err(e) => tracing::warn!(id = %created.id, "loopback: {e}"),
+                }
+            }
+        }
         for action in ["created", "started"] {
             self.services.events.publish(
                 Event::new("container", action, &created.id, &created.name)
