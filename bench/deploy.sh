@@ -18,7 +18,8 @@ if [ -z "${ZLAYER_BIN:-}" ]; then
 else
   FIX=${ZLAYER_FIXTURES_BIN:-$(dirname "$ZLAYER_BIN")/zlayer-fixtures}
 fi
-dir=$(mktemp -d /tmp/zlayer-bench-deploy.XXXXXX)
+# Short: shim sockets live under it and unix socket paths are limited to 108 bytes.
+dir=$(mktemp -d /tmp/zbd.XXXXXX)
 sock=$dir/agent.sock
 echo '{}' >"$dir/config.json"
 "$ZLAYER_BIN" --socket "$sock" daemon --root "$dir/root" --state "$dir/state" \
@@ -51,9 +52,17 @@ YAML
 
 start=$(date +%s.%N)
 agent deploy "$dir/bench.yaml" >/dev/null
+tries=0
 while :; do
   running=$(agent services --format json | python3 -c 'import json,sys; print(sum(s["running"] for s in json.load(sys.stdin)))')
   [ "$running" -ge "$n" ] && break
+  tries=$((tries + 1))
+  if [ "$tries" -gt 1200 ]; then
+    echo "only $running of $n replicas running after a minute:" >&2
+    agent services >&2
+    tail -20 "$dir/daemon.log" >&2
+    exit 1
+  fi
   sleep 0.05
 done
 end=$(date +%s.%N)
