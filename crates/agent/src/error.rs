@@ -32,7 +32,13 @@ impl AgentError {
         Self {
             kind,
             message: message.into(),
+            exit_code: None,
         }
+    }
+    /// The same error, carrying a CLI exit status.
+    pub fn with_exit_code(mut self, code: Option<i32>) -> Self {
+        self.exit_code = code;
+        self
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, message)

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use zlayer_image::pull::{self, PullError, PullEvent, PullOptions, PullStores};
+use zlayer_image::pull::{self, PullError, PullEvent, PullOptions};
 use zlayer_image::registry::{Platform, RegistryClient, RegistryConfig, RegistryError};
 use zlayer_image::store::{
     ImageConfiguration, ImageDetails, ImageStore, ImageSummary, PruneReport, RemoveReport,
@@ -114,30 +114,22 @@ impl Agent {
             Some(p) => Platform::parse(p).map_err(|e| AgentError::invalid(e.to_string()))?,
             None => Platform::host(),
         };
-        let store = self.images().clone();
-        let _lease = store.lease().map_err(store_err)?;
-        let stores = PullStores { content: store.content().clone(), snapshots: store.snapshots().clone() };
-        let pulled = pull::pull(&stores, self.registry(), &reference, &platform, &PullOptions::default(), progress)
-            .await
-            .map_err(pull_err)?;
-        let record = {
-            let store = store.clone();
-            let reference = reference.clone();
-            let manifest = pulled.manifest_digest.clone();
-            let config = pulled.config.digest.clone();
-            tokio::task::spawn_blocking(move || {
-                // Pinned references keep their digest form as the name, tagged ones their tag.
-                store.record_image(&reference, &manifest, &config)
-            })
-            .await
-            .map_err(|e| AgentError::internal(e.to_string()))?
-            .map_err(store_err)?
-        };
+        // The pull holds its own GC lease and records the image under `reference` at the end.
+        let pulled = pull::pull(
+            self.images(),
+            self.registry(),
+            &reference,
+            &platform,
+            &PullOptions::default(),
+            progress,
+        )
+        .await
+        .map_err(pull_err)?;
         tracing::info!(reference = %reference, digest = %pulled.manifest_digest, "pulled");
         Ok(PullSummary {
             reference: reference.to_string(),
             digest: pulled.manifest_digest.to_string(),
-            id: record.config_digest.to_string(),
+            id: pulled.config.digest.to_string(),
         })
     }
 
@@ -198,7 +190,8 @@ impl Agent {
         tokio::task::spawn_blocking(move || zlayer_image::flatten::unpack_image_to(&store, &query, &dir))
             .await
             .map_err(|e| AgentError::internal(e.to_string()))?
-            .map_err(|e| AgentError::internal(error_chain(&e)))
+            .map(|_| ())
+            .map_err(store_err)
     }
 
     /// Finds (pulling when missing and allowed) and unpacks the image a container runs.

@@ -28,6 +28,7 @@ pub enum ClientError {
         kind: ErrorKind,
         status: u16,
         message: String,
+        exit_code: Option<i32>,
     },
     #[error("talking to the daemon: {0}")]
     Protocol(String),
@@ -109,17 +110,14 @@ impl Client {
             // The connection ends when the response body is dropped; errors surface there.
             let _ = conn.await;
         });
-        let has_body = body.is_some();
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "zlayer-agent");
-        if has_body {
+        if json {
             req = req.header("content-type", "application/json");
         }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(protocol)?;
+        let req = req.body(body).map_err(protocol)?;
         let resp = sender.send_request(req).await.map_err(protocol)?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -243,6 +241,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
             kind: e.kind,
             status: status.as_u16(),
             message: e.error,
+            exit_code: e.exit_code,
         },
         Err(_) => ClientError::Api {
             kind: kind_for(status),

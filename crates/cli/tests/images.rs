@@ -6,8 +6,8 @@ use common::{run, TestDaemon};
 use zlayer_testkit::{push, LocalRegistry};
 
 fn registry_with_busybox() -> Option<(LocalRegistry, String)> {
-    zlayer_testkit::require_bin!("docker-registry");
-    zlayer_testkit::require_bin!("skopeo");
+    zlayer_testkit::prereq::require_bin("docker-registry")?;
+    zlayer_testkit::prereq::require_bin("skopeo")?;
     if !zlayer_testkit::prereq::require_root() {
         return None;
     }

@@ -295,6 +295,7 @@ impl SnapshotStore {
             ids
         };
         let entries = fs::read_dir(&self.dir).map_err(io_err("read directory", &self.dir))?;
+        let mut doomed_dirs = Vec::new();
         for entry in entries {
             let entry = entry.map_err(io_err("read directory", &self.dir))?;
             let name = entry.file_name();
@@ -314,11 +315,22 @@ impl SnapshotStore {
             };
             if stale {
                 tracing::info!(path = %path.display(), "removing leftover snapshot directory");
-                remove_tree(&path).map_err(io_err("remove", &path))?;
+                if name.parse::<u64>().is_ok() {
+                    // Out of the numbered namespace now, removed after the write lock is gone.
+                    let doomed = self.dir.join(format!("del-{name}"));
+                    fs::rename(&path, &doomed).map_err(io_err("rename", &path))?;
+                    doomed_dirs.push(doomed);
+                } else {
+                    doomed_dirs.push(path);
+                }
             }
         }
         tx.commit().map_err(|e| self.db.err(e))?;
         drop(conn);
+        // Deleting can take a while; other writers need not wait for it.
+        for path in doomed_dirs {
+            remove_tree(&path).map_err(io_err("remove", &path))?;
+        }
         self.clean_locks()
     }
 

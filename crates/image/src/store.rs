@@ -558,7 +558,12 @@ impl ImageStore {
         }
         let parsed = Reference::parse(q);
         if let Ok(r) = &parsed {
-            for key in name_keys(r) {
+            // With a digest the tag is only decoration (as in docker): never resolve by it.
+            let keys = match r.digest() {
+                Some(_) => name_keys(r).into_iter().take(1).collect(),
+                None => name_keys(r),
+            };
+            for key in keys {
                 let found: Option<String> = {
                     let conn = self.db.lock();
                     conn.query_row(
@@ -584,6 +589,7 @@ impl ImageStore {
                 if let Some(rec) = self.record_by_manifest(d)? {
                     return Ok(rec);
                 }
+                return Err(StoreError::NotFound(query.to_string()));
             }
         }
         let hex = q.strip_prefix("sha256:").unwrap_or(q);
@@ -721,17 +727,124 @@ impl ImageStore {
 
     /// Makes sure every layer of a stored image is unpacked into a snapshot (unpacking the
     /// missing ones from the content store); returns the snapshots, base first.
+    ///
+    /// Missing layers are unpacked in parallel (as many at a time as there are CPUs, at most
+    /// 4), each without its lowers ([`ApplyOptions::defer_lower`]); each then waits for its
+    /// parent to be committed, finishes the deferred copy-ups ([`unpack::apply_deferred`]) and
+    /// commits, so snapshots still commit in chain order.
     pub fn unpack_layers(&self, query: &str) -> Result<Vec<Snapshot>> {
         let _lease = self.lease()?;
         let rec = self.resolve(query)?;
-        let mut out: Vec<Snapshot> = Vec::new();
-        let mut parent: Option<Digest> = None;
-        for (desc, diff_id, chain_id) in self.layer_chain(&rec)? {
-            let snap = self.unpack_layer(&desc, &diff_id, &chain_id, parent.as_ref())?;
-            parent = Some(chain_id);
-            out.push(snap);
+        let chain = self.layer_chain(&rec)?;
+        let mut existing = Vec::with_capacity(chain.len());
+        for (_, _, c) in &chain {
+            existing.push(self.snapshots.get(c)?);
         }
-        Ok(out)
+        if existing.iter().all(Option::is_some) {
+            return Ok(existing.into_iter().flatten().collect());
+        }
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+            .clamp(1, 4);
+        let permits = Semaphore::new(workers);
+        let results: Vec<Result<Snapshot>> = std::thread::scope(|scope| {
+            let mut handles = Vec::new();
+            let mut parent_done: Option<std::sync::mpsc::Receiver<bool>> = None;
+            for (i, (desc, diff_id, chain_id)) in chain.iter().enumerate() {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let wait_parent = parent_done.replace(rx);
+                let parent = i.checked_sub(1).map(|p| &chain[p].2);
+                let permits = &permits;
+                handles.push(scope.spawn(move || {
+                    let r = self.unpack_layer_deferred(
+                        desc,
+                        diff_id,
+                        chain_id,
+                        parent,
+                        permits,
+                        wait_parent,
+                    );
+                    let _ = tx.send(r.is_ok());
+                    r
+                }));
+            }
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Io {
+                            op: "unpack layer",
+                            path: self.snapshots.dir().to_path_buf(),
+                            source: io::Error::other("unpack thread panicked"),
+                        })
+                    })
+                })
+                .collect()
+        });
+        results.into_iter().collect()
+    }
+
+    /// One layer of [`unpack_layers`](Self::unpack_layers): apply without lowers, wait for
+    /// the parent's commit, finish the deferred work, commit.
+    fn unpack_layer_deferred(
+        &self,
+        layer: &Descriptor,
+        diff_id: &Digest,
+        chain_id: &Digest,
+        parent: Option<&Digest>,
+        permits: &Semaphore,
+        wait_parent: Option<std::sync::mpsc::Receiver<bool>>,
+    ) -> Result<Snapshot> {
+        let parent_ok = |rx: Option<std::sync::mpsc::Receiver<bool>>| -> Result<()> {
+            match rx.map(|rx| rx.recv().unwrap_or(false)) {
+                None | Some(true) => Ok(()),
+                Some(false) => Err(StoreError::BadImage {
+                    what: "layer",
+                    digest: layer.digest.clone(),
+                    detail: "not unpacked because a layer below it failed".to_string(),
+                }),
+            }
+        };
+        if let Some(s) = self.snapshots.get(chain_id)? {
+            parent_ok(wait_parent)?;
+            return Ok(s);
+        }
+        let compression = Compression::from_media_type(&layer.media_type)?;
+        let blob = self.content.open_blob(&layer.digest)?;
+        let mut wait_parent = wait_parent;
+        let snap = self
+            .snapshots
+            .create(chain_id, parent, |dir| -> Result<()> {
+                let opts = ApplyOptions {
+                    defer_lower: true,
+                    ..Default::default()
+                };
+                let (stats, _) = {
+                    let _permit = permits.acquire();
+                    apply_blob(blob, compression, &layer.digest, diff_id, dir, &opts)?
+                };
+                parent_ok(wait_parent.take())?;
+                if !stats.deferred.is_empty() {
+                    let finish = ApplyOptions {
+                        lower_dirs: self.lower_dirs(parent)?,
+                        ..Default::default()
+                    };
+                    unpack::apply_deferred(dir, &stats.deferred, &finish).map_err(|source| {
+                        StoreError::Unpack {
+                            layer: layer.digest.clone(),
+                            source,
+                        }
+                    })?;
+                }
+                Ok(())
+            });
+        // Another process may have created it meanwhile (fill not run): still wait, so the
+        // caller sees failures below in order.
+        if wait_parent.is_some() {
+            parent_ok(wait_parent)?;
+        }
+        snap.map_err(fill_error)
     }
 
     /// The fs dirs of the committed ancestors of `parent`, nearest first (for copy-up of
@@ -774,17 +887,7 @@ impl ImageStore {
         let snap = self.snapshots.create(chain_id, parent, |dir| {
             apply_blob(blob, compression, &layer.digest, diff_id, dir, &opts).map(|_| ())
         });
-        match snap {
-            Ok(s) => Ok(s),
-            // Surface our own typed errors (DiffID mismatch, unpack errors) unwrapped.
-            Err(SnapshotError::Fill { source, chain_id }) => {
-                match source.downcast::<StoreError>() {
-                    Ok(e) => Err(*e),
-                    Err(source) => Err(SnapshotError::Fill { chain_id, source }.into()),
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
+        snap.map_err(fill_error)
     }
 
     /// Removes a name (`rmi`); the image record goes when its last name does, unless
@@ -937,14 +1040,62 @@ impl ImageStore {
     }
 }
 
+/// Surfaces our own typed errors (DiffID mismatch, unpack errors) from a snapshot fill
+/// unwrapped.
+fn fill_error(e: SnapshotError) -> StoreError {
+    match e {
+        SnapshotError::Fill { source, chain_id } => match source.downcast::<StoreError>() {
+            Ok(e) => *e,
+            Err(source) => SnapshotError::Fill { chain_id, source }.into(),
+        },
+        e => e.into(),
+    }
+}
+
+/// A counting semaphore bounding how many layers decompress at once.
+struct Semaphore {
+    free: std::sync::Mutex<usize>,
+    cv: std::sync::Condvar,
+}
+
+struct Permit<'a>(&'a Semaphore);
+
+impl Semaphore {
+    fn new(n: usize) -> Self {
+        Self {
+            free: std::sync::Mutex::new(n),
+            cv: std::sync::Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        // The counter stays valid even if a holder panicked: keep using a poisoned lock.
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.cv.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
+        *free += 1;
+        self.0.cv.notify_one();
+    }
+}
+
 /// The index keys of a reference: its tag form and/or its digest form.
+/// The digest form comes first: for `repo:tag@digest` the digest decides, as docker does.
 fn name_keys(r: &Reference) -> Vec<String> {
     let mut keys = Vec::new();
-    if let Some(t) = r.tag() {
-        keys.push(format!("{}:{t}", r.name()));
-    }
     if let Some(d) = r.digest() {
         keys.push(format!("{}@{d}", r.name()));
+    }
+    if let Some(t) = r.tag() {
+        keys.push(format!("{}:{t}", r.name()));
     }
     keys
 }

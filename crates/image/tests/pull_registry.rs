@@ -162,7 +162,7 @@ async fn resumes_after_dropped_connections() {
         ProxyMode {
             drop_after: Some(512 << 10),
             max_drops: 6,
-            rate: None,
+            ..ProxyMode::default()
         },
     )
     .await;
@@ -182,6 +182,14 @@ async fn resumes_after_dropped_connections() {
         .filter(|e| matches!(e, PullEvent::Retrying { .. }))
         .count();
     assert!(retries >= 1, "no retry was needed: {events:?}");
+    // Resumed, not restarted: the bytes relayed are the blobs once, plus headers and
+    // manifests, not the blobs plus the prefixes received before each cut.
+    let relayed = proxy.relayed.load(std::sync::atomic::Ordering::SeqCst);
+    let blobs = layout.total_layer_size();
+    assert!(
+        relayed < blobs + (256 << 10),
+        "{relayed} bytes relayed for {blobs} bytes of layers: downloads restarted instead of resuming"
+    );
     assert_store_consistent(root.path());
     assert!(ingest_files(root.path()).is_empty());
 }
@@ -465,4 +473,169 @@ async fn pulling_the_big_image_keeps_memory_bounded() {
         end - start
     );
     assert_store_consistent(root.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_blob_reader_resumes_and_verifies() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let (reg, layout) = registry_with("big-24", "test/reader:v1");
+    let proxy = FlakyProxy::start(
+        reg.addr(),
+        ProxyMode {
+            drop_after: Some(300 << 10),
+            max_drops: 3,
+            ..ProxyMode::default()
+        },
+    )
+    .await;
+    let client = zlayer_image::registry::RegistryClient::new(test_config()).unwrap();
+    let reference =
+        zlayer_image::Reference::parse(&format!("{}/test/reader:v1", proxy.host())).unwrap();
+    let layer = layout.layers[1].clone();
+    let want = std::fs::read(layout.blob_path(&layer.digest)).unwrap();
+    let handle = tokio::runtime::Handle::current();
+    let digest = Digest::parse(&layer.digest).unwrap();
+    // The reader is for synchronous code: drive it from a plain thread.
+    let got = std::thread::spawn(move || {
+        let mut r = client.blob_reader(handle, &reference, &digest);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut r, &mut out).map(|_| out)
+    })
+    .join()
+    .unwrap()
+    .expect("read blob through a flaky proxy");
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "blob content differs");
+    assert!(proxy.drops.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    // A corrupted blob fails at the end with InvalidData naming both digests.
+    let data = registry_blob_data(reg.dir(), &layer.digest);
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&data, &bytes).unwrap();
+    let client = zlayer_image::registry::RegistryClient::new(test_config()).unwrap();
+    let reference =
+        zlayer_image::Reference::parse(&format!("{}/test/reader:v1", reg.host())).unwrap();
+    let handle = tokio::runtime::Handle::current();
+    let digest = Digest::parse(&layer.digest).unwrap();
+    let err = std::thread::spawn(move || {
+        let mut r = client.blob_reader(handle, &reference, &digest);
+        std::io::Read::read_to_end(&mut r, &mut Vec::new())
+    })
+    .join()
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains(&layer.digest), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_through_a_mirror_skipping_a_dead_one() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let (reg, layout) = registry_with("busybox", "test/mirrored:v1");
+    // The image's own registry does not exist; the first mirror is down; the second works.
+    let dead = format!(
+        "127.0.0.1:{}",
+        zlayer_testkit::registry::free_loopback_port().unwrap()
+    );
+    let origin = format!(
+        "127.0.0.1:{}",
+        zlayer_testkit::registry::free_loopback_port().unwrap()
+    );
+    let mut cfg = test_config();
+    cfg.mirrors
+        .insert(origin.clone(), vec![dead.clone(), reg.host()]);
+    let root = tempfile::tempdir().unwrap();
+    let (r, _) = pull_collect(
+        root.path(),
+        cfg,
+        &format!("{origin}/test/mirrored:v1"),
+        &amd64(),
+    )
+    .await;
+    let img = r.expect("pull through mirror");
+    assert_eq!(img.manifest_digest.to_string(), layout.manifest_digest);
+    assert_store_consistent(root.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_layer_is_read_from_its_urls() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let (reg, layout) = registry_with("busybox", "test/has-blob:v1");
+    let layer = &layout.layers[0];
+    let want = std::fs::read(layout.blob_path(&layer.digest)).unwrap();
+    // Repository `test/foreign` lacks the blob; the descriptor's URL serves it.
+    let desc = zlayer_image::registry::Descriptor {
+        media_type: layer.media_type.clone(),
+        digest: Digest::parse(&layer.digest).unwrap(),
+        size: layer.size,
+        urls: vec![format!(
+            "http://{}/v2/test/has-blob/blobs/{}",
+            reg.host(),
+            layer.digest
+        )],
+        annotations: Default::default(),
+    };
+    let client = zlayer_image::registry::RegistryClient::new(test_config()).unwrap();
+    let reference =
+        zlayer_image::Reference::parse(&format!("{}/test/foreign:v1", reg.host())).unwrap();
+    let handle = tokio::runtime::Handle::current();
+    let got = std::thread::spawn(move || {
+        let mut r = client.blob_reader_for(handle, &reference, &desc);
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut r, &mut out).map(|_| out)
+    })
+    .join()
+    .unwrap()
+    .expect("read a foreign layer from its urls");
+    assert!(got == want, "foreign layer content differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_server_errors() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let (reg, layout) = registry_with("busybox", "test/flaky5xx:v1");
+    let proxy = FlakyProxy::start(
+        reg.addr(),
+        ProxyMode {
+            fail_first: 3,
+            ..ProxyMode::default()
+        },
+    )
+    .await;
+    let reference = format!("{}/test/flaky5xx:v1", proxy.host());
+    let root = tempfile::tempdir().unwrap();
+    let (r, _) = pull_collect(root.path(), test_config(), &reference, &amd64()).await;
+    let img = r.expect("pull after 503s");
+    assert_eq!(img.manifest_digest.to_string(), layout.manifest_digest);
+
+    // Without retries the 503 is the error.
+    let proxy = FlakyProxy::start(
+        reg.addr(),
+        ProxyMode {
+            fail_first: 100,
+            ..ProxyMode::default()
+        },
+    )
+    .await;
+    let mut cfg = test_config();
+    cfg.retries = 1;
+    let root = tempfile::tempdir().unwrap();
+    let (r, _) = pull_collect(
+        root.path(),
+        cfg,
+        &format!("{}/test/flaky5xx:v1", proxy.host()),
+        &amd64(),
+    )
+    .await;
+    let err = r.unwrap_err().to_string();
+    assert!(err.contains("503"), "{err}");
 }

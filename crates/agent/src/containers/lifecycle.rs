@@ -19,6 +19,10 @@ use crate::Agent;
 /// Default grace period of `stop`, as docker.
 pub const DEFAULT_STOP_TIMEOUT: u64 = 10;
 
+/// How long an attached `run --rm` container waits for its client's `wait` before it is
+/// removed anyway.
+const ATTACHED_REMOVE_FALLBACK: Duration = Duration::from_secs(60);
+
 /// What `create` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Created {
@@ -186,7 +190,19 @@ impl Agent {
                 error: r.error.clone(),
             };
             self.remember_exit(&r.id, &r.name, result);
-            self.remove_container(id, true).await?;
+            let attached = r.spec.get("attached").and_then(|v| v.as_bool()).unwrap_or(false);
+            if attached {
+                // The attached client's `wait` removes it once it has the output and the
+                // exit code; this is the fallback for a client that went away.
+                let agent = Arc::clone(self);
+                let id = id.to_string();
+                tokio::spawn(async move {
+                    tokio::time::sleep(ATTACHED_REMOVE_FALLBACK).await;
+                    let _ = agent.remove_container(&id, true).await;
+                });
+            } else {
+                self.remove_container(id, true).await?;
+            }
         }
         Ok(())
     }
@@ -328,11 +344,12 @@ impl Agent {
             WaitResult { exit_code: i64::from(rec.exit_code), oom_killed: rec.oom_killed, error: rec.error }
         };
         if r.auto_remove {
-            for _ in 0..500 {
-                if self.containers().get(&r.id)?.is_none() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            // Make sure the exit is recorded, then remove: the waiter has what it needs.
+            self.wait_recorded(&r.id).await;
+            match self.remove_container(&r.id, true).await {
+                Ok(()) => {}
+                Err(e) if e.kind == crate::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
         } else {
             self.wait_recorded(&r.id).await;

@@ -51,6 +51,9 @@ pub struct CreateRequest {
     pub interactive: bool,
     /// `--rm`: remove the container once it exits.
     pub auto_remove: bool,
+    /// A client stays attached and will `wait` (foreground `run`): an auto-removed container is
+    /// then removed by that wait, after its output and exit were delivered, not before.
+    pub attached: bool,
     pub labels: BTreeMap<String, String>,
     /// Signal for `stop` (default: the image's StopSignal, else SIGTERM).
     pub stop_signal: Option<String>,

@@ -159,6 +159,7 @@ fn build_request(a: &RunArgs) -> anyhow::Result<CreateRequest> {
         dns: a.dns.clone(),
         interactive: a.interactive,
         auto_remove: a.rm,
+        attached: !a.detach,
         labels,
         stop_signal: a.stop_signal.clone(),
         pull: a.pull.clone(),

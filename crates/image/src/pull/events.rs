@@ -271,4 +271,51 @@ mod tests {
         let done = plain_line(&mut last, &PullEvent::Done { layer: d.clone() }).unwrap();
         assert_eq!(done, format!("{}: done", d.short()));
     }
+
+    #[test]
+    fn renderer_handles_a_whole_pull_in_both_modes() {
+        let d = Digest::of_bytes(b"layer");
+        let events = vec![
+            PullEvent::Resolving {
+                reference: "r".into(),
+            },
+            PullEvent::Resolved {
+                reference: "r".into(),
+                digest: d.clone(),
+                platform: Some("linux/amd64".into()),
+                layers: vec![LayerInfo {
+                    digest: d.clone(),
+                    size: 10,
+                }],
+            },
+            PullEvent::Waiting {
+                layer: d.clone(),
+                size: 10,
+            },
+            PullEvent::Downloading {
+                layer: d.clone(),
+                done: 5,
+                total: 10,
+            },
+            PullEvent::Retrying {
+                layer: d.clone(),
+                attempt: 1,
+                error: "reset".into(),
+            },
+            PullEvent::Verifying { layer: d.clone() },
+            PullEvent::Extracting { layer: d.clone() },
+            PullEvent::Done { layer: d.clone() },
+            PullEvent::Complete {
+                reference: "r".into(),
+                digest: d,
+            },
+        ];
+        for terminal in [true, false] {
+            let mut r = ProgressRenderer::new(terminal);
+            for e in &events {
+                r.handle(e);
+            }
+            r.finish();
+        }
+    }
 }

@@ -16,6 +16,8 @@ pub struct BlobReader {
     handle: tokio::runtime::Handle,
     reference: Reference,
     digest: Digest,
+    /// Alternative locations (foreign layers), tried when the registry lacks the blob.
+    urls: Vec<String>,
     /// Bytes handed to the caller so far (and hashed).
     position: u64,
     hasher: DigestHasher,
@@ -33,12 +35,14 @@ impl BlobReader {
         handle: tokio::runtime::Handle,
         reference: Reference,
         digest: Digest,
+        urls: Vec<String>,
     ) -> Self {
         Self {
             client,
             handle,
             reference,
             digest,
+            urls,
             position: 0,
             hasher: DigestHasher::new(),
             stream: None,
@@ -59,9 +63,12 @@ impl BlobReader {
     fn next_chunk(&mut self) -> io::Result<Option<Bytes>> {
         loop {
             if self.stream.is_none() {
-                let fut = self
-                    .client
-                    .fetch_blob(&self.reference, &self.digest, self.position);
+                let fut = self.client.fetch_blob_with_urls(
+                    &self.reference,
+                    &self.digest,
+                    self.position,
+                    &self.urls,
+                );
                 match self.handle.block_on(fut) {
                     Ok(s) => {
                         self.skip = self.position - s.start;

@@ -47,6 +47,9 @@ pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 pub struct RegistryConfig {
     /// Registries (`host[:port]`) reached over plain HTTP although not on loopback.
     pub insecure: Vec<String>,
+    /// Pull-through mirrors per registry host (`"docker.io": ["mirror.local:5000"]`), tried
+    /// in order before the registry itself.
+    pub mirrors: HashMap<String, Vec<String>>,
     /// Credentials per registry host; they win over `~/.docker/config.json`.
     pub auths: HashMap<String, Credentials>,
     /// Docker config file to read credentials from; `None` means the default
@@ -64,6 +67,7 @@ impl Default for RegistryConfig {
     fn default() -> Self {
         Self {
             insecure: Vec::new(),
+            mirrors: HashMap::new(),
             auths: HashMap::new(),
             docker_config: None,
             ignore_docker_config: false,
@@ -196,6 +200,9 @@ struct Inner {
     /// One oci-client per registry host: the plain-HTTP decision is per host, and each keeps
     /// its own token cache and connection pool.
     clients: Mutex<HashMap<String, oci_client::Client>>,
+    /// Registry host -> the endpoint (a mirror or itself) that last resolved a manifest, so
+    /// blobs come from where the manifest came from.
+    active: Mutex<HashMap<String, String>>,
 }
 
 impl RegistryClient {
@@ -219,6 +226,7 @@ impl RegistryClient {
                 config,
                 credentials,
                 clients: Mutex::new(HashMap::new()),
+                active: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -230,23 +238,49 @@ impl RegistryClient {
     /// Whether requests to `reference`'s registry use plain HTTP: loopback registries, as
     /// docker does, and those configured insecure.
     pub fn uses_plain_http(&self, reference: &Reference) -> bool {
-        reference.is_loopback_registry()
+        self.host_uses_plain_http(reference.registry())
+    }
+
+    fn host_uses_plain_http(&self, host: &str) -> bool {
+        let loopback = Reference::parse(&format!("{host}/x"))
+            .map(|r| r.is_loopback_registry())
+            .unwrap_or(false);
+        loopback
             || self
                 .inner
                 .config
                 .insecure
                 .iter()
-                .any(|h| normalize_registry_host(h) == reference.registry())
+                .any(|h| normalize_registry_host(h) == host)
     }
 
-    fn oci_client(&self, reference: &Reference) -> oci_client::Client {
-        let host = reference.registry().to_string();
+    /// The configured mirrors of `reference`'s registry, in order.
+    fn mirrors(&self, reference: &Reference) -> Vec<String> {
+        self.inner
+            .config
+            .mirrors
+            .iter()
+            .filter(|(host, _)| normalize_registry_host(host) == reference.registry())
+            .flat_map(|(_, m)| m.iter().map(|h| normalize_registry_host(h)))
+            .collect()
+    }
+
+    fn active_endpoint(&self, reference: &Reference) -> String {
+        let active = self.inner.active.lock().unwrap_or_else(|p| p.into_inner());
+        active
+            .get(reference.registry())
+            .cloned()
+            .unwrap_or_else(|| reference.registry().to_string())
+    }
+
+    fn oci_client(&self, endpoint: &str) -> oci_client::Client {
+        let host = endpoint.to_string();
         // The lock only guards a map lookup/insert; a poisoned lock still holds a valid map.
         let mut clients = self.inner.clients.lock().unwrap_or_else(|p| p.into_inner());
         clients
             .entry(host)
             .or_insert_with(|| {
-                let protocol = if self.uses_plain_http(reference) {
+                let protocol = if self.host_uses_plain_http(endpoint) {
                     ClientProtocol::Http
                 } else {
                     ClientProtocol::Https
@@ -263,23 +297,31 @@ impl RegistryClient {
             .clone()
     }
 
-    fn auth_for(&self, reference: &Reference) -> RegistryAuth {
+    fn auth_for(&self, endpoint: &str) -> RegistryAuth {
         self.inner
             .credentials
-            .get(reference.registry())
+            .get(endpoint)
             .map(Credentials::to_oci)
             .unwrap_or(RegistryAuth::Anonymous)
     }
 
-    fn oci_reference(reference: &Reference, digest: Option<&Digest>) -> oci_client::Reference {
+    fn oci_reference(
+        reference: &Reference,
+        digest: Option<&Digest>,
+        endpoint: &str,
+    ) -> oci_client::Reference {
         let registry = reference.registry().to_string();
         let repository = reference.repository().to_string();
-        match digest.or(reference.digest()) {
+        let mut r = match digest.or(reference.digest()) {
             Some(d) => oci_client::Reference::with_digest(registry, repository, d.to_string()),
             None => {
                 oci_client::Reference::with_tag(registry, repository, reference.tag_or_digest())
             }
+        };
+        if endpoint != reference.registry() {
+            r.set_mirror_registry(endpoint.to_string());
         }
+        r
     }
 
     fn map_error(&self, reference: &Reference, source: OciDistributionError) -> RegistryError {
@@ -375,21 +417,26 @@ impl RegistryClient {
 
     async fn fetch_manifest(
         &self,
+        endpoint: &str,
         reference: &Reference,
         digest: Option<&Digest>,
+        retry: bool,
     ) -> Result<(Bytes, Digest), RegistryError> {
-        let client = self.oci_client(reference);
-        let oci_ref = Self::oci_reference(reference, digest);
-        let auth = self.auth_for(reference);
-        let body = self
-            .with_retries("fetching manifest", || async {
-                client
-                    .pull_manifest_raw(&oci_ref, &auth, ACCEPTED_MANIFEST_TYPES)
-                    .await
-                    .map(|(body, _)| body)
-                    .map_err(|e| self.map_error(reference, e))
-            })
-            .await?;
+        let client = self.oci_client(endpoint);
+        let oci_ref = Self::oci_reference(reference, digest, endpoint);
+        let auth = self.auth_for(endpoint);
+        let once = || async {
+            client
+                .pull_manifest_raw(&oci_ref, &auth, ACCEPTED_MANIFEST_TYPES)
+                .await
+                .map(|(body, _)| body)
+                .map_err(|e| self.map_error(reference, e))
+        };
+        let body = if retry {
+            self.with_retries("fetching manifest", once).await?
+        } else {
+            once().await?
+        };
         let actual = Digest::of_bytes(&body);
         if let Some(expected) = digest.or(reference.digest()) {
             if *expected != actual {
@@ -420,7 +467,32 @@ impl RegistryClient {
         reference: &Reference,
         platform: &Platform,
     ) -> Result<ResolvedImage, RegistryError> {
-        let (body, digest) = self.fetch_manifest(reference, None).await?;
+        // Mirrors get one quick try each; the registry itself gets the retries.
+        let mut fetched = None;
+        for mirror in self.mirrors(reference) {
+            match self.fetch_manifest(&mirror, reference, None, false).await {
+                Ok(r) => {
+                    fetched = Some((mirror, r));
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(%reference, %mirror, error = %e, "mirror failed, trying the next endpoint");
+                }
+            }
+        }
+        let (endpoint, (body, digest)) = match fetched {
+            Some(f) => f,
+            None => {
+                let origin = reference.registry().to_string();
+                let r = self.fetch_manifest(&origin, reference, None, true).await?;
+                (origin, r)
+            }
+        };
+        self.inner
+            .active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(reference.registry().to_string(), endpoint.clone());
         let bad = |digest: &Digest, reason: String| RegistryError::BadManifest {
             reference: reference.to_string(),
             digest: digest.to_string(),
@@ -450,8 +522,9 @@ impl RegistryClient {
                     });
                 };
                 let entry = &index.manifests[i];
-                let (child_body, child_digest) =
-                    self.fetch_manifest(reference, Some(&entry.digest)).await?;
+                let (child_body, child_digest) = self
+                    .fetch_manifest(&endpoint, reference, Some(&entry.digest), true)
+                    .await?;
                 if child_body.len() as u64 != entry.size {
                     return Err(bad(
                         &child_digest,
@@ -517,10 +590,11 @@ impl RegistryClient {
         offset: u64,
         urls: &[String],
     ) -> Result<BlobStream, RegistryError> {
-        let client = self.oci_client(reference);
-        let oci_ref = Self::oci_reference(reference, None);
+        let endpoint = self.active_endpoint(reference);
+        let client = self.oci_client(&endpoint);
+        let oci_ref = Self::oci_reference(reference, None, &endpoint);
         client
-            .store_auth_if_needed(oci_ref.resolve_registry(), &self.auth_for(reference))
+            .store_auth_if_needed(oci_ref.resolve_registry(), &self.auth_for(&endpoint))
             .await;
         let descriptor = oci_client::manifest::OciDescriptor {
             digest: digest.to_string(),
@@ -616,6 +690,29 @@ impl RegistryClient {
         reference: &Reference,
         digest: &Digest,
     ) -> BlobReader {
-        BlobReader::new(self.clone(), handle, reference.clone(), digest.clone())
+        BlobReader::new(
+            self.clone(),
+            handle,
+            reference.clone(),
+            digest.clone(),
+            Vec::new(),
+        )
+    }
+
+    /// Like [`Self::blob_reader`] for a manifest's layer descriptor: also tries its `urls`
+    /// (foreign layers, e.g. Windows base layers) when the registry does not serve the blob.
+    pub fn blob_reader_for(
+        &self,
+        handle: tokio::runtime::Handle,
+        reference: &Reference,
+        layer: &Descriptor,
+    ) -> BlobReader {
+        BlobReader::new(
+            self.clone(),
+            handle,
+            reference.clone(),
+            layer.digest.clone(),
+            layer.urls.clone(),
+        )
     }
 }

@@ -126,6 +126,23 @@ fn record_list_resolve_inspect() {
         img.manifest
     );
     assert_eq!(store.resolve("busybox").unwrap().names.len(), 2);
+
+    // `repo:tag@digest`: the digest decides even when the tag names another image
+    let other = put_image(
+        store.content(),
+        &[RawTar::new().file("o", b"o").finish()],
+        Compression::Gzip,
+        json!({}),
+    );
+    store
+        .record_image(
+            &Reference::parse("pinned:1").unwrap(),
+            &other.manifest,
+            &other.config,
+        )
+        .unwrap();
+    let q = format!("pinned:1@{}", img.manifest);
+    assert_eq!(store.resolve(&q).unwrap().manifest_digest, img.manifest);
 }
 
 #[test]
@@ -380,4 +397,36 @@ fn truncated_layer_error_names_layer_and_entry() {
     .to_string();
     assert!(err.contains(&layer.to_string()), "{err}");
     assert!(err.contains("a/big"), "{err}");
+}
+
+#[test]
+fn failing_lower_layer_fails_the_parallel_unpack_in_order() {
+    if !is_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(tmp.path()).unwrap();
+    let img = put_image(store.content(), &layers(), Compression::Gzip, config());
+    // Re-issue the image with a wrong DiffID for the base layer.
+    let mut cfg: serde_json::Value = serde_json::from_slice(&img.config_bytes).unwrap();
+    let wrong = Digest::of_bytes(b"wrong");
+    cfg["rootfs"]["diff_ids"][0] = json!(wrong.to_string());
+    let cfg_bytes = serde_json::to_vec(&cfg).unwrap();
+    let cfg_digest = store.content().write_blob(&cfg_bytes).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&img.manifest_bytes).unwrap();
+    m["config"]["digest"] = json!(cfg_digest.to_string());
+    m["config"]["size"] = json!(cfg_bytes.len());
+    let m_digest = store
+        .content()
+        .write_blob(&serde_json::to_vec(&m).unwrap())
+        .unwrap();
+    store
+        .record_image(&Reference::parse("broken").unwrap(), &m_digest, &cfg_digest)
+        .unwrap();
+    let err = store.unpack_layers("broken").unwrap_err();
+    assert!(
+        matches!(&err, StoreError::DiffIdMismatch { expected, .. } if expected == &wrong),
+        "{err}"
+    );
+    assert!(store.snapshots().list().unwrap().is_empty());
 }

@@ -381,11 +381,27 @@ impl<'a> Applier<'a> {
                 source,
             }
         };
-        let mode = h.mode().map_err(bad("bad mode field"))? & 0o7777;
-        let uid = u32::try_from(h.uid().map_err(bad("bad uid field"))?)
-            .map_err(|_| self.invalid(path, "uid does not fit 32 bits"))?;
-        let gid = u32::try_from(h.gid().map_err(bad("bad gid field"))?)
-            .map_err(|_| self.invalid(path, "gid does not fit 32 bits"))?;
+        // An all-NUL/space numeric field means 0 (Go's archive/tar reads it so; some writers
+        // leave uid/gid blank); anything else unparsable is an error naming the entry.
+        let old = h.as_old();
+        let blank = |f: &[u8]| f.iter().all(|b| *b == 0 || *b == b' ');
+        let mode = match h.mode() {
+            Ok(m) => m,
+            Err(_) if blank(&old.mode) => 0,
+            Err(e) => return Err(bad("bad mode field")(e)),
+        } & 0o7777;
+        let uid = match h.uid() {
+            Ok(u) => u,
+            Err(_) if blank(&old.uid) => 0,
+            Err(e) => return Err(bad("bad uid field")(e)),
+        };
+        let gid = match h.gid() {
+            Ok(g) => g,
+            Err(_) if blank(&old.gid) => 0,
+            Err(e) => return Err(bad("bad gid field")(e)),
+        };
+        let uid = u32::try_from(uid).map_err(|_| self.invalid(path, "uid does not fit 32 bits"))?;
+        let gid = u32::try_from(gid).map_err(|_| self.invalid(path, "gid does not fit 32 bits"))?;
         let mut mtime = libc::timespec {
             tv_sec: h.mtime().unwrap_or(0) as libc::time_t,
             tv_nsec: 0,

@@ -794,3 +794,34 @@ fn deferred_lower_work_is_finished_later() {
     };
     assert!(apply_deferred(&upper, &bad, &finish).is_err());
 }
+
+#[test]
+fn blank_numeric_fields_read_as_zero_garbage_is_an_error() {
+    if !is_root() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..5].copy_from_slice(b"blank");
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o640);
+    h.set_size(2);
+    h.set_cksum(); // uid/gid left all-NUL, as some writers do
+    let mut tar = h.as_bytes().to_vec();
+    tar.extend_from_slice(b"ok");
+    tar.extend(std::iter::repeat_n(0u8, 510 + 1024));
+    apply_layer(&sb.target, &tar[..], &overlay()).unwrap();
+    let m = fs::metadata(sb.target.join("blank")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (0, 0, 0o640));
+
+    h.as_old_mut().uid.copy_from_slice(b"zzzzzzz\0");
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.extend_from_slice(b"ok");
+    tar.extend(std::iter::repeat_n(0u8, 510 + 1024));
+    let err = apply_layer(&sb.target, &tar[..], &overlay()).unwrap_err();
+    assert!(
+        err.to_string().contains("blank") && err.to_string().contains("uid"),
+        "{err}"
+    );
+}

@@ -91,12 +91,16 @@ pub struct ProxyMode {
     pub max_drops: u64,
     /// Limit registry->client throughput to about this many bytes per second.
     pub rate: Option<u64>,
+    /// Answer the first this-many connections with `503 Service Unavailable`.
+    pub fail_first: u64,
 }
 
 /// A TCP proxy on a loopback port in front of `upstream`.
 pub struct FlakyProxy {
     pub addr: SocketAddr,
     pub drops: Arc<AtomicU64>,
+    /// Bytes relayed from the registry to clients (headers included).
+    pub relayed: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -105,19 +109,39 @@ impl FlakyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let drops = Arc::new(AtomicU64::new(0));
+        let relayed = Arc::new(AtomicU64::new(0));
         let d = drops.clone();
+        let r = relayed.clone();
+        let accepted = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                let d = d.clone();
+                let (d, r) = (d.clone(), r.clone());
+                if accepted.fetch_add(1, Ordering::SeqCst) < mode.fail_first {
+                    tokio::spawn(async move {
+                        let mut client = client;
+                        let mut buf = [0u8; 4096];
+                        let _ = client.read(&mut buf).await;
+                        let _ = client
+                            .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                            .await;
+                        let _ = client.shutdown().await;
+                    });
+                    continue;
+                }
                 tokio::spawn(async move {
-                    let _ = proxy_conn(client, upstream, mode, d).await;
+                    let _ = proxy_conn(client, upstream, mode, d, r).await;
                 });
             }
         });
-        FlakyProxy { addr, drops, task }
+        FlakyProxy {
+            addr,
+            drops,
+            relayed,
+            task,
+        }
     }
 
     /// `127.0.0.1:PORT`, usable as a reference's registry (loopback: plain HTTP).
@@ -137,6 +161,7 @@ async fn proxy_conn(
     upstream: SocketAddr,
     mode: ProxyMode,
     drops: Arc<AtomicU64>,
+    relayed: Arc<AtomicU64>,
 ) -> std::io::Result<()> {
     let server = TcpStream::connect(upstream).await?;
     let (mut cr, mut cw) = client.into_split();
@@ -159,6 +184,7 @@ async fn proxy_conn(
                     // Send part of the chunk, then vanish mid-body.
                     let part = (limit - sent) as usize;
                     let _ = cw.write_all(&buf[..part]).await;
+                    relayed.fetch_add(part as u64, Ordering::SeqCst);
                     up.abort();
                     return Ok(());
                 }
@@ -166,6 +192,7 @@ async fn proxy_conn(
             }
         }
         cw.write_all(&buf[..n]).await?;
+        relayed.fetch_add(n as u64, Ordering::SeqCst);
         sent += n as u64;
         if let Some(rate) = mode.rate {
             tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;

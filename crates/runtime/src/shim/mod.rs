@@ -1,9 +1,222 @@
 //! The per-container shim process (`zlayer-agent shim ...`).
+//!
+//! Why a process per container: libcontainer changes the caller's working directory,
+//! makes it non-dumpable and clones children running Rust code without fork handlers,
+//! none of which is safe in the multi-threaded daemon. The shim is single-threaded (no
+//! tokio), so it can call libcontainer freely.
+//!
+//! Life cycle:
+//! 1. The process the daemon started forks the real shim and waits for one report line
+//!    on a pipe, prints it on stdout and exits (0 = started). The daemon thus never has
+//!    to reap the long-lived shim, and learns the start error (with its message).
+//! 2. The real shim: new session (`setsid`), child subreaper, stdio on /dev/null and
+//!    `shim.log`; binds `<state>/shims/<id>.sock`; creates and starts the container with
+//!    pipes for its stdio; reports; then serves its socket and copies output into the
+//!    CRI log until the container's init exits.
+//! 3. At the end: OOM check, `libcontainer delete` (kills leftovers, removes the cgroup and
+//!    libcontainer's state), exit record written atomically, waiters answered, socket
+//!    removed, exit. The rootfs stays mounted: unmounting and deleting the container
+//!    directory is the caller's `rm` (see [`crate::rootfs::remove`]).
+//!
+//! If anything fails before the container runs, everything the shim created is removed
+//! (cgroup, libcontainer state, socket) before it reports the error.
+
+mod exec;
+pub(crate) mod executor;
+mod server;
+mod start;
 
 use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Parsed `zlayer-agent shim` arguments.
+#[derive(Debug, Clone)]
+pub struct ShimArgs {
+    pub id: String,
+    /// The container directory (bundle with config.json, logs, exit record).
+    pub bundle: PathBuf,
+    /// The state root (`--state`): libcontainer state in `runtime/`, sockets in `shims/`.
+    pub state: PathBuf,
+    pub log_max_size: u64,
+    pub log_max_files: u32,
+    /// Give the container a stdin pipe (`run -i`).
+    pub stdin: bool,
+}
+
+impl ShimArgs {
+    /// The command-line arguments (after `shim`) describing these settings.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![
+            "--id".into(),
+            self.id.clone().into(),
+            "--bundle".into(),
+            self.bundle.clone().into(),
+            "--state".into(),
+            self.state.clone().into(),
+            "--log-max-size".into(),
+            self.log_max_size.to_string().into(),
+            "--log-max-files".into(),
+            self.log_max_files.to_string().into(),
+        ];
+        if self.stdin {
+            v.push("--stdin".into());
+        }
+        v
+    }
+
+    pub fn parse(args: &[OsString]) -> Result<ShimArgs, String> {
+        let mut id = None;
+        let mut bundle = None;
+        let mut state = None;
+        let mut log_max_size = crate::logs::DEFAULT_MAX_SIZE;
+        let mut log_max_files = crate::logs::DEFAULT_MAX_FILES;
+        let mut stdin = false;
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let a = a
+                .to_str()
+                .ok_or_else(|| format!("non UTF-8 argument {a:?}"))?;
+            let mut val = |name: &str| {
+                it.next()
+                    .cloned()
+                    .ok_or_else(|| format!("{name} needs a value"))
+            };
+            match a {
+                "--id" => id = Some(val(a)?.to_string_lossy().into_owned()),
+                "--bundle" => bundle = Some(PathBuf::from(val(a)?)),
+                "--state" => state = Some(PathBuf::from(val(a)?)),
+                "--log-max-size" => {
+                    log_max_size = val(a)?
+                        .to_string_lossy()
+                        .parse()
+                        .map_err(|_| "--log-max-size: not a number".to_string())?
+                }
+                "--log-max-files" => {
+                    log_max_files = val(a)?
+                        .to_string_lossy()
+                        .parse()
+                        .map_err(|_| "--log-max-files: not a number".to_string())?
+                }
+                "--stdin" => stdin = true,
+                other => return Err(format!("unknown shim argument {other:?}")),
+            }
+        }
+        Ok(ShimArgs {
+            id: id.ok_or("--id is required")?,
+            bundle: bundle.ok_or("--bundle is required")?,
+            state: state.ok_or("--state is required")?,
+            log_max_size,
+            log_max_files,
+            stdin,
+        })
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        socket_path(&self.state, &self.id)
+    }
+
+    pub fn runtime_root(&self) -> PathBuf {
+        self.state.join("runtime")
+    }
+}
+
+/// Where the shim of container `id` listens.
+pub fn socket_path(state: &std::path::Path, id: &str) -> PathBuf {
+    state.join("shims").join(format!("{id}.sock"))
+}
+
+/// The one line the shim reports to its spawner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartReport {
+    pub ok: bool,
+    /// Init pid of the started container.
+    pub pid: Option<i32>,
+    /// Pid of the long-lived shim.
+    pub shim_pid: Option<i32>,
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub error: Option<String>,
+    /// Docker's exit status for start errors: 127 command not found, 126 not executable.
+    pub exit_code: Option<i32>,
+}
 
 /// Entry point of `zlayer-agent shim ARGS...`; returns the process exit status.
 pub fn main(args: Vec<OsString>) -> i32 {
-    eprintln!("zlayer-agent shim: not available in this build (args: {args:?})");
-    2
+    let args = match ShimArgs::parse(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("zlayer-agent shim: {e}");
+            return 2;
+        }
+    };
+    // Descriptors the spawner leaked to us (without CLOEXEC) must not be held for the
+    // container's lifetime: a daemon's pipe would never see EOF.
+    // SAFETY: close_range only closes descriptors; nothing in this process uses any
+    // descriptor above 2 at this point.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+    }
+    let (r, w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("zlayer-agent shim: pipe: {e}");
+            return 2;
+        }
+    };
+    // SAFETY: the shim is single-threaded at this point (nothing has spawned threads:
+    // the CLI only parsed arguments), so the child may run arbitrary code.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => {
+            eprintln!("zlayer-agent shim: fork: {e}");
+            2
+        }
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            drop(w);
+            relay_report(r)
+        }
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(r);
+            let code = start::run(args, w);
+            // Leave without running the spawner's atexit handlers or flushing its stdio.
+            // SAFETY: _exit is always safe to call.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+/// The spawner-facing half: copy the report to stdout; exit 0 when the container started.
+fn relay_report(r: OwnedFd) -> i32 {
+    let mut f = std::fs::File::from(r);
+    let mut s = String::new();
+    let _ = f.read_to_string(&mut s);
+    let report: StartReport = match serde_json::from_str(s.trim()) {
+        Ok(r) => r,
+        Err(_) => StartReport {
+            ok: false,
+            pid: None,
+            shim_pid: None,
+            started_at: None,
+            error: Some(format!(
+                "the shim exited before reporting (see shim.log in the container directory){}",
+                if s.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {s}")
+                }
+            )),
+            exit_code: None,
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(&crate::protocol::line(&report));
+    let _ = out.flush();
+    let _ = f.as_raw_fd();
+    if report.ok {
+        0
+    } else {
+        1
+    }
 }

@@ -1,0 +1,700 @@
+//! The daemon's side of the shim: spawning it, talking to its socket, and `launch`
+//! (mount + bundle + shim, with full rollback on failure).
+//!
+//! Everything here is blocking and never calls libcontainer, so it is safe in the tokio
+//! daemon: call it from `tokio::task::spawn_blocking`, or use the `*_async` wrappers.
+
+use std::ffi::OsString;
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use oci_spec::image::ImageConfiguration;
+
+use crate::bundle::{self, ContainerSpec, GeneratedBundle, RunOptions};
+use crate::exit::{read_exit_record, ExitRecord};
+use crate::protocol::{
+    decode_data, encode_data, line, ContainerState, Event, ExecSpec, Request, Stream, StreamInput,
+};
+use crate::rootfs;
+use crate::shim::{socket_path, ShimArgs, StartReport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The container could not be started; `exit_code` is docker's status for it
+    /// (127: command not found, 126: not executable).
+    #[error("starting container {id}: {message}")]
+    Start {
+        id: String,
+        message: String,
+        exit_code: Option<i32>,
+    },
+    #[error("shim of {id}: {message}")]
+    Shim { id: String, message: String },
+    #[error("shim socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("the shim of {0} is gone and left no exit record")]
+    Lost(String),
+    #[error(transparent)]
+    Bundle(#[from] bundle::BundleError),
+    #[error(transparent)]
+    Rootfs(#[from] rootfs::RootfsError),
+}
+
+impl ClientError {
+    /// Exit status a CLI should return for this error (docker: 125 for daemon errors).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::Start {
+                exit_code: Some(c), ..
+            } => *c,
+            _ => 125,
+        }
+    }
+}
+
+/// How to start a shim.
+#[derive(Debug, Clone)]
+pub struct SpawnOptions {
+    /// The shim command, e.g. `[current_exe, "shim"]`.
+    pub shim_cmd: Vec<OsString>,
+    pub id: String,
+    /// Container directory holding config.json (written by [`bundle::write_bundle`]).
+    pub container_dir: PathBuf,
+    /// State root (`--state`).
+    pub state_dir: PathBuf,
+    pub log_max_size: u64,
+    pub log_max_files: u32,
+    /// Keep a stdin pipe for the container (`run -i`).
+    pub stdin: bool,
+}
+
+impl SpawnOptions {
+    pub fn new(shim_cmd: Vec<OsString>, id: &str, container_dir: &Path, state_dir: &Path) -> Self {
+        SpawnOptions {
+            shim_cmd,
+            id: id.to_string(),
+            container_dir: container_dir.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+            log_max_size: crate::logs::DEFAULT_MAX_SIZE,
+            log_max_files: crate::logs::DEFAULT_MAX_FILES,
+            stdin: false,
+        }
+    }
+}
+
+/// A running container's shim.
+#[derive(Debug, Clone)]
+pub struct ShimHandle {
+    pub id: String,
+    pub socket: PathBuf,
+    pub container_dir: PathBuf,
+    pub init_pid: i32,
+    pub shim_pid: i32,
+    pub started_at: DateTime<Utc>,
+}
+
+impl ShimHandle {
+    pub fn client(&self) -> ShimClient {
+        ShimClient::new(&self.socket, &self.container_dir, &self.id)
+    }
+}
+
+/// Starts the shim and waits until the container runs, or returns the start error.
+/// On error nothing of the shim remains (process, socket, cgroup, libcontainer state).
+pub fn spawn_shim(opts: &SpawnOptions) -> Result<ShimHandle, ClientError> {
+    let (prog, pre) = opts
+        .shim_cmd
+        .split_first()
+        .ok_or_else(|| ClientError::Start {
+            id: opts.id.clone(),
+            message: "empty shim command".into(),
+            exit_code: None,
+        })?;
+    let args = ShimArgs {
+        id: opts.id.clone(),
+        bundle: opts.container_dir.clone(),
+        state: opts.state_dir.clone(),
+        log_max_size: opts.log_max_size,
+        log_max_files: opts.log_max_files,
+        stdin: opts.stdin,
+    };
+    let out = Command::new(prog)
+        .args(pre)
+        .args(args.to_args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| ClientError::Start {
+            id: opts.id.clone(),
+            message: format!("running shim {}: {e}", Path::new(prog).display()),
+            exit_code: None,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let report: StartReport =
+        serde_json::from_str(text.trim()).map_err(|_| ClientError::Start {
+            id: opts.id.clone(),
+            message: format!(
+                "shim failed ({}): {}{}",
+                out.status,
+                text.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            exit_code: None,
+        })?;
+    if !report.ok {
+        return Err(ClientError::Start {
+            id: opts.id.clone(),
+            message: report.error.unwrap_or_else(|| "unknown error".into()),
+            exit_code: report.exit_code,
+        });
+    }
+    Ok(ShimHandle {
+        id: opts.id.clone(),
+        socket: args.socket_path(),
+        container_dir: opts.container_dir.clone(),
+        init_pid: report.pid.unwrap_or(0),
+        shim_pid: report.shim_pid.unwrap_or(0),
+        started_at: report.started_at.unwrap_or_else(Utc::now),
+    })
+}
+
+/// What [`launch`] needs.
+pub struct LaunchRequest<'a> {
+    pub id: &'a str,
+    /// `--root/containers/<id>`; created by launch, must not exist yet.
+    pub container_dir: &'a Path,
+    pub state_dir: &'a Path,
+    /// The image's snapshot directories, topmost first.
+    pub layers: &'a [PathBuf],
+    pub image: &'a ImageConfiguration,
+    pub options: &'a RunOptions,
+    pub shim_cmd: &'a [OsString],
+    pub log_max_size: u64,
+    pub log_max_files: u32,
+}
+
+/// A started container.
+#[derive(Debug, Clone)]
+pub struct Launched {
+    pub handle: ShimHandle,
+    pub bundle: GeneratedBundle,
+}
+
+/// Creates and starts a container: container directory, overlay rootfs, bundle, shim.
+/// On any failure everything created is removed again (mount, directory, shim state),
+/// and the error carries docker's exit status (see [`ClientError::exit_code`]).
+pub fn launch(req: &LaunchRequest<'_>) -> Result<Launched, ClientError> {
+    if req.container_dir.exists() {
+        return Err(ClientError::Start {
+            id: req.id.to_string(),
+            message: format!(
+                "container directory {} already exists",
+                req.container_dir.display()
+            ),
+            exit_code: None,
+        });
+    }
+    std::fs::create_dir_all(req.container_dir).map_err(|source| ClientError::Io {
+        path: req.container_dir.to_path_buf(),
+        source,
+    })?;
+    let res = (|| {
+        let fs = rootfs::mount_overlay(req.container_dir, req.layers, false)?;
+        let bundle = bundle::generate(&ContainerSpec {
+            id: req.id,
+            container_dir: req.container_dir,
+            rootfs: &fs.target,
+            image: req.image,
+            options: req.options,
+        })?;
+        bundle::write_bundle(req.container_dir, &fs.target, &bundle)?;
+        if req.options.read_only {
+            rootfs::remount_read_only(&fs.target)?;
+        }
+        let mut so = SpawnOptions::new(
+            req.shim_cmd.to_vec(),
+            req.id,
+            req.container_dir,
+            req.state_dir,
+        );
+        so.log_max_size = req.log_max_size;
+        so.log_max_files = req.log_max_files;
+        so.stdin = req.options.interactive;
+        let handle = spawn_shim(&so)?;
+        Ok(Launched { handle, bundle })
+    })();
+    if res.is_err() {
+        let _ = rootfs::remove(req.container_dir);
+    }
+    res
+}
+
+/// State of a container as its shim (or its exit record) tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShimStatus {
+    Running {
+        pid: i32,
+        shim_pid: i32,
+        started_at: DateTime<Utc>,
+    },
+    Exited(ExitRecord),
+}
+
+/// Talks to one container's shim. Cheap to create; every call opens its own connection.
+/// When the shim is gone, status and wait answer from the exit record.
+#[derive(Debug, Clone)]
+pub struct ShimClient {
+    socket: PathBuf,
+    container_dir: PathBuf,
+    id: String,
+}
+
+impl ShimClient {
+    pub fn new(socket: &Path, container_dir: &Path, id: &str) -> Self {
+        ShimClient {
+            socket: socket.to_path_buf(),
+            container_dir: container_dir.to_path_buf(),
+            id: id.to_string(),
+        }
+    }
+
+    /// The client for container `id` under `state_dir` (e.g. after a daemon restart).
+    pub fn for_container(state_dir: &Path, container_dir: &Path, id: &str) -> Self {
+        Self::new(&socket_path(state_dir, id), container_dir, id)
+    }
+
+    /// Connects and checks the shim answers (`Ok(None)` if it is gone: read the record).
+    pub fn connect(socket: &Path, container_dir: &Path, id: &str) -> Result<Self, ClientError> {
+        let c = Self::new(socket, container_dir, id);
+        c.status()?;
+        Ok(c)
+    }
+
+    fn io_err(&self, source: io::Error) -> ClientError {
+        ClientError::Io {
+            path: self.socket.clone(),
+            source,
+        }
+    }
+
+    /// Opens a connection and sends `req`; `Ok(None)` when no shim listens.
+    fn request(&self, req: &Request) -> Result<Option<Conn>, ClientError> {
+        let stream = match UnixStream::connect(&self.socket) {
+            Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.io_err(e)),
+        };
+        let mut w = stream.try_clone().map_err(|e| self.io_err(e))?;
+        w.write_all(&line(req)).map_err(|e| self.io_err(e))?;
+        Ok(Some(Conn {
+            reader: BufReader::new(stream),
+            writer: w,
+            socket: self.socket.clone(),
+            id: self.id.clone(),
+        }))
+    }
+
+    fn exited(&self) -> Result<ExitRecord, ClientError> {
+        // The shim writes the record before removing its socket; allow a moment for a
+        // shim that is finishing right now.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            if let Some(r) = read_exit_record(&self.container_dir).map_err(|e| self.io_err(e))? {
+                return Ok(r);
+            }
+            if Instant::now() > deadline {
+                return Err(ClientError::Lost(self.id.clone()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn status(&self) -> Result<ShimStatus, ClientError> {
+        let Some(mut c) = self.request(&Request::Status)? else {
+            return self.exited().map(ShimStatus::Exited);
+        };
+        match c.next()? {
+            Some(Event::Status {
+                pid,
+                state: ContainerState::Running,
+                started_at,
+                shim_pid,
+                ..
+            }) => Ok(ShimStatus::Running {
+                pid,
+                shim_pid,
+                started_at,
+            }),
+            Some(Event::Error { message }) => Err(self.shim_err(message)),
+            // Exited, or the shim went away while answering: the record tells.
+            _ => self.exited().map(ShimStatus::Exited),
+        }
+    }
+
+    fn shim_err(&self, message: String) -> ClientError {
+        ClientError::Shim {
+            id: self.id.clone(),
+            message,
+        }
+    }
+
+    /// Sends `signal` to the init process (`all`: to every process of the container).
+    pub fn kill(&self, signal: i32, all: bool) -> Result<(), ClientError> {
+        let Some(mut c) = self.request(&Request::Kill { signal, all })? else {
+            return Err(ClientError::NotRunning(self.id.clone()));
+        };
+        match c.next()? {
+            Some(Event::Ok) => Ok(()),
+            Some(Event::Error { message }) if message.contains("not running") => {
+                Err(ClientError::NotRunning(self.id.clone()))
+            }
+            Some(Event::Error { message }) => Err(self.shim_err(message)),
+            _ => Err(ClientError::NotRunning(self.id.clone())),
+        }
+    }
+
+    /// Blocks until the container exited; returns its exit record.
+    pub fn wait(&self) -> Result<ExitRecord, ClientError> {
+        self.wait_timeout(None)
+            .and_then(|r| r.ok_or_else(|| ClientError::Lost(self.id.clone())))
+    }
+
+    /// Like [`wait`](Self::wait) with a deadline: `Ok(None)` if still running after it.
+    pub fn wait_timeout(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<ExitRecord>, ClientError> {
+        let Some(mut c) = self.request(&Request::Wait)? else {
+            return self.exited().map(Some);
+        };
+        c.reader
+            .get_ref()
+            .set_read_timeout(timeout.map(|t| t.max(Duration::from_millis(1))))
+            .map_err(|e| self.io_err(e))?;
+        match c.next() {
+            Ok(Some(Event::Exit(rec))) => Ok(Some(rec)),
+            Err(ClientError::Io { source, .. })
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            // Connection closed without an answer: the shim finished meanwhile.
+            _ => self.exited().map(Some),
+        }
+    }
+
+    /// docker stop: `signal` (the image's StopSignal, else SIGTERM), wait `grace`, SIGKILL.
+    pub fn stop(&self, grace: Duration, signal: i32) -> Result<ExitRecord, ClientError> {
+        match self.kill(signal, false) {
+            Ok(()) | Err(ClientError::NotRunning(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(r) = self.wait_timeout(Some(grace))? {
+            return Ok(r);
+        }
+        match self.kill(libc::SIGKILL, true) {
+            Ok(()) | Err(ClientError::NotRunning(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.wait()
+    }
+
+    /// Starts a process in the container; stream its output with [`ExecSession`].
+    pub fn exec(&self, spec: &ExecSpec) -> Result<ExecSession, ClientError> {
+        let Some(mut c) = self.request(&Request::Exec(spec.clone()))? else {
+            return Err(ClientError::NotRunning(self.id.clone()));
+        };
+        match c.next()? {
+            Some(Event::Started { pid }) => Ok(ExecSession { conn: c, pid }),
+            Some(Event::Error { message }) => {
+                let exit_code = match c.next() {
+                    Ok(Some(Event::ExecExit { exit_code, .. })) => Some(exit_code),
+                    _ => None,
+                };
+                Err(ClientError::Start {
+                    id: self.id.clone(),
+                    message,
+                    exit_code,
+                })
+            }
+            other => Err(self.shim_err(format!("unexpected answer to exec: {other:?}"))),
+        }
+    }
+
+    /// Runs a process to completion, feeding `stdin` (closed afterwards) and collecting output.
+    pub fn exec_output(
+        &self,
+        spec: &ExecSpec,
+        stdin: Option<&[u8]>,
+    ) -> Result<ExecOutput, ClientError> {
+        let mut spec = spec.clone();
+        spec.stdin = stdin.is_some();
+        let mut s = self.exec(&spec)?;
+        if let Some(data) = stdin {
+            let mut w = s.stdin()?;
+            w.write(data)?;
+            w.close()?;
+        }
+        let mut out = ExecOutput::default();
+        while let Some(ev) = s.next_event()? {
+            match ev {
+                StreamEvent::Output(Stream::Stdout, d) => out.stdout.extend(d),
+                StreamEvent::Output(Stream::Stderr, d) => out.stderr.extend(d),
+                StreamEvent::Exit { exit_code, .. } => {
+                    out.exit_code = exit_code;
+                    return Ok(out);
+                }
+            }
+        }
+        Err(self.shim_err("exec stream ended without exit status".into()))
+    }
+
+    /// Streams the container's output from now on (and its stdin if `stdin`).
+    pub fn attach(&self, stdin: bool) -> Result<AttachSession, ClientError> {
+        let Some(mut c) = self.request(&Request::Attach { stdin })? else {
+            return Err(ClientError::NotRunning(self.id.clone()));
+        };
+        match c.next()? {
+            Some(Event::Ok) => Ok(AttachSession { conn: c }),
+            Some(Event::Error { message }) => Err(self.shim_err(message)),
+            other => Err(self.shim_err(format!("unexpected answer to attach: {other:?}"))),
+        }
+    }
+}
+
+struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    socket: PathBuf,
+    id: String,
+}
+
+impl Conn {
+    fn next(&mut self) -> Result<Option<Event>, ClientError> {
+        let mut l = String::new();
+        let n = self
+            .reader
+            .read_line(&mut l)
+            .map_err(|source| ClientError::Io {
+                path: self.socket.clone(),
+                source,
+            })?;
+        if n == 0 {
+            return Ok(None);
+        }
+        serde_json::from_str(&l)
+            .map(Some)
+            .map_err(|e| ClientError::Shim {
+                id: self.id.clone(),
+                message: format!("bad message from shim: {e}"),
+            })
+    }
+}
+
+/// Output of a finished exec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
+/// One item of an exec/attach stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    Output(Stream, Vec<u8>),
+    /// The end: exit status (128 + n for signals). For attach: the container's.
+    Exit {
+        exit_code: i32,
+        signal: Option<i32>,
+        record: Option<ExitRecord>,
+    },
+}
+
+/// Writes to a stream's stdin; usable from another thread than the reader.
+pub struct StdinWriter {
+    stream: UnixStream,
+    socket: PathBuf,
+}
+
+impl StdinWriter {
+    pub fn write(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        for chunk in data.chunks(32 * 1024) {
+            let msg = line(&StreamInput::Stdin {
+                data: encode_data(chunk),
+            });
+            self.stream
+                .write_all(&msg)
+                .map_err(|source| ClientError::Io {
+                    path: self.socket.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Closes stdin (the process reads EOF).
+    pub fn close(mut self) -> Result<(), ClientError> {
+        self.stream
+            .write_all(&line(&StreamInput::CloseStdin))
+            .map_err(|source| ClientError::Io {
+                path: self.socket.clone(),
+                source,
+            })
+    }
+}
+
+fn stream_event(c: &mut Conn) -> Result<Option<StreamEvent>, ClientError> {
+    loop {
+        return match c.next()? {
+            None => Ok(None),
+            Some(Event::Output { stream, data }) => {
+                let d = decode_data(&data).map_err(|message| ClientError::Shim {
+                    id: c.id.clone(),
+                    message,
+                })?;
+                Ok(Some(StreamEvent::Output(stream, d)))
+            }
+            Some(Event::ExecExit { exit_code, signal }) => Ok(Some(StreamEvent::Exit {
+                exit_code,
+                signal,
+                record: None,
+            })),
+            Some(Event::Exit(rec)) => Ok(Some(StreamEvent::Exit {
+                exit_code: rec.exit_code,
+                signal: rec.signal,
+                record: Some(rec),
+            })),
+            Some(Event::Error { message }) => Err(ClientError::Shim {
+                id: c.id.clone(),
+                message,
+            }),
+            Some(_) => continue,
+        };
+    }
+}
+
+/// A running exec.
+pub struct ExecSession {
+    conn: Conn,
+    pub pid: i32,
+}
+
+impl ExecSession {
+    /// Next output chunk or the exit; `Ok(None)` if the shim went away.
+    pub fn next_event(&mut self) -> Result<Option<StreamEvent>, ClientError> {
+        stream_event(&mut self.conn)
+    }
+
+    /// A writer for the process's stdin (only meaningful with `ExecSpec::stdin`).
+    pub fn stdin(&self) -> Result<StdinWriter, ClientError> {
+        let stream = self
+            .conn
+            .writer
+            .try_clone()
+            .map_err(|source| ClientError::Io {
+                path: self.conn.socket.clone(),
+                source,
+            })?;
+        Ok(StdinWriter {
+            stream,
+            socket: self.conn.socket.clone(),
+        })
+    }
+}
+
+/// An attachment to the container's init process.
+pub struct AttachSession {
+    conn: Conn,
+}
+
+impl AttachSession {
+    /// Next output chunk, or the container's exit (with its record).
+    pub fn next_event(&mut self) -> Result<Option<StreamEvent>, ClientError> {
+        stream_event(&mut self.conn)
+    }
+
+    pub fn stdin(&self) -> Result<StdinWriter, ClientError> {
+        let stream = self
+            .conn
+            .writer
+            .try_clone()
+            .map_err(|source| ClientError::Io {
+                path: self.conn.socket.clone(),
+                source,
+            })?;
+        Ok(StdinWriter {
+            stream,
+            socket: self.conn.socket.clone(),
+        })
+    }
+}
+
+fn join_err(e: tokio::task::JoinError) -> ClientError {
+    ClientError::Shim {
+        id: String::new(),
+        message: format!("blocking task failed: {e}"),
+    }
+}
+
+/// [`spawn_shim`] on tokio's blocking pool.
+pub async fn spawn_shim_async(opts: SpawnOptions) -> Result<ShimHandle, ClientError> {
+    tokio::task::spawn_blocking(move || spawn_shim(&opts))
+        .await
+        .map_err(join_err)?
+}
+
+impl ShimClient {
+    pub async fn status_async(&self) -> Result<ShimStatus, ClientError> {
+        let c = self.clone();
+        tokio::task::spawn_blocking(move || c.status())
+            .await
+            .map_err(join_err)?
+    }
+
+    pub async fn kill_async(&self, signal: i32, all: bool) -> Result<(), ClientError> {
+        let c = self.clone();
+        tokio::task::spawn_blocking(move || c.kill(signal, all))
+            .await
+            .map_err(join_err)?
+    }
+
+    pub async fn wait_async(&self) -> Result<ExitRecord, ClientError> {
+        let c = self.clone();
+        tokio::task::spawn_blocking(move || c.wait())
+            .await
+            .map_err(join_err)?
+    }
+
+    pub async fn stop_async(
+        &self,
+        grace: Duration,
+        signal: i32,
+    ) -> Result<ExitRecord, ClientError> {
+        let c = self.clone();
+        tokio::task::spawn_blocking(move || c.stop(grace, signal))
+            .await
+            .map_err(join_err)?
+    }
+}

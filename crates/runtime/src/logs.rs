@@ -1,0 +1,508 @@
+//! Container logs in the CRI format (`<RFC3339Nano> stdout|stderr F|P <text>`), as kubelet
+//! and containerd write them: one file per container, rotated by size.
+//!
+//! `P` marks a fragment whose line continues in the next entry of the same stream; `F`
+//! ends a line. The shim writes what it has as soon as it reads it, so a prompt without
+//! newline shows up immediately (as `P`) instead of waiting for the newline.
+//!
+//! Files: `container.log` (current), `container.log.1` (previous), ... up to `max_files`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
+
+use crate::protocol::Stream;
+
+pub const LOG_FILE: &str = "container.log";
+pub const DEFAULT_MAX_SIZE: u64 = 10 << 20;
+pub const DEFAULT_MAX_FILES: u32 = 3;
+
+fn stream_name(s: Stream) -> &'static str {
+    match s {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    }
+}
+
+pub fn log_path(container_dir: &Path) -> PathBuf {
+    container_dir.join(LOG_FILE)
+}
+
+fn rotated_path(container_dir: &Path, n: u32) -> PathBuf {
+    container_dir.join(format!("{LOG_FILE}.{n}"))
+}
+
+/// Appends container output to the log, rotating by size.
+pub struct CriLogWriter {
+    dir: PathBuf,
+    file: File,
+    size: u64,
+    max_size: u64,
+    max_files: u32,
+}
+
+impl CriLogWriter {
+    pub fn open(container_dir: &Path, max_size: u64, max_files: u32) -> io::Result<Self> {
+        let path = log_path(container_dir);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let size = file.metadata()?.len();
+        Ok(CriLogWriter {
+            dir: container_dir.to_path_buf(),
+            file,
+            size,
+            max_size: max_size.max(4096),
+            max_files: max_files.max(1),
+        })
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        let cur = log_path(&self.dir);
+        if self.max_files == 1 {
+            fs::remove_file(&cur)?;
+        } else {
+            for n in (1..self.max_files - 1).rev() {
+                let from = rotated_path(&self.dir, n);
+                if from.exists() {
+                    fs::rename(&from, rotated_path(&self.dir, n + 1))?;
+                }
+            }
+            fs::rename(&cur, rotated_path(&self.dir, 1))?;
+        }
+        self.file = OpenOptions::new().create(true).append(true).open(&cur)?;
+        self.size = 0;
+        Ok(())
+    }
+
+    fn entry(&mut self, stream: Stream, tag: char, text: &[u8]) -> io::Result<()> {
+        let ts = Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true);
+        let mut e = Vec::with_capacity(ts.len() + text.len() + 12);
+        e.extend_from_slice(ts.as_bytes());
+        e.push(b' ');
+        e.extend_from_slice(stream_name(stream).as_bytes());
+        e.push(b' ');
+        e.push(tag as u8);
+        e.push(b' ');
+        e.extend_from_slice(text);
+        e.push(b'\n');
+        if self.size > 0 && self.size + e.len() as u64 > self.max_size {
+            self.rotate()?;
+        }
+        self.file.write_all(&e)?;
+        self.size += e.len() as u64;
+        Ok(())
+    }
+
+    /// Logs a chunk read from the container: complete lines as `F`, a trailing fragment
+    /// as `P`. Long lines are cut into `P` pieces so one entry stays below `max_size`.
+    pub fn write_chunk(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
+        let max_piece = (self.max_size / 2) as usize;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (piece, tag, consumed) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) if i <= max_piece => (&rest[..i], 'F', i + 1),
+                _ if rest.len() > max_piece => (&rest[..max_piece], 'P', max_piece),
+                _ => (rest, 'P', rest.len()),
+            };
+            self.entry(stream, tag, piece)?;
+            rest = &rest[consumed..];
+        }
+        Ok(())
+    }
+}
+
+/// One log line as read back (fragments joined).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    pub time: DateTime<FixedOffset>,
+    pub stream: Stream,
+    /// The line without its newline.
+    pub text: Vec<u8>,
+    /// False when the container ended in the middle of a line.
+    pub complete: bool,
+}
+
+impl LogEntry {
+    /// Formats as `logs` prints it: `[<RFC3339Nano> ]text\n`.
+    pub fn format(&self, timestamps: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        if timestamps {
+            out.extend_from_slice(
+                self.time
+                    .to_rfc3339_opts(SecondsFormat::Nanos, true)
+                    .as_bytes(),
+            );
+            out.push(b' ');
+        }
+        out.extend_from_slice(&self.text);
+        if self.complete {
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
+struct RawEntry {
+    time: DateTime<FixedOffset>,
+    stream: Stream,
+    partial: bool,
+    text: Vec<u8>,
+}
+
+fn parse_raw(line: &[u8]) -> Option<RawEntry> {
+    let mut parts = line.splitn(4, |&b| b == b' ');
+    let ts = std::str::from_utf8(parts.next()?).ok()?;
+    let stream = match parts.next()? {
+        b"stdout" => Stream::Stdout,
+        b"stderr" => Stream::Stderr,
+        _ => return None,
+    };
+    let partial = match parts.next()? {
+        b"P" => true,
+        b"F" => false,
+        _ => return None,
+    };
+    let text = parts.next().unwrap_or_default().to_vec();
+    Some(RawEntry {
+        time: DateTime::parse_from_rfc3339(ts).ok()?,
+        stream,
+        partial,
+        text,
+    })
+}
+
+/// Joins fragments per stream into complete entries.
+#[derive(Default)]
+struct Joiner {
+    pending: [Option<LogEntry>; 2],
+}
+
+impl Joiner {
+    fn push(&mut self, r: RawEntry) -> Option<LogEntry> {
+        let idx = r.stream as usize;
+        let slot = &mut self.pending[idx];
+        let mut e = slot.take().unwrap_or(LogEntry {
+            time: r.time,
+            stream: r.stream,
+            text: Vec::new(),
+            complete: false,
+        });
+        e.text.extend_from_slice(&r.text);
+        if r.partial {
+            *slot = Some(e);
+            None
+        } else {
+            e.complete = true;
+            Some(e)
+        }
+    }
+
+    fn flush(&mut self) -> Vec<LogEntry> {
+        let mut v: Vec<LogEntry> = self.pending.iter_mut().filter_map(|p| p.take()).collect();
+        v.sort_by_key(|e| e.time);
+        v
+    }
+}
+
+/// Every log file of the container, oldest first.
+fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let mut n = 1;
+    while rotated_path(dir, n).exists() {
+        v.push(rotated_path(dir, n));
+        n += 1;
+    }
+    v.reverse();
+    v.push(log_path(dir));
+    v
+}
+
+/// Reads the log, following it across rotation when asked. For `logs [-f] [--tail N]`.
+pub struct LogReader {
+    dir: PathBuf,
+    cancel: Option<Arc<AtomicBool>>,
+    queue: std::collections::VecDeque<LogEntry>,
+    joiner: Joiner,
+    cur: Option<(BufReader<File>, u64)>, // reader on the current file, its inode
+    partial_line: Vec<u8>,
+    next_path: Option<PathBuf>,
+    finished: bool,
+}
+
+impl LogReader {
+    /// Opens the log of `container_dir`. `tail`: only the last N lines of what exists
+    /// now. `follow`: keep waiting for new lines until the container has exited (its exit
+    /// record exists) and everything is read, or until `cancel` is set.
+    pub fn open(
+        container_dir: &Path,
+        tail: Option<usize>,
+        follow: bool,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> io::Result<Self> {
+        let dir = container_dir.to_path_buf();
+        let mut joiner = Joiner::default();
+        let mut entries = Vec::new();
+        let files = log_files(&dir);
+        let (last, older) = files
+            .split_last()
+            .expect("log_files always lists the current file");
+        for f in older {
+            match File::open(f) {
+                Ok(file) => {
+                    for line in BufReader::new(file).split(b'\n') {
+                        if let Some(r) = parse_raw(&line?) {
+                            entries.extend(joiner.push(r));
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut cur = None;
+        match File::open(last) {
+            Ok(file) => {
+                let ino = file.metadata()?.ino();
+                let mut r = BufReader::new(file);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    let n = r.read_until(b'\n', &mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    if buf.last() != Some(&b'\n') {
+                        // A line being written right now: re-read it when following.
+                        r.seek(SeekFrom::Current(-(n as i64)))?;
+                        break;
+                    }
+                    buf.pop();
+                    if let Some(e) = parse_raw(&buf) {
+                        entries.extend(joiner.push(e));
+                    }
+                }
+                cur = Some((r, ino));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if !follow {
+            entries.extend(joiner.flush());
+        }
+        if let Some(n) = tail {
+            let skip = entries.len().saturating_sub(n);
+            entries.drain(..skip);
+        }
+        Ok(LogReader {
+            dir,
+            cancel,
+            queue: entries.into(),
+            joiner,
+            cur,
+            partial_line: Vec::new(),
+            next_path: None,
+            finished: !follow,
+        })
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// Reads what is new in the current file; switches files after a rotation.
+    fn poll_files(&mut self) -> io::Result<bool> {
+        let mut got = false;
+        loop {
+            if self.cur.is_none() {
+                let path = self.next_path.take().unwrap_or_else(|| log_path(&self.dir));
+                match File::open(&path) {
+                    Ok(f) => {
+                        let ino = f.metadata()?.ino();
+                        self.cur = Some((BufReader::new(f), ino));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(got),
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some((r, ino)) = self.cur.as_mut() else {
+                return Ok(got);
+            };
+            let mut chunk = Vec::new();
+            r.read_to_end(&mut chunk)?;
+            let ino = *ino;
+            self.partial_line.extend_from_slice(&chunk);
+            while let Some(i) = self.partial_line.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.partial_line.drain(..=i).collect();
+                if let Some(e) = parse_raw(&line[..line.len() - 1]) {
+                    if let Some(done) = self.joiner.push(e) {
+                        self.queue.push_back(done);
+                        got = true;
+                    }
+                }
+            }
+            // Rotated away? The old file is fully read now; continue with the new one.
+            match fs::metadata(log_path(&self.dir)) {
+                Ok(m) if m.ino() != ino => {
+                    // Continue with the file written after ours (several rotations may
+                    // have happened since the last poll).
+                    let files = log_files(&self.dir);
+                    let pos = files
+                        .iter()
+                        .position(|p| fs::metadata(p).map(|m| m.ino() == ino).unwrap_or(false));
+                    self.next_path = match pos {
+                        Some(i) if i + 1 < files.len() => Some(files[i + 1].clone()),
+                        Some(_) => None,
+                        None => files.first().cloned(),
+                    };
+                    self.cur = None;
+                    self.partial_line.clear();
+                    continue;
+                }
+                _ => return Ok(got),
+            }
+        }
+    }
+
+    /// The next entry; blocks while following. `Ok(None)` at the end.
+    pub fn next_entry(&mut self) -> io::Result<Option<LogEntry>> {
+        loop {
+            if let Some(e) = self.queue.pop_front() {
+                return Ok(Some(e));
+            }
+            if self.finished || self.cancelled() {
+                return Ok(None);
+            }
+            let exited = crate::exit::exit_path(&self.dir).exists();
+            if self.poll_files()? {
+                continue;
+            }
+            if exited {
+                // The shim writes the exit record after the last output: drain and stop.
+                self.poll_files()?;
+                self.queue.extend(self.joiner.flush());
+                self.finished = true;
+                continue;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// All entries (or the last `tail`) currently in the log.
+pub fn read_all(container_dir: &Path, tail: Option<usize>) -> io::Result<Vec<LogEntry>> {
+    let mut r = LogReader::open(container_dir, tail, false, None)?;
+    let mut v = Vec::new();
+    while let Some(e) = r.next_entry()? {
+        v.push(e);
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(v: &[LogEntry]) -> Vec<String> {
+        v.iter()
+            .map(|e| String::from_utf8_lossy(&e.text).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn writes_cri_lines_and_joins_partials() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = CriLogWriter::open(d.path(), DEFAULT_MAX_SIZE, 3).unwrap();
+        w.write_chunk(Stream::Stdout, b"hello\nwor").unwrap();
+        w.write_chunk(Stream::Stderr, b"oops\n").unwrap();
+        w.write_chunk(Stream::Stdout, b"ld\n").unwrap();
+        let raw = fs::read_to_string(log_path(d.path())).unwrap();
+        let lines: Vec<&str> = raw.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[0].ends_with(" stdout F hello"), "{}", lines[0]);
+        assert!(lines[1].ends_with(" stdout P wor"));
+        assert!(lines[2].ends_with(" stderr F oops"));
+        // RFC3339Nano timestamp
+        let ts = lines[0].split(' ').next().unwrap();
+        assert!(DateTime::parse_from_rfc3339(ts).is_ok());
+        assert_eq!(ts.split('.').nth(1).unwrap().len(), 10, "{ts}"); // 9 digits + Z
+        let all = read_all(d.path(), None).unwrap();
+        assert_eq!(texts(&all), vec!["hello", "oops", "world"]);
+        assert_eq!(texts(&read_all(d.path(), Some(1)).unwrap()), vec!["world"]);
+        let f = all[0].format(true);
+        assert!(f.ends_with(b" hello\n"));
+        assert_eq!(all[0].format(false), b"hello\n");
+    }
+
+    #[test]
+    fn rotates_by_size_and_reads_across_files() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = CriLogWriter::open(d.path(), 4096, 3).unwrap();
+        for i in 0..400 {
+            w.write_chunk(Stream::Stdout, format!("line {i}\n").as_bytes())
+                .unwrap();
+        }
+        assert!(rotated_path(d.path(), 1).exists());
+        assert!(rotated_path(d.path(), 2).exists());
+        assert!(!rotated_path(d.path(), 3).exists());
+        for p in log_files(d.path()) {
+            assert!(fs::metadata(&p).unwrap().len() <= 4096);
+        }
+        let all = read_all(d.path(), None).unwrap();
+        assert_eq!(texts(&all).last().unwrap(), "line 399");
+        // oldest lines were rotated out, order is preserved
+        let nums: Vec<u32> = texts(&all)
+            .iter()
+            .map(|t| t[5..].parse().unwrap())
+            .collect();
+        assert!(nums.windows(2).all(|w| w[1] == w[0] + 1));
+        assert!(nums[0] > 0);
+    }
+
+    #[test]
+    fn follow_crosses_rotation_and_stops_at_exit() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_path_buf();
+        let mut w = CriLogWriter::open(&dir, 4096, 3).unwrap();
+        w.write_chunk(Stream::Stdout, b"first\n").unwrap();
+        let mut r = LogReader::open(&dir, Some(10), true, None).unwrap();
+        assert_eq!(r.next_entry().unwrap().unwrap().text, b"first");
+        let writer = std::thread::spawn(move || {
+            for i in 0..300 {
+                w.write_chunk(Stream::Stdout, format!("l{i}\n").as_bytes())
+                    .unwrap();
+                if i % 10 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let rec = crate::exit::ExitRecord {
+                exit_code: 0,
+                signal: None,
+                oom_killed: false,
+                pid: None,
+                started_at: None,
+                finished_at: Utc::now(),
+                error: None,
+            };
+            crate::exit::write_exit_record(&dir, &rec).unwrap();
+        });
+        let mut got = Vec::new();
+        while let Some(e) = r.next_entry().unwrap() {
+            got.push(String::from_utf8(e.text).unwrap());
+        }
+        writer.join().unwrap();
+        assert!(rotated_path(d.path(), 1).exists());
+        let want: Vec<String> = (0..300).map(|i| format!("l{i}")).collect();
+        assert_eq!(got, want);
+    }
+}

@@ -1,0 +1,152 @@
+//! The shim's socket protocol: one JSON object per line, in both directions.
+//!
+//! A connection starts with one [`Request`]. `status`, `kill` answer once; `wait` answers
+//! when the container exits; `exec` and `attach` turn the connection into a stream: the
+//! shim sends [`Event::Output`] lines and finally [`Event::Exit`], the client may send
+//! [`StreamInput`] lines (stdin data, stdin close). Binary data travels base64-encoded.
+
+use serde::{Deserialize, Serialize};
+
+use crate::exit::ExitRecord;
+
+/// What to run with `exec`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExecSpec {
+    pub args: Vec<String>,
+    /// `KEY=VALUE` added to (and overriding) the container's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// `-u`: resolved against the container's /etc/passwd; default: the container's user.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `-w`; default: the container's working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Whether the client will send stdin (`exec -i`); otherwise stdin is /dev/null.
+    #[serde(default)]
+    pub stdin: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Kill {
+        signal: i32,
+        /// Signal every process of the container, not just its init.
+        #[serde(default)]
+        all: bool,
+    },
+    Wait,
+    Exec(ExecSpec),
+    /// Stream the init process's output from now on; `stdin` attaches its stdin
+    /// (only when the container was started with `interactive`).
+    Attach {
+        #[serde(default)]
+        stdin: bool,
+    },
+}
+
+/// Lines a client sends on an exec/attach stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum StreamInput {
+    Stdin { data: String },
+    CloseStdin,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerState {
+    Running,
+    Exited,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Ok,
+    Error {
+        message: String,
+    },
+    Status {
+        id: String,
+        pid: i32,
+        state: ContainerState,
+        started_at: chrono::DateTime<chrono::Utc>,
+        /// Pid of the shim itself.
+        shim_pid: i32,
+    },
+    /// An exec process started (its host pid).
+    Started {
+        pid: i32,
+    },
+    Output {
+        stream: Stream,
+        data: String,
+    },
+    /// End of an exec: its exit code (128 + n for signals).
+    ExecExit {
+        exit_code: i32,
+        signal: Option<i32>,
+    },
+    /// End of the container (answer to `wait`, last line of `attach`).
+    Exit(ExitRecord),
+}
+
+pub fn encode_data(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+pub fn decode_data(s: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|e| format!("bad base64 data: {e}"))
+}
+
+/// Serialises one message as a line.
+pub fn line<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising these plain enums cannot fail (no maps with non-string keys).
+    let mut b = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    b.push(b'\n');
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_roundtrip_as_lines() {
+        let r = Request::Exec(ExecSpec {
+            args: vec!["sh".into()],
+            stdin: true,
+            ..Default::default()
+        });
+        let l = line(&r);
+        assert!(l.ends_with(b"\n"));
+        let back: Request = serde_json::from_slice(&l).unwrap();
+        assert_eq!(back, r);
+        let k: Request = serde_json::from_str(r#"{"op":"kill","signal":9}"#).unwrap();
+        assert_eq!(
+            k,
+            Request::Kill {
+                signal: 9,
+                all: false
+            }
+        );
+        assert_eq!(
+            decode_data(&encode_data(b"\x00\xffhi")).unwrap(),
+            b"\x00\xffhi"
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! `exec`: running an extra process in the container through libcontainer's tenant
+//! builder. The builder runs in a forked child of the shim (it changes process-wide
+//! state such as the working directory and dumpability), which reports the new pid on
+//! a pipe and exits. The exec'd process is then re-parented to the shim, the child
+//! subreaper, which waits for it.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::oci_spec::runtime::{Spec, UserBuilder};
+use libcontainer::syscall::syscall::SyscallType;
+use nix::fcntl::OFlag;
+use nix::sys::wait::waitpid;
+use nix::unistd::{pipe2, ForkResult, Pid};
+
+use super::executor::{reset_signals, ShimExecutor};
+use super::start::error_chain;
+use super::ShimArgs;
+use crate::protocol::ExecSpec;
+
+pub(crate) struct ExecPipes {
+    pub pid: Pid,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub stdin: Option<OwnedFd>,
+}
+
+fn merge_env(env: &mut Vec<String>, entry: &str) {
+    let key = entry.split_once('=').map(|(k, _)| k).unwrap_or(entry);
+    match env
+        .iter_mut()
+        .find(|e| e.split_once('=').map(|(k, _)| k) == Some(key))
+    {
+        Some(e) => *e = entry.to_string(),
+        None => env.push(entry.to_string()),
+    }
+}
+
+/// Writes the exec's process.json next to config.json; returns its path.
+fn write_process(args: &ShimArgs, spec: &ExecSpec, seq: u64) -> Result<PathBuf, String> {
+    if spec.args.is_empty() {
+        return Err("exec needs a command".into());
+    }
+    let config = args.bundle.join("config.json");
+    let oci = Spec::load(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let mut process = oci
+        .process()
+        .clone()
+        .ok_or("the container's config.json has no process")?;
+    process.set_args(Some(spec.args.clone()));
+    process.set_terminal(Some(false));
+    let mut env = process.env().clone().unwrap_or_default();
+    for e in &spec.env {
+        if !e.contains('=') {
+            return Err(format!(
+                "invalid environment variable {e:?}: expected KEY=VALUE"
+            ));
+        }
+        merge_env(&mut env, e);
+    }
+    if let Some(u) = &spec.user {
+        let root = oci
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_else(|| PathBuf::from("rootfs"));
+        let root = if root.is_absolute() {
+            root
+        } else {
+            args.bundle.join(root)
+        };
+        let r = crate::bundle::resolve_user(&root, u).map_err(|e| e.to_string())?;
+        let user = UserBuilder::default()
+            .uid(r.uid)
+            .gid(r.gid)
+            .additional_gids(r.additional_gids)
+            .build()
+            .map_err(|e| e.to_string())?;
+        process.set_user(user);
+        merge_env(&mut env, &format!("HOME={}", r.home));
+    }
+    process.set_env(Some(env));
+    if let Some(cwd) = &spec.cwd {
+        if !cwd.starts_with('/') {
+            return Err(format!("working directory {cwd:?} is not an absolute path"));
+        }
+        process.set_cwd(PathBuf::from(cwd));
+    }
+    let path = args
+        .bundle
+        .join(format!("exec-{}-{seq}.json", std::process::id()));
+    let data = serde_json::to_vec(&process).map_err(|e| e.to_string())?;
+    std::fs::write(&path, data).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
+}
+
+static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub(crate) fn start_exec(
+    args: &ShimArgs,
+    _container: &Container,
+    spec: &ExecSpec,
+) -> Result<ExecPipes, String> {
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let process_path = write_process(args, spec, seq)?;
+    let res = spawn_tenant(args, &process_path, spec.stdin);
+    let _ = std::fs::remove_file(&process_path);
+    res
+}
+
+fn spawn_tenant(
+    args: &ShimArgs,
+    process_path: &Path,
+    want_stdin: bool,
+) -> Result<ExecPipes, String> {
+    let p = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+    let (out_r, out_w) = p()?;
+    let (err_r, err_w) = p()?;
+    let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if want_stdin {
+        let (r, w) = p()?;
+        (r, Some(w))
+    } else {
+        (
+            File::open("/dev/null")
+                .map_err(|e| format!("/dev/null: {e}"))?
+                .into(),
+            None,
+        )
+    };
+    let (res_r, res_w) = p()?;
+
+    // SAFETY: the shim is single-threaded, so the child may run arbitrary code.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            drop(res_r);
+            drop(stdin_w);
+            drop(out_r);
+            drop(err_r);
+            reset_signals();
+            let result = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+                .with_executor(ShimExecutor)
+                .with_root_path(args.runtime_root())
+                .map(|b| {
+                    b.with_stdin(stdin_r)
+                        .with_stdout(out_w)
+                        .with_stderr(err_w)
+                        .as_tenant()
+                        .with_detach(true)
+                        .with_process(Some(process_path))
+                        .build()
+                });
+            let msg = match result {
+                Ok(Ok(pid)) => format!("ok {}", pid.as_raw()),
+                Ok(Err(e)) => format!("err {}", error_chain(&e)),
+                Err(e) => format!("err {}", error_chain(&e)),
+            };
+            let mut w = File::from(res_w);
+            let _ = w.write_all(msg.as_bytes());
+            drop(w);
+            // SAFETY: leave the forked child without running the shim's exit paths.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Parent { child } => {
+            drop(res_w);
+            drop(stdin_r);
+            drop(out_w);
+            drop(err_w);
+            let mut s = String::new();
+            let _ = File::from(res_r).read_to_string(&mut s);
+            let _ = waitpid(child, None);
+            if let Some(pid) = s.strip_prefix("ok ") {
+                let pid: i32 = pid
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("exec helper reported {s:?}"))?;
+                Ok(ExecPipes {
+                    pid: Pid::from_raw(pid),
+                    stdout: out_r,
+                    stderr: err_r,
+                    stdin: stdin_w,
+                })
+            } else if let Some(err) = s.strip_prefix("err ") {
+                Err(err.to_string())
+            } else {
+                Err("the exec helper died without reporting".into())
+            }
+        }
+    }
+}

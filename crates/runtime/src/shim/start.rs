@@ -1,0 +1,280 @@
+//! Starting the container inside the detached shim, and reporting the outcome.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+
+use chrono::Utc;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::fcntl::OFlag;
+use nix::unistd::{dup2, pipe2};
+
+use super::executor::ShimExecutor;
+use super::server::{InitIo, Server};
+use super::{ShimArgs, StartReport};
+use crate::exit::{write_exit_record, ExitRecord};
+
+fn report(w: OwnedFd, r: &StartReport) {
+    let mut f = File::from(w);
+    let _ = f.write_all(&crate::protocol::line(r));
+    // dropping `f` closes the pipe: the spawner-facing process then exits
+}
+
+/// Maps a libcontainer start error to docker's exit status: 127 when the command was
+/// not found, 126 when it is not executable.
+pub(crate) fn start_error_code(msg: &str) -> Option<i32> {
+    if msg.contains("not found in $PATH") || msg.contains("No such file or directory") {
+        Some(127)
+    } else if msg.contains("does not have correct permissions") || msg.contains("Permission denied")
+    {
+        Some(126)
+    } else {
+        None
+    }
+}
+
+/// Full chain of an error, so "failed to create container" comes with its cause.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+fn redirect_stdio(args: &ShimArgs) {
+    if let Ok(null) = File::open("/dev/null") {
+        let _ = dup2(null.as_raw_fd(), 0);
+        let _ = dup2(null.as_raw_fd(), 1);
+    }
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(args.bundle.join("shim.log"))
+        .or_else(|_| OpenOptions::new().write(true).open("/dev/null"));
+    if let Ok(log) = log {
+        let _ = dup2(log.as_raw_fd(), 2);
+    }
+}
+
+/// Body of the detached shim. Returns its exit status.
+pub(crate) fn run(args: ShimArgs, report_w: OwnedFd) -> i32 {
+    let _ = nix::unistd::setsid();
+    redirect_stdio(&args);
+    // libcontainer explains failures only through `tracing`: send its errors to
+    // shim.log through a descriptor of our own. Not to fd 2: the container's init is a
+    // fork of this process and logs after switching fd 2 to the container's stderr,
+    // which would put runtime messages into the container's log.
+    // ZLAYER_SHIM_LOG overrides the level (e.g. `debug`).
+    if let Ok(f) = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(args.bundle.join("shim.log"))
+    {
+        let filter = std::env::var("ZLAYER_SHIM_LOG").unwrap_or_else(|_| "error".into());
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::sync::Arc::new(f))
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .try_init();
+    }
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let fail = |w: OwnedFd, error: String, exit_code: Option<i32>| {
+        eprintln!("zlayer-agent shim {}: start failed: {error}", args.id);
+        report(
+            w,
+            &StartReport {
+                ok: false,
+                pid: None,
+                shim_pid: None,
+                started_at: None,
+                error: Some(error),
+                exit_code,
+            },
+        );
+        1
+    };
+
+    // The socket first: a second shim for the same id must fail before touching anything.
+    let sock = args.socket_path();
+    let listener = match bind_socket(&sock) {
+        Ok(l) => l,
+        Err(e) => return fail(report_w, e, None),
+    };
+    let remove_sock = || {
+        let _ = fs::remove_file(&sock);
+    };
+
+    match start_container(&args) {
+        Ok((container, io)) => {
+            let pid = container.pid().map(|p| p.as_raw()).unwrap_or(0);
+            let started_at = Utc::now();
+            report(
+                report_w,
+                &StartReport {
+                    ok: true,
+                    pid: Some(pid),
+                    shim_pid: Some(std::process::id() as i32),
+                    started_at: Some(started_at),
+                    error: None,
+                    exit_code: None,
+                },
+            );
+            let server = Server::new(args, listener, container, io, started_at);
+            server.run()
+        }
+        Err(StartFailure { message, exit_code }) => {
+            remove_sock();
+            let message = with_log_details(&args, message);
+            if let Some(code) = exit_code {
+                // docker keeps the 127/126 of a command that could not run; so do we.
+                let now = Utc::now();
+                let _ = write_exit_record(
+                    &args.bundle,
+                    &ExitRecord {
+                        exit_code: code,
+                        signal: None,
+                        oom_killed: false,
+                        pid: None,
+                        started_at: None,
+                        finished_at: now,
+                        error: Some(message.clone()),
+                    },
+                );
+            }
+            fail(report_w, message, exit_code)
+        }
+    }
+}
+
+/// libcontainer's error values are often generic ("failed to prepare rootfs"); the
+/// specific cause was logged through tracing into shim.log. Append those lines.
+fn with_log_details(args: &ShimArgs, message: String) -> String {
+    let log = fs::read_to_string(args.bundle.join("shim.log")).unwrap_or_default();
+    let details: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR"))
+        .map(|l| l.split_once("ERROR").map(|(_, r)| r.trim()).unwrap_or(l))
+        .collect();
+    let tail = &details[details.len().saturating_sub(4)..];
+    if tail.is_empty() {
+        message
+    } else {
+        format!("{message} (details: {})", tail.join("; "))
+    }
+}
+
+fn bind_socket(sock: &std::path::Path) -> Result<UnixListener, String> {
+    if let Some(dir) = sock.parent() {
+        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    if sock.exists() {
+        // A live shim answers; a stale file from a crashed one may be replaced.
+        if std::os::unix::net::UnixStream::connect(sock).is_ok() {
+            return Err(format!(
+                "a shim is already serving {} (container exists)",
+                sock.display()
+            ));
+        }
+        let _ = fs::remove_file(sock);
+    }
+    let l = UnixListener::bind(sock).map_err(|e| format!("binding {}: {e}", sock.display()))?;
+    l.set_nonblocking(true)
+        .map_err(|e| format!("socket {}: {e}", sock.display()))?;
+    Ok(l)
+}
+
+fn copy_pending(fd: &OwnedFd) {
+    use std::io::Read;
+    let _ = nix::fcntl::fcntl(
+        fd.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+    );
+    let mut buf = vec![0u8; 64 * 1024];
+    if let Ok(dup) = fd.try_clone() {
+        let mut f = File::from(dup);
+        if let Ok(n) = f.read(&mut buf) {
+            let _ = std::io::stderr().write_all(&buf[..n]);
+        }
+    }
+}
+
+struct StartFailure {
+    message: String,
+    exit_code: Option<i32>,
+}
+
+fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure> {
+    let plain = |message: String| StartFailure {
+        message,
+        exit_code: None,
+    };
+    let root = args.runtime_root();
+    fs::create_dir_all(&root).map_err(|e| plain(format!("creating {}: {e}", root.display())))?;
+
+    let p = || pipe2(OFlag::O_CLOEXEC).map_err(|e| plain(format!("pipe: {e}")));
+    let (out_r, out_w) = p()?;
+    let (err_r, err_w) = p()?;
+    let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if args.stdin {
+        let (r, w) = p()?;
+        (r, Some(w))
+    } else {
+        let null = File::open("/dev/null").map_err(|e| plain(format!("/dev/null: {e}")))?;
+        (null.into(), None)
+    };
+
+    let builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_executor(ShimExecutor)
+        .with_root_path(&root)
+        .and_then(|b| b.validate_id())
+        .map_err(|e| plain(error_chain(&e)))?
+        .with_stdin(stdin_r)
+        .with_stdout(out_w)
+        .with_stderr(err_w);
+    let mut container = builder
+        .as_init(&args.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| {
+            // The init process logs its error after switching its stderr to the pipe:
+            // move that into shim.log, where with_log_details finds it.
+            copy_pending(&err_r);
+            copy_pending(&out_r);
+            let message = error_chain(&e);
+            let exit_code = start_error_code(&message);
+            // libcontainer removed its own cgroup and state after a failed create; make
+            // sure of the state directory (e.g. when validation failed before that).
+            let _ = fs::remove_dir_all(root.join(&args.id));
+            StartFailure { message, exit_code }
+        })?;
+    if let Err(e) = container.start() {
+        let message = error_chain(&e);
+        let _ = container.delete(true);
+        let _ = fs::remove_dir_all(root.join(&args.id));
+        return Err(StartFailure {
+            exit_code: start_error_code(&message),
+            message,
+        });
+    }
+    Ok((
+        container,
+        InitIo {
+            stdout: out_r,
+            stderr: err_r,
+            stdin: stdin_w,
+        },
+    ))
+}

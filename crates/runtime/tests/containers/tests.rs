@@ -1,0 +1,591 @@
+//! The container tests themselves.
+
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Failed, Trial};
+use zlayer_runtime::bundle::RunOptions;
+use zlayer_runtime::client::{ClientError, ShimStatus, StreamEvent};
+use zlayer_runtime::protocol::{ExecSpec, Stream};
+
+use crate::fixture::*;
+
+type R = Result<(), Failed>;
+
+fn check(cond: bool, msg: impl Into<String>) -> R {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg.into().into())
+    }
+}
+
+fn start(name: &str, cmd: &[&str], opts: RunOptions) -> Result<TestContainer, Failed> {
+    TestContainer::start(name, cmd, opts).map_err(|e| Failed::from(format!("start: {e}")))
+}
+
+pub fn all() -> Vec<Trial> {
+    vec![
+        Trial::test("exit_code_and_logs", exit_code_and_logs),
+        Trial::test("killed_by_signal_is_128_plus_n", killed_by_signal),
+        Trial::test("oom_kill_is_137_and_flagged", oom_kill),
+        Trial::test(
+            "missing_executable_is_127_and_leaves_nothing",
+            missing_executable,
+        ),
+        Trial::test("not_executable_is_126", not_executable),
+        Trial::test("unknown_user_fails_cleanly", unknown_user),
+        Trial::test("exec_output_exit_code_stdin_user", exec_works),
+        Trial::test("stop_escalates_to_sigkill", stop_escalates),
+        Trial::test("stop_with_term_handler_is_graceful", stop_graceful),
+        Trial::test("shim_survives_its_spawner", survives_spawner),
+        Trial::test("exit_while_daemon_away_is_recorded", exit_while_away),
+        Trial::test("exec_leaves_init_running", tick_exec),
+        Trial::test("stats_from_own_cgroup", stats),
+        Trial::test("user_and_groups_resolved", user_resolution),
+        Trial::test("read_only_rootfs", read_only),
+        Trial::test("attach_stdin", attach_stdin),
+        Trial::test("env_workdir_hostname_hosts", env_workdir_hostname),
+        Trial::test("security_defaults", security_defaults),
+        Trial::test("limits_applied", limits_applied),
+        Trial::test("volumes_bind_and_tmpfs", volumes),
+    ]
+}
+
+fn exit_code_and_logs() -> R {
+    let t = start(
+        "exit",
+        &["sh", "-c", "echo hi; echo oops >&2; printf partial; exit 7"],
+        RunOptions::default(),
+    )?;
+    let rec = t.client().wait()?;
+    check(rec.exit_code == 7, format!("exit {rec:?}"))?;
+    check(rec.signal.is_none() && !rec.oom_killed, format!("{rec:?}"))?;
+    check(rec.started_at.is_some(), "started_at")?;
+    let log = t.log_text();
+    check(
+        log.contains("hi\n") && log.contains("oops\n") && log.contains("partial"),
+        format!("log: {log:?}"),
+    )?;
+    let raw = std::fs::read_to_string(t.dir.join("container.log"))?;
+    check(
+        raw.lines().any(|l| l.ends_with(" stdout F hi")),
+        format!("raw log {raw}"),
+    )?;
+    check(
+        raw.lines().any(|l| l.ends_with(" stderr F oops")),
+        format!("raw log {raw}"),
+    )?;
+    check(
+        raw.lines().any(|l| l.ends_with(" stdout P partial")),
+        format!("raw log {raw}"),
+    )?;
+    // The shim is gone, the record stays readable.
+    match t.client().status()? {
+        ShimStatus::Exited(r) => check(r.exit_code == 7, "status after exit"),
+        s => Err(format!("status {s:?}").into()),
+    }
+}
+
+fn killed_by_signal() -> R {
+    let t = start("sig", &["sleep", "1000"], RunOptions::default())?;
+    let c = t.client();
+    check(matches!(c.status()?, ShimStatus::Running { .. }), "running")?;
+    c.kill(libc::SIGKILL, false)?;
+    let rec = c.wait()?;
+    check(
+        rec.exit_code == 137 && rec.signal == Some(9),
+        format!("{rec:?}"),
+    )?;
+    // n = 15 on a non-init process (PID 1 ignores signals it has no handler for).
+    let t = start("sig15", &["sleep", "1000"], RunOptions::default())?;
+    let out = t
+        .client()
+        .exec_output(&execspec(&["sh", "-c", "kill -TERM $$; sleep 5"]), None)?;
+    check(
+        out.exit_code == 143,
+        format!("exec killed by TERM: {out:?}"),
+    )
+}
+
+fn oom_kill() -> R {
+    let opts = RunOptions {
+        memory: Some(16 << 20),
+        ..Default::default()
+    };
+    let t = start("oom", &["tail", "/dev/zero"], opts)?;
+    let rec = t.client().wait()?;
+    check(rec.exit_code == 137, format!("{rec:?}"))?;
+    check(rec.oom_killed, format!("oom flag: {rec:?}"))
+}
+
+fn missing_executable() -> R {
+    let t = TestContainer::paths("missing");
+    let id = t.id.clone();
+    let res = TestContainer::start_with_paths(t, &["/no/such/binary", "x"], RunOptions::default());
+    let (t, e) = match res {
+        (t, Err(e)) => (t, e),
+        (_, Ok(())) => return Err("started a missing executable".into()),
+    };
+    check(
+        e.exit_code() == 127,
+        format!("exit code {} for {e}", e.exit_code()),
+    )?;
+    let msg = e.to_string();
+    check(
+        msg.contains("/no/such/binary") && msg.contains("not found"),
+        format!("message: {msg}"),
+    )?;
+    check(t.id == id, "id")?;
+    assert_nothing_left(&t);
+    Ok(())
+}
+
+fn not_executable() -> R {
+    let (t, r) = TestContainer::start_with_paths(
+        TestContainer::paths("noexec"),
+        &["/bin/notexec"],
+        RunOptions::default(),
+    );
+    let e = match r {
+        Err(e) => e,
+        Ok(()) => return Err("started a non-executable file".into()),
+    };
+    check(
+        e.exit_code() == 126,
+        format!("exit code {} for {e}", e.exit_code()),
+    )?;
+    assert_nothing_left(&t);
+    Ok(())
+}
+
+fn unknown_user() -> R {
+    let opts = RunOptions {
+        user: Some("nobody-here".into()),
+        ..Default::default()
+    };
+    let (t, r) = TestContainer::start_with_paths(TestContainer::paths("nouser"), &["true"], opts);
+    let e = match r {
+        Err(e) => e,
+        Ok(()) => return Err("started with an unknown user".into()),
+    };
+    check(
+        e.to_string().contains("unable to find user nobody-here"),
+        e.to_string(),
+    )?;
+    assert_nothing_left(&t);
+    Ok(())
+}
+
+pub fn execspec(args: &[&str]) -> ExecSpec {
+    ExecSpec {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+fn exec_works() -> R {
+    let t = start("exec", &["sleep", "1000"], RunOptions::default())?;
+    let c = t.client();
+    let out = c.exec_output(
+        &execspec(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+        None,
+    )?;
+    check(out.exit_code == 3, format!("{out:?}"))?;
+    check(
+        out.stdout == b"out\n" && out.stderr == b"err\n",
+        format!("{out:?}"),
+    )?;
+    let out = c.exec_output(&execspec(&["cat"]), Some(b"hello stdin"))?;
+    check(
+        out.stdout == b"hello stdin" && out.exit_code == 0,
+        format!("{out:?}"),
+    )?;
+    let mut s = execspec(&["sh", "-c", "id -u; echo $FOO; pwd"]);
+    s.user = Some("app".into());
+    s.env = vec!["FOO=bar".into()];
+    s.cwd = Some("/tmp".into());
+    let out = c.exec_output(&s, None)?;
+    check(out.stdout == b"1000\nbar\n/tmp\n", format!("{out:?}"))?;
+    match c.exec(&execspec(&["nosuchcmd"])) {
+        Err(ClientError::Start {
+            exit_code: Some(127),
+            message,
+            ..
+        }) => check(message.contains("nosuchcmd"), message)?,
+        Err(e) => return Err(format!("exec missing: {e}").into()),
+        Ok(_) => return Err("exec of a missing command started".into()),
+    }
+    // streaming: output arrives before the process ends
+    let mut sess = c.exec(&execspec(&["sh", "-c", "echo first; sleep 1; echo second"]))?;
+    let t0 = Instant::now();
+    match sess.next_event()? {
+        Some(StreamEvent::Output(Stream::Stdout, d)) => check(d == b"first\n", "first chunk")?,
+        e => return Err(format!("{e:?}").into()),
+    }
+    check(
+        t0.elapsed() < Duration::from_millis(900),
+        "output was not streamed",
+    )?;
+    Ok(())
+}
+
+fn stop_escalates() -> R {
+    let t = start("stop", &["sleep", "1000"], RunOptions::default())?;
+    let t0 = Instant::now();
+    let rec = t.client().stop(Duration::from_secs(1), libc::SIGTERM)?;
+    let el = t0.elapsed();
+    check(rec.exit_code == 137, format!("{rec:?}"))?;
+    check(
+        el >= Duration::from_secs(1) && el < Duration::from_secs(5),
+        format!("took {el:?}"),
+    )
+}
+
+fn stop_graceful() -> R {
+    let t = start(
+        "stopg",
+        &[
+            "sh",
+            "-c",
+            "trap 'echo bye; exit 0' TERM; while true; do sleep 0.1; done",
+        ],
+        RunOptions::default(),
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let rec = t.client().stop(Duration::from_secs(10), libc::SIGTERM)?;
+    check(rec.exit_code == 0, format!("{rec:?}"))?;
+    check(
+        t0.elapsed() < Duration::from_secs(3),
+        "graceful stop took too long",
+    )?;
+    check(t.log_text().contains("bye"), "trap output")
+}
+
+/// `spawn-helper ID DIR STATE CMD...`: launches a container and waits to be killed,
+/// standing in for a daemon that dies.
+pub fn spawn_helper(args: &[OsString]) -> i32 {
+    let s = |i: usize| args[i].to_string_lossy().into_owned();
+    let mut t = TestContainer {
+        id: s(0),
+        dir: s(1).into(),
+        state: s(2).into(),
+        launched: None,
+    };
+    let cmd: Vec<String> = args[3..]
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let cmd: Vec<&str> = cmd.iter().map(|s| s.as_str()).collect();
+    let r = t.launch_here(&cmd, RunOptions::default());
+    std::mem::forget(t); // leave the container to the next "daemon"
+    match r {
+        Ok(()) => {
+            println!("started");
+            std::thread::sleep(Duration::from_secs(3600));
+            0
+        }
+        Err(e) => {
+            println!("error {e}");
+            1
+        }
+    }
+}
+
+fn run_helper(t: &TestContainer, cmd: &[&str]) -> Result<std::process::Child, Failed> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .env("ZLRT_BASE", base())
+        .arg("spawn-helper")
+        .arg(&t.id)
+        .arg(&t.dir)
+        .arg(&t.state)
+        .args(cmd)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+    if line.trim() != "started" {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!("helper: {line}").into());
+    }
+    Ok(child)
+}
+
+fn survives_spawner() -> R {
+    let t = TestContainer::paths("survive");
+    let mut helper = run_helper(
+        &t,
+        &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+    )?;
+    helper.kill()?; // SIGKILL, like a crashed daemon
+    helper.wait()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let c = t.client();
+    check(
+        matches!(c.status()?, ShimStatus::Running { .. }),
+        "container died with its spawner",
+    )?;
+    let a = t.log_text().matches("tick").count();
+    std::thread::sleep(Duration::from_millis(700));
+    let b = t.log_text().matches("tick").count();
+    check(b > a, format!("ticks stopped BEFORE exec: {a} -> {b}"))?;
+    let out = c.exec_output(&execspec(&["echo", "still here"]), None)?;
+    check(out.stdout == b"still here\n", format!("{out:?}"))?;
+    let n0 = t.log_text().matches("tick").count();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while t.log_text().matches("tick").count() <= n0 {
+        check(
+            Instant::now() < deadline,
+            "log no longer written after the exec",
+        )?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rec = c.stop(Duration::from_secs(1), libc::SIGTERM)?;
+    check(
+        rec.exit_code == 137 || rec.exit_code == 143,
+        format!("{rec:?}"),
+    )
+}
+
+fn exit_while_away() -> R {
+    let t = TestContainer::paths("away");
+    let mut helper = run_helper(&t, &["sh", "-c", "sleep 0.5; exit 5"])?;
+    helper.kill()?;
+    helper.wait()?;
+    std::thread::sleep(Duration::from_millis(1500));
+    match t.client().status()? {
+        ShimStatus::Exited(rec) => check(rec.exit_code == 5, format!("{rec:?}")),
+        s => Err(format!("still {s:?}").into()),
+    }
+}
+
+fn stats() -> R {
+    let opts = RunOptions {
+        memory: Some(64 << 20),
+        pids_limit: Some(50),
+        ..Default::default()
+    };
+    let t = start(
+        "stats",
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/dev/null bs=1M count=200; sleep 1000 & wait",
+        ],
+        opts,
+    )?;
+    std::thread::sleep(Duration::from_millis(500));
+    let s = zlayer_runtime::stats::read_stats(&t.cgroups_path())?;
+    check(s.memory_usage > 0, format!("{s:?}"))?;
+    check(s.memory_limit == Some(64 << 20), format!("{s:?}"))?;
+    check(
+        s.pids_current >= 2 && s.pids_limit == Some(50),
+        format!("{s:?}"),
+    )?;
+    check(s.cpu_usage_ns > 0, format!("{s:?}"))
+}
+
+fn user_resolution() -> R {
+    let opts = RunOptions {
+        user: Some("app".into()),
+        ..Default::default()
+    };
+    let t = start("user", &["sh", "-c", "id; echo $HOME"], opts)?;
+    let rec = t.client().wait()?;
+    let log = t.log_text();
+    check(rec.exit_code == 0, format!("{rec:?} {log}"))?;
+    // busybox `id` lists the supplementary groups only
+    check(
+        log.contains("uid=1000(app) gid=1000(app) groups=10(wheel)"),
+        log.clone(),
+    )?;
+    check(log.contains("/home/app"), log)
+}
+
+fn read_only() -> R {
+    let opts = RunOptions {
+        read_only: true,
+        workdir: Some("/created/by/us".into()),
+        ..Default::default()
+    };
+    let t = start("ro", &["sh", "-c", "pwd; touch /x"], opts)?;
+    let rec = t.client().wait()?;
+    let log = t.log_text();
+    check(rec.exit_code == 1, format!("{rec:?} {log}"))?;
+    check(
+        log.contains("/created/by/us") && log.contains("Read-only file system"),
+        log,
+    )
+}
+
+fn attach_stdin() -> R {
+    let opts = RunOptions {
+        interactive: true,
+        ..Default::default()
+    };
+    let t = start("attach", &["sh", "-c", "read l; echo got:$l; exit 4"], opts)?;
+    let c = t.client();
+    let mut a = c.attach(true)?;
+    let mut w = a.stdin()?;
+    w.write(b"hello\n")?;
+    w.close()?;
+    let mut out = Vec::new();
+    loop {
+        match a.next_event()? {
+            Some(StreamEvent::Output(_, d)) => out.extend(d),
+            Some(StreamEvent::Exit { exit_code, .. }) => {
+                check(exit_code == 4, format!("exit {exit_code}"))?;
+                break;
+            }
+            None => return Err("attach ended without exit".into()),
+        }
+    }
+    check(out == b"got:hello\n", String::from_utf8_lossy(&out))
+}
+
+fn env_workdir_hostname() -> R {
+    let opts = RunOptions {
+        env: vec!["FOO=bar".into(), "FROM_IMAGE=overridden".into()],
+        workdir: Some("/srv/app".into()),
+        hostname: Some("myhost".into()),
+        extra_hosts: vec![("db".into(), "10.1.2.3".parse().unwrap())],
+        ..Default::default()
+    };
+    let t = start("env", &["sh", "-c", "echo $FOO $FROM_IMAGE; pwd; hostname; cat /etc/hostname; grep db /etc/hosts; cat /etc/resolv.conf | grep -c nameserver"], opts)?;
+    let rec = t.client().wait()?;
+    let log = t.log_text();
+    check(rec.exit_code == 0, format!("{rec:?} {log}"))?;
+    check(
+        log.contains("bar overridden\n/srv/app\nmyhost\nmyhost\n10.1.2.3\tdb\n"),
+        log,
+    )
+}
+
+fn security_defaults() -> R {
+    let t = start(
+        "sec",
+        &["sh", "-c", "grep -E '^(CapBnd|Seccomp|NoNewPrivs):' /proc/self/status; grep -E ' /proc/(sys|keys) ' /proc/mounts; wc -c < /proc/keys; mount -t tmpfs t /mnt 2>&1"],
+        RunOptions::default(),
+    )?;
+    t.client().wait()?;
+    let log = t.log_text();
+    check(log.contains("CapBnd:\t00000000a80425fb"), log.clone())?;
+    check(
+        log.contains("Seccomp:\t2") && log.contains("NoNewPrivs:\t1"),
+        log.clone(),
+    )?;
+    // /proc/sys read-only, /proc/keys masked (an empty file mounted over it)
+    check(log.contains("proc /proc/sys proc ro,"), log.clone())?;
+    check(
+        log.contains(" /proc/keys ") && log.contains("\n0\n"),
+        log.clone(),
+    )?;
+    check(log.contains("mount: permission denied"), log.clone())?;
+    check(
+        !log.contains("WARN") && !log.contains("libcontainer"),
+        "runtime messages leaked into the container's log",
+    )?;
+    // privileged: full caps, no seccomp
+    let opts = RunOptions {
+        privileged: true,
+        ..Default::default()
+    };
+    let t = start("priv", &["sh", "-c", "grep -E '^(Seccomp):' /proc/self/status; mkdir /mnt; mount -t tmpfs t /mnt && echo mounted"], opts)?;
+    t.client().wait()?;
+    let log = t.log_text();
+    check(log.contains("Seccomp:\t0") && log.contains("mounted"), log)
+}
+
+fn limits_applied() -> R {
+    let opts = RunOptions {
+        ulimits: vec![zlayer_runtime::bundle::Ulimit::parse("nofile=1024:2048").unwrap()],
+        cpus: Some(0.5),
+        pids_limit: Some(20),
+        ..Default::default()
+    };
+    let t = start(
+        "limits",
+        &["sh", "-c", "ulimit -n; ulimit -Hn; sleep 1000"],
+        opts,
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let cg = zlayer_runtime::cgroups::ContainerCgroup::new(&t.cgroups_path());
+    if cg.is_v2() {
+        check(
+            cg.read("cpu", "cpu.max").as_deref() == Some("50000 100000"),
+            "cpu.max",
+        )?;
+    } else {
+        check(
+            cg.read("cpu", "cpu.cfs_quota_us").as_deref() == Some("50000"),
+            "cfs quota",
+        )?;
+    }
+    check(
+        cg.read("pids", "pids.max").as_deref() == Some("20"),
+        "pids.max",
+    )?;
+    let log = t.log_text();
+    check(log.contains("1024\n2048\n"), log)
+}
+
+fn volumes() -> R {
+    let host = base().join(format!("vol-{}", new_id("v")));
+    std::fs::create_dir_all(&host)?;
+    std::fs::write(host.join("in.txt"), "from host")?;
+    let opts = RunOptions {
+        mounts: vec![
+            zlayer_runtime::bundle::VolumeMount {
+                source: zlayer_runtime::bundle::VolumeSource::Bind(host.clone()),
+                target: "/data".into(),
+                read_only: false,
+            },
+            zlayer_runtime::bundle::VolumeMount {
+                source: zlayer_runtime::bundle::VolumeSource::Bind(host.clone()),
+                target: "/ro".into(),
+                read_only: true,
+            },
+            zlayer_runtime::bundle::VolumeMount {
+                source: zlayer_runtime::bundle::VolumeSource::Tmpfs {
+                    size: Some(1 << 20),
+                },
+                target: "/scratch".into(),
+                read_only: false,
+            },
+        ],
+        ..Default::default()
+    };
+    let t = start("vol", &["sh", "-c", "cat /data/in.txt; echo; echo out > /data/out.txt; touch /ro/x 2>&1; grep /scratch /proc/mounts | cut -d' ' -f3"], opts)?;
+    let rec = t.client().wait()?;
+    let log = t.log_text();
+    check(rec.exit_code == 0, format!("{rec:?} {log}"))?;
+    check(
+        log.contains("from host") && log.contains("Read-only") && log.contains("tmpfs"),
+        log,
+    )?;
+    check(
+        std::fs::read_to_string(host.join("out.txt"))? == "out\n",
+        "write through bind",
+    )?;
+    std::fs::remove_dir_all(&host)?;
+    Ok(())
+}
+
+fn tick_exec() -> R {
+    let t = start(
+        "tick",
+        &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+        RunOptions::default(),
+    )?;
+    let c = t.client();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = c.exec_output(&execspec(&["echo", "still here"]), None)?;
+    check(out.stdout == b"still here\n", format!("{out:?}"))?;
+    let n0 = t.log_text().matches("tick").count();
+    std::thread::sleep(Duration::from_millis(1500));
+    let n1 = t.log_text().matches("tick").count();
+    check(n1 > n0 + 1, format!("ticks {n0} -> {n1}"))
+}
