@@ -56,7 +56,9 @@ impl RestartTracker {
 
     /// Time left before the next start.
     pub fn remaining(&self, now: Instant) -> Duration {
-        self.not_before.map(|t| t.saturating_duration_since(now)).unwrap_or_default()
+        self.not_before
+            .map(|t| t.saturating_duration_since(now))
+            .unwrap_or_default()
     }
 
     /// Whether the slot keeps failing.

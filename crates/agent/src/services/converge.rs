@@ -94,7 +94,11 @@ pub enum Step {
     /// Start a replica of the desired version in `slot`.
     Start { slot: u32 },
     /// Stop and remove a container.
-    Remove { id: String, slot: u32, reason: Reason },
+    Remove {
+        id: String,
+        slot: u32,
+        reason: Reason,
+    },
     /// The new replica of a rollout failed: remove it, keep the old ones, block the rollout.
     RolloutFailed { id: String, slot: u32, why: String },
 }
@@ -119,7 +123,11 @@ pub fn converge(want: &Desired, seen: &[Observed], ready: impl Fn(u32) -> bool) 
     // Scale down: everything in slots at or beyond the replica count.
     for (&slot, reps) in slots.range(want.replicas..) {
         for o in reps {
-            pass.steps.push(Step::Remove { id: o.id.clone(), slot, reason: Reason::ScaledDown });
+            pass.steps.push(Step::Remove {
+                id: o.id.clone(),
+                slot,
+                reason: Reason::ScaledDown,
+            });
         }
     }
     // A rollout replaces one slot at a time: is a slot already mid-replacement?
@@ -135,13 +143,18 @@ pub fn converge(want: &Desired, seen: &[Observed], ready: impl Fn(u32) -> bool) 
         let reps: Vec<&Observed> = slots.get(&slot).cloned().unwrap_or_default();
         let (current, old): (Vec<&Observed>, Vec<&Observed>) =
             reps.iter().partition(|o| o.hash == want.hash);
-        let mut cur_running: Vec<&Observed> = current.iter().copied().filter(|o| o.running).collect();
+        let mut cur_running: Vec<&Observed> =
+            current.iter().copied().filter(|o| o.running).collect();
         cur_running.sort_by_key(|o| o.rank());
         let cur_exited: Vec<&Observed> = current.iter().copied().filter(|o| !o.running).collect();
         let old_running: Vec<&Observed> = old.iter().copied().filter(|o| o.running).collect();
         let old_exited: Vec<&Observed> = old.iter().copied().filter(|o| !o.running).collect();
         let remove = |pass: &mut Pass, o: &Observed, reason| {
-            pass.steps.push(Step::Remove { id: o.id.clone(), slot, reason })
+            pass.steps.push(Step::Remove {
+                id: o.id.clone(),
+                slot,
+                reason,
+            })
         };
         for o in &old_exited {
             remove(&mut pass, o, Reason::Outdated);
@@ -302,7 +315,11 @@ mod tests {
     fn fresh_deploy_starts_every_slot_and_converged_is_a_no_op() {
         let p = converge(&want(3), &[], |_| true);
         assert_eq!(starts(&p), [0, 1, 2]);
-        let seen = [rep("a", 0, "new", true), rep("b", 1, "new", true), rep("c", 2, "new", true)];
+        let seen = [
+            rep("a", 0, "new", true),
+            rep("b", 1, "new", true),
+            rep("c", 2, "new", true),
+        ];
         assert_eq!(converge(&want(3), &seen, |_| true), Pass::default());
     }
 
@@ -310,9 +327,17 @@ mod tests {
     fn scale_down_and_duplicates() {
         let mut young = rep("b2", 1, "new", true);
         young.age = Duration::from_secs(1);
-        let seen = [rep("a", 0, "new", true), rep("b", 1, "new", true), young, rep("c", 2, "new", true)];
+        let seen = [
+            rep("a", 0, "new", true),
+            rep("b", 1, "new", true),
+            young,
+            rep("c", 2, "new", true),
+        ];
         let p = converge(&want(2), &seen, |_| true);
-        assert_eq!(removed(&p), [("c", Reason::ScaledDown), ("b2", Reason::Duplicate)]);
+        assert_eq!(
+            removed(&p),
+            [("c", Reason::ScaledDown), ("b2", Reason::Duplicate)]
+        );
         assert!(starts(&p).is_empty());
     }
 
@@ -375,12 +400,16 @@ mod tests {
         // Exited new replica: failed too.
         let n0x = rep("n0", 0, "new", false);
         let p = converge(&want(1), &[o0.clone(), n0x], |_| true);
-        assert!(matches!(&p.steps[..], [Step::RolloutFailed { why, .. }] if why.contains("exited")));
+        assert!(
+            matches!(&p.steps[..], [Step::RolloutFailed { why, .. }] if why.contains("exited"))
+        );
         // Too slow.
         n0.health = Some(HealthStatus::Starting);
         n0.age = Duration::from_secs(31);
         let p = converge(&want(1), &[o0.clone(), n0], |_| true);
-        assert!(matches!(&p.steps[..], [Step::RolloutFailed { why, .. }] if why.contains("within 30s")));
+        assert!(
+            matches!(&p.steps[..], [Step::RolloutFailed { why, .. }] if why.contains("within 30s"))
+        );
         // Blocked: nothing more happens, the old one keeps serving.
         let mut w = want(1);
         w.rollout_blocked = true;
@@ -403,9 +432,16 @@ mod tests {
     #[test]
     fn crash_mid_rollout_with_healthy_new_and_old_converges() {
         // Daemon died after starting the new one but before removing the old one.
-        let seen = [rep("o0", 0, "old", true), rep("n0", 0, "new", true), rep("n0b", 0, "new", false)];
+        let seen = [
+            rep("o0", 0, "old", true),
+            rep("n0", 0, "new", true),
+            rep("n0b", 0, "new", false),
+        ];
         let p = converge(&want(1), &seen, |_| true);
-        assert_eq!(removed(&p), [("n0b", Reason::Duplicate), ("o0", Reason::Outdated)]);
+        assert_eq!(
+            removed(&p),
+            [("n0b", Reason::Duplicate), ("o0", Reason::Outdated)]
+        );
         assert!(starts(&p).is_empty());
     }
 }

@@ -152,7 +152,11 @@ pub fn describe_plan(p: &Plan) -> String {
                 Kind::Job => "create (run once)".into(),
                 Kind::Cron => "create (schedule)".into(),
             },
-            Action::Update { changed, replace, scale } => {
+            Action::Update {
+                changed,
+                replace,
+                scale,
+            } => {
                 let mut parts = vec![format!("update: {}", changed.join(", "))];
                 if *replace {
                     parts.push(match s.kind {
@@ -169,7 +173,10 @@ pub fn describe_plan(p: &Plan) -> String {
             Action::Remove => "remove".into(),
             Action::Unchanged => "unchanged".into(),
         };
-        out.push_str(&format!("{}/{} ({}): {what}\n", p.deployment, s.name, s.kind));
+        out.push_str(&format!(
+            "{}/{} ({}): {what}\n",
+            p.deployment, s.name, s.kind
+        ));
     }
     out
 }
@@ -179,8 +186,13 @@ impl Agent {
     /// plan against what is deployed, and (unless `dry_run`) stores it as the desired state.
     /// Deploying the same file again changes nothing.
     pub fn deploy(&self, req: DeployRequest) -> Result<DeployResponse> {
-        let file = if req.file.is_empty() { "deployment.yaml" } else { &req.file };
-        let (mut spec, map) = zlayer_spec::parse_str_with_map(&req.source, file).map_err(spec_err)?;
+        let file = if req.file.is_empty() {
+            "deployment.yaml"
+        } else {
+            &req.file
+        };
+        let (mut spec, map) =
+            zlayer_spec::parse_str_with_map(&req.source, file).map_err(spec_err)?;
         if let Some(base) = &req.base_dir {
             spec.resolve_relative_paths(Path::new(base));
         }
@@ -208,19 +220,31 @@ impl Agent {
                 }
             }
             // Until the supervisor's next pass, `services` says the change is pending.
-            self.services().views.lock().retain(|(d, _), _| d != &spec.deployment);
             self.services()
-                .events
-                .publish(Event::new("deployment", "deployed", &spec.deployment, &spec.deployment));
+                .views
+                .lock()
+                .retain(|(d, _), _| d != &spec.deployment);
+            self.services().events.publish(Event::new(
+                "deployment",
+                "deployed",
+                &spec.deployment,
+                &spec.deployment,
+            ));
             self.services().wake();
         }
-        Ok(DeployResponse { plan, summary, applied })
+        Ok(DeployResponse {
+            plan,
+            summary,
+            applied,
+        })
     }
 
     /// `undeploy NAME`: forgets the deployment and stops and removes all its containers.
     pub async fn undeploy(self: &Arc<Self>, name: &str) -> Result<usize> {
         if !self.services().store.delete_deployment(name)? {
-            return Err(AgentError::not_found(format!("no deployment named {name:?}")));
+            return Err(AgentError::not_found(format!(
+                "no deployment named {name:?}"
+            )));
         }
         let ids: Vec<String> = self
             .containers()
@@ -246,12 +270,16 @@ impl Agent {
                 .find(|r| r.spec.deployment == d)
                 .ok_or_else(|| AgentError::not_found(format!("no deployment named {d:?}")))?;
             if !rec.spec.services.contains_key(s) {
-                return Err(AgentError::not_found(format!("deployment {d:?} has no service {s:?}")));
+                return Err(AgentError::not_found(format!(
+                    "deployment {d:?} has no service {s:?}"
+                )));
             }
             return Ok((rec, s.to_string()));
         }
-        let mut hits: Vec<DeploymentRecord> =
-            all.into_iter().filter(|r| r.spec.services.contains_key(key)).collect();
+        let mut hits: Vec<DeploymentRecord> = all
+            .into_iter()
+            .filter(|r| r.spec.services.contains_key(key))
+            .collect();
         match hits.len() {
             0 => Err(AgentError::not_found(format!("no service named {key:?}"))),
             1 => Ok((hits.remove(0), key.to_string())),

@@ -85,7 +85,10 @@ mod tests {
         bus.publish(Event::new("container", "started", "abc", "web-0").with("service", "web"));
         bus.publish(Event::new("service", "scaled", "demo/web", "web").with("replicas", 3));
         let a = rx.recv().await.unwrap();
-        assert_eq!((a.action.as_str(), a.attributes["service"].as_str()), ("started", "web"));
+        assert_eq!(
+            (a.action.as_str(), a.attributes["service"].as_str()),
+            ("started", "web")
+        );
         let b = rx.recv().await.unwrap();
         assert_eq!(b.attributes["replicas"], "3");
         let json = serde_json::to_string(&b).unwrap();

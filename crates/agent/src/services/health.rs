@@ -146,12 +146,14 @@ pub fn probe_http_host(
         .map_err(|e| format!("{what}: {e}"))?
         .next()
         .ok_or_else(|| format!("{what}: {host} has no address"))?;
-    let mut s =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{what}: {e}"))?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{what}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let req = format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: zlayer-health\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| format!("{what}: {e}"))?;
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("{what}: {e}"))?;
     let mut head = Vec::new();
     let mut buf = [0u8; 256];
     while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
@@ -179,76 +181,6 @@ pub fn probe_http_host(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use zlayer_spec::{HealthCheck, HumanDuration};
-
-    fn cfg(retries: u32, grace: u64) -> Health {
-        Health {
-            check: HealthCheck::Tcp { port: 1 },
-            interval: HumanDuration::secs(1),
-            timeout: HumanDuration::secs(1),
-            retries,
-            start_grace: HumanDuration::secs(grace),
-        }
-    }
-
-    #[test]
-    fn grace_retries_and_recovery() {
-        let t0 = Instant::now();
-        let c = cfg(2, 5);
-        let mut h = HealthTracker::new(t0);
-        // Failures within the grace period do not count.
-        assert_eq!(h.record(t0, Err("x".into()), &c), None);
-        assert_eq!(h.record(t0 + Duration::from_secs(4), Err("x".into()), &c), None);
-        assert_eq!(h.consecutive_failures, 0);
-        let t = t0 + Duration::from_secs(6);
-        assert_eq!(h.record(t, Err("x".into()), &c), None);
-        assert_eq!(h.record(t, Err("refused".into()), &c), Some(HealthStatus::Unhealthy));
-        assert_eq!(h.last_error.as_deref(), Some("refused"));
-        assert_eq!(h.record(t, Ok(()), &c), Some(HealthStatus::Healthy));
-        assert_eq!(h.consecutive_failures, 0);
-        assert_eq!(h.record(t, Ok(()), &c), None);
-    }
-
-    #[test]
-    fn http_and_tcp_probes_against_a_local_server() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let server = std::thread::spawn(move || {
-            for (i, conn) in l.incoming().take(3).enumerate() {
-                let mut c = conn.unwrap();
-                if i == 0 {
-                    continue; // the TCP probe: connect only
-                }
-                let mut buf = [0u8; 1024];
-                let n = c.read(&mut buf).unwrap();
-                let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let status = if req.starts_with("GET /ok ") { "200 OK" } else { "404 Not Found" };
-                write!(c, "HTTP/1.0 {status}\r\nContent-Length: 0\r\n\r\n").unwrap();
-            }
-        });
-        let t = Duration::from_secs(2);
-        probe_tcp(port, t).unwrap();
-        probe_http(port, "/ok", None, t).unwrap();
-        let e = probe_http(port, "/missing", None, t).unwrap_err();
-        assert!(e.contains("status 404"), "{e}");
-        server.join().unwrap();
-        // Nothing listens any more.
-        assert!(probe_tcp(port, t).is_err());
-    }
-
-    #[test]
-    fn probe_in_own_netns() {
-        // Our own namespace: same result as without switching.
-        let pid = i64::from(std::process::id());
-        let v = in_netns(pid, || Ok(7)).unwrap();
-        assert_eq!(v, 7);
-        assert!(in_netns(i64::from(i32::MAX), || Ok(())).unwrap_err().contains("/proc/"));
-    }
-}
-
 /// Brings the loopback interface up in the network namespace of process `pid`.
 ///
 /// Stopgap for `network: none`: the runtime creates the container's namespace but leaves `lo`
@@ -272,11 +204,17 @@ pub fn loopback_up(pid: i64) -> Result<(), String> {
         // and holds a NUL-terminated interface name; `fd` is a valid socket.
         let result = unsafe {
             if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
-                Err(format!("reading lo flags: {}", std::io::Error::last_os_error()))
+                Err(format!(
+                    "reading lo flags: {}",
+                    std::io::Error::last_os_error()
+                ))
             } else {
                 req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
                 if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
-                    Err(format!("bringing lo up: {}", std::io::Error::last_os_error()))
+                    Err(format!(
+                        "bringing lo up: {}",
+                        std::io::Error::last_os_error()
+                    ))
                 } else {
                     Ok(())
                 }
@@ -286,4 +224,86 @@ pub fn loopback_up(pid: i64) -> Result<(), String> {
         unsafe { libc::close(fd) };
         result
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zlayer_spec::{HealthCheck, HumanDuration};
+
+    fn cfg(retries: u32, grace: u64) -> Health {
+        Health {
+            check: HealthCheck::Tcp { port: 1 },
+            interval: HumanDuration::secs(1),
+            timeout: HumanDuration::secs(1),
+            retries,
+            start_grace: HumanDuration::secs(grace),
+        }
+    }
+
+    #[test]
+    fn grace_retries_and_recovery() {
+        let t0 = Instant::now();
+        let c = cfg(2, 5);
+        let mut h = HealthTracker::new(t0);
+        // Failures within the grace period do not count.
+        assert_eq!(h.record(t0, Err("x".into()), &c), None);
+        assert_eq!(
+            h.record(t0 + Duration::from_secs(4), Err("x".into()), &c),
+            None
+        );
+        assert_eq!(h.consecutive_failures, 0);
+        let t = t0 + Duration::from_secs(6);
+        assert_eq!(h.record(t, Err("x".into()), &c), None);
+        assert_eq!(
+            h.record(t, Err("refused".into()), &c),
+            Some(HealthStatus::Unhealthy)
+        );
+        assert_eq!(h.last_error.as_deref(), Some("refused"));
+        assert_eq!(h.record(t, Ok(()), &c), Some(HealthStatus::Healthy));
+        assert_eq!(h.consecutive_failures, 0);
+        assert_eq!(h.record(t, Ok(()), &c), None);
+    }
+
+    #[test]
+    fn http_and_tcp_probes_against_a_local_server() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for (i, conn) in l.incoming().take(3).enumerate() {
+                let mut c = conn.unwrap();
+                if i == 0 {
+                    continue; // the TCP probe: connect only
+                }
+                let mut buf = [0u8; 1024];
+                let n = c.read(&mut buf).unwrap();
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let status = if req.starts_with("GET /ok ") {
+                    "200 OK"
+                } else {
+                    "404 Not Found"
+                };
+                write!(c, "HTTP/1.0 {status}\r\nContent-Length: 0\r\n\r\n").unwrap();
+            }
+        });
+        let t = Duration::from_secs(2);
+        probe_tcp(port, t).unwrap();
+        probe_http(port, "/ok", None, t).unwrap();
+        let e = probe_http(port, "/missing", None, t).unwrap_err();
+        assert!(e.contains("status 404"), "{e}");
+        server.join().unwrap();
+        // Nothing listens any more.
+        assert!(probe_tcp(port, t).is_err());
+    }
+
+    #[test]
+    fn probe_in_own_netns() {
+        // Our own namespace: same result as without switching.
+        let pid = i64::from(std::process::id());
+        let v = in_netns(pid, || Ok(7)).unwrap();
+        assert_eq!(v, 7);
+        assert!(in_netns(i64::from(i32::MAX), || Ok(()))
+            .unwrap_err()
+            .contains("/proc/"));
+    }
 }

@@ -30,7 +30,10 @@ impl Owner {
             service: labels.get(SERVICE)?.clone(),
             replica: labels.get(REPLICA)?.parse().ok()?,
             spec_hash: labels.get(SPEC_HASH).cloned().unwrap_or_default(),
-            kind: labels.get(KIND).cloned().unwrap_or_else(|| "service".into()),
+            kind: labels
+                .get(KIND)
+                .cloned()
+                .unwrap_or_else(|| "service".into()),
         })
     }
 

@@ -37,7 +37,11 @@ impl Metrics {
     }
 
     pub fn health_check(&self, ok: bool) {
-        let c = if ok { &self.health_ok } else { &self.health_failed };
+        let c = if ok {
+            &self.health_ok
+        } else {
+            &self.health_failed
+        };
         c.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -61,27 +65,71 @@ impl Metrics {
     }
 
     fn render_counters(&self, out: &mut String) {
-        let _ = writeln!(out, "# HELP zlayer_restarts_total Replica restarts by the supervisor.");
+        let _ = writeln!(
+            out,
+            "# HELP zlayer_restarts_total Replica restarts by the supervisor."
+        );
         let _ = writeln!(out, "# TYPE zlayer_restarts_total counter");
-        let _ = writeln!(out, "zlayer_restarts_total {}", self.restarts.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP zlayer_health_checks_total Health probes by result.");
+        let _ = writeln!(
+            out,
+            "zlayer_restarts_total {}",
+            self.restarts.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP zlayer_health_checks_total Health probes by result."
+        );
         let _ = writeln!(out, "# TYPE zlayer_health_checks_total counter");
-        let _ = writeln!(out, "zlayer_health_checks_total{{result=\"success\"}} {}", self.health_ok.load(Ordering::Relaxed));
-        let _ = writeln!(out, "zlayer_health_checks_total{{result=\"failure\"}} {}", self.health_failed.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP zlayer_pull_bytes_total Bytes downloaded by image pulls.");
+        let _ = writeln!(
+            out,
+            "zlayer_health_checks_total{{result=\"success\"}} {}",
+            self.health_ok.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "zlayer_health_checks_total{{result=\"failure\"}} {}",
+            self.health_failed.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP zlayer_pull_bytes_total Bytes downloaded by image pulls."
+        );
         let _ = writeln!(out, "# TYPE zlayer_pull_bytes_total counter");
-        let _ = writeln!(out, "zlayer_pull_bytes_total {}", self.pull_bytes.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP zlayer_api_request_duration_seconds API request latency.");
+        let _ = writeln!(
+            out,
+            "zlayer_pull_bytes_total {}",
+            self.pull_bytes.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP zlayer_api_request_duration_seconds API request latency."
+        );
         let _ = writeln!(out, "# TYPE zlayer_api_request_duration_seconds histogram");
         for (route, h) in self.api.lock().iter() {
             let (method, path) = route.split_once(' ').unwrap_or(("", route));
             let labels = format!("method=\"{method}\",route=\"{}\"", path.replace('"', "'"));
             for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "zlayer_api_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}", h.counts[i]);
+                let _ = writeln!(
+                    out,
+                    "zlayer_api_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
             }
-            let _ = writeln!(out, "zlayer_api_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
-            let _ = writeln!(out, "zlayer_api_request_duration_seconds_sum{{{labels}}} {}", h.sum);
-            let _ = writeln!(out, "zlayer_api_request_duration_seconds_count{{{labels}}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "zlayer_api_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "zlayer_api_request_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "zlayer_api_request_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
         }
     }
 }
@@ -108,13 +156,24 @@ impl Agent {
         }
         let _ = writeln!(out, "# HELP zlayer_containers Containers by state.");
         let _ = writeln!(out, "# TYPE zlayer_containers gauge");
-        for (s, n) in [("created", created), ("running", running), ("exited", exited)] {
+        for (s, n) in [
+            ("created", created),
+            ("running", running),
+            ("exited", exited),
+        ] {
             let _ = writeln!(out, "zlayer_containers{{state=\"{s}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP zlayer_containers_health Running containers with a health check, by health.");
+        let _ = writeln!(
+            out,
+            "# HELP zlayer_containers_health Running containers with a health check, by health."
+        );
         let _ = writeln!(out, "# TYPE zlayer_containers_health gauge");
         for s in ["starting", "healthy", "unhealthy"] {
-            let _ = writeln!(out, "zlayer_containers_health{{health=\"{s}\"}} {}", health.get(s).copied().unwrap_or(0));
+            let _ = writeln!(
+                out,
+                "zlayer_containers_health{{health=\"{s}\"}} {}",
+                health.get(s).copied().unwrap_or(0)
+            );
         }
         self.services().metrics.render_counters(&mut out);
         out

@@ -8,12 +8,12 @@
 
 pub mod backoff;
 pub mod converge;
+pub mod deploy;
 pub mod events;
 pub mod health;
 pub mod labels;
-pub mod store;
-pub mod deploy;
 pub mod metrics;
+pub mod store;
 pub mod supervisor;
 
 pub use deploy::{DeployRequest, DeployResponse, ServiceInfo};

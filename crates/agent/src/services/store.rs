@@ -118,14 +118,27 @@ impl ServiceStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT(name) DO UPDATE SET spec = ?2, source = ?3, file = ?4, env = ?5,
                     deployed_at = ?6",
-                params![r.spec.deployment, spec, r.source, r.file, env, r.deployed_at],
+                params![
+                    r.spec.deployment,
+                    spec,
+                    r.source,
+                    r.file,
+                    env,
+                    r.deployed_at
+                ],
             )
             .map(drop)
         })
     }
 
     fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String, String)> {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+        ))
     }
 
     fn decode(raw: (String, String, String, String, String)) -> Result<DeploymentRecord> {
@@ -357,8 +370,16 @@ mod tests {
                 state: "running".into(),
             };
             s.put_run("demo", "web", &run).unwrap();
-            s.put_run("demo", "web", &RunRecord { exit_code: Some(3), state: "failed".into(), ..run })
-                .unwrap();
+            s.put_run(
+                "demo",
+                "web",
+                &RunRecord {
+                    exit_code: Some(3),
+                    state: "failed".into(),
+                    ..run
+                },
+            )
+            .unwrap();
         }
         let s = ServiceStore::open(Arc::new(Db::open(&path).unwrap())).unwrap();
         let all = s.list_deployments().unwrap();
@@ -367,7 +388,10 @@ mod tests {
         assert_eq!(all[0].env["web"]["A"], "1");
         assert_eq!(s.facts("demo", "web").unwrap().restarts, 2);
         let runs = s.runs("demo", "web").unwrap();
-        assert_eq!((runs[0].exit_code, runs[0].state.as_str()), (Some(3), "failed"));
+        assert_eq!(
+            (runs[0].exit_code, runs[0].state.as_str()),
+            (Some(3), "failed")
+        );
         assert_eq!(s.next_run("demo", "web").unwrap(), 2);
         assert!(s.delete_deployment("demo").unwrap());
         assert!(s.get_deployment("demo").unwrap().is_none());

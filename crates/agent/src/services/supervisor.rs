@@ -81,7 +81,10 @@ impl Services {
     pub(crate) fn set_view(&self, d: &str, s: &str, state: &str, message: String) {
         self.views.lock().insert(
             (d.to_string(), s.to_string()),
-            View { state: state.to_string(), message },
+            View {
+                state: state.to_string(),
+                message,
+            },
         );
     }
 }
@@ -108,12 +111,22 @@ pub fn build_request(
     let mut tmpfs = Vec::new();
     for m in &svc.storage {
         match m {
-            Mount::Named { name, target, readonly } => {
-                volumes.push(format!("{name}:{target}{}", if *readonly { ":ro" } else { "" }))
-            }
-            Mount::Bind { source, target, readonly } => {
-                volumes.push(format!("{source}:{target}{}", if *readonly { ":ro" } else { "" }))
-            }
+            Mount::Named {
+                name,
+                target,
+                readonly,
+            } => volumes.push(format!(
+                "{name}:{target}{}",
+                if *readonly { ":ro" } else { "" }
+            )),
+            Mount::Bind {
+                source,
+                target,
+                readonly,
+            } => volumes.push(format!(
+                "{source}:{target}{}",
+                if *readonly { ":ro" } else { "" }
+            )),
             Mount::Tmpfs { target, size } => tmpfs.push(match size {
                 Some(s) => format!("{target}:size={}", s.bytes()),
                 None => target.clone(),
@@ -127,7 +140,11 @@ pub fn build_request(
     let suffix = crate::containers::names::new_id()?;
     Ok(CreateRequest {
         image: svc.image.name.clone(),
-        name: Some(format!("{deployment}-{name}-{}-{}", owner.replica, &suffix[..6])),
+        name: Some(format!(
+            "{deployment}-{name}-{}-{}",
+            owner.replica,
+            &suffix[..6]
+        )),
         cmd: svc.command.args.clone().unwrap_or_default(),
         entrypoint: svc.command.entrypoint.clone(),
         env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
@@ -194,7 +211,11 @@ impl Agent {
 
     /// Starts the supervisor (once): call after [`Agent::recover`] inside the runtime.
     pub fn start_supervisor(self: &Arc<Self>) {
-        if self.services.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if self
+            .services
+            .started
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             return;
         }
         let agent = Arc::clone(self);
@@ -221,10 +242,10 @@ impl Agent {
                         true
                     });
                     for k in wanted {
-                        if !tasks.contains_key(&k) {
+                        if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(k) {
                             let agent = Arc::clone(&self);
-                            let key = k.clone();
-                            tasks.insert(k, tokio::spawn(async move { agent.service_loop(key).await }));
+                            let key = slot.key().clone();
+                            slot.insert(tokio::spawn(async move { agent.service_loop(key).await }));
                         }
                     }
                     if let Err(e) = self.remove_orphans(&deps).await {
@@ -243,7 +264,9 @@ impl Agent {
         let mut orphans = Vec::new();
         let mut gone: HashSet<Key> = HashSet::new();
         for r in self.containers().list()? {
-            let Some(o) = Owner::from_labels(&r.labels) else { continue };
+            let Some(o) = Owner::from_labels(&r.labels) else {
+                continue;
+            };
             let declared = deps.iter().any(|d| {
                 d.spec.deployment == o.deployment && d.spec.services.contains_key(&o.service)
             });
@@ -298,7 +321,9 @@ impl Agent {
             let notified = self.services.wake.notified();
             match self.services.store.get_deployment(&key.0) {
                 Ok(Some(rec)) => {
-                    let Some(svc) = rec.spec.services.get(&key.1).cloned() else { break };
+                    let Some(svc) = rec.spec.services.get(&key.1).cloned() else {
+                        break;
+                    };
                     let env = rec.env.get(&key.1).cloned().unwrap_or_default();
                     let r = match svc.kind {
                         Kind::Service => self.pass_service(&key, &svc, &env, &rec, &mut st).await,
@@ -307,7 +332,8 @@ impl Agent {
                     };
                     if let Err(e) = r {
                         tracing::warn!(deployment = %key.0, service = %key.1, "supervisor pass: {e}");
-                        self.services.set_view(&key.0, &key.1, "error", e.to_string());
+                        self.services
+                            .set_view(&key.0, &key.1, "error", e.to_string());
                     }
                 }
                 Ok(None) => break,
@@ -370,14 +396,28 @@ impl Agent {
     }
 
     /// Starts the health probe of a running replica, once.
-    fn ensure_probe(self: &Arc<Self>, st: &mut TaskState, key: &Key, r: &ContainerRecord, cfg: &Health) {
+    fn ensure_probe(
+        self: &Arc<Self>,
+        st: &mut TaskState,
+        key: &Key,
+        r: &ContainerRecord,
+        cfg: &Health,
+    ) {
         if st.probes.contains_key(&r.id) {
             return;
         }
-        self.services.health.lock().insert(r.id.clone(), HealthStatus::Starting);
+        self.services
+            .health
+            .lock()
+            .insert(r.id.clone(), HealthStatus::Starting);
         let agent = Arc::clone(self);
-        let (id, name, pid, cfg, key) =
-            (r.id.clone(), r.name.clone(), r.pid.unwrap_or(0), cfg.clone(), key.clone());
+        let (id, name, pid, cfg, key) = (
+            r.id.clone(),
+            r.name.clone(),
+            r.pid.unwrap_or(0),
+            cfg.clone(),
+            key.clone(),
+        );
         let handle = tokio::spawn(async move {
             let mut tracker = HealthTracker::new(Instant::now());
             loop {
@@ -447,7 +487,12 @@ impl Agent {
     }
 
     /// Whether the service's dependencies are met; `Err(message)` says which one is not.
-    fn dependencies_met(&self, key: &Key, svc: &Service, rec: &DeploymentRecord) -> std::result::Result<(), String> {
+    fn dependencies_met(
+        &self,
+        key: &Key,
+        svc: &Service,
+        rec: &DeploymentRecord,
+    ) -> std::result::Result<(), String> {
         for dep in &svc.depends {
             let dkey = (key.0.clone(), dep.service.clone());
             let dsvc = rec.spec.services.get(&dep.service);
@@ -473,7 +518,11 @@ impl Agent {
                     .unwrap_or(false),
             };
             if !ok {
-                return Err(format!("waiting for {} to be {}", dep.service, dep.condition.as_str()));
+                return Err(format!(
+                    "waiting for {} to be {}",
+                    dep.service,
+                    dep.condition.as_str()
+                ));
             }
         }
         Ok(())
@@ -492,13 +541,25 @@ impl Agent {
     ) -> Result<bool> {
         if let Err(msg) = self.dependencies_met(key, svc, rec) {
             let since = *st.waiting_since.get_or_insert_with(Instant::now);
-            let limit = svc.depends.iter().map(|d| d.timeout.get()).max().unwrap_or_default();
+            let limit = svc
+                .depends
+                .iter()
+                .map(|d| d.timeout.get())
+                .max()
+                .unwrap_or_default();
             if since.elapsed() > limit {
                 if !st.timed_out_reported {
                     st.timed_out_reported = true;
-                    self.services.events.publish(self.event("dependency_timeout", key).with("error", &msg));
+                    self.services
+                        .events
+                        .publish(self.event("dependency_timeout", key).with("error", &msg));
                 }
-                self.services.set_view(&key.0, &key.1, "error", format!("{msg} (timed out after {}s)", limit.as_secs()));
+                self.services.set_view(
+                    &key.0,
+                    &key.1,
+                    "error",
+                    format!("{msg} (timed out after {}s)", limit.as_secs()),
+                );
             } else {
                 self.services.set_view(&key.0, &key.1, "waiting", msg);
             }
@@ -510,13 +571,24 @@ impl Agent {
             return Ok(true);
         }
         for (i, step) in svc.init.iter().enumerate() {
-            self.services.set_view(&key.0, &key.1, "starting", format!("init step {} ({})", i + 1, step.action.name()));
+            self.services.set_view(
+                &key.0,
+                &key.1,
+                "starting",
+                format!("init step {} ({})", i + 1, step.action.name()),
+            );
             if let Err(e) = self.run_init_step(key, svc, env, &step.action).await {
                 let msg = format!("init step {} ({}) failed: {e}", i + 1, step.action.name());
-                self.services.events.publish(self.event("init_failed", key).with("error", &msg));
+                self.services
+                    .events
+                    .publish(self.event("init_failed", key).with("error", &msg));
                 if step.on_failure == OnFailure::Fail {
                     self.services.set_view(&key.0, &key.1, "error", msg);
-                    let delay = st.trackers.entry(0).or_default().ended(Instant::now(), &svc.effective_restart().backoff);
+                    let delay = st
+                        .trackers
+                        .entry(0)
+                        .or_default()
+                        .ended(Instant::now(), &svc.effective_restart().backoff);
                     tracing::warn!(deployment = %key.0, service = %key.1, "init failed; retrying in {delay:?}");
                     return Ok(false);
                 }
@@ -535,16 +607,24 @@ impl Agent {
     ) -> std::result::Result<(), String> {
         let deadline = |t: Duration| Instant::now() + t;
         match action {
-            InitAction::WaitTcp { host, port, timeout } => {
+            InitAction::WaitTcp {
+                host,
+                port,
+                timeout,
+            } => {
                 let until = deadline(timeout.get());
                 let addr = format!("{host}:{port}");
                 loop {
                     let a = addr.clone();
                     let ok = tokio::task::spawn_blocking(move || {
                         use std::net::ToSocketAddrs;
-                        a.to_socket_addrs().ok().and_then(|mut i| i.next()).is_some_and(|sa| {
-                            std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(1)).is_ok()
-                        })
+                        a.to_socket_addrs()
+                            .ok()
+                            .and_then(|mut i| i.next())
+                            .is_some_and(|sa| {
+                                std::net::TcpStream::connect_timeout(&sa, Duration::from_secs(1))
+                                    .is_ok()
+                            })
                     })
                     .await
                     .unwrap_or(false);
@@ -552,20 +632,28 @@ impl Agent {
                         return Ok(());
                     }
                     if Instant::now() > until {
-                        return Err(format!("{addr} did not accept connections within {}s", timeout.get().as_secs()));
+                        return Err(format!(
+                            "{addr} did not accept connections within {}s",
+                            timeout.get().as_secs()
+                        ));
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
             InitAction::WaitHttp { url, timeout } => {
                 let until = deadline(timeout.get());
-                let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+                let rest = url
+                    .strip_prefix("http://")
+                    .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
                 let (hostport, path) = match rest.find('/') {
                     Some(i) => (&rest[..i], &rest[i..]),
                     None => (rest, "/"),
                 };
                 let (host, port) = match hostport.rsplit_once(':') {
-                    Some((h, p)) => (h.to_string(), p.parse::<u16>().map_err(|_| format!("{url}: bad port"))?),
+                    Some((h, p)) => (
+                        h.to_string(),
+                        p.parse::<u16>().map_err(|_| format!("{url}: bad port"))?,
+                    ),
                     None => (hostport.to_string(), 80),
                 };
                 let path = path.to_string();
@@ -591,14 +679,26 @@ impl Agent {
                     spec_hash: String::new(),
                     kind: "init".into(),
                 };
-                let mut req = build_request(&key.0, &key.1, svc, env, &owner).map_err(|e| e.to_string())?;
-                req.name = Some(format!("{}-{}-init-{}", key.0, key.1, &crate::containers::names::new_id().map_err(|e| e.to_string())?[..6]));
+                let mut req =
+                    build_request(&key.0, &key.1, svc, env, &owner).map_err(|e| e.to_string())?;
+                req.name = Some(format!(
+                    "{}-{}-init-{}",
+                    key.0,
+                    key.1,
+                    &crate::containers::names::new_id().map_err(|e| e.to_string())?[..6]
+                ));
                 req.entrypoint = Some(command.clone());
                 req.cmd = Vec::new();
-                let c = self.create_container(req).await.map_err(|e| e.to_string())?;
+                let c = self
+                    .create_container(req)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let waited = tokio::time::timeout(timeout.get(), self.wait_container(&c.id)).await;
                 let result = match waited {
-                    Err(_) => Err(format!("did not finish within {}s", timeout.get().as_secs())),
+                    Err(_) => Err(format!(
+                        "did not finish within {}s",
+                        timeout.get().as_secs()
+                    )),
                     Ok(Err(e)) => Err(e.to_string()),
                     Ok(Ok(w)) if w.exit_code == 0 => Ok(()),
                     Ok(Ok(w)) => Err(format!("exited with code {}", w.exit_code)),
@@ -630,7 +730,11 @@ impl Agent {
             let health = match (&svc.health, is_running) {
                 (Some(cfg), true) => {
                     self.ensure_probe(st, key, r, cfg);
-                    Some(self.services.health_of(&r.id).unwrap_or(HealthStatus::Starting))
+                    Some(
+                        self.services
+                            .health_of(&r.id)
+                            .unwrap_or(HealthStatus::Starting),
+                    )
                 }
                 (Some(_), false) => self.services.health_of(&r.id),
                 (None, _) => None,
@@ -685,7 +789,9 @@ impl Agent {
             health_timeout: update.health_timeout.get(),
             rollout_blocked: facts.failed_hash.as_deref() == Some(hash.as_str()),
         };
-        let pass = converge(&want, &seen, |slot| st.trackers.get(&slot).is_none_or(|t| t.ready(now)));
+        let pass = converge(&want, &seen, |slot| {
+            st.trackers.get(&slot).is_none_or(|t| t.ready(now))
+        });
 
         // Dependencies and init steps gate starts while nothing of this version runs yet.
         let current_running = seen.iter().any(|o| o.running && o.hash == hash);
@@ -700,11 +806,16 @@ impl Agent {
             match step {
                 Step::Remove { id, slot, reason } => {
                     if *reason == super::converge::Reason::Unhealthy {
-                        st.trackers.entry(*slot).or_default().ended(now, &restart.backoff);
+                        st.trackers
+                            .entry(*slot)
+                            .or_default()
+                            .ended(now, &restart.backoff);
                         facts.restarts += 1;
                         self.services.metrics.restart();
                         self.services.store.put_facts(&key.0, &key.1, &facts)?;
-                        self.services.events.publish(self.event("replaced_unhealthy", key).with("container", id));
+                        self.services
+                            .events
+                            .publish(self.event("replaced_unhealthy", key).with("container", id));
                     }
                     tracing::info!(deployment = %key.0, service = %key.1, slot, "removing {id}: {}", reason.as_str());
                     removals.push(id.clone());
@@ -713,7 +824,9 @@ impl Agent {
                     facts.failed_hash = Some(hash.clone());
                     self.services.store.put_facts(&key.0, &key.1, &facts)?;
                     self.services.events.publish(
-                        self.event("rollout_failed", key).with("replica", slot).with("error", why),
+                        self.event("rollout_failed", key)
+                            .with("replica", slot)
+                            .with("error", why),
                     );
                     tracing::warn!(deployment = %key.0, service = %key.1, "rollout failed: {why}");
                     removals.push(id.clone());
@@ -732,15 +845,22 @@ impl Agent {
         // What `services` shows, and the service-level events.
         if st.last_replicas != Some(want.replicas) {
             if st.last_replicas.is_some() {
-                self.services.events.publish(self.event("scaled", key).with("replicas", want.replicas));
+                self.services
+                    .events
+                    .publish(self.event("scaled", key).with("replicas", want.replicas));
             }
             st.last_replicas = Some(want.replicas);
         }
         if st.was_rolling && !pass.rolling && !want.rollout_blocked {
-            self.services.events.publish(self.event("rolled", key).with("spec_hash", &hash));
+            self.services
+                .events
+                .publish(self.event("rolled", key).with("spec_hash", &hash));
         }
         st.was_rolling = pass.rolling;
-        let crash = pass.backing_off.iter().any(|s| st.trackers.get(s).is_some_and(|t| t.crash_looping()));
+        let crash = pass
+            .backing_off
+            .iter()
+            .any(|s| st.trackers.get(s).is_some_and(|t| t.crash_looping()));
         if crash && !st.crash_reported {
             self.services.events.publish(self.event("crash_loop", key));
         }
@@ -748,7 +868,13 @@ impl Agent {
         let (state, message) = if want.rollout_blocked {
             ("rollout-failed", "the new version failed; the previous replicas keep serving (deploy again to retry)".to_string())
         } else if crash {
-            let wait = pass.backing_off.iter().filter_map(|s| st.trackers.get(s)).map(|t| t.remaining(now)).max().unwrap_or_default();
+            let wait = pass
+                .backing_off
+                .iter()
+                .filter_map(|s| st.trackers.get(s))
+                .map(|t| t.remaining(now))
+                .max()
+                .unwrap_or_default();
             ("crash-loop", format!("restarting in {}s", wait.as_secs()))
         } else if pass.rolling {
             ("rolling", String::new())
@@ -792,8 +918,13 @@ impl Agent {
                 spec_hash: hash.to_string(),
                 kind: "service".into(),
             };
-            let (agent, key, svc, env, sem) =
-                (Arc::clone(self), key.clone(), svc.clone(), env.clone(), Arc::clone(&sem));
+            let (agent, key, svc, env, sem) = (
+                Arc::clone(self),
+                key.clone(),
+                svc.clone(),
+                env.clone(),
+                Arc::clone(&sem),
+            );
             set.spawn(async move {
                 let _permit = sem.acquire().await;
                 (slot, agent.start_one(&key, &svc, &env, owner).await)
@@ -807,8 +938,13 @@ impl Agent {
                 Err(e) => {
                     let delay = tracker.ended(Instant::now(), &svc.effective_restart().backoff);
                     tracing::warn!(deployment = %key.0, service = %key.1, slot, "starting replica failed (retry in {delay:?}): {e}");
-                    self.services.events.publish(self.event("start_failed", key).with("replica", slot).with("error", &e));
-                    self.services.set_view(&key.0, &key.1, "error", e.to_string());
+                    self.services.events.publish(
+                        self.event("start_failed", key)
+                            .with("replica", slot)
+                            .with("error", &e),
+                    );
+                    self.services
+                        .set_view(&key.0, &key.1, "error", e.to_string());
                 }
             }
         }
@@ -834,23 +970,40 @@ impl Agent {
         }
         let owned = self.owned(key, "job")?;
         // Containers of an earlier version of the job go.
-        let stale: Vec<String> =
-            owned.iter().filter(|(_, o)| o.spec_hash != hash).map(|(r, _)| r.id.clone()).collect();
+        let stale: Vec<String> = owned
+            .iter()
+            .filter(|(_, o)| o.spec_hash != hash)
+            .map(|(r, _)| r.id.clone())
+            .collect();
         if !stale.is_empty() {
             self.remove_replicas(stale).await;
         }
-        let mine: Vec<&(ContainerRecord, Owner)> = owned.iter().filter(|(_, o)| o.spec_hash == hash).collect();
+        let mine: Vec<&(ContainerRecord, Owner)> =
+            owned.iter().filter(|(_, o)| o.spec_hash == hash).collect();
         let attempt = facts.job_attempts;
         let latest = mine.iter().find(|(_, o)| o.replica == attempt);
         let retries = svc.retries.unwrap_or(0);
-        let show = |this: &Self, state: &str, msg: String| this.services.set_view(&key.0, &key.1, state, msg);
+        let show = |this: &Self, state: &str, msg: String| {
+            this.services.set_view(&key.0, &key.1, state, msg)
+        };
         match facts.job_state.as_deref() {
             Some("succeeded") => {
-                show(self, "completed", format!("exit code 0 after {attempt} attempt(s)"));
+                show(
+                    self,
+                    "completed",
+                    format!("exit code 0 after {attempt} attempt(s)"),
+                );
                 return Ok(());
             }
             Some("failed") => {
-                show(self, "failed", format!("exit code {} after {attempt} attempt(s)", facts.job_exit_code.unwrap_or(-1)));
+                show(
+                    self,
+                    "failed",
+                    format!(
+                        "exit code {} after {attempt} attempt(s)",
+                        facts.job_exit_code.unwrap_or(-1)
+                    ),
+                );
                 return Ok(());
             }
             _ => {}
@@ -870,16 +1023,28 @@ impl Agent {
                 let code = r.exit_code.unwrap_or(-1);
                 facts.job_exit_code = Some(code);
                 let ok = code == 0;
-                store.put_run(&key.0, &key.1, &RunRecord {
-                    run: attempt,
-                    container: r.id.clone(),
-                    spec_hash: hash.clone(),
-                    scheduled_at: r.created_at.clone(),
-                    finished_at: r.finished_at.clone(),
-                    exit_code: Some(code),
-                    state: if ok { "succeeded".into() } else { "failed".into() },
-                })?;
-                self.services.events.publish(self.event("job_finished", key).with("attempt", attempt).with("exit_code", code));
+                store.put_run(
+                    &key.0,
+                    &key.1,
+                    &RunRecord {
+                        run: attempt,
+                        container: r.id.clone(),
+                        spec_hash: hash.clone(),
+                        scheduled_at: r.created_at.clone(),
+                        finished_at: r.finished_at.clone(),
+                        exit_code: Some(code),
+                        state: if ok {
+                            "succeeded".into()
+                        } else {
+                            "failed".into()
+                        },
+                    },
+                )?;
+                self.services.events.publish(
+                    self.event("job_finished", key)
+                        .with("attempt", attempt)
+                        .with("exit_code", code),
+                );
                 if ok {
                     facts.job_state = Some("succeeded".into());
                 } else if attempt > retries {
@@ -895,18 +1060,30 @@ impl Agent {
             }
         }
         // Start attempt N+1 (or redo attempt N if the daemon died before its container existed).
-        if st.trackers.get(&0).is_some_and(|t| !t.ready(Instant::now())) {
-            show(self, "waiting", format!("retrying in {}s", st.trackers[&0].remaining(Instant::now()).as_secs()));
+        if st
+            .trackers
+            .get(&0)
+            .is_some_and(|t| !t.ready(Instant::now()))
+        {
+            show(
+                self,
+                "waiting",
+                format!(
+                    "retrying in {}s",
+                    st.trackers[&0].remaining(Instant::now()).as_secs()
+                ),
+            );
             return Ok(());
         }
         if !self.ready_to_start(key, svc, env, rec, &hash, st).await? {
             return Ok(());
         }
-        let next = if facts.job_state.as_deref() == Some("running") && latest.is_none() && attempt > 0 {
-            attempt
-        } else {
-            attempt + 1
-        };
+        let next =
+            if facts.job_state.as_deref() == Some("running") && latest.is_none() && attempt > 0 {
+                attempt
+            } else {
+                attempt + 1
+            };
         // Only the latest attempt's container is kept (for its logs).
         let old: Vec<String> = mine.iter().map(|(r, _)| r.id.clone()).collect();
         if !old.is_empty() {
@@ -915,24 +1092,41 @@ impl Agent {
         facts.job_attempts = next;
         facts.job_state = Some("running".into());
         store.put_facts(&key.0, &key.1, &facts)?;
-        let owner = Owner { deployment: key.0.clone(), service: key.1.clone(), replica: next, spec_hash: hash.clone(), kind: "job".into() };
+        let owner = Owner {
+            deployment: key.0.clone(),
+            service: key.1.clone(),
+            replica: next,
+            spec_hash: hash.clone(),
+            kind: "job".into(),
+        };
         match self.start_one(key, svc, env, owner).await {
             Ok(id) => {
-                store.put_run(&key.0, &key.1, &RunRecord {
-                    run: next,
-                    container: id,
-                    spec_hash: hash,
-                    scheduled_at: chrono::Utc::now().to_rfc3339(),
-                    finished_at: None,
-                    exit_code: None,
-                    state: "running".into(),
-                })?;
+                store.put_run(
+                    &key.0,
+                    &key.1,
+                    &RunRecord {
+                        run: next,
+                        container: id,
+                        spec_hash: hash,
+                        scheduled_at: chrono::Utc::now().to_rfc3339(),
+                        finished_at: None,
+                        exit_code: None,
+                        state: "running".into(),
+                    },
+                )?;
                 show(self, "running", format!("attempt {next}"));
             }
             Err(e) => {
-                facts.job_state = if next > retries { Some("failed".into()) } else { Some("retrying".into()) };
+                facts.job_state = if next > retries {
+                    Some("failed".into())
+                } else {
+                    Some("retrying".into())
+                };
                 store.put_facts(&key.0, &key.1, &facts)?;
-                st.trackers.entry(0).or_default().ended(Instant::now(), &svc.backoff.clone().unwrap_or_default());
+                st.trackers
+                    .entry(0)
+                    .or_default()
+                    .ended(Instant::now(), &svc.backoff.clone().unwrap_or_default());
                 show(self, "error", e.to_string());
             }
         }
@@ -945,9 +1139,11 @@ impl Agent {
         svc: &Service,
         env: &BTreeMap<String, String>,
         rec: &DeploymentRecord,
-        st: &mut TaskState,
+        _st: &mut TaskState,
     ) -> Result<()> {
-        let Some(schedule) = &svc.schedule else { return Ok(()) };
+        let Some(schedule) = &svc.schedule else {
+            return Ok(());
+        };
         let store = &self.services.store;
         let hash = replica_hash(svc, env);
         let mut facts = store.facts(&key.0, &key.1)?;
@@ -983,9 +1179,17 @@ impl Agent {
                     let code = r.exit_code.unwrap_or(-1);
                     run.exit_code = Some(code);
                     run.finished_at = r.finished_at.clone();
-                    run.state = if code == 0 { "succeeded".into() } else { "failed".into() };
+                    run.state = if code == 0 {
+                        "succeeded".into()
+                    } else {
+                        "failed".into()
+                    };
                     store.put_run(&key.0, &key.1, run)?;
-                    self.services.events.publish(self.event("cron_finished", key).with("run", run.run).with("exit_code", code));
+                    self.services.events.publish(
+                        self.event("cron_finished", key)
+                            .with("run", run.run)
+                            .with("exit_code", code),
+                    );
                 }
                 None => {
                     run.state = "lost".into();
@@ -1012,22 +1216,33 @@ impl Agent {
             if !active.is_empty() && concurrency == Concurrency::Forbid {
                 record.state = "skipped".into();
                 store.put_run(&key.0, &key.1, &record)?;
-                self.services.events.publish(self.event("cron_skipped", key).with("run", run_no));
+                self.services
+                    .events
+                    .publish(self.event("cron_skipped", key).with("run", run_no));
             } else if self.dependencies_met(key, svc, rec).is_ok() {
                 if concurrency == Concurrency::Replace && !active.is_empty() {
                     self.remove_replicas(active.clone()).await;
                 }
-                let owner = Owner { deployment: key.0.clone(), service: key.1.clone(), replica: run_no, spec_hash: hash, kind: "cron".into() };
+                let owner = Owner {
+                    deployment: key.0.clone(),
+                    service: key.1.clone(),
+                    replica: run_no,
+                    spec_hash: hash,
+                    kind: "cron".into(),
+                };
                 match self.start_one(key, svc, env, owner).await {
                     Ok(id) => {
                         record.container = id;
                         store.put_run(&key.0, &key.1, &record)?;
-                        self.services.events.publish(self.event("cron_fired", key).with("run", run_no));
+                        self.services
+                            .events
+                            .publish(self.event("cron_fired", key).with("run", run_no));
                     }
                     Err(e) => {
                         record.state = "failed".into();
                         store.put_run(&key.0, &key.1, &record)?;
-                        self.services.set_view(&key.0, &key.1, "error", e.to_string());
+                        self.services
+                            .set_view(&key.0, &key.1, "error", e.to_string());
                         return Ok(());
                     }
                 }
@@ -1047,9 +1262,21 @@ impl Agent {
         if !drop_ids.is_empty() {
             self.remove_replicas(drop_ids).await;
         }
-        let next = schedule.next_after(now.max(last)).map(|t| t.to_rfc3339()).unwrap_or_default();
-        let msg = if st.last_replicas.is_none() { format!("next run {next}") } else { format!("next run {next}") };
-        self.services.set_view(&key.0, &key.1, if active.is_empty() { "scheduled" } else { "running" }, msg);
+        let next = schedule
+            .next_after(now.max(last))
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        let msg = format!("next run {next}");
+        self.services.set_view(
+            &key.0,
+            &key.1,
+            if active.is_empty() {
+                "scheduled"
+            } else {
+                "running"
+            },
+            msg,
+        );
         Ok(())
     }
 
@@ -1064,15 +1291,22 @@ impl Agent {
                     .iter()
                     .filter(|r| {
                         Owner::from_labels(&r.labels).is_some_and(|o| {
-                            o.deployment == d.spec.deployment && &o.service == name && o.kind == kind
+                            o.deployment == d.spec.deployment
+                                && &o.service == name
+                                && o.kind == kind
                         })
                     })
                     .collect();
-                let running: Vec<&&ContainerRecord> =
-                    mine.iter().filter(|r| r.state == ContainerState::Running).collect();
+                let running: Vec<&&ContainerRecord> = mine
+                    .iter()
+                    .filter(|r| r.state == ContainerState::Running)
+                    .collect();
                 let healthy = running
                     .iter()
-                    .filter(|r| svc.health.is_none() || self.services.health_of(&r.id) == Some(HealthStatus::Healthy))
+                    .filter(|r| {
+                        svc.health.is_none()
+                            || self.services.health_of(&r.id) == Some(HealthStatus::Healthy)
+                    })
                     .count();
                 let facts = self.services.store.facts(&d.spec.deployment, name)?;
                 let view = self
@@ -1081,17 +1315,28 @@ impl Agent {
                     .lock()
                     .get(&(d.spec.deployment.clone(), name.clone()))
                     .cloned()
-                    .unwrap_or_else(|| View { state: "pending".into(), message: String::new() });
+                    .unwrap_or_else(|| View {
+                        state: "pending".into(),
+                        message: String::new(),
+                    });
                 let runs = if svc.kind == Kind::Service {
                     Vec::new()
                 } else {
                     let mut r = self.services.store.runs(&d.spec.deployment, name)?;
-                    r.truncate(svc.history.unwrap_or(zlayer_spec::defaults::CRON_HISTORY).max(1) as usize);
+                    r.truncate(
+                        svc.history
+                            .unwrap_or(zlayer_spec::defaults::CRON_HISTORY)
+                            .max(1) as usize,
+                    );
                     r
                 };
                 let next_run = svc.schedule.as_ref().and_then(|s| {
-                    let last = facts.last_fire.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())?;
-                    s.next_after(last.with_timezone(&chrono::Utc)).map(|t| t.to_rfc3339())
+                    let last = facts
+                        .last_fire
+                        .as_deref()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())?;
+                    s.next_after(last.with_timezone(&chrono::Utc))
+                        .map(|t| t.to_rfc3339())
                 });
                 out.push(super::deploy::ServiceInfo {
                     deployment: d.spec.deployment.clone(),

@@ -51,8 +51,14 @@ pub async fn undeploy(
     State(agent): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<UndeployResponse>> {
-    let removed = agent.undeploy(&name).await.map_err(crate::error::ApiError)?;
-    Ok(Json(UndeployResponse { deployment: name, removed }))
+    let removed = agent
+        .undeploy(&name)
+        .await
+        .map_err(crate::error::ApiError)?;
+    Ok(Json(UndeployResponse {
+        deployment: name,
+        removed,
+    }))
 }
 
 pub async fn list(State(agent): State<AppState>) -> ApiResult<Json<Vec<ServiceInfo>>> {
@@ -65,7 +71,12 @@ pub async fn scale(
 ) -> ApiResult<Json<ScaleResponse>> {
     blocking(move || {
         let (deployment, service, from) = agent.scale(&req.service, req.replicas)?;
-        Ok(ScaleResponse { deployment, service, from, to: req.replicas })
+        Ok(ScaleResponse {
+            deployment,
+            service,
+            from,
+            to: req.replicas,
+        })
     })
     .await
     .map(Json)
@@ -75,7 +86,8 @@ pub async fn scale(
 /// goes away. A subscriber that falls behind gets a `{"kind":"stream","action":"lagged"}` line.
 pub async fn events(State(agent): State<AppState>) -> Response {
     let mut rx = agent.services().events.subscribe();
-    let (tx, response) = crate::server::json_lines_response::<zlayer_agent::services::events::Event>();
+    let (tx, response) =
+        crate::server::json_lines_response::<zlayer_agent::services::events::Event>();
     tokio::spawn(async move {
         loop {
             let ev = match rx.recv().await {
@@ -105,7 +117,10 @@ pub async fn track_latency(State(agent): State<AppState>, req: Request, next: Ne
     let start = Instant::now();
     let resp = next.run(req).await;
     // Streaming endpoints (events, logs -f) count until their headers, not their whole life.
-    agent.services().metrics.api_request(&method, &route, start.elapsed());
+    agent
+        .services()
+        .metrics
+        .api_request(&method, &route, start.elapsed());
     resp
 }
 
@@ -117,7 +132,10 @@ pub async fn serve_metrics(addr: SocketAddr, agent: AppState) -> anyhow::Result<
             "/metrics",
             get(|State(agent): State<AppState>| async move {
                 (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
                     agent.metrics_text(),
                 )
                     .into_response()

@@ -80,8 +80,13 @@ pub async fn deploy(client: &Client, a: DeployArgs) -> CmdResult {
 }
 
 pub async fn undeploy(client: &Client, a: UndeployArgs) -> CmdResult {
-    let r: UndeployResponse = client.delete(&format!("/v1/deployments/{}", a.name)).await?;
-    println!("deployment {} removed ({} containers)", r.deployment, r.removed);
+    let r: UndeployResponse = client
+        .delete(&format!("/v1/deployments/{}", a.name))
+        .await?;
+    println!(
+        "deployment {} removed ({} containers)",
+        r.deployment, r.removed
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -104,7 +109,11 @@ pub async fn services(client: &Client, a: ServicesArgs) -> CmdResult {
                 .unwrap_or_default();
             let mut detail = s.message.clone();
             if !last.is_empty() {
-                detail = if detail.is_empty() { last } else { format!("{detail}; {last}") };
+                detail = if detail.is_empty() {
+                    last
+                } else {
+                    format!("{detail}; {last}")
+                };
             }
             vec![
                 format!("{}/{}", s.deployment, s.service),
@@ -117,15 +126,29 @@ pub async fn services(client: &Client, a: ServicesArgs) -> CmdResult {
             ]
         })
         .collect();
-    print_table(&["SERVICE", "KIND", "RUNNING", "HEALTHY", "RESTARTS", "STATE", "DETAIL"], &rows);
+    print_table(
+        &[
+            "SERVICE", "KIND", "RUNNING", "HEALTHY", "RESTARTS", "STATE", "DETAIL",
+        ],
+        &rows,
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn scale(client: &Client, a: ScaleArgs) -> CmdResult {
     let r: ScaleResponse = client
-        .post("/v1/services/scale", &ScaleRequest { service: a.service, replicas: a.replicas })
+        .post(
+            "/v1/services/scale",
+            &ScaleRequest {
+                service: a.service,
+                replicas: a.replicas,
+            },
+        )
         .await?;
-    println!("{}/{} scaled {} -> {}", r.deployment, r.service, r.from, r.to);
+    println!(
+        "{}/{} scaled {} -> {}",
+        r.deployment, r.service, r.from, r.to
+    );
     Ok(ExitCode::SUCCESS)
 }
 
