@@ -3,7 +3,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential pkg-config libseccomp-dev   # building (libcontainer links libseccomp)
+  build-essential pkg-config cmake libseccomp-dev   # building (libcontainer links libseccomp; zlib-ng needs cmake)
   busybox-static                              # the fixture images are made from it
   docker-registry skopeo umoci runc           # tests: a local registry; benchmarks: peers
   containernetworking-plugins iproute2 iptables  # CNI networking

@@ -1,21 +1,96 @@
 //! The agent: one value that owns the node's state and answers every operation.
 
-use crate::config::AgentConfig;
-use crate::error::Result;
+use std::sync::Arc;
 
-/// The node agent. Cheap to share (`Arc<Agent>`); every method is safe to call concurrently.
+use zlayer_image::registry::RegistryClient;
+use zlayer_image::store::ImageStore;
+
+use crate::config::AgentConfig;
+use crate::containers::ContainerStore;
+use crate::db::Db;
+use crate::error::Result;
+use crate::images::{registry_client, store_err};
+
+/// The node agent. Shared as `Arc<Agent>`; every method is safe to call concurrently.
 pub struct Agent {
     config: AgentConfig,
+    images: ImageStore,
+    registry: RegistryClient,
+    containers: ContainerStore,
+    /// Exits of `--rm` containers already removed, so a `wait` that arrives after the removal
+    /// still gets the exit code (docker's CLI has the same race and the same answer).
+    recent_exits: parking_lot::Mutex<Vec<RecentExit>>,
+}
+
+/// The last word of an auto-removed container.
+pub(crate) struct RecentExit {
+    pub id: String,
+    pub name: String,
+    pub result: crate::containers::WaitResult,
+    pub at: std::time::Instant,
 }
 
 impl Agent {
-    /// Opens (creating if needed) the agent's directories and state.
+    /// Opens (creating if needed) the agent's directories and state. Call
+    /// [`Agent::recover`] next, inside the runtime, to re-adopt running containers.
     pub fn open(config: AgentConfig) -> Result<Self> {
         config.paths.create_all()?;
-        Ok(Self { config })
+        let images = ImageStore::open(&config.paths.root).map_err(store_err)?;
+        let registry = registry_client(&config.file)?;
+        let db = Arc::new(Db::open(&config.paths.root.join("agent.db"))?);
+        Ok(Self {
+            config,
+            images,
+            registry,
+            containers: ContainerStore::new(db),
+            recent_exits: parking_lot::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Re-adopts containers that run under their shims since an earlier daemon.
+    pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        self.recover_containers().await
     }
 
     pub fn config(&self) -> &AgentConfig {
         &self.config
+    }
+
+    pub fn images(&self) -> &ImageStore {
+        &self.images
+    }
+
+    pub(crate) fn registry(&self) -> &RegistryClient {
+        &self.registry
+    }
+
+    pub fn containers(&self) -> &ContainerStore {
+        &self.containers
+    }
+
+    /// Remembers the exit of an auto-removed container for five minutes.
+    pub(crate) fn remember_exit(
+        &self,
+        id: &str,
+        name: &str,
+        result: crate::containers::WaitResult,
+    ) {
+        let mut v = self.recent_exits.lock();
+        v.retain(|e| e.at.elapsed() < std::time::Duration::from_secs(300));
+        v.push(RecentExit {
+            id: id.to_string(),
+            name: name.to_string(),
+            result,
+            at: std::time::Instant::now(),
+        });
+    }
+
+    /// The remembered exit of an auto-removed container, by name or id prefix.
+    pub(crate) fn recent_exit(&self, key: &str) -> Option<crate::containers::WaitResult> {
+        let v = self.recent_exits.lock();
+        v.iter()
+            .rev()
+            .find(|e| e.name == key || (!key.is_empty() && e.id.starts_with(key)))
+            .map(|e| e.result.clone())
     }
 }

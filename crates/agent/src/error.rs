@@ -22,6 +22,9 @@ pub enum ErrorKind {
 pub struct AgentError {
     pub kind: ErrorKind,
     pub message: String,
+    /// For failures to start a container: the status docker's CLI would exit with
+    /// (125 the engine failed, 126 not executable, 127 command not found).
+    pub exit_code: Option<i32>,
 }
 
 impl AgentError {
@@ -29,7 +32,13 @@ impl AgentError {
         Self {
             kind,
             message: message.into(),
+            exit_code: None,
         }
+    }
+    /// The same error, carrying a CLI exit status.
+    pub fn with_exit_code(mut self, code: Option<i32>) -> Self {
+        self.exit_code = code;
+        self
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, message)

@@ -6,7 +6,9 @@ pub mod config;
 pub mod containers;
 pub mod db;
 pub mod error;
+pub mod images;
 pub mod paths;
+pub mod volumes;
 
 mod agent;
 

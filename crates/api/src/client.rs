@@ -3,11 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::mpsc;
 use zlayer_agent::ErrorKind;
 
 use crate::error::kind_for;
@@ -26,12 +28,25 @@ pub enum ClientError {
         kind: ErrorKind,
         status: u16,
         message: String,
+        exit_code: Option<i32>,
     },
     #[error("talking to the daemon: {0}")]
     Protocol(String),
 }
 
 impl ClientError {
+    /// The exit status the CLI should end with: the container start failure's own (126/127),
+    /// else 125 for errors of the agent (as docker), 1 when the daemon is unreachable.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            ClientError::Api {
+                exit_code: Some(c), ..
+            } => *c,
+            ClientError::Unreachable { .. } => 1,
+            _ => 125,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             ClientError::Api { kind, .. } => *kind,
@@ -70,6 +85,20 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>> {
+        let has_body = body.is_some();
+        let body = Full::new(Bytes::from(body.unwrap_or_default()))
+            .map_err(|never| match never {})
+            .boxed();
+        self.send_body(method, path, body, has_body).await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        body: BoxBody<Bytes, std::io::Error>,
+        json: bool,
+    ) -> Result<hyper::Response<hyper::body::Incoming>> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|cause| ClientError::Unreachable {
@@ -83,17 +112,14 @@ impl Client {
             // The connection ends when the response body is dropped; errors surface there.
             let _ = conn.await;
         });
-        let has_body = body.is_some();
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header("host", "zlayer-agent");
-        if has_body {
+        if json {
             req = req.header("content-type", "application/json");
         }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(protocol)?;
+        let req = req.body(body).map_err(protocol)?;
         let resp = sender.send_request(req).await.map_err(protocol)?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -177,17 +203,57 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Calls a framed-stream endpoint (exec, attach, logs): sends `stdin` chunks as the request
+    /// body while it lasts, and hands each (stream, payload) frame to `on_frame`.
+    pub async fn stream_frames(
+        &self,
+        method: Method,
+        path: &str,
+        stdin: Option<mpsc::Receiver<Bytes>>,
+        mut on_frame: impl FnMut(u8, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        let body = match stdin {
+            Some(rx) => {
+                let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+                    .map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b)));
+                BoxBody::new(StreamBody::new(stream))
+            }
+            None => Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
+        };
+        let mut resp = self.send_body(method, path, body, false).await?;
+        let mut decoder = crate::frames::Decoder::default();
+        while let Some(frame) = resp.body_mut().frame().await {
+            let frame = frame.map_err(protocol)?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            decoder.push(data);
+            while let Some((stream, payload)) = decoder.next_frame() {
+                on_frame(stream, payload)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+use tokio_stream::StreamExt as _;
+
 fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => ClientError::Api {
             kind: e.kind,
             status: status.as_u16(),
             message: e.error,
+            exit_code: e.exit_code,
         },
         Err(_) => ClientError::Api {
             kind: kind_for(status),
             status: status.as_u16(),
             message: format!("{status}: {}", String::from_utf8_lossy(body).trim()),
+            exit_code: None,
         },
     }
 }

@@ -47,6 +47,7 @@ impl IntoResponse for ApiError {
             Json(ErrorBody {
                 error: self.0.message,
                 kind: self.0.kind,
+                exit_code: self.0.exit_code,
             }),
         )
             .into_response()

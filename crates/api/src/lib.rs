@@ -4,6 +4,8 @@
 
 pub mod client;
 pub mod error;
+pub mod frames;
+pub mod routes;
 pub mod server;
 pub mod types;
 

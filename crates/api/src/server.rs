@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -17,14 +17,36 @@ use zlayer_agent::Agent;
 
 use crate::types::{VersionInfo, API_VERSION};
 
-/// Shared state of every handler.
-pub type AppState = Arc<Agent>;
+use crate::routes::{containers, images, volumes, AppState};
 
 /// All routes of the API.
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/v1/version", get(version))
         .route("/v1/ping", get(|| async { "OK" }))
+        .route("/v1/images", get(images::list).delete(images::remove))
+        .route("/v1/images/pull", post(images::pull))
+        .route("/v1/images/inspect", get(images::inspect))
+        .route("/v1/images/prune", post(images::prune))
+        .route("/v1/images/load", post(images::load))
+        .route("/v1/images/unpack", post(images::unpack))
+        .route(
+            "/v1/containers",
+            get(containers::list).post(containers::create),
+        )
+        .route(
+            "/v1/containers/{id}",
+            get(containers::inspect).delete(containers::remove),
+        )
+        .route("/v1/containers/{id}/stop", post(containers::stop))
+        .route("/v1/containers/{id}/kill", post(containers::kill))
+        .route("/v1/containers/{id}/wait", post(containers::wait))
+        .route("/v1/containers/{id}/logs", get(containers::logs))
+        .route("/v1/containers/{id}/stats", get(containers::stats))
+        .route("/v1/containers/{id}/exec", post(containers::exec))
+        .route("/v1/containers/{id}/attach", post(containers::attach))
+        .route("/v1/volumes", get(volumes::list).post(volumes::create))
+        .route("/v1/volumes/{name}", delete(volumes::remove))
         .with_state(agent)
 }
 

@@ -16,6 +16,9 @@ pub struct VersionInfo {
 pub struct ErrorBody {
     pub error: String,
     pub kind: zlayer_agent::ErrorKind,
+    /// For failures to start a container: the status the CLI exits with (125/126/127).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 /// The API version spoken by this build: the path prefix of every route.

@@ -60,6 +60,7 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         .context("starting the daemon runtime")?;
     rt.block_on(async move {
         let agent = Arc::new(Agent::open(config)?);
+        agent.recover().await?;
         zlayer_api::server::serve_unix(&socket, agent, shutdown_signal()).await?;
         let _ = std::fs::remove_file(&socket);
         tracing::info!("daemon stopped; containers keep running under their shims");

@@ -2,6 +2,7 @@
 //!
 //! The CLI holds no logic of its own: each command is one or two calls of the daemon's API.
 
+mod commands;
 mod daemon;
 mod output;
 
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use commands::{containers, images, volumes};
 use zlayer_agent::paths::DEFAULT_SOCKET;
 use zlayer_api::client::ClientError;
 use zlayer_api::Client;
@@ -33,6 +35,40 @@ enum Command {
     Daemon(daemon::DaemonArgs),
     /// Show the client's and the daemon's versions.
     Version,
+    /// Pull an image from a registry.
+    Pull(images::PullArgs),
+    /// List images.
+    Images(images::ListArgs),
+    /// Remove images.
+    Rmi(images::RmiArgs),
+    /// Load images from an OCI layout, an OCI archive or a `docker save` tarball.
+    Load(images::LoadArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(images::ImageCommand),
+    /// Create and start a container; without -d, wait for it and exit with its status.
+    Run(Box<containers::RunArgs>),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Show a container's output.
+    Logs(containers::LogsArgs),
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
+    /// Stop containers: stop signal, grace period, then SIGKILL.
+    Stop(containers::StopArgs),
+    /// Send a signal to containers.
+    Kill(containers::KillArgs),
+    /// Remove containers.
+    Rm(containers::RmArgs),
+    /// Wait for containers to exit and print their exit codes.
+    Wait(containers::WaitArgs),
+    /// Show containers' details as JSON.
+    Inspect(containers::InspectArgs),
+    /// Show containers' CPU, memory and pids.
+    Stats(containers::StatsArgs),
+    /// Manage named volumes.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
     /// Internal: the per-container shim (started by the daemon, not by users).
     #[command(hide = true)]
     Shim {
@@ -64,6 +100,22 @@ fn main() -> ExitCode {
 async fn run_client(client: Client, command: Command) -> ExitCode {
     let result = match command {
         Command::Version => version(&client).await,
+        Command::Pull(a) => images::pull(&client, a).await,
+        Command::Images(a) => images::list(&client, a).await,
+        Command::Rmi(a) => images::rmi(&client, a).await,
+        Command::Load(a) => images::load(&client, a).await,
+        Command::Image(c) => images::image(&client, c).await,
+        Command::Run(a) => containers::run(&client, *a).await,
+        Command::Ps(a) => containers::ps(&client, a).await,
+        Command::Logs(a) => containers::logs(&client, a).await,
+        Command::Exec(a) => containers::exec(&client, a).await,
+        Command::Stop(a) => containers::stop(&client, a).await,
+        Command::Kill(a) => containers::kill(&client, a).await,
+        Command::Rm(a) => containers::rm(&client, a).await,
+        Command::Wait(a) => containers::wait(&client, a).await,
+        Command::Inspect(a) => containers::inspect(&client, a).await,
+        Command::Stats(a) => containers::stats(&client, a).await,
+        Command::Volume(c) => volumes::volume(&client, c).await,
         Command::Daemon(_) | Command::Shim { .. } => unreachable!("handled in main"),
     };
     match result {
@@ -75,11 +127,11 @@ async fn run_client(client: Client, command: Command) -> ExitCode {
     }
 }
 
-/// 125 for the agent's own failures, as docker uses for "the daemon failed"; 1 for other errors.
+/// The status for a failed command: a container start failure's own (126/127), 125 for the
+/// agent's other failures (as docker), 1 for everything else.
 fn exit_code_for(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<ClientError>() {
-        Some(ClientError::Unreachable { .. }) => 1,
-        Some(_) => 125,
+        Some(c) => clamp_status(c.exit_status()),
         None => 1,
     }
 }

@@ -1,6 +1,13 @@
-//! Containers as the agent knows them: records in the state database, names and ids.
+//! Containers as the agent knows them: records in the state database, names and ids, and
+//! their life (create, stop, kill, remove, wait) through the per-container shims.
 
+pub mod lifecycle;
 pub mod names;
+pub mod query;
 pub mod record;
+pub mod request;
 
+pub use lifecycle::{Created, WaitResult};
+pub use query::{ContainerDetails, ContainerSummary};
 pub use record::{ContainerRecord, ContainerState, ContainerStore};
+pub use request::CreateRequest;

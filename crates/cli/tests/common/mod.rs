@@ -149,3 +149,46 @@ pub fn stderr(out: &Output) -> String {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// A daemon with the busybox fixture image loaded as `zlayer.local/test/busybox:latest`
+/// (no registry needed), or `None` when prerequisites are missing outside CI.
+pub fn daemon_with_busybox() -> Option<(TestDaemon, String)> {
+    if !zlayer_testkit::prereq::require_root() {
+        return None;
+    }
+    if !zlayer_testkit::prereq::require_filesystem("overlay") {
+        return None;
+    }
+    let layout = zlayer_testkit::cached("busybox").expect("building the busybox fixture");
+    let d = TestDaemon::start();
+    let out = d.ok(&["load", "-i", &layout.dir.display().to_string()]);
+    let name = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .unwrap_or_else(|| panic!("load printed no image name: {out}"))
+        .trim()
+        .to_string();
+    Some((d, name))
+}
+
+/// Runs the CLI with stdin closed; returns (exit code, stdout, stderr).
+pub fn run(d: &TestDaemon, args: &[&str]) -> (i32, String, String) {
+    let out = d.cli(args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `f` until it returns true or `secs` pass.
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

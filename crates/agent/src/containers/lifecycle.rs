@@ -1,0 +1,390 @@
+//! Creating, starting, stopping and removing containers. The daemon never calls libcontainer:
+//! each container gets a shim process (zlayer-runtime), and the agent talks to it over its socket.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use zlayer_runtime::client::{self as shim, ClientError, LaunchRequest, ShimClient, ShimStatus};
+use zlayer_runtime::exit::ExitRecord;
+
+use super::names::{generated_name, new_id, validate_name};
+use super::record::{short_id, ContainerRecord, ContainerState};
+use super::request::{to_run_options, CreateRequest};
+use crate::error::{AgentError, Result};
+use crate::Agent;
+
+/// Default grace period of `stop`, as docker.
+pub const DEFAULT_STOP_TIMEOUT: u64 = 10;
+
+/// How long an attached `run --rm` container waits for its client's `wait` before it is
+/// removed anyway.
+const ATTACHED_REMOVE_FALLBACK: Duration = Duration::from_secs(60);
+
+/// What `create` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Created {
+    pub id: String,
+    pub name: String,
+}
+
+/// What `wait` answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WaitResult {
+    pub exit_code: i64,
+    pub oom_killed: bool,
+    pub error: Option<String>,
+}
+
+fn runtime_err(e: ClientError) -> AgentError {
+    let code = e.exit_code();
+    let kind = match &e {
+        ClientError::NotRunning(_) => crate::ErrorKind::Conflict,
+        ClientError::Bundle(_) => crate::ErrorKind::InvalidInput,
+        _ => crate::ErrorKind::Internal,
+    };
+    AgentError::new(kind, e.to_string()).with_exit_code(Some(code))
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+impl Agent {
+    pub(crate) fn container_dir(&self, id: &str) -> PathBuf {
+        self.config().paths.containers().join(id)
+    }
+
+    fn shim_client(&self, id: &str) -> ShimClient {
+        ShimClient::for_container(&self.config().paths.state, &self.container_dir(id), id)
+    }
+
+    fn shim_command(&self) -> Vec<OsString> {
+        self.config()
+            .shim_command
+            .iter()
+            .map(|p| p.clone().into_os_string())
+            .collect()
+    }
+
+    /// Creates and starts a container (`run`). Pulls the image first when it is missing.
+    /// On failure nothing is left behind: no record, mount, directory or shim.
+    pub async fn create_container(self: &Arc<Self>, req: CreateRequest) -> Result<Created> {
+        if req.image.trim().is_empty() {
+            return Err(AgentError::invalid("no image given"));
+        }
+        let id = new_id()?;
+        let name = match &req.name {
+            Some(n) => {
+                validate_name(n)?;
+                n.clone()
+            }
+            None => self.free_generated_name(&id)?,
+        };
+        let options = to_run_options(&req, &self.config().paths.volumes())?;
+        let image = self.image_for_run(&req.image, req.pull.as_deref()).await?;
+        let record = ContainerRecord {
+            id: id.clone(),
+            name: name.clone(),
+            image: req.image.clone(),
+            image_id: image.id.clone(),
+            created_at: now(),
+            spec: serde_json::to_value(&req).unwrap_or_default(),
+            labels: req.labels.clone(),
+            state: ContainerState::Created,
+            pid: None,
+            exit_code: None,
+            oom_killed: false,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            auto_remove: req.auto_remove,
+        };
+        self.containers().insert(&record)?;
+
+        let agent = Arc::clone(self);
+        let launch_id = id.clone();
+        let launched = tokio::task::spawn_blocking(move || {
+            let dir = agent.container_dir(&launch_id);
+            let shim_cmd = agent.shim_command();
+            shim::launch(&LaunchRequest {
+                id: &launch_id,
+                container_dir: &dir,
+                state_dir: &agent.config().paths.state,
+                layers: &image.layers,
+                image: &image.config,
+                options: &options,
+                shim_cmd: &shim_cmd,
+                log_max_size: zlayer_runtime::logs::DEFAULT_MAX_SIZE,
+                log_max_files: zlayer_runtime::logs::DEFAULT_MAX_FILES,
+            })
+        })
+        .await
+        .map_err(|e| AgentError::internal(format!("container start task failed: {e}")))?;
+
+        let launched = match launched {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = self.containers().delete(&id);
+                return Err(runtime_err(e));
+            }
+        };
+        let mut record = record;
+        record.state = ContainerState::Running;
+        record.pid = Some(i64::from(launched.handle.init_pid));
+        record.started_at = Some(
+            launched
+                .handle
+                .started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        );
+        self.containers().update(&record)?;
+        self.watch_container(id.clone());
+        tracing::info!(id = %short_id(&id), %name, image = %req.image, "container started");
+        Ok(Created { id, name })
+    }
+
+    fn free_generated_name(&self, id: &str) -> Result<String> {
+        let base = generated_name(id);
+        if self.containers().by_name(&base)?.is_none() {
+            return Ok(base);
+        }
+        for n in 2..1000 {
+            let candidate = format!("{base}_{n}");
+            if self.containers().by_name(&candidate)?.is_none() {
+                return Ok(candidate);
+            }
+        }
+        Ok(format!("{base}_{}", short_id(id)))
+    }
+
+    /// Waits in the background for a running container to exit, then records its exit and,
+    /// for `--rm`, removes it.
+    pub(crate) fn watch_container(self: &Arc<Self>, id: String) {
+        let agent = Arc::clone(self);
+        tokio::spawn(async move {
+            let client = agent.shim_client(&id);
+            let res = tokio::task::spawn_blocking(move || client.wait()).await;
+            match res {
+                Ok(Ok(rec)) => {
+                    if let Err(e) = agent.record_exit(&id, &rec).await {
+                        tracing::warn!(id = %short_id(&id), "recording exit: {e}");
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(id = %short_id(&id), "waiting for container: {e}"),
+                Err(e) => tracing::warn!(id = %short_id(&id), "wait task failed: {e}"),
+            }
+        });
+    }
+
+    async fn record_exit(self: &Arc<Self>, id: &str, rec: &ExitRecord) -> Result<()> {
+        let Some(mut r) = self.containers().get(id)? else {
+            return Ok(());
+        };
+        if r.state != ContainerState::Exited {
+            r.state = ContainerState::Exited;
+            r.exit_code = Some(i64::from(rec.exit_code));
+            r.oom_killed = rec.oom_killed;
+            r.error = rec.error.clone();
+            r.finished_at = Some(
+                rec.finished_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            );
+            self.containers().update(&r)?;
+            tracing::info!(id = %short_id(id), exit_code = rec.exit_code, oom = rec.oom_killed, "container exited");
+        }
+        if r.auto_remove {
+            let result = WaitResult {
+                exit_code: r.exit_code.unwrap_or(-1),
+                oom_killed: r.oom_killed,
+                error: r.error.clone(),
+            };
+            self.remember_exit(&r.id, &r.name, result);
+            let attached = r
+                .spec
+                .get("attached")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            if attached {
+                // The attached client's `wait` removes it once it has the output and the
+                // exit code; this is the fallback for a client that went away.
+                let agent = Arc::clone(self);
+                let id = id.to_string();
+                tokio::spawn(async move {
+                    tokio::time::sleep(ATTACHED_REMOVE_FALLBACK).await;
+                    let _ = agent.remove_container(&id, true).await;
+                });
+            } else {
+                self.remove_container(id, true).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-adopts containers after a daemon (re)start: running ones get a watcher again, ones
+    /// that ended meanwhile get their real exit record.
+    pub async fn recover_containers(self: &Arc<Self>) -> Result<()> {
+        for r in self.containers().list()? {
+            if r.state == ContainerState::Exited {
+                if r.auto_remove {
+                    let _ = self.remove_container(&r.id, true).await;
+                }
+                continue;
+            }
+            let client = self.shim_client(&r.id);
+            let status = tokio::task::spawn_blocking(move || client.status())
+                .await
+                .map_err(|e| AgentError::internal(e.to_string()))?;
+            match status {
+                Ok(ShimStatus::Running { .. }) => {
+                    tracing::info!(id = %short_id(&r.id), name = %r.name, "re-adopted running container");
+                    self.watch_container(r.id.clone());
+                }
+                Ok(ShimStatus::Exited(rec)) => {
+                    self.record_exit(&r.id, &rec).await?;
+                }
+                Err(e) => {
+                    // No shim and no exit record: it never started (daemon died mid-create).
+                    tracing::warn!(id = %short_id(&r.id), "container lost: {e}");
+                    let mut r = r;
+                    r.state = ContainerState::Exited;
+                    r.exit_code = Some(128 + 9);
+                    r.error = Some(format!("lost: {e}"));
+                    r.finished_at = Some(now());
+                    self.containers().update(&r)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `stop`: the stop signal, `timeout` seconds of grace, then SIGKILL.
+    pub async fn stop_container(&self, key: &str, timeout: Option<u64>) -> Result<()> {
+        let r = self.containers().resolve(key)?;
+        if r.state != ContainerState::Running {
+            return Ok(());
+        }
+        let signal = self.stop_signal(&r);
+        let grace = Duration::from_secs(timeout.unwrap_or(DEFAULT_STOP_TIMEOUT));
+        let client = self.shim_client(&r.id);
+        tokio::task::spawn_blocking(move || client.stop(grace, signal))
+            .await
+            .map_err(|e| AgentError::internal(e.to_string()))?
+            .map_err(runtime_err)?;
+        self.wait_recorded(&r.id).await;
+        Ok(())
+    }
+
+    fn stop_signal(&self, r: &ContainerRecord) -> i32 {
+        let from_request = r
+            .spec
+            .get("stop_signal")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let from_image = self.image_stop_signal(&r.image_id);
+        from_request
+            .or(from_image)
+            .and_then(|s| zlayer_runtime::bundle::parse_signal(&s))
+            .unwrap_or(15)
+    }
+
+    /// Waits (briefly) until the watcher has recorded the exit, so a `stop` followed by
+    /// `ps -a` or `inspect` shows the exit code.
+    async fn wait_recorded(&self, id: &str) {
+        for _ in 0..100 {
+            match self.containers().get(id) {
+                Ok(Some(r)) if r.state == ContainerState::Running => {}
+                _ => return,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `kill -s SIG`.
+    pub async fn kill_container(&self, key: &str, signal: Option<&str>) -> Result<()> {
+        let r = self.containers().resolve(key)?;
+        let sig = match signal {
+            None => 9,
+            Some(s) => zlayer_runtime::bundle::parse_signal(s)
+                .ok_or_else(|| AgentError::invalid(format!("invalid signal {s:?}")))?,
+        };
+        if r.state != ContainerState::Running {
+            return Err(AgentError::conflict(format!(
+                "container {} is not running",
+                r.name
+            )));
+        }
+        let client = self.shim_client(&r.id);
+        tokio::task::spawn_blocking(move || client.kill(sig, false))
+            .await
+            .map_err(|e| AgentError::internal(e.to_string()))?
+            .map_err(runtime_err)
+    }
+
+    /// `rm [-f]`: unmounts and deletes everything of the container.
+    pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
+        let r = self.containers().resolve(key)?;
+        if r.state == ContainerState::Running {
+            if !force {
+                return Err(AgentError::conflict(format!(
+                    "cannot remove container {}: it is running; stop it first or use rm -f",
+                    r.name
+                )));
+            }
+            let client = self.shim_client(&r.id);
+            let _ = tokio::task::spawn_blocking(move || client.stop(Duration::ZERO, 9)).await;
+        }
+        let dir = self.container_dir(&r.id);
+        tokio::task::spawn_blocking(move || zlayer_runtime::rootfs::remove(&dir))
+            .await
+            .map_err(|e| AgentError::internal(e.to_string()))?
+            .map_err(|e| AgentError::internal(format!("removing container {}: {e}", r.name)))?;
+        self.containers().delete(&r.id)?;
+        tracing::info!(id = %short_id(&r.id), name = %r.name, "container removed");
+        Ok(())
+    }
+
+    /// `wait`: blocks until the container exits; returns its exit code. For `--rm`
+    /// containers it also waits until the removal is done, as docker's CLI does.
+    pub async fn wait_container(&self, key: &str) -> Result<WaitResult> {
+        let r = match self.containers().resolve(key) {
+            Ok(r) => r,
+            Err(e) if e.kind == crate::ErrorKind::NotFound => {
+                return self.recent_exit(key).ok_or(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let result = if r.state == ContainerState::Exited {
+            WaitResult {
+                exit_code: r.exit_code.unwrap_or(-1),
+                oom_killed: r.oom_killed,
+                error: r.error.clone(),
+            }
+        } else {
+            let client = self.shim_client(&r.id);
+            let rec = tokio::task::spawn_blocking(move || client.wait())
+                .await
+                .map_err(|e| AgentError::internal(e.to_string()))?
+                .map_err(runtime_err)?;
+            WaitResult {
+                exit_code: i64::from(rec.exit_code),
+                oom_killed: rec.oom_killed,
+                error: rec.error,
+            }
+        };
+        if r.auto_remove {
+            // Make sure the exit is recorded, then remove: the waiter has what it needs.
+            self.wait_recorded(&r.id).await;
+            match self.remove_container(&r.id, true).await {
+                Ok(()) => {}
+                Err(e) if e.kind == crate::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        } else {
+            self.wait_recorded(&r.id).await;
+        }
+        Ok(result)
+    }
+}

@@ -1,0 +1,177 @@
+//! Read-only views of containers: `ps`, `inspect`, `logs`, `stats`, and `exec`.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use zlayer_runtime::client::{ExecOutput, ShimClient};
+use zlayer_runtime::logs::LogReader;
+use zlayer_runtime::protocol::ExecSpec;
+use zlayer_runtime::stats::ContainerStats;
+
+use super::record::{ContainerRecord, ContainerState};
+use crate::error::{AgentError, Result};
+use crate::Agent;
+
+/// One line of `ps`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub command: String,
+    pub created_at: String,
+    pub state: ContainerState,
+    /// Docker-style status text: `Up 3 seconds`, `Exited (7) 2 minutes ago`.
+    pub status: String,
+    pub exit_code: Option<i64>,
+}
+
+/// `inspect`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerDetails {
+    #[serde(flatten)]
+    pub record: ContainerRecord,
+    /// The container's directory (bundle, rootfs mount, logs).
+    pub path: String,
+    pub log_path: String,
+}
+
+fn ago(rfc3339: Option<&str>) -> String {
+    let Some(t) = rfc3339.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
+        return String::new();
+    };
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        s if s < 60 => format!("{s} seconds"),
+        s if s < 120 => "About a minute".into(),
+        s if s < 3600 => format!("{} minutes", s / 60),
+        s if s < 7200 => "About an hour".into(),
+        s if s < 172_800 => format!("{} hours", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
+}
+
+fn command_of(r: &ContainerRecord) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(ep) = r.spec.get("entrypoint").and_then(|v| v.as_array()) {
+        parts.extend(ep.iter().filter_map(|v| v.as_str().map(str::to_string)));
+    }
+    if let Some(cmd) = r.spec.get("cmd").and_then(|v| v.as_array()) {
+        parts.extend(cmd.iter().filter_map(|v| v.as_str().map(str::to_string)));
+    }
+    parts.join(" ")
+}
+
+impl Agent {
+    /// `ps [-a]`.
+    pub fn list_containers(&self, all: bool) -> Result<Vec<ContainerSummary>> {
+        Ok(self
+            .containers()
+            .list()?
+            .into_iter()
+            .filter(|r| all || r.state == ContainerState::Running)
+            .map(|r| {
+                let status = match r.state {
+                    ContainerState::Running => format!("Up {}", ago(r.started_at.as_deref())),
+                    ContainerState::Created => "Created".to_string(),
+                    ContainerState::Exited => format!(
+                        "Exited ({}) {} ago",
+                        r.exit_code.unwrap_or(-1),
+                        ago(r.finished_at.as_deref())
+                    ),
+                };
+                ContainerSummary {
+                    command: command_of(&r),
+                    id: r.id,
+                    name: r.name,
+                    image: r.image,
+                    created_at: r.created_at,
+                    state: r.state,
+                    status,
+                    exit_code: r.exit_code,
+                }
+            })
+            .collect())
+    }
+
+    /// `inspect`.
+    pub fn inspect_container(&self, key: &str) -> Result<ContainerDetails> {
+        let record = self.containers().resolve(key)?;
+        let dir = self.container_dir(&record.id);
+        Ok(ContainerDetails {
+            path: dir.display().to_string(),
+            log_path: zlayer_runtime::logs::log_path(&dir).display().to_string(),
+            record,
+        })
+    }
+
+    /// A reader of the container's log (`logs [-f] [--tail N]`); blocking: use it from a
+    /// blocking task. `cancel` stops a follow when the client goes away.
+    pub fn open_logs(
+        &self,
+        key: &str,
+        follow: bool,
+        tail: Option<usize>,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<LogReader> {
+        let r = self.containers().resolve(key)?;
+        let dir = self.container_dir(&r.id);
+        LogReader::open(&dir, tail, follow, Some(cancel))
+            .map_err(|e| AgentError::internal(format!("reading logs of {}: {e}", r.name)))
+    }
+
+    /// `stats --no-stream`.
+    pub fn container_stats(&self, key: &str) -> Result<ContainerStats> {
+        let r = self.containers().resolve(key)?;
+        if r.state != ContainerState::Running {
+            return Err(AgentError::conflict(format!(
+                "container {} is not running",
+                r.name
+            )));
+        }
+        let config = self.container_dir(&r.id).join("config.json");
+        let spec: serde_json::Value = std::fs::read(&config)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| AgentError::internal(format!("cannot read {}", config.display())))?;
+        let cgroups_path = spec["linux"]["cgroupsPath"].as_str().ok_or_else(|| {
+            AgentError::internal(format!("{} names no linux.cgroupsPath", config.display()))
+        })?;
+        zlayer_runtime::stats::read_stats(cgroups_path)
+            .map_err(|e| AgentError::internal(e.to_string()))
+    }
+
+    /// The shim client of a running container, for `exec` and `attach`.
+    pub fn running_shim(&self, key: &str) -> Result<(ContainerRecord, ShimClient)> {
+        let r = self.containers().resolve(key)?;
+        if r.state != ContainerState::Running {
+            return Err(AgentError::conflict(format!(
+                "container {} is not running",
+                r.name
+            )));
+        }
+        let client = ShimClient::for_container(
+            &self.config().paths.state,
+            &self.container_dir(&r.id),
+            &r.id,
+        );
+        Ok((r, client))
+    }
+
+    /// `exec` without stdin: runs `spec` to completion and returns its output.
+    pub async fn exec_output(&self, key: &str, spec: ExecSpec) -> Result<ExecOutput> {
+        let (_, client) = self.running_shim(key)?;
+        tokio::task::spawn_blocking(move || client.exec_output(&spec, None))
+            .await
+            .map_err(|e| AgentError::internal(e.to_string()))?
+            .map_err(|e| {
+                let code = e.exit_code();
+                AgentError::internal(e.to_string()).with_exit_code(Some(code))
+            })
+    }
+}

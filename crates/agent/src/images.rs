@@ -1,0 +1,267 @@
+//! Image operations of the agent: pull, list, inspect, remove, prune, load, unpack. The work
+//! is zlayer-image's; this maps its errors onto the agent's and adds what needs knowledge of
+//! containers (an image in use is never removed, a snapshot in use never pruned).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use zlayer_image::pull::{self, PullError, PullEvent, PullOptions};
+use zlayer_image::registry::{Platform, RegistryClient, RegistryConfig, RegistryError};
+use zlayer_image::store::{
+    ImageConfiguration, ImageDetails, ImageStore, ImageSummary, PruneReport, RemoveReport,
+    StoreError,
+};
+use zlayer_image::Reference;
+
+use crate::error::{AgentError, ErrorKind, Result};
+use crate::Agent;
+
+/// An image ready to run: its id, config and snapshot directories (topmost first, the order
+/// overlayfs wants for `lowerdir`).
+pub struct RunImage {
+    pub id: String,
+    pub config: ImageConfiguration,
+    pub layers: Vec<PathBuf>,
+}
+
+/// The result of a pull, as the API reports it at the end of the progress stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PullSummary {
+    pub reference: String,
+    pub digest: String,
+    pub id: String,
+}
+
+pub(crate) fn store_err(e: StoreError) -> AgentError {
+    let kind = match &e {
+        StoreError::NotFound(_) => ErrorKind::NotFound,
+        StoreError::Ambiguous { .. } | StoreError::Reference(_) => ErrorKind::InvalidInput,
+        StoreError::InUse { .. } => ErrorKind::Conflict,
+        _ => ErrorKind::Internal,
+    };
+    AgentError::new(kind, error_chain(&e))
+}
+
+fn pull_err(e: PullError) -> AgentError {
+    let kind = match &e {
+        PullError::Registry(r) => registry_kind(r),
+        _ => ErrorKind::Internal,
+    };
+    AgentError::new(kind, error_chain(&e))
+}
+
+fn registry_kind(e: &RegistryError) -> ErrorKind {
+    let text = e.to_string();
+    if text.contains("not found") || text.contains("manifest unknown") {
+        ErrorKind::NotFound
+    } else if text.contains("invalid platform") || text.contains("no matching platform") {
+        ErrorKind::InvalidInput
+    } else {
+        ErrorKind::Internal
+    }
+}
+
+/// "a: b: c" from an error and its sources, skipping repeats (transparent wrappers).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+fn parse_reference(s: &str) -> Result<Reference> {
+    Reference::parse(s).map_err(|e| AgentError::invalid(e.to_string()))
+}
+
+/// Builds the registry client from the daemon's config.
+pub(crate) fn registry_client(file: &crate::config::FileConfig) -> Result<RegistryClient> {
+    let mut cfg = RegistryConfig {
+        insecure: file.registries.insecure.clone(),
+        max_concurrent_downloads: file.max_concurrent_downloads.max(1),
+        ..RegistryConfig::default()
+    };
+    for (host, c) in &file.registries.auths {
+        cfg.auths.insert(
+            host.clone(),
+            zlayer_image::registry::Credentials::Basic {
+                username: c.username.clone(),
+                password: c.password.clone(),
+            },
+        );
+    }
+    RegistryClient::new(cfg).map_err(|e| AgentError::internal(e.to_string()))
+}
+
+impl Agent {
+    /// Pulls `reference` (for `platform`, default the host's), reporting progress.
+    pub async fn pull_image(
+        &self,
+        reference: &str,
+        platform: Option<&str>,
+        progress: impl Fn(PullEvent) + Send + Sync + 'static,
+    ) -> Result<PullSummary> {
+        let reference = parse_reference(reference)?;
+        let platform = match platform {
+            Some(p) => Platform::parse(p).map_err(|e| AgentError::invalid(e.to_string()))?,
+            None => Platform::host(),
+        };
+        // The pull holds its own GC lease and records the image under `reference` at the end.
+        let pulled = pull::pull(
+            self.images(),
+            self.registry(),
+            &reference,
+            &platform,
+            &PullOptions::default(),
+            progress,
+        )
+        .await
+        .map_err(pull_err)?;
+        tracing::info!(reference = %reference, digest = %pulled.manifest_digest, "pulled");
+        Ok(PullSummary {
+            reference: reference.to_string(),
+            digest: pulled.manifest_digest.to_string(),
+            id: pulled.config.digest.to_string(),
+        })
+    }
+
+    pub fn list_images(&self) -> Result<Vec<ImageSummary>> {
+        self.images().list().map_err(store_err)
+    }
+
+    pub fn inspect_image(&self, query: &str) -> Result<ImageDetails> {
+        self.images().inspect(query).map_err(store_err)
+    }
+
+    /// `rmi`: untags `query`; deletes the image when no names are left. An image used by a
+    /// container is refused unless `force` (and even then its blobs stay until no container
+    /// uses them: `prune` decides).
+    pub fn remove_image(&self, query: &str, force: bool) -> Result<RemoveReport> {
+        let used: HashSet<String> = self
+            .containers()
+            .list()?
+            .into_iter()
+            .map(|c| c.image_id)
+            .collect();
+        self.images()
+            .remove(query, |rec| {
+                !force && used.contains(&rec.config_digest.to_string())
+            })
+            .map_err(store_err)
+    }
+
+    /// `image prune`: removes dangling images and every blob and snapshot nothing references.
+    /// Snapshots of images used by containers are kept.
+    pub async fn prune_images(&self) -> Result<PruneReport> {
+        let store = self.images().clone();
+        let containers = self.containers().list()?;
+        tokio::task::spawn_blocking(move || {
+            let mut in_use = HashSet::new();
+            for c in containers {
+                if let Ok(details) = store.inspect(&c.image_id) {
+                    in_use.extend(details.layers.iter().filter_map(|l| l.snapshot));
+                }
+            }
+            store.prune(&in_use)
+        })
+        .await
+        .map_err(|e| AgentError::internal(e.to_string()))?
+        .map_err(store_err)
+    }
+
+    /// `load -i PATH`: an OCI layout directory, an OCI archive or a `docker save` tarball.
+    pub async fn load_images(&self, path: &Path) -> Result<Vec<String>> {
+        let store = self.images().clone();
+        let path = path.to_path_buf();
+        let refs = tokio::task::spawn_blocking(move || zlayer_image::load::load(&store, &path))
+            .await
+            .map_err(|e| AgentError::internal(e.to_string()))?
+            .map_err(|e| AgentError::invalid(error_chain(&e)))?;
+        Ok(refs.into_iter().map(|r| r.to_string()).collect())
+    }
+
+    /// `image unpack REF DIR`: the flattened root filesystem.
+    pub async fn unpack_image(&self, query: &str, dir: &Path) -> Result<()> {
+        let store = self.images().clone();
+        let query = query.to_string();
+        let dir = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            zlayer_image::flatten::unpack_image_to(&store, &query, &dir)
+        })
+        .await
+        .map_err(|e| AgentError::internal(e.to_string()))?
+        .map(|_| ())
+        .map_err(store_err)
+    }
+
+    /// Finds (pulling when missing and allowed) and unpacks the image a container runs.
+    pub(crate) async fn image_for_run(
+        &self,
+        image: &str,
+        pull_policy: Option<&str>,
+    ) -> Result<RunImage> {
+        let policy = pull_policy.unwrap_or("missing");
+        let present = match self.images().resolve(image) {
+            Ok(_) => true,
+            Err(StoreError::NotFound(_)) => false,
+            Err(e) => return Err(store_err(e)),
+        };
+        match (policy, present) {
+            ("always", _) | ("missing", false) => {
+                self.pull_image(image, None, |_| {}).await.map_err(|e| {
+                    AgentError::new(
+                        e.kind,
+                        format!(
+                            "unable to find image {image:?} locally, and pulling it failed: {}",
+                            e.message
+                        ),
+                    )
+                })?;
+            }
+            ("never", false) => {
+                return Err(AgentError::not_found(format!(
+                    "no such image: {image} (pull policy is never)"
+                )))
+            }
+            ("missing" | "never", true) => {}
+            (other, _) => {
+                return Err(AgentError::invalid(format!(
+                    "unknown pull policy {other:?}: use missing, always or never"
+                )))
+            }
+        }
+        let store: Arc<ImageStore> = Arc::new(self.images().clone());
+        let image = image.to_string();
+        tokio::task::spawn_blocking(move || {
+            let rec = store.resolve(&image).map_err(store_err)?;
+            let id = rec.config_digest.to_string();
+            let mut layers: Vec<PathBuf> = store
+                .unpack_layers(&id)
+                .map_err(store_err)?
+                .into_iter()
+                .map(|s| s.path)
+                .collect();
+            layers.reverse();
+            let config = store.config(&id).map_err(store_err)?;
+            Ok(RunImage { id, config, layers })
+        })
+        .await
+        .map_err(|e| AgentError::internal(e.to_string()))?
+    }
+
+    /// The image's StopSignal, if it sets one.
+    pub(crate) fn image_stop_signal(&self, image_id: &str) -> Option<String> {
+        self.images()
+            .inspect(image_id)
+            .ok()
+            .and_then(|d| d.stop_signal)
+    }
+}

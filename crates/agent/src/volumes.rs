@@ -1,0 +1,78 @@
+//! Named volumes: directories under `--root/volumes/<name>/_data`, created on first use or by
+//! `volume create`, removed only by `volume rm` (never while a container uses them).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AgentError, Result};
+
+/// A named volume as listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub mountpoint: String,
+}
+
+/// Docker's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn validate_volume_name(name: &str) -> Result<()> {
+    let b = name.as_bytes();
+    let ok = b.len() >= 2
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AgentError::invalid(format!(
+            "invalid volume name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed, at least 2 characters"
+        )))
+    }
+}
+
+/// The data directory of volume `name`, created if missing.
+pub fn ensure_volume_dir(volumes_dir: &Path, name: &str) -> Result<PathBuf> {
+    validate_volume_name(name)?;
+    let dir = volumes_dir.join(name).join("_data");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| AgentError::internal(format!("creating volume {}: {e}", dir.display())))?;
+    Ok(dir)
+}
+
+/// Every volume under `volumes_dir`, sorted by name.
+pub fn list(volumes_dir: &Path) -> Result<Vec<VolumeInfo>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(volumes_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => {
+            return Err(AgentError::internal(format!(
+                "reading {}: {e}",
+                volumes_dir.display()
+            )))
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if validate_volume_name(&name).is_ok() && entry.path().join("_data").is_dir() {
+            out.push(VolumeInfo {
+                mountpoint: entry.path().join("_data").display().to_string(),
+                name,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Removes volume `name` and its data.
+pub fn remove(volumes_dir: &Path, name: &str) -> Result<()> {
+    validate_volume_name(name)?;
+    let dir = volumes_dir.join(name);
+    if !dir.join("_data").is_dir() {
+        return Err(AgentError::not_found(format!("no such volume: {name}")));
+    }
+    std::fs::remove_dir_all(&dir)
+        .map_err(|e| AgentError::internal(format!("removing volume {}: {e}", dir.display())))
+}

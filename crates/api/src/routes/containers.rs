@@ -1,0 +1,309 @@
+//! `/v1/containers...`: create (run), list, inspect, stop, kill, remove, wait, logs, exec,
+//! attach, stats.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use zlayer_agent::containers::{
+    ContainerDetails, ContainerSummary, CreateRequest, Created, WaitResult,
+};
+use zlayer_runtime::client::StreamEvent;
+use zlayer_runtime::protocol::ExecSpec;
+use zlayer_runtime::protocol::Stream;
+
+use super::{blocking, ApiResult, AppState};
+use crate::frames;
+
+pub async fn create(
+    State(agent): State<AppState>,
+    Json(req): Json<CreateRequest>,
+) -> ApiResult<(StatusCode, Json<Created>)> {
+    let created = agent.create_container(req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    pub all: bool,
+}
+
+pub async fn list(
+    State(agent): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<ContainerSummary>>> {
+    blocking(move || agent.list_containers(q.all))
+        .await
+        .map(Json)
+}
+
+pub async fn inspect(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ContainerDetails>> {
+    blocking(move || agent.inspect_container(&id))
+        .await
+        .map(Json)
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StopQuery {
+    /// Seconds of grace before SIGKILL.
+    pub t: Option<u64>,
+}
+
+pub async fn stop(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    agent.stop_container(&id, q.t).await?;
+    Ok(Json(serde_json::json!({"stopped": id})))
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct KillQuery {
+    pub signal: Option<String>,
+}
+
+pub async fn kill(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<KillQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    agent.kill_container(&id, q.signal.as_deref()).await?;
+    Ok(Json(serde_json::json!({"killed": id})))
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RemoveQuery {
+    #[serde(default)]
+    pub force: bool,
+}
+
+pub async fn remove(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RemoveQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    agent.remove_container(&id, q.force).await?;
+    Ok(Json(serde_json::json!({"removed": id})))
+}
+
+pub async fn wait(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WaitResult>> {
+    Ok(Json(agent.wait_container(&id).await?))
+}
+
+pub async fn stats(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<zlayer_runtime::stats::ContainerStats>> {
+    blocking(move || agent.container_stats(&id)).await.map(Json)
+}
+
+fn framed_response(rx: mpsc::Receiver<Bytes>) -> Response {
+    let stream =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(
+            header::CONTENT_TYPE,
+            "application/vnd.zlayer.multiplexed-stream",
+        )
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+fn stream_id(s: Stream) -> u8 {
+    match s {
+        Stream::Stdout => frames::STDOUT,
+        Stream::Stderr => frames::STDERR,
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct LogsQuery {
+    #[serde(default)]
+    pub follow: bool,
+    pub tail: Option<usize>,
+    #[serde(default)]
+    pub timestamps: bool,
+}
+
+/// Log lines as stdout/stderr frames; with `follow`, until the container exits (or the
+/// client goes away).
+pub async fn logs(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Response> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut reader = {
+        let agent = agent.clone();
+        let cancel = cancel.clone();
+        blocking(move || agent.open_logs(&id, q.follow, q.tail, cancel)).await?
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    tokio::task::spawn_blocking(move || loop {
+        match reader.next_entry() {
+            Ok(Some(entry)) => {
+                let frame = frames::encode(stream_id(entry.stream), &entry.format(q.timestamps));
+                if tx.blocking_send(frame).is_err() {
+                    cancel.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                let msg = serde_json::json!({"error": format!("reading logs: {e}")}).to_string();
+                let _ = tx.blocking_send(frames::encode(frames::ERROR, msg.as_bytes()));
+                return;
+            }
+        }
+    });
+    Ok(framed_response(rx))
+}
+
+/// The query of `exec`: the process spec travels as JSON in `spec`, so the request body can be
+/// the process's stdin.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExecQuery {
+    pub spec: String,
+}
+
+/// Runs a process in the container. Request body: its stdin (when `spec.stdin`). Response:
+/// stdout/stderr frames, then a status frame with the exit code.
+pub async fn exec(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ExecQuery>,
+    body: Body,
+) -> ApiResult<Response> {
+    let spec: ExecSpec = serde_json::from_str(&q.spec)
+        .map_err(|e| zlayer_agent::AgentError::invalid(format!("bad exec spec: {e}")))?;
+    let (_, client) = {
+        let agent = agent.clone();
+        blocking(move || agent.running_shim(&id)).await?
+    };
+    let want_stdin = spec.stdin;
+    let session = tokio::task::spawn_blocking(move || client.exec(&spec))
+        .await
+        .map_err(|e| zlayer_agent::AgentError::internal(e.to_string()))?
+        .map_err(|e| {
+            let code = e.exit_code();
+            zlayer_agent::AgentError::invalid(e.to_string()).with_exit_code(Some(code))
+        })?;
+    Ok(pump_session(
+        SessionKind::Exec(session),
+        want_stdin.then_some(body),
+    ))
+}
+
+/// Forwards the request body to the container's stdin (for `run -i`); the response ends with
+/// the container's exit status. Output is read through `logs -f`.
+pub async fn attach(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let (_, client) = {
+        let agent = agent.clone();
+        blocking(move || agent.running_shim(&id)).await?
+    };
+    let session = tokio::task::spawn_blocking(move || client.attach(true))
+        .await
+        .map_err(|e| zlayer_agent::AgentError::internal(e.to_string()))?
+        .map_err(|e| zlayer_agent::AgentError::internal(e.to_string()))?;
+    Ok(pump_session(SessionKind::Attach(session), Some(body)))
+}
+
+enum SessionKind {
+    Exec(zlayer_runtime::client::ExecSession),
+    Attach(zlayer_runtime::client::AttachSession),
+}
+
+impl SessionKind {
+    fn next_event(&mut self) -> Result<Option<StreamEvent>, zlayer_runtime::client::ClientError> {
+        match self {
+            SessionKind::Exec(s) => s.next_event(),
+            SessionKind::Attach(s) => s.next_event(),
+        }
+    }
+    fn stdin(
+        &self,
+    ) -> Result<zlayer_runtime::client::StdinWriter, zlayer_runtime::client::ClientError> {
+        match self {
+            SessionKind::Exec(s) => s.stdin(),
+            SessionKind::Attach(s) => s.stdin(),
+        }
+    }
+    /// Attach output duplicates what `logs -f` shows; only its exit is forwarded.
+    fn forwards_output(&self) -> bool {
+        matches!(self, SessionKind::Exec(_))
+    }
+}
+
+fn pump_session(mut session: SessionKind, stdin: Option<Body>) -> Response {
+    if let Some(body) = stdin {
+        match session.stdin() {
+            Ok(mut writer) => {
+                let handle = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || {
+                    let mut data = body.into_data_stream();
+                    while let Some(Ok(chunk)) = handle.block_on(data.next()) {
+                        if writer.write(&chunk).is_err() {
+                            return;
+                        }
+                    }
+                    let _ = writer.close();
+                });
+            }
+            Err(e) => tracing::warn!("exec stdin: {e}"),
+        }
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    tokio::task::spawn_blocking(move || {
+        let forward = session.forwards_output();
+        loop {
+            let frame = match session.next_event() {
+                Ok(Some(StreamEvent::Output(s, data))) => {
+                    if !forward {
+                        continue;
+                    }
+                    frames::encode(stream_id(s), &data)
+                }
+                Ok(Some(StreamEvent::Exit { exit_code, .. })) => {
+                    let msg = serde_json::json!({"exit_code": exit_code}).to_string();
+                    let _ = tx.blocking_send(frames::encode(frames::STATUS, msg.as_bytes()));
+                    return;
+                }
+                Ok(None) => {
+                    let msg =
+                        serde_json::json!({"error": "the container's shim went away"}).to_string();
+                    let _ = tx.blocking_send(frames::encode(frames::ERROR, msg.as_bytes()));
+                    return;
+                }
+                Err(e) => {
+                    let msg = serde_json::json!({"error": e.to_string()}).to_string();
+                    let _ = tx.blocking_send(frames::encode(frames::ERROR, msg.as_bytes()));
+                    return;
+                }
+            };
+            if tx.blocking_send(frame).is_err() {
+                return;
+            }
+        }
+    });
+    framed_response(rx)
+}

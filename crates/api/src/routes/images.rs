@@ -1,0 +1,124 @@
+//! `/v1/images...`: pull (streamed progress), list, inspect, remove, prune, load, unpack.
+
+use axum::extract::{Query, State};
+use axum::response::Response;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use zlayer_image::pull::PullEvent;
+use zlayer_image::store::{ImageDetails, ImageSummary, PruneReport, RemoveReport};
+
+use super::{blocking, ApiResult, AppState};
+use crate::server::json_lines_response;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub reference: String,
+    #[serde(default)]
+    pub platform: Option<String>,
+}
+
+/// One line of the pull stream: a progress event, the final summary, or the error that
+/// ended the pull.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PullLine {
+    Progress(PullEvent),
+    Done {
+        done: zlayer_agent::images::PullSummary,
+    },
+    Failed {
+        error: String,
+        kind: zlayer_agent::ErrorKind,
+    },
+}
+
+pub async fn pull(State(agent): State<AppState>, Json(req): Json<PullRequest>) -> Response {
+    let (tx, response) = json_lines_response::<PullLine>();
+    tokio::spawn(async move {
+        let progress_tx = tx.clone();
+        let result = agent
+            .pull_image(&req.reference, req.platform.as_deref(), move |event| {
+                // A client that went away just stops seeing progress; the pull goes on.
+                let _ = progress_tx.try_send(PullLine::Progress(event));
+            })
+            .await;
+        let last = match result {
+            Ok(done) => PullLine::Done { done },
+            Err(e) => PullLine::Failed {
+                error: e.message,
+                kind: e.kind,
+            },
+        };
+        let _ = tx.send(last).await;
+    });
+    response
+}
+
+pub async fn list(State(agent): State<AppState>) -> ApiResult<Json<Vec<ImageSummary>>> {
+    blocking(move || agent.list_images()).await.map(Json)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RefQuery {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    #[serde(default)]
+    pub force: bool,
+}
+
+pub async fn inspect(
+    State(agent): State<AppState>,
+    Query(q): Query<RefQuery>,
+) -> ApiResult<Json<ImageDetails>> {
+    blocking(move || agent.inspect_image(&q.reference))
+        .await
+        .map(Json)
+}
+
+pub async fn remove(
+    State(agent): State<AppState>,
+    Query(q): Query<RefQuery>,
+) -> ApiResult<Json<RemoveReport>> {
+    blocking(move || agent.remove_image(&q.reference, q.force))
+        .await
+        .map(Json)
+}
+
+pub async fn prune(State(agent): State<AppState>) -> ApiResult<Json<PruneReport>> {
+    agent.prune_images().await.map(Json).map_err(Into::into)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoadRequest {
+    /// A path on the daemon's machine: an OCI layout directory, an OCI archive or a docker-save tar.
+    pub path: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LoadResponse {
+    pub loaded: Vec<String>,
+}
+
+pub async fn load(
+    State(agent): State<AppState>,
+    Json(req): Json<LoadRequest>,
+) -> ApiResult<Json<LoadResponse>> {
+    let loaded = agent.load_images(std::path::Path::new(&req.path)).await?;
+    Ok(Json(LoadResponse { loaded }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UnpackRequest {
+    pub reference: String,
+    pub dir: String,
+}
+
+pub async fn unpack(
+    State(agent): State<AppState>,
+    Json(req): Json<UnpackRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    agent
+        .unpack_image(&req.reference, std::path::Path::new(&req.dir))
+        .await?;
+    Ok(Json(serde_json::json!({"dir": req.dir})))
+}
