@@ -74,10 +74,20 @@ impl Agent {
     }
 
     /// Remembers the exit of an auto-removed container for five minutes.
-    pub(crate) fn remember_exit(&self, id: &str, name: &str, result: crate::containers::WaitResult) {
+    pub(crate) fn remember_exit(
+        &self,
+        id: &str,
+        name: &str,
+        result: crate::containers::WaitResult,
+    ) {
         let mut v = self.recent_exits.lock();
         v.retain(|e| e.at.elapsed() < std::time::Duration::from_secs(300));
-        v.push(RecentExit { id: id.to_string(), name: name.to_string(), result, at: std::time::Instant::now() });
+        v.push(RecentExit {
+            id: id.to_string(),
+            name: name.to_string(),
+            result,
+            at: std::time::Instant::now(),
+        });
     }
 
     /// The remembered exit of an auto-removed container, by name or id prefix.

@@ -145,10 +145,16 @@ impl Agent {
     /// container is refused unless `force` (and even then its blobs stay until no container
     /// uses them: `prune` decides).
     pub fn remove_image(&self, query: &str, force: bool) -> Result<RemoveReport> {
-        let used: HashSet<String> =
-            self.containers().list()?.into_iter().map(|c| c.image_id).collect();
+        let used: HashSet<String> = self
+            .containers()
+            .list()?
+            .into_iter()
+            .map(|c| c.image_id)
+            .collect();
         self.images()
-            .remove(query, |rec| !force && used.contains(&rec.config_digest.to_string()))
+            .remove(query, |rec| {
+                !force && used.contains(&rec.config_digest.to_string())
+            })
             .map_err(store_err)
     }
 
@@ -187,15 +193,21 @@ impl Agent {
         let store = self.images().clone();
         let query = query.to_string();
         let dir = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || zlayer_image::flatten::unpack_image_to(&store, &query, &dir))
-            .await
-            .map_err(|e| AgentError::internal(e.to_string()))?
-            .map(|_| ())
-            .map_err(store_err)
+        tokio::task::spawn_blocking(move || {
+            zlayer_image::flatten::unpack_image_to(&store, &query, &dir)
+        })
+        .await
+        .map_err(|e| AgentError::internal(e.to_string()))?
+        .map(|_| ())
+        .map_err(store_err)
     }
 
     /// Finds (pulling when missing and allowed) and unpacks the image a container runs.
-    pub(crate) async fn image_for_run(&self, image: &str, pull_policy: Option<&str>) -> Result<RunImage> {
+    pub(crate) async fn image_for_run(
+        &self,
+        image: &str,
+        pull_policy: Option<&str>,
+    ) -> Result<RunImage> {
         let policy = pull_policy.unwrap_or("missing");
         let present = match self.images().resolve(image) {
             Ok(_) => true,
@@ -205,7 +217,13 @@ impl Agent {
         match (policy, present) {
             ("always", _) | ("missing", false) => {
                 self.pull_image(image, None, |_| {}).await.map_err(|e| {
-                    AgentError::new(e.kind, format!("unable to find image {image:?} locally, and pulling it failed: {}", e.message))
+                    AgentError::new(
+                        e.kind,
+                        format!(
+                            "unable to find image {image:?} locally, and pulling it failed: {}",
+                            e.message
+                        ),
+                    )
                 })?;
             }
             ("never", false) => {
@@ -225,8 +243,12 @@ impl Agent {
         tokio::task::spawn_blocking(move || {
             let rec = store.resolve(&image).map_err(store_err)?;
             let id = rec.config_digest.to_string();
-            let mut layers: Vec<PathBuf> =
-                store.unpack_layers(&id).map_err(store_err)?.into_iter().map(|s| s.path).collect();
+            let mut layers: Vec<PathBuf> = store
+                .unpack_layers(&id)
+                .map_err(store_err)?
+                .into_iter()
+                .map(|s| s.path)
+                .collect();
             layers.reverse();
             let config = store.config(&id).map_err(store_err)?;
             Ok(RunImage { id, config, layers })
@@ -237,6 +259,9 @@ impl Agent {
 
     /// The image's StopSignal, if it sets one.
     pub(crate) fn image_stop_signal(&self, image_id: &str) -> Option<String> {
-        self.images().inspect(image_id).ok().and_then(|d| d.stop_signal)
+        self.images()
+            .inspect(image_id)
+            .ok()
+            .and_then(|d| d.stop_signal)
     }
 }

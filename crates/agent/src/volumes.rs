@@ -20,7 +20,8 @@ pub fn validate_volume_name(name: &str) -> Result<()> {
     let ok = b.len() >= 2
         && b.len() <= 128
         && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -45,12 +46,20 @@ pub fn list(volumes_dir: &Path) -> Result<Vec<VolumeInfo>> {
     let entries = match std::fs::read_dir(volumes_dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(AgentError::internal(format!("reading {}: {e}", volumes_dir.display()))),
+        Err(e) => {
+            return Err(AgentError::internal(format!(
+                "reading {}: {e}",
+                volumes_dir.display()
+            )))
+        }
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if validate_volume_name(&name).is_ok() && entry.path().join("_data").is_dir() {
-            out.push(VolumeInfo { mountpoint: entry.path().join("_data").display().to_string(), name });
+            out.push(VolumeInfo {
+                mountpoint: entry.path().join("_data").display().to_string(),
+                name,
+            });
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));

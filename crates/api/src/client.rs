@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
-use tokio::sync::mpsc;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::mpsc;
 use zlayer_agent::ErrorKind;
 
 use crate::error::kind_for;
@@ -39,7 +39,9 @@ impl ClientError {
     /// else 125 for errors of the agent (as docker), 1 when the daemon is unreachable.
     pub fn exit_status(&self) -> i32 {
         match self {
-            ClientError::Api { exit_code: Some(c), .. } => *c,
+            ClientError::Api {
+                exit_code: Some(c), ..
+            } => *c,
             ClientError::Unreachable { .. } => 1,
             _ => 125,
         }
@@ -217,13 +219,17 @@ impl Client {
                     .map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b)));
                 BoxBody::new(StreamBody::new(stream))
             }
-            None => Full::new(Bytes::new()).map_err(|never| match never {}).boxed(),
+            None => Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
         };
         let mut resp = self.send_body(method, path, body, false).await?;
         let mut decoder = crate::frames::Decoder::default();
         while let Some(frame) = resp.body_mut().frame().await {
             let frame = frame.map_err(protocol)?;
-            let Some(data) = frame.data_ref() else { continue };
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
             decoder.push(data);
             while let Some((stream, payload)) = decoder.next_frame() {
                 on_frame(stream, payload)?;

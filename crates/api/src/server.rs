@@ -30,8 +30,14 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/images/prune", post(images::prune))
         .route("/v1/images/load", post(images::load))
         .route("/v1/images/unpack", post(images::unpack))
-        .route("/v1/containers", get(containers::list).post(containers::create))
-        .route("/v1/containers/{id}", get(containers::inspect).delete(containers::remove))
+        .route(
+            "/v1/containers",
+            get(containers::list).post(containers::create),
+        )
+        .route(
+            "/v1/containers/{id}",
+            get(containers::inspect).delete(containers::remove),
+        )
         .route("/v1/containers/{id}/stop", post(containers::stop))
         .route("/v1/containers/{id}/kill", post(containers::kill))
         .route("/v1/containers/{id}/wait", post(containers::wait))

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use zlayer_agent::paths::DEFAULT_SOCKET;
 use commands::{containers, images, services, volumes};
+use zlayer_agent::paths::DEFAULT_SOCKET;
 use zlayer_api::client::ClientError;
 use zlayer_api::Client;
 

@@ -6,20 +6,39 @@ use common::{daemon_with_busybox, eventually, run};
 
 #[test]
 fn run_rm_prints_output_and_exits_with_the_containers_status() {
-    let Some((d, image)) = daemon_with_busybox() else { return };
-    let (code, out, err) = run(&d, &["run", "--rm", &image, "sh", "-c", "echo hi; echo oops >&2; exit 7"]);
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let (code, out, err) = run(
+        &d,
+        &[
+            "run",
+            "--rm",
+            &image,
+            "sh",
+            "-c",
+            "echo hi; echo oops >&2; exit 7",
+        ],
+    );
     assert_eq!(code, 7, "stdout: {out}\nstderr: {err}\n{}", d.log());
     assert_eq!(out, "hi\n");
     assert!(err.contains("oops"), "{err}");
     // --rm: nothing left.
     let (_, ps, _) = run(&d, &["ps", "-a", "--format", "json"]);
     assert_eq!(ps.trim(), "[]", "{ps}");
-    assert_eq!(std::fs::read_dir(d.root().join("containers")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(d.root().join("containers"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
 fn signals_missing_executables_and_oom_give_dockers_statuses() {
-    let Some((d, image)) = daemon_with_busybox() else { return };
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
     // Killed by signal n -> 128 + n. (A PID 1 only gets signals it handles, except SIGKILL
     // from outside its namespace, so the signal comes from `kill`.)
     d.ok(&["run", "-d", "--name", "victim", &image, "sleep", "100"]);
@@ -33,7 +52,17 @@ fn signals_missing_executables_and_oom_give_dockers_statuses() {
     // The OOM killer -> 137 and OOMKilled in inspect.
     let (code, _, err) = run(
         &d,
-        &["run", "--name", "hog", "--memory", "16m", &image, "sh", "-c", "x=a; while true; do x=$x$x; done"],
+        &[
+            "run",
+            "--name",
+            "hog",
+            "--memory",
+            "16m",
+            &image,
+            "sh",
+            "-c",
+            "x=a; while true; do x=$x$x; done",
+        ],
     );
     assert_eq!(code, 137, "{err}\n{}", d.log());
     let inspect = d.ok(&["inspect", "hog"]);
@@ -45,22 +74,53 @@ fn signals_missing_executables_and_oom_give_dockers_statuses() {
 
 #[test]
 fn detached_containers_ps_logs_exec_stats_stop() {
-    let Some((d, image)) = daemon_with_busybox() else { return };
-    let id = d.ok(&["run", "-d", "--name", "web", "-e", "GREETING=hello", &image, "sh", "-c",
-        "trap 'echo bye; exit 3' TERM; echo started $GREETING; while true; do sleep 0.1; done"]);
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let id = d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-e",
+        "GREETING=hello",
+        &image,
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 3' TERM; echo started $GREETING; while true; do sleep 0.1; done",
+    ]);
     let id = id.trim();
     assert_eq!(id.len(), 64, "{id}");
-    assert!(eventually(10, || d.ok(&["logs", "web"]).contains("started hello")), "{}", d.log());
+    assert!(
+        eventually(10, || d.ok(&["logs", "web"]).contains("started hello")),
+        "{}",
+        d.log()
+    );
     let ps = d.ok(&["ps"]);
     assert!(ps.contains("web") && ps.contains(&id[..12]), "{ps}");
     // exec: output and exit code, by unique id prefix.
-    let (code, out, _) = run(&d, &["exec", &id[..8], "sh", "-c", "echo in-container $GREETING; exit 4"]);
+    let (code, out, _) = run(
+        &d,
+        &[
+            "exec",
+            &id[..8],
+            "sh",
+            "-c",
+            "echo in-container $GREETING; exit 4",
+        ],
+    );
     assert_eq!((code, out.as_str()), (4, "in-container hello\n"));
     // stats from the container's own cgroup.
     let stats = d.ok(&["stats", "--no-stream", "--format", "json", "web"]);
     let v: serde_json::Value = serde_json::from_str(&stats).unwrap();
-    assert!(v[0]["stats"]["memory_usage"].as_u64().unwrap() > 0, "{stats}");
-    assert!(v[0]["stats"]["pids_current"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(
+        v[0]["stats"]["memory_usage"].as_u64().unwrap() > 0,
+        "{stats}"
+    );
+    assert!(
+        v[0]["stats"]["pids_current"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
     // stop: the trap runs, exit 3 is recorded.
     d.ok(&["stop", "-t", "5", "web"]);
     let (code, out, _) = run(&d, &["wait", "web"]);
@@ -68,15 +128,29 @@ fn detached_containers_ps_logs_exec_stats_stop() {
     let logs = d.ok(&["logs", "--tail", "1", "web"]);
     assert_eq!(logs, "bye\n");
     let ts = d.ok(&["logs", "--timestamps", "web"]);
-    assert!(ts.lines().all(|l| l.len() > 30 && l.as_bytes()[4] == b'-'), "{ts}");
+    assert!(
+        ts.lines().all(|l| l.len() > 30 && l.as_bytes()[4] == b'-'),
+        "{ts}"
+    );
     d.ok(&["rm", "web"]);
     assert!(!d.ok(&["ps", "-a"]).contains("web"));
 }
 
 #[test]
 fn stop_kills_a_pid1_that_ignores_sigterm_after_the_grace_period() {
-    let Some((d, image)) = daemon_with_busybox() else { return };
-    d.ok(&["run", "-d", "--name", "stubborn", &image, "sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]);
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        &image,
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 0.1; done",
+    ]);
     let start = std::time::Instant::now();
     d.ok(&["stop", "-t", "1", "stubborn"]);
     assert!(start.elapsed() < std::time::Duration::from_secs(8));
@@ -86,9 +160,29 @@ fn stop_kills_a_pid1_that_ignores_sigterm_after_the_grace_period() {
 
 #[test]
 fn containers_survive_a_daemon_sigkill_and_are_readopted() {
-    let Some((mut d, image)) = daemon_with_busybox() else { return };
-    d.ok(&["run", "-d", "--name", "long", &image, "sh", "-c", "echo up; while true; do sleep 0.1; done"]);
-    d.ok(&["run", "-d", "--name", "short", &image, "sh", "-c", "sleep 1; exit 5"]);
+    let Some((mut d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "long",
+        &image,
+        "sh",
+        "-c",
+        "echo up; while true; do sleep 0.1; done",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "short",
+        &image,
+        "sh",
+        "-c",
+        "sleep 1; exit 5",
+    ]);
     d.kill9();
     // While no daemon runs, "short" exits and "long" keeps running under its shim.
     std::thread::sleep(std::time::Duration::from_millis(1500));
@@ -106,12 +200,17 @@ fn containers_survive_a_daemon_sigkill_and_are_readopted() {
 
 #[test]
 fn bad_requests_get_clear_errors_and_leave_nothing_behind() {
-    let Some((d, image)) = daemon_with_busybox() else { return };
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
     d.ok(&["run", "-d", "--name", "taken", &image, "sleep", "30"]);
     let (code, _, err) = run(&d, &["run", "--name", "taken", &image, "true"]);
     assert_eq!(code, 125);
     assert!(err.contains("already in use"), "{err}");
-    let (code, _, err) = run(&d, &["run", "--pull", "never", "zlayer.local/nope:1", "true"]);
+    let (code, _, err) = run(
+        &d,
+        &["run", "--pull", "never", "zlayer.local/nope:1", "true"],
+    );
     assert_eq!(code, 125);
     assert!(err.contains("nope"), "{err}");
     let (code, _, err) = run(&d, &["run", "-v", "relative:dir", &image, "true"]);
@@ -126,12 +225,19 @@ fn bad_requests_get_clear_errors_and_leave_nothing_behind() {
     d.ok(&["rm", "-f", "taken"]);
     // Only the containers we removed ever existed: no directories, no records.
     assert_eq!(d.ok(&["ps", "-a", "--format", "json"]).trim(), "[]");
-    assert_eq!(std::fs::read_dir(d.root().join("containers")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(d.root().join("containers"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
 fn volumes_users_and_read_only_rootfs() {
-    let Some((d, image)) = daemon_with_busybox() else { return };
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("in.txt"), "from host").unwrap();
     let bind = format!("{}:/data:ro", host.path().display());

@@ -20,16 +20,23 @@ fn registry_with_busybox() -> Option<(LocalRegistry, String)> {
 
 #[test]
 fn pull_list_inspect_unpack_remove() {
-    let Some((_reg, image)) = registry_with_busybox() else { return };
+    let Some((_reg, image)) = registry_with_busybox() else {
+        return;
+    };
     let d = TestDaemon::start();
     let out = d.ok(&["pull", &image]);
     assert!(out.contains("Digest: sha256:"), "{out}");
     let images = d.ok(&["images"]);
-    assert!(images.contains("test/busybox") && images.contains(" 1 "), "{images}");
-    let json: serde_json::Value = serde_json::from_str(&d.ok(&["images", "--format", "json"])).unwrap();
+    assert!(
+        images.contains("test/busybox") && images.contains(" 1 "),
+        "{images}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&d.ok(&["images", "--format", "json"])).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 1);
 
-    let inspect: serde_json::Value = serde_json::from_str(&d.ok(&["image", "inspect", &image])).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&d.ok(&["image", "inspect", &image])).unwrap();
     assert_eq!(inspect[0]["cmd"][0], "sh", "{inspect}");
     assert!(!inspect[0]["layers"].as_array().unwrap().is_empty());
 
@@ -40,7 +47,9 @@ fn pull_list_inspect_unpack_remove() {
     let target = dir.path().join("rootfs");
     d.ok(&["image", "unpack", &image, &target.display().to_string()]);
     assert!(target.join("bin/busybox").is_file());
-    assert!(std::fs::read_to_string(target.join("etc/passwd")).unwrap().contains("root:"));
+    assert!(std::fs::read_to_string(target.join("etc/passwd"))
+        .unwrap()
+        .contains("root:"));
 
     let out = d.ok(&["rmi", &image]);
     assert!(out.contains("Untagged"), "{out}");
@@ -48,12 +57,18 @@ fn pull_list_inspect_unpack_remove() {
     let out = d.ok(&["image", "prune"]);
     assert!(out.contains("Removed"), "{out}");
     let blobs = d.root().join("content/blobs/sha256");
-    assert_eq!(std::fs::read_dir(&blobs).map(|r| r.count()).unwrap_or(0), 0, "prune left blobs");
+    assert_eq!(
+        std::fs::read_dir(&blobs).map(|r| r.count()).unwrap_or(0),
+        0,
+        "prune left blobs"
+    );
 }
 
 #[test]
 fn pull_by_digest_and_clear_errors() {
-    let Some((reg, image)) = registry_with_busybox() else { return };
+    let Some((reg, image)) = registry_with_busybox() else {
+        return;
+    };
     let d = TestDaemon::start();
     let digest = push::manifest_digest(&reg.host(), "test/busybox", "1").unwrap();
     let pinned = format!("{}/test/busybox@{digest}", reg.host());
@@ -108,7 +123,11 @@ fn a_daemon_killed_mid_pull_leaves_a_consistent_store_and_the_next_pull_succeeds
         .spawn()
         .unwrap();
     let ingest = d.root().join("content/ingest");
-    common::eventually(20, || std::fs::read_dir(&ingest).map(|r| r.count() > 0).unwrap_or(false));
+    common::eventually(20, || {
+        std::fs::read_dir(&ingest)
+            .map(|r| r.count() > 0)
+            .unwrap_or(false)
+    });
     d.kill9();
     let _ = pull.wait();
     // Every blob visible as complete must be whole and verified.
@@ -125,5 +144,10 @@ fn a_daemon_killed_mid_pull_leaves_a_consistent_store_and_the_next_pull_succeeds
     let out = d.ok(&["pull", "-q", &image]);
     assert!(out.contains("Digest:"), "{out}");
     let dir = tempfile::tempdir().unwrap();
-    d.ok(&["image", "unpack", &image, &dir.path().join("fs").display().to_string()]);
+    d.ok(&[
+        "image",
+        "unpack",
+        &image,
+        &dir.path().join("fs").display().to_string(),
+    ]);
 }

@@ -639,3 +639,50 @@ async fn retries_server_errors() {
     let err = r.unwrap_err().to_string();
     assert!(err.contains("503"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulled_rules_fixture_matches_the_expected_tree_through_overlay() {
+    if prerequisites().is_none() || !zlayer_testkit::prereq::require_filesystem("overlay") {
+        return;
+    }
+    let (reg, layout) = registry_with("rules", "test/rules:v1");
+    let root = tempfile::tempdir().unwrap();
+    let reference = format!("{}/test/rules:v1", reg.host());
+    let (r, _) = pull_collect(root.path(), test_config(), &reference, &amd64()).await;
+    let img = r.expect("pull rules");
+    assert_eq!(img.manifest_digest.to_string(), layout.manifest_digest);
+    // Layers were applied in parallel without their lowers; the cross-layer hardlink was
+    // still copied up once the lower snapshot existed.
+    assert!(img.layers[1]
+        .snapshot
+        .path
+        .join("shared/link-to-lower.txt")
+        .is_file());
+
+    // A real overlay mount of the pulled chain shows exactly the expected tree.
+    let lowers: Vec<String> = img
+        .layers
+        .iter()
+        .rev()
+        .map(|l| l.snapshot.path.display().to_string())
+        .collect();
+    let mnt = root.path().join("merged");
+    std::fs::create_dir(&mnt).unwrap();
+    nix::mount::mount(
+        Some("overlay"),
+        &mnt,
+        Some("overlay"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some(format!("lowerdir={}", lowers.join(":")).as_str()),
+    )
+    .expect("mount overlay");
+    let verified = zlayer_testkit::fixtures::rules::verify_tree(
+        &mnt,
+        &zlayer_testkit::fixtures::rules::VerifyOptions {
+            cross_layer_hardlinks: false,
+            ..Default::default()
+        },
+    );
+    nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH).unwrap();
+    verified.unwrap_or_else(|e| panic!("overlay view of the pulled image differs:\n{e}"));
+}

@@ -274,7 +274,8 @@ impl ShimClient {
         Self::new(&socket_path(state_dir, id), container_dir, id)
     }
 
-    /// Connects and checks the shim answers (`Ok(None)` if it is gone: read the record).
+    /// A client whose shim answered (or whose exit record exists): errors when the
+    /// container is unknown or its shim vanished without a record.
     pub fn connect(socket: &Path, container_dir: &Path, id: &str) -> Result<Self, ClientError> {
         let c = Self::new(socket, container_dir, id);
         c.status()?;
@@ -320,7 +321,7 @@ impl ShimClient {
             if let Some(r) = read_exit_record(&self.container_dir).map_err(|e| self.io_err(e))? {
                 return Ok(r);
             }
-            if Instant::now() > deadline {
+            if Instant::now() > deadline || !self.container_dir.exists() {
                 return Err(ClientError::Lost(self.id.clone()));
             }
             std::thread::sleep(Duration::from_millis(20));

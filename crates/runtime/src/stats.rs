@@ -72,6 +72,19 @@ pub fn read_stats(cgroups_path: &str) -> Result<ContainerStats, StatsError> {
     Ok(s)
 }
 
+/// Stats of the container whose bundle is in `container_dir` (reads the cgroupsPath
+/// from its config.json), for callers that do not keep the path themselves.
+pub fn read_container_stats(container_dir: &std::path::Path) -> Result<ContainerStats, StatsError> {
+    let config = container_dir.join("config.json");
+    let path = oci_spec::runtime::Spec::load(&config)
+        .ok()
+        .and_then(|s| s.linux().as_ref()?.cgroups_path().clone())
+        .ok_or_else(|| StatsError {
+            path: format!("(no linux.cgroupsPath in {})", config.display()),
+        })?;
+    read_stats(&path.to_string_lossy())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

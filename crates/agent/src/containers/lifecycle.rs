@@ -62,7 +62,11 @@ impl Agent {
     }
 
     fn shim_command(&self) -> Vec<OsString> {
-        self.config().shim_command.iter().map(|p| p.clone().into_os_string()).collect()
+        self.config()
+            .shim_command
+            .iter()
+            .map(|p| p.clone().into_os_string())
+            .collect()
     }
 
     /// Creates and starts a container (`run`). Pulls the image first when it is missing.
@@ -131,7 +135,10 @@ impl Agent {
         record.state = ContainerState::Running;
         record.pid = Some(i64::from(launched.handle.init_pid));
         record.started_at = Some(
-            launched.handle.started_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            launched
+                .handle
+                .started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         );
         self.containers().update(&record)?;
         self.watch_container(id.clone());
@@ -173,13 +180,18 @@ impl Agent {
     }
 
     async fn record_exit(self: &Arc<Self>, id: &str, rec: &ExitRecord) -> Result<()> {
-        let Some(mut r) = self.containers().get(id)? else { return Ok(()) };
+        let Some(mut r) = self.containers().get(id)? else {
+            return Ok(());
+        };
         if r.state != ContainerState::Exited {
             r.state = ContainerState::Exited;
             r.exit_code = Some(i64::from(rec.exit_code));
             r.oom_killed = rec.oom_killed;
             r.error = rec.error.clone();
-            r.finished_at = Some(rec.finished_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+            r.finished_at = Some(
+                rec.finished_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            );
             self.containers().update(&r)?;
             tracing::info!(id = %short_id(id), exit_code = rec.exit_code, oom = rec.oom_killed, "container exited");
         }
@@ -190,7 +202,11 @@ impl Agent {
                 error: r.error.clone(),
             };
             self.remember_exit(&r.id, &r.name, result);
-            let attached = r.spec.get("attached").and_then(|v| v.as_bool()).unwrap_or(false);
+            let attached = r
+                .spec
+                .get("attached")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
             if attached {
                 // The attached client's `wait` removes it once it has the output and the
                 // exit code; this is the fallback for a client that went away.
@@ -262,7 +278,11 @@ impl Agent {
     }
 
     fn stop_signal(&self, r: &ContainerRecord) -> i32 {
-        let from_request = r.spec.get("stop_signal").and_then(|v| v.as_str()).map(str::to_string);
+        let from_request = r
+            .spec
+            .get("stop_signal")
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
         let from_image = self.image_stop_signal(&r.image_id);
         from_request
             .or(from_image)
@@ -291,7 +311,10 @@ impl Agent {
                 .ok_or_else(|| AgentError::invalid(format!("invalid signal {s:?}")))?,
         };
         if r.state != ContainerState::Running {
-            return Err(AgentError::conflict(format!("container {} is not running", r.name)));
+            return Err(AgentError::conflict(format!(
+                "container {} is not running",
+                r.name
+            )));
         }
         let client = self.shim_client(&r.id);
         tokio::task::spawn_blocking(move || client.kill(sig, false))
@@ -334,14 +357,22 @@ impl Agent {
             Err(e) => return Err(e),
         };
         let result = if r.state == ContainerState::Exited {
-            WaitResult { exit_code: r.exit_code.unwrap_or(-1), oom_killed: r.oom_killed, error: r.error.clone() }
+            WaitResult {
+                exit_code: r.exit_code.unwrap_or(-1),
+                oom_killed: r.oom_killed,
+                error: r.error.clone(),
+            }
         } else {
             let client = self.shim_client(&r.id);
             let rec = tokio::task::spawn_blocking(move || client.wait())
                 .await
                 .map_err(|e| AgentError::internal(e.to_string()))?
                 .map_err(runtime_err)?;
-            WaitResult { exit_code: i64::from(rec.exit_code), oom_killed: rec.oom_killed, error: rec.error }
+            WaitResult {
+                exit_code: i64::from(rec.exit_code),
+                oom_killed: rec.oom_killed,
+                error: rec.error,
+            }
         };
         if r.auto_remove {
             // Make sure the exit is recorded, then remove: the waiter has what it needs.

@@ -44,7 +44,9 @@ fn ago(rfc3339: Option<&str>) -> String {
     let Some(t) = rfc3339.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
         return String::new();
     };
-    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds().max(0);
+    let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+        .num_seconds()
+        .max(0);
     match secs {
         0 => "Less than a second".into(),
         1 => "1 second".into(),
@@ -135,7 +137,10 @@ impl Agent {
     pub fn container_stats(&self, key: &str) -> Result<ContainerStats> {
         let r = self.containers().resolve(key)?;
         if r.state != ContainerState::Running {
-            return Err(AgentError::conflict(format!("container {} is not running", r.name)));
+            return Err(AgentError::conflict(format!(
+                "container {} is not running",
+                r.name
+            )));
         }
         let config = self.container_dir(&r.id).join("config.json");
         let spec: serde_json::Value = std::fs::read(&config)
@@ -153,9 +158,16 @@ impl Agent {
     pub fn running_shim(&self, key: &str) -> Result<(ContainerRecord, ShimClient)> {
         let r = self.containers().resolve(key)?;
         if r.state != ContainerState::Running {
-            return Err(AgentError::conflict(format!("container {} is not running", r.name)));
+            return Err(AgentError::conflict(format!(
+                "container {} is not running",
+                r.name
+            )));
         }
-        let client = ShimClient::for_container(&self.config().paths.state, &self.container_dir(&r.id), &r.id);
+        let client = ShimClient::for_container(
+            &self.config().paths.state,
+            &self.container_dir(&r.id),
+            &r.id,
+        );
         Ok((r, client))
     }
 

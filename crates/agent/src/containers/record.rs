@@ -162,14 +162,19 @@ impl ContainerStore {
     }
 
     pub fn delete(&self, id: &str) -> Result<()> {
-        self.db.with(|c| c.execute("DELETE FROM containers WHERE id = ?1", params![id]))?;
+        self.db
+            .with(|c| c.execute("DELETE FROM containers WHERE id = ?1", params![id]))?;
         Ok(())
     }
 
     pub fn get(&self, id: &str) -> Result<Option<ContainerRecord>> {
         self.db.with(|c| {
-            c.query_row("SELECT * FROM containers WHERE id = ?1", params![id], ContainerRecord::from_row)
-                .optional()
+            c.query_row(
+                "SELECT * FROM containers WHERE id = ?1",
+                params![id],
+                ContainerRecord::from_row,
+            )
+            .optional()
         })
     }
 
@@ -256,7 +261,10 @@ mod tests {
         assert_eq!(store.resolve("ABC2").unwrap().name, "db");
         let e = store.resolve("abc").unwrap_err();
         assert!(e.message.contains("more than one"), "{e}");
-        assert_eq!(store.resolve("nope").unwrap_err().kind, crate::ErrorKind::NotFound);
+        assert_eq!(
+            store.resolve("nope").unwrap_err().kind,
+            crate::ErrorKind::NotFound
+        );
         let e = store.insert(&record("def", "web")).unwrap_err();
         assert_eq!(e.kind, crate::ErrorKind::Conflict);
         assert!(e.message.contains("abc111"), "{e}");

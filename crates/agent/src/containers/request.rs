@@ -90,19 +90,22 @@ pub fn to_run_options(req: &CreateRequest, volumes_dir: &Path) -> Result<RunOpti
     };
     let mut extra_hosts = Vec::new();
     for h in &req.add_hosts {
-        let (name, ip) = h
-            .split_once(':')
-            .ok_or_else(|| AgentError::invalid(format!("invalid --add-host {h:?}: expected name:ip")))?;
-        let ip: IpAddr = ip
-            .parse()
-            .map_err(|_| AgentError::invalid(format!("invalid --add-host {h:?}: {ip:?} is not an IP address")))?;
+        let (name, ip) = h.split_once(':').ok_or_else(|| {
+            AgentError::invalid(format!("invalid --add-host {h:?}: expected name:ip"))
+        })?;
+        let ip: IpAddr = ip.parse().map_err(|_| {
+            AgentError::invalid(format!(
+                "invalid --add-host {h:?}: {ip:?} is not an IP address"
+            ))
+        })?;
         extra_hosts.push((name.to_string(), ip));
     }
     let mut dns = Vec::new();
     for d in &req.dns {
         dns.push(
-            d.parse()
-                .map_err(|_| AgentError::invalid(format!("invalid --dns {d:?}: not an IP address")))?,
+            d.parse().map_err(|_| {
+                AgentError::invalid(format!("invalid --dns {d:?}: not an IP address"))
+            })?,
         );
     }
     if let Some(m) = req.memory {
@@ -114,7 +117,9 @@ pub fn to_run_options(req: &CreateRequest, volumes_dir: &Path) -> Result<RunOpti
     }
     if let Some(c) = req.cpus {
         if !(c > 0.0 && c.is_finite()) {
-            return Err(AgentError::invalid(format!("--cpus {c} must be a positive number")));
+            return Err(AgentError::invalid(format!(
+                "--cpus {c} must be a positive number"
+            )));
         }
     }
     if let Some(w) = &req.workdir {
@@ -206,7 +211,11 @@ fn parse_volume(spec: &str, volumes_dir: &Path) -> Result<VolumeMount> {
         crate::volumes::validate_volume_name(src)?;
         crate::volumes::ensure_volume_dir(volumes_dir, src)?
     };
-    Ok(VolumeMount { source: VolumeSource::Bind(source), target: dst.to_string(), read_only })
+    Ok(VolumeMount {
+        source: VolumeSource::Bind(source),
+        target: dst.to_string(),
+        read_only,
+    })
 }
 
 /// `DST[:size=N]` with N in bytes or with a k/m/g suffix.
@@ -232,7 +241,11 @@ fn parse_tmpfs(spec: &str) -> Result<VolumeMount> {
             }
         }
     }
-    Ok(VolumeMount { source: VolumeSource::Tmpfs { size }, target: dst.to_string(), read_only: false })
+    Ok(VolumeMount {
+        source: VolumeSource::Tmpfs { size },
+        target: dst.to_string(),
+        read_only: false,
+    })
 }
 
 /// Docker's size syntax: `123`, `64k`, `64m`, `1g` (binary multiples, case-insensitive, optional `b`).
@@ -272,7 +285,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let req = CreateRequest {
             image: "x".into(),
-            volumes: vec![format!("{}:/data:ro", dir.path().display()), "cache:/cache".into()],
+            volumes: vec![
+                format!("{}:/data:ro", dir.path().display()),
+                "cache:/cache".into(),
+            ],
             tmpfs: vec!["/tmp:size=1m".into()],
             ..Default::default()
         };
@@ -280,7 +296,12 @@ mod tests {
         assert_eq!(o.mounts.len(), 3);
         assert!(o.mounts[0].read_only);
         assert!(dir.path().join("volumes/cache/_data").is_dir());
-        assert_eq!(o.mounts[2].source, VolumeSource::Tmpfs { size: Some(1 << 20) });
+        assert_eq!(
+            o.mounts[2].source,
+            VolumeSource::Tmpfs {
+                size: Some(1 << 20)
+            }
+        );
 
         for (bad, needle) in [
             ("/nonexistent-zlayer:/x", "does not exist"),
@@ -288,11 +309,22 @@ mod tests {
             ("/:/x:rx", "unknown mode"),
             ("a", "expected SRC:DST"),
         ] {
-            let req = CreateRequest { image: "x".into(), volumes: vec![bad.into()], ..Default::default() };
+            let req = CreateRequest {
+                image: "x".into(),
+                volumes: vec![bad.into()],
+                ..Default::default()
+            };
             let e = to_run_options(&req, dir.path()).unwrap_err();
             assert!(e.message.contains(needle), "{bad}: {e}");
         }
-        let req = CreateRequest { image: "x".into(), network: Some("mars".into()), ..Default::default() };
-        assert!(to_run_options(&req, dir.path()).unwrap_err().message.contains("unknown network"));
+        let req = CreateRequest {
+            image: "x".into(),
+            network: Some("mars".into()),
+            ..Default::default()
+        };
+        assert!(to_run_options(&req, dir.path())
+            .unwrap_err()
+            .message
+            .contains("unknown network"));
     }
 }

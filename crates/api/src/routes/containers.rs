@@ -16,8 +16,8 @@ use zlayer_agent::containers::{
     ContainerDetails, ContainerSummary, CreateRequest, Created, WaitResult,
 };
 use zlayer_runtime::client::StreamEvent;
-use zlayer_runtime::protocol::Stream;
 use zlayer_runtime::protocol::ExecSpec;
+use zlayer_runtime::protocol::Stream;
 
 use super::{blocking, ApiResult, AppState};
 use crate::frames;
@@ -40,14 +40,18 @@ pub async fn list(
     State(agent): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<ContainerSummary>>> {
-    blocking(move || agent.list_containers(q.all)).await.map(Json)
+    blocking(move || agent.list_containers(q.all))
+        .await
+        .map(Json)
 }
 
 pub async fn inspect(
     State(agent): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ContainerDetails>> {
-    blocking(move || agent.inspect_container(&id)).await.map(Json)
+    blocking(move || agent.inspect_container(&id))
+        .await
+        .map(Json)
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -109,11 +113,14 @@ pub async fn stats(
 }
 
 fn framed_response(rx: mpsc::Receiver<Bytes>) -> Response {
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
-        .map(Ok::<_, std::convert::Infallible>);
+    let stream =
+        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/vnd.zlayer.multiplexed-stream")
+        .header(
+            header::CONTENT_TYPE,
+            "application/vnd.zlayer.multiplexed-stream",
+        )
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
@@ -148,22 +155,20 @@ pub async fn logs(
         blocking(move || agent.open_logs(&id, q.follow, q.tail, cancel)).await?
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    tokio::task::spawn_blocking(move || {
-        loop {
-            match reader.next_entry() {
-                Ok(Some(entry)) => {
-                    let frame = frames::encode(stream_id(entry.stream), &entry.format(q.timestamps));
-                    if tx.blocking_send(frame).is_err() {
-                        cancel.store(true, Ordering::Relaxed);
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    let msg = serde_json::json!({"error": format!("reading logs: {e}")}).to_string();
-                    let _ = tx.blocking_send(frames::encode(frames::ERROR, msg.as_bytes()));
+    tokio::task::spawn_blocking(move || loop {
+        match reader.next_entry() {
+            Ok(Some(entry)) => {
+                let frame = frames::encode(stream_id(entry.stream), &entry.format(q.timestamps));
+                if tx.blocking_send(frame).is_err() {
+                    cancel.store(true, Ordering::Relaxed);
                     return;
                 }
+            }
+            Ok(None) => return,
+            Err(e) => {
+                let msg = serde_json::json!({"error": format!("reading logs: {e}")}).to_string();
+                let _ = tx.blocking_send(frames::encode(frames::ERROR, msg.as_bytes()));
+                return;
             }
         }
     });
@@ -185,9 +190,8 @@ pub async fn exec(
     Query(q): Query<ExecQuery>,
     body: Body,
 ) -> ApiResult<Response> {
-    let spec: ExecSpec = serde_json::from_str(&q.spec).map_err(|e| {
-        zlayer_agent::AgentError::invalid(format!("bad exec spec: {e}"))
-    })?;
+    let spec: ExecSpec = serde_json::from_str(&q.spec)
+        .map_err(|e| zlayer_agent::AgentError::invalid(format!("bad exec spec: {e}")))?;
     let (_, client) = {
         let agent = agent.clone();
         blocking(move || agent.running_shim(&id)).await?
@@ -200,7 +204,10 @@ pub async fn exec(
             let code = e.exit_code();
             zlayer_agent::AgentError::invalid(e.to_string()).with_exit_code(Some(code))
         })?;
-    Ok(pump_session(SessionKind::Exec(session), want_stdin.then_some(body)))
+    Ok(pump_session(
+        SessionKind::Exec(session),
+        want_stdin.then_some(body),
+    ))
 }
 
 /// Forwards the request body to the container's stdin (for `run -i`); the response ends with
@@ -233,7 +240,9 @@ impl SessionKind {
             SessionKind::Attach(s) => s.next_event(),
         }
     }
-    fn stdin(&self) -> Result<zlayer_runtime::client::StdinWriter, zlayer_runtime::client::ClientError> {
+    fn stdin(
+        &self,
+    ) -> Result<zlayer_runtime::client::StdinWriter, zlayer_runtime::client::ClientError> {
         match self {
             SessionKind::Exec(s) => s.stdin(),
             SessionKind::Attach(s) => s.stdin(),
@@ -280,7 +289,8 @@ fn pump_session(mut session: SessionKind, stdin: Option<Body>) -> Response {
                     return;
                 }
                 Ok(None) => {
-                    let msg = serde_json::json!({"error": "the container's shim went away"}).to_string();
+                    let msg =
+                        serde_json::json!({"error": "the container's shim went away"}).to_string();
                     let _ = tx.blocking_send(frames::encode(frames::ERROR, msg.as_bytes()));
                     return;
                 }

@@ -23,8 +23,13 @@ pub struct PullRequest {
 #[serde(untagged)]
 pub enum PullLine {
     Progress(PullEvent),
-    Done { done: zlayer_agent::images::PullSummary },
-    Failed { error: String, kind: zlayer_agent::ErrorKind },
+    Done {
+        done: zlayer_agent::images::PullSummary,
+    },
+    Failed {
+        error: String,
+        kind: zlayer_agent::ErrorKind,
+    },
 }
 
 pub async fn pull(State(agent): State<AppState>, Json(req): Json<PullRequest>) -> Response {
@@ -39,7 +44,10 @@ pub async fn pull(State(agent): State<AppState>, Json(req): Json<PullRequest>) -
             .await;
         let last = match result {
             Ok(done) => PullLine::Done { done },
-            Err(e) => PullLine::Failed { error: e.message, kind: e.kind },
+            Err(e) => PullLine::Failed {
+                error: e.message,
+                kind: e.kind,
+            },
         };
         let _ = tx.send(last).await;
     });
@@ -62,14 +70,18 @@ pub async fn inspect(
     State(agent): State<AppState>,
     Query(q): Query<RefQuery>,
 ) -> ApiResult<Json<ImageDetails>> {
-    blocking(move || agent.inspect_image(&q.reference)).await.map(Json)
+    blocking(move || agent.inspect_image(&q.reference))
+        .await
+        .map(Json)
 }
 
 pub async fn remove(
     State(agent): State<AppState>,
     Query(q): Query<RefQuery>,
 ) -> ApiResult<Json<RemoveReport>> {
-    blocking(move || agent.remove_image(&q.reference, q.force)).await.map(Json)
+    blocking(move || agent.remove_image(&q.reference, q.force))
+        .await
+        .map(Json)
 }
 
 pub async fn prune(State(agent): State<AppState>) -> ApiResult<Json<PruneReport>> {
@@ -105,6 +117,8 @@ pub async fn unpack(
     State(agent): State<AppState>,
     Json(req): Json<UnpackRequest>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    agent.unpack_image(&req.reference, std::path::Path::new(&req.dir)).await?;
+    agent
+        .unpack_image(&req.reference, std::path::Path::new(&req.dir))
+        .await?;
     Ok(Json(serde_json::json!({"dir": req.dir})))
 }

@@ -18,14 +18,19 @@ pub async fn create(
 ) -> ApiResult<Json<VolumeInfo>> {
     blocking(move || {
         let dir = volumes::ensure_volume_dir(&agent.config().paths.volumes(), &req.name)?;
-        Ok(VolumeInfo { name: req.name, mountpoint: dir.display().to_string() })
+        Ok(VolumeInfo {
+            name: req.name,
+            mountpoint: dir.display().to_string(),
+        })
     })
     .await
     .map(Json)
 }
 
 pub async fn list(State(agent): State<AppState>) -> ApiResult<Json<Vec<VolumeInfo>>> {
-    blocking(move || volumes::list(&agent.config().paths.volumes())).await.map(Json)
+    blocking(move || volumes::list(&agent.config().paths.volumes()))
+        .await
+        .map(Json)
 }
 
 pub async fn remove(
@@ -37,7 +42,9 @@ pub async fn remove(
             .containers()
             .list()?
             .into_iter()
-            .filter(|c| zlayer_agent::containers::request::named_volumes_of(&c.spec).contains(&name))
+            .filter(|c| {
+                zlayer_agent::containers::request::named_volumes_of(&c.spec).contains(&name)
+            })
             .map(|c| c.name)
             .collect();
         if !users.is_empty() {

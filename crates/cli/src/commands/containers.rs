@@ -9,8 +9,10 @@ use bytes::Bytes;
 use clap::Args;
 use hyper::Method;
 use tokio::sync::mpsc;
-use zlayer_agent::containers::{ContainerDetails, ContainerSummary, CreateRequest, Created, WaitResult};
 use zlayer_agent::containers::request::parse_bytes;
+use zlayer_agent::containers::{
+    ContainerDetails, ContainerSummary, CreateRequest, Created, WaitResult,
+};
 use zlayer_api::client::{encode_query, ClientError};
 use zlayer_api::frames;
 use zlayer_api::Client;
@@ -114,15 +116,19 @@ fn resolve_env(env: &[String]) -> Vec<String> {
 fn build_request(a: &RunArgs) -> anyhow::Result<CreateRequest> {
     let mut env_file = Vec::new();
     for f in &a.env_file {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading env file {}", f.display()))?;
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading env file {}", f.display()))?;
         env_file.extend(
-            zlayer_runtime::bundle::parse_env_file(&text, &f.display().to_string(), |k| std::env::var(k).ok())
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            zlayer_runtime::bundle::parse_env_file(&text, &f.display().to_string(), |k| {
+                std::env::var(k).ok()
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
         );
     }
     let memory = match &a.memory {
         Some(m) => Some(
-            parse_bytes(m).with_context(|| format!("invalid --memory {m:?}: use bytes or k/m/g"))? as i64,
+            parse_bytes(m).with_context(|| format!("invalid --memory {m:?}: use bytes or k/m/g"))?
+                as i64,
         ),
         None => None,
     };
@@ -131,7 +137,13 @@ fn build_request(a: &RunArgs) -> anyhow::Result<CreateRequest> {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
         labels.insert(k.to_string(), v.to_string());
     }
-    let entrypoint = a.entrypoint.as_ref().map(|e| if e.is_empty() { vec![] } else { vec![e.clone()] });
+    let entrypoint = a.entrypoint.as_ref().map(|e| {
+        if e.is_empty() {
+            vec![]
+        } else {
+            vec![e.clone()]
+        }
+    });
     Ok(CreateRequest {
         image: a.image.clone(),
         name: a.name.clone(),
@@ -221,7 +233,12 @@ pub async fn run(client: &Client, args: RunArgs) -> CmdResult {
         let id = id.clone();
         Some(tokio::spawn(async move {
             client
-                .stream_frames(Method::POST, &format!("/v1/containers/{id}/attach"), Some(stdin_channel()), |_, _| Ok(()))
+                .stream_frames(
+                    Method::POST,
+                    &format!("/v1/containers/{id}/attach"),
+                    Some(stdin_channel()),
+                    |_, _| Ok(()),
+                )
                 .await
         }))
     } else {
@@ -236,7 +253,9 @@ pub async fn run(client: &Client, args: RunArgs) -> CmdResult {
             Ok(())
         })
         .await?;
-    let res: WaitResult = client.post(&format!("/v1/containers/{id}/wait"), &serde_json::json!({})).await?;
+    let res: WaitResult = client
+        .post(&format!("/v1/containers/{id}/wait"), &serde_json::json!({}))
+        .await?;
     if let Some(a) = attach {
         a.abort();
     }
@@ -261,7 +280,9 @@ pub struct PsArgs {
 }
 
 pub async fn ps(client: &Client, args: PsArgs) -> CmdResult {
-    let list: Vec<ContainerSummary> = client.get(&format!("/v1/containers?all={}", args.all)).await?;
+    let list: Vec<ContainerSummary> = client
+        .get(&format!("/v1/containers?all={}", args.all))
+        .await?;
     if args.format == Format::Json {
         print_json(&list)?;
     } else if args.quiet {
@@ -276,10 +297,19 @@ pub async fn ps(client: &Client, args: PsArgs) -> CmdResult {
                 if cmd.chars().count() > 30 {
                     cmd = cmd.chars().take(29).collect::<String>() + "…";
                 }
-                vec![c.id[..12].to_string(), c.image.clone(), format!("\"{cmd}\""), c.status.clone(), c.name.clone()]
+                vec![
+                    c.id[..12].to_string(),
+                    c.image.clone(),
+                    format!("\"{cmd}\""),
+                    c.status.clone(),
+                    c.name.clone(),
+                ]
             })
             .collect();
-        print_table(&["CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"], &rows);
+        print_table(
+            &["CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"],
+            &rows,
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -394,7 +424,11 @@ where
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Args, Debug)]
@@ -410,7 +444,12 @@ pub async fn stop(client: &Client, args: StopArgs) -> CmdResult {
     let t = args.time.map(|t| format!("?t={t}")).unwrap_or_default();
     each(&args.containers, |c| {
         let path = format!("/v1/containers/{}/stop{t}", encode_query(&c));
-        async move { client.post::<_, serde_json::Value>(&path, &serde_json::json!({})).await.map(|_| ()) }
+        async move {
+            client
+                .post::<_, serde_json::Value>(&path, &serde_json::json!({}))
+                .await
+                .map(|_| ())
+        }
     })
     .await
 }
@@ -425,10 +464,19 @@ pub struct KillArgs {
 }
 
 pub async fn kill(client: &Client, args: KillArgs) -> CmdResult {
-    let q = args.signal.as_ref().map(|s| format!("?signal={}", encode_query(s))).unwrap_or_default();
+    let q = args
+        .signal
+        .as_ref()
+        .map(|s| format!("?signal={}", encode_query(s)))
+        .unwrap_or_default();
     each(&args.containers, |c| {
         let path = format!("/v1/containers/{}/kill{q}", encode_query(&c));
-        async move { client.post::<_, serde_json::Value>(&path, &serde_json::json!({})).await.map(|_| ()) }
+        async move {
+            client
+                .post::<_, serde_json::Value>(&path, &serde_json::json!({}))
+                .await
+                .map(|_| ())
+        }
     })
     .await
 }
@@ -459,8 +507,12 @@ pub struct WaitArgs {
 pub async fn wait(client: &Client, args: WaitArgs) -> CmdResult {
     let mut last = 0;
     for c in &args.containers {
-        let r: WaitResult =
-            client.post(&format!("/v1/containers/{}/wait", encode_query(c)), &serde_json::json!({})).await?;
+        let r: WaitResult = client
+            .post(
+                &format!("/v1/containers/{}/wait", encode_query(c)),
+                &serde_json::json!({}),
+            )
+            .await?;
         println!("{}", r.exit_code);
         last = r.exit_code;
     }
@@ -477,7 +529,9 @@ pub struct InspectArgs {
 pub async fn inspect(client: &Client, args: InspectArgs) -> CmdResult {
     let mut all = Vec::new();
     for c in &args.containers {
-        let d: ContainerDetails = client.get(&format!("/v1/containers/{}", encode_query(c))).await?;
+        let d: ContainerDetails = client
+            .get(&format!("/v1/containers/{}", encode_query(c)))
+            .await?;
         all.push(d);
     }
     print_json(&all)?;
@@ -501,23 +555,35 @@ pub async fn stats(client: &Client, args: StatsArgs) -> CmdResult {
         let mut rows = Vec::new();
         let mut json = Vec::new();
         for c in &args.containers {
-            let s: zlayer_runtime::stats::ContainerStats =
-                client.get(&format!("/v1/containers/{}/stats", encode_query(c))).await?;
+            let s: zlayer_runtime::stats::ContainerStats = client
+                .get(&format!("/v1/containers/{}/stats", encode_query(c)))
+                .await?;
             let now = std::time::Instant::now();
             let cpu = match prev.get(c) {
                 Some((ns, t)) => {
                     let dt = now.duration_since(*t).as_nanos().max(1) as f64;
-                    format!("{:.2}%", (s.cpu_usage_ns.saturating_sub(*ns)) as f64 / dt * 100.0)
+                    format!(
+                        "{:.2}%",
+                        (s.cpu_usage_ns.saturating_sub(*ns)) as f64 / dt * 100.0
+                    )
                 }
                 None => "--".to_string(),
             };
             prev.insert(c.clone(), (s.cpu_usage_ns, now));
-            let limit = s.memory_limit.map(human_size).unwrap_or_else(|| "unlimited".into());
+            let limit = s
+                .memory_limit
+                .map(human_size)
+                .unwrap_or_else(|| "unlimited".into());
             let pids = match s.pids_limit {
                 Some(l) => format!("{} / {l}", s.pids_current),
                 None => s.pids_current.to_string(),
             };
-            rows.push(vec![c.clone(), cpu, format!("{} / {limit}", human_size(s.memory_usage)), pids]);
+            rows.push(vec![
+                c.clone(),
+                cpu,
+                format!("{} / {limit}", human_size(s.memory_usage)),
+                pids,
+            ]);
             json.push(serde_json::json!({"container": c, "stats": s}));
         }
         if args.format == Format::Json {

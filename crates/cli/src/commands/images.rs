@@ -26,22 +26,30 @@ pub struct PullArgs {
 }
 
 pub async fn pull(client: &Client, args: PullArgs) -> CmdResult {
-    let req = PullRequest { reference: args.reference.clone(), platform: args.platform };
+    let req = PullRequest {
+        reference: args.reference.clone(),
+        platform: args.platform,
+    };
     let mut renderer = (!args.quiet).then(ProgressRenderer::auto);
     let mut outcome: Option<Result<String, String>> = None;
     client
-        .stream(hyper::Method::POST, "/v1/images/pull", Some(&req), |line: PullLine| {
-            match line {
-                PullLine::Progress(ev) => {
-                    if let Some(r) = renderer.as_mut() {
-                        r.handle(&ev);
+        .stream(
+            hyper::Method::POST,
+            "/v1/images/pull",
+            Some(&req),
+            |line: PullLine| {
+                match line {
+                    PullLine::Progress(ev) => {
+                        if let Some(r) = renderer.as_mut() {
+                            r.handle(&ev);
+                        }
                     }
+                    PullLine::Done { done } => outcome = Some(Ok(done.digest)),
+                    PullLine::Failed { error, .. } => outcome = Some(Err(error)),
                 }
-                PullLine::Done { done } => outcome = Some(Ok(done.digest)),
-                PullLine::Failed { error, .. } => outcome = Some(Err(error)),
-            }
-            Ok(())
-        })
+                Ok(())
+            },
+        )
         .await?;
     if let Some(r) = renderer.as_mut() {
         r.finish();
@@ -53,7 +61,10 @@ pub async fn pull(client: &Client, args: PullArgs) -> CmdResult {
             Ok(ExitCode::SUCCESS)
         }
         Some(Err(e)) => bail!("pulling {}: {e}", args.reference),
-        None => bail!("pulling {}: the daemon ended the stream without a result", args.reference),
+        None => bail!(
+            "pulling {}: the daemon ended the stream without a result",
+            args.reference
+        ),
     }
 }
 
@@ -75,9 +86,15 @@ fn repo_and_tag(name: &str) -> (String, String) {
     let slash = name.rfind('/').map_or(0, |i| i + 1);
     let (repo, tag) = match name[slash..].rfind(':') {
         Some(i) => (&name[..slash + i], name[slash + i + 1..].to_string()),
-        None => (name, digest.map(|_| "<none>".to_string()).unwrap_or_default()),
+        None => (
+            name,
+            digest.map(|_| "<none>".to_string()).unwrap_or_default(),
+        ),
     };
-    let repo = repo.strip_prefix("docker.io/library/").or_else(|| repo.strip_prefix("docker.io/")).unwrap_or(repo);
+    let repo = repo
+        .strip_prefix("docker.io/library/")
+        .or_else(|| repo.strip_prefix("docker.io/"))
+        .unwrap_or(repo);
     (repo.to_string(), tag)
 }
 
@@ -96,10 +113,20 @@ pub async fn list(client: &Client, args: ListArgs) -> CmdResult {
     let mut rows = Vec::new();
     for i in &images {
         let created = i.created.clone().unwrap_or_default();
-        let names = if i.names.is_empty() { vec!["<none>:<none>".to_string()] } else { i.names.clone() };
+        let names = if i.names.is_empty() {
+            vec!["<none>:<none>".to_string()]
+        } else {
+            i.names.clone()
+        };
         for n in names {
             let (repo, tag) = repo_and_tag(&n);
-            rows.push(vec![repo, tag, i.id.short().to_string(), created.clone(), human_size(i.size)]);
+            rows.push(vec![
+                repo,
+                tag,
+                i.id.short().to_string(),
+                created.clone(),
+                human_size(i.size),
+            ]);
         }
     }
     print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
@@ -118,7 +145,11 @@ pub struct RmiArgs {
 pub async fn rmi(client: &Client, args: RmiArgs) -> CmdResult {
     let mut failed = false;
     for image in &args.images {
-        let path = format!("/v1/images?ref={}&force={}", encode_query(image), args.force);
+        let path = format!(
+            "/v1/images?ref={}&force={}",
+            encode_query(image),
+            args.force
+        );
         match client.delete::<RemoveReport>(&path).await {
             Ok(report) => {
                 for u in &report.untagged {
@@ -134,7 +165,11 @@ pub async fn rmi(client: &Client, args: RmiArgs) -> CmdResult {
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Args, Debug)]
@@ -147,8 +182,14 @@ pub struct LoadArgs {
 pub async fn load(client: &Client, args: LoadArgs) -> CmdResult {
     let path = std::fs::canonicalize(&args.input)
         .with_context(|| format!("cannot open {}", args.input.display()))?;
-    let resp: LoadResponse =
-        client.post("/v1/images/load", &LoadRequest { path: path.display().to_string() }).await?;
+    let resp: LoadResponse = client
+        .post(
+            "/v1/images/load",
+            &LoadRequest {
+                path: path.display().to_string(),
+            },
+        )
+        .await?;
     for r in resp.loaded {
         println!("Loaded image: {r}");
     }
@@ -163,7 +204,10 @@ pub enum ImageCommand {
         images: Vec<String>,
     },
     /// Write an image's flattened root filesystem into DIR.
-    Unpack { image: String, dir: std::path::PathBuf },
+    Unpack {
+        image: String,
+        dir: std::path::PathBuf,
+    },
     /// Remove dangling images and every blob and snapshot nothing uses.
     Prune,
     /// List images (same as `images`).
@@ -181,8 +225,9 @@ pub async fn image(client: &Client, cmd: ImageCommand) -> CmdResult {
         ImageCommand::Inspect { images } => {
             let mut all = Vec::new();
             for i in &images {
-                let d: ImageDetails =
-                    client.get(&format!("/v1/images/inspect?ref={}", encode_query(i))).await?;
+                let d: ImageDetails = client
+                    .get(&format!("/v1/images/inspect?ref={}", encode_query(i)))
+                    .await?;
                 all.push(d);
             }
             print_json(&all)?;
@@ -192,13 +237,21 @@ pub async fn image(client: &Client, cmd: ImageCommand) -> CmdResult {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let dir = std::fs::canonicalize(&dir)?;
             let _: serde_json::Value = client
-                .post("/v1/images/unpack", &UnpackRequest { reference: image.clone(), dir: dir.display().to_string() })
+                .post(
+                    "/v1/images/unpack",
+                    &UnpackRequest {
+                        reference: image.clone(),
+                        dir: dir.display().to_string(),
+                    },
+                )
                 .await?;
             println!("Unpacked {image} into {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         ImageCommand::Prune => {
-            let r: PruneReport = client.post("/v1/images/prune", &serde_json::json!({})).await?;
+            let r: PruneReport = client
+                .post("/v1/images/prune", &serde_json::json!({}))
+                .await?;
             for i in &r.images_removed {
                 println!("Deleted image: {i}");
             }
@@ -223,9 +276,18 @@ mod tests {
 
     #[test]
     fn repository_and_tag_as_docker_shows_them() {
-        assert_eq!(repo_and_tag("docker.io/library/busybox:latest"), ("busybox".into(), "latest".into()));
-        assert_eq!(repo_and_tag("127.0.0.1:5000/a/b:t"), ("127.0.0.1:5000/a/b".into(), "t".into()));
+        assert_eq!(
+            repo_and_tag("docker.io/library/busybox:latest"),
+            ("busybox".into(), "latest".into())
+        );
+        assert_eq!(
+            repo_and_tag("127.0.0.1:5000/a/b:t"),
+            ("127.0.0.1:5000/a/b".into(), "t".into())
+        );
         let d = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(repo_and_tag(&format!("docker.io/x/y@{d}")), ("x/y".into(), "<none>".into()));
+        assert_eq!(
+            repo_and_tag(&format!("docker.io/x/y@{d}")),
+            ("x/y".into(), "<none>".into())
+        );
     }
 }

@@ -37,15 +37,20 @@ pub async fn volume(client: &Client, cmd: VolumeCommand) -> CmdResult {
             if format == Format::Json {
                 print_json(&vols)?;
             } else {
-                let rows: Vec<Vec<String>> =
-                    vols.into_iter().map(|v| vec![v.name, v.mountpoint]).collect();
+                let rows: Vec<Vec<String>> = vols
+                    .into_iter()
+                    .map(|v| vec![v.name, v.mountpoint])
+                    .collect();
                 print_table(&["VOLUME NAME", "MOUNTPOINT"], &rows);
             }
         }
         VolumeCommand::Rm { names } => {
             let mut failed = false;
             for n in names {
-                match client.delete::<serde_json::Value>(&format!("/v1/volumes/{n}")).await {
+                match client
+                    .delete::<serde_json::Value>(&format!("/v1/volumes/{n}"))
+                    .await
+                {
                     Ok(_) => println!("{n}"),
                     Err(e) => {
                         eprintln!("Error: {e}");

@@ -375,6 +375,10 @@ pub async fn pull(
     })
 }
 
+/// Unpacks every missing layer as soon as its blob is stored, several at once: each is
+/// applied without its lower layers (`defer_lower`), then waits for its parent's snapshot to
+/// be committed, finishes the deferred copy-ups and commits, so snapshots commit in chain
+/// order. Returns the layers base first.
 async fn unpack_in_order(
     ctx: &Arc<PullContext>,
     layers: &[Descriptor],
@@ -384,38 +388,83 @@ async fn unpack_in_order(
     downloads: &mut [Option<JoinHandle<Result<(), PullError>>>],
     opts: &PullOptions,
 ) -> Result<Vec<PulledLayer>, PullError> {
-    let mut out: Vec<PulledLayer> = Vec::with_capacity(layers.len());
+    // Bounds the layers being inflated/extracted at once (each uses two threads).
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, 4);
+    let permits = Arc::new(Semaphore::new(workers));
+    let mut tasks: Vec<LayerTask> = Vec::with_capacity(layers.len());
+    // Each layer tells its child whether it committed (a dropped sender means it failed).
+    let mut parent_done: Option<std::sync::mpsc::Receiver<bool>> = None;
     for (i, existing) in existing.into_iter().enumerate() {
-        let layer = &layers[i];
-        let snapshot = match existing {
-            Some(s) => s,
-            None => {
-                if let Some(h) = downloads[i].take() {
-                    h.await.map_err(|e| ctx.task_error("download", e))??;
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let wait_parent = parent_done.replace(done_rx);
+        if let Some(s) = existing {
+            let _ = done_tx.send(true);
+            tasks.push(LayerTask::Ready(s));
+            continue;
+        }
+        let download = downloads[i].take();
+        let mut apply = opts.apply.clone();
+        apply.whiteouts = crate::unpack::WhiteoutMode::Overlay;
+        apply.defer_lower = true;
+        apply.lower_dirs = Vec::new();
+        let job = unpack_layer::UnpackJob {
+            image: ctx.image.clone(),
+            store: ctx.store.clone(),
+            layer: layers[i].clone(),
+            diff_id: diff_ids[i].clone(),
+            chain_id: chains[i].clone(),
+            parent: i.checked_sub(1).map(|p| chains[p].clone()),
+            apply,
+            permits: permits.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            wait_parent,
+            done: done_tx,
+        };
+        let ctx2 = ctx.clone();
+        tasks.push(LayerTask::Running(tokio::spawn(async move {
+            if let Some(h) = download {
+                // On failure `job` is dropped, and with it `done`: the child layers fail too.
+                h.await.map_err(|e| ctx2.task_error("download", e))??;
+            }
+            ctx2.emit(PullEvent::Extracting {
+                layer: job.layer.digest.clone(),
+            });
+            tokio::task::spawn_blocking(move || job.run())
+                .await
+                .map_err(|e| ctx2.task_error("unpack", e))?
+        })));
+    }
+
+    let mut out: Vec<PulledLayer> = Vec::with_capacity(layers.len());
+    let mut first_error = None;
+    for (i, task) in tasks.into_iter().enumerate() {
+        let snapshot = match task {
+            LayerTask::Ready(s) => s,
+            LayerTask::Running(h) => {
+                if first_error.is_some() {
+                    h.abort();
+                    continue;
                 }
-                ctx.emit(PullEvent::Extracting {
-                    layer: layer.digest.clone(),
-                });
-                let mut apply = opts.apply.clone();
-                apply.whiteouts = crate::unpack::WhiteoutMode::Overlay;
-                // Nearest lower layer first.
-                apply.lower_dirs = out.iter().rev().map(|l| l.snapshot.path.clone()).collect();
-                let parent = i.checked_sub(1).map(|p| chains[p].clone());
-                let job = unpack_layer::UnpackJob {
-                    image: ctx.image.clone(),
-                    content: ctx.store.content().clone(),
-                    snapshots: ctx.store.snapshots().clone(),
-                    layer: layer.clone(),
-                    diff_id: diff_ids[i].clone(),
-                    chain_id: chains[i].clone(),
-                    parent,
-                    apply,
-                };
-                tokio::task::spawn_blocking(move || job.run())
+                match h
                     .await
-                    .map_err(|e| ctx.task_error("unpack", e))??
+                    .map_err(|e| ctx.task_error("unpack", e))
+                    .and_then(|r| r)
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        first_error = Some(e);
+                        continue;
+                    }
+                }
             }
         };
+        if first_error.is_some() {
+            continue;
+        }
+        let layer = &layers[i];
         ctx.emit(PullEvent::Done {
             layer: layer.digest.clone(),
         });
@@ -426,7 +475,16 @@ async fn unpack_in_order(
             snapshot,
         });
     }
-    Ok(out)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// A layer that was already unpacked, or the task unpacking it.
+enum LayerTask {
+    Ready(Snapshot),
+    Running(JoinHandle<Result<Snapshot, PullError>>),
 }
 
 /// Stores a manifest or index exactly as served (already verified against `digest`).

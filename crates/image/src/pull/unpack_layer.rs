@@ -3,13 +3,15 @@
 use std::io::{self, Read};
 use std::sync::mpsc::{sync_channel, Receiver};
 
+use std::sync::Arc;
+
 use super::PullError;
-use crate::content::ContentStore;
 use crate::digest::Digest;
 use crate::layer::{decompress, Compression, DiffIdReader};
 use crate::registry::Descriptor;
-use crate::snapshot::{Snapshot, SnapshotError, SnapshotStore};
-use crate::unpack::{apply_layer, ApplyOptions};
+use crate::snapshot::{Snapshot, SnapshotError};
+use crate::store::ImageStore;
+use crate::unpack::{apply_deferred, apply_layer, ApplyOptions, ApplyStats};
 
 /// Size of the buffers handed from the inflate thread to the extract thread.
 const PIPE_BUF: usize = 256 << 10;
@@ -19,13 +21,21 @@ const PIPE_DEPTH: usize = 8;
 /// Everything needed to unpack one layer, owned, so it can run on a blocking thread.
 pub(crate) struct UnpackJob {
     pub(crate) image: String,
-    pub(crate) content: ContentStore,
-    pub(crate) snapshots: SnapshotStore,
+    pub(crate) store: ImageStore,
     pub(crate) layer: Descriptor,
     pub(crate) diff_id: Digest,
     pub(crate) chain_id: Digest,
     pub(crate) parent: Option<Digest>,
+    /// With `defer_lower` set: applied before the parent exists, finished after.
     pub(crate) apply: ApplyOptions,
+    /// Limits concurrent extractions; held only while applying, never while waiting for the
+    /// parent (that could deadlock: a child holding the last permit waiting for its parent).
+    pub(crate) permits: Arc<tokio::sync::Semaphore>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// Resolves when the parent layer committed (true) or failed (false / sender dropped).
+    pub(crate) wait_parent: Option<std::sync::mpsc::Receiver<bool>>,
+    /// Tells the child layer how this one ended.
+    pub(crate) done: std::sync::mpsc::Sender<bool>,
 }
 
 /// Why filling a snapshot failed (boxed into [`SnapshotError::Fill`] by the snapshot store).
@@ -40,21 +50,37 @@ enum FillError {
 impl UnpackJob {
     /// Creates the snapshot for this layer's chain id (or reuses one another pull made
     /// meanwhile). Blocking.
-    pub(crate) fn run(self) -> Result<Snapshot, PullError> {
+    pub(crate) fn run(mut self) -> Result<Snapshot, PullError> {
+        let done = self.done.clone();
+        let result = self.create();
+        let _ = done.send(result.is_ok());
+        result
+    }
+
+    fn create(&mut self) -> Result<Snapshot, PullError> {
+        let wait_parent = self.wait_parent.take();
         let unpack_err = |source: SnapshotError| PullError::Unpack {
             image: self.image.clone(),
             layer: self.layer.digest.clone(),
             source: Box::new(source),
         };
+        let mut wait_parent = wait_parent;
         let result = self
-            .snapshots
+            .store
+            .snapshots()
             .create(&self.chain_id, self.parent.as_ref(), |dir| {
-                self.fill(dir).map_err(|e| match e {
+                self.fill(dir, wait_parent.take()).map_err(|e| match e {
                     // Keep our typed error recognisable through the snapshot store's box.
                     e @ PullError::DiffIdMismatch { .. } => FillError::Pull(e),
                     other => FillError::Other(other.to_string()),
                 })
             });
+        // Made by another pull meanwhile (fill not run): still report failures below in order.
+        if let Some(rx) = wait_parent {
+            if rx.recv() != Ok(true) {
+                return Err(self.parent_failed());
+            }
+        }
         match result {
             Ok(s) => Ok(s),
             Err(SnapshotError::Fill { source, chain_id }) => match source.downcast::<FillError>() {
@@ -71,9 +97,72 @@ impl UnpackJob {
         }
     }
 
-    /// Inflates on a helper thread and hashes + extracts on this one, so a layer uses both
+    fn parent_failed(&self) -> PullError {
+        PullError::Unpack {
+            image: self.image.clone(),
+            layer: self.layer.digest.clone(),
+            source: Box::new(SnapshotError::Fill {
+                chain_id: self.chain_id.clone(),
+                source: "not unpacked because a layer below it failed".into(),
+            }),
+        }
+    }
+
+    /// Applies the layer (holding an extraction permit), waits for the parent snapshot, then
+    /// finishes what needed the lower layers.
+    fn fill(
+        &self,
+        dir: &std::path::Path,
+        wait_parent: Option<std::sync::mpsc::Receiver<bool>>,
+    ) -> Result<(), PullError> {
+        let stats = {
+            let _permit =
+                self.runtime
+                    .block_on(self.permits.acquire())
+                    .map_err(|e| PullError::Task {
+                        image: self.image.clone(),
+                        what: "unpack queue",
+                        detail: e.to_string(),
+                    })?;
+            self.apply(dir)?
+        };
+        if let Some(rx) = wait_parent {
+            if rx.recv() != Ok(true) {
+                return Err(self.parent_failed());
+            }
+        }
+        if !stats.deferred.is_empty() {
+            let lower_dirs =
+                self.store
+                    .lower_dirs(self.parent.as_ref())
+                    .map_err(|e| PullError::Unpack {
+                        image: self.image.clone(),
+                        layer: self.layer.digest.clone(),
+                        source: Box::new(SnapshotError::Fill {
+                            chain_id: self.chain_id.clone(),
+                            source: e.to_string().into(),
+                        }),
+                    })?;
+            let finish = ApplyOptions {
+                lower_dirs,
+                defer_lower: false,
+                ..self.apply.clone()
+            };
+            apply_deferred(dir, &stats.deferred, &finish).map_err(|e| PullError::Unpack {
+                image: self.image.clone(),
+                layer: self.layer.digest.clone(),
+                source: Box::new(SnapshotError::Fill {
+                    chain_id: self.chain_id.clone(),
+                    source: e.to_string().into(),
+                }),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Inflates on a helper thread and hashes + extracts on this one, so a layer uses two
     /// cores: inflate and tar extraction cost about the same.
-    fn fill(&self, dir: &std::path::Path) -> Result<(), PullError> {
+    fn apply(&self, dir: &std::path::Path) -> Result<ApplyStats, PullError> {
         let other = |reason: String| PullError::Unpack {
             image: self.image.clone(),
             layer: self.layer.digest.clone(),
@@ -85,7 +174,8 @@ impl UnpackJob {
         let compression = Compression::from_media_type(&self.layer.media_type)
             .map_err(|e| other(e.to_string()))?;
         let blob = self
-            .content
+            .store
+            .content()
             .open_blob(&self.layer.digest)
             .map_err(|source| PullError::Content {
                 image: self.image.clone(),
@@ -119,11 +209,12 @@ impl UnpackJob {
                     }
                 }
             });
-            let digest = {
+            let applied = {
                 let mut tar = DiffIdReader::new(ChannelReader::new(rx));
                 match apply_layer(dir, &mut tar, &self.apply) {
-                    Ok(_) => tar
+                    Ok(stats) => tar
                         .finish()
+                        .map(|d| (d, stats))
                         .map_err(|e| other(format!("reading layer: {e}"))),
                     Err(e) => Err(other(e.to_string())),
                 }
@@ -131,7 +222,7 @@ impl UnpackJob {
                 // if extraction stopped early.
             };
             let _ = inflater.join();
-            let actual = digest?;
+            let (actual, stats) = applied?;
             if actual != self.diff_id {
                 return Err(PullError::DiffIdMismatch {
                     image: self.image.clone(),
@@ -140,7 +231,7 @@ impl UnpackJob {
                     actual,
                 });
             }
-            Ok(())
+            Ok(stats)
         })
     }
 }

@@ -30,6 +30,9 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// (attach) or stops the process's output (exec) — the log never waits for clients.
 const MAX_BACKLOG: usize = 8 << 20;
 const EXEC_BACKPRESSURE: usize = 1 << 20;
+/// Bytes read from an output pipe at once: small, because every page of buffer is
+/// resident in every idle shim; a busy container just costs a few more reads.
+const READ_CHUNK: usize = 8 * 1024;
 
 /// The container init's stdio, owned by the shim.
 pub(crate) struct InitIo {
@@ -137,6 +140,36 @@ impl Conn {
         }
         if self.wbuf.is_empty() && self.close_after_flush {
             self.dead = true;
+        }
+    }
+}
+
+/// Gives back the stack pages libcontainer's deep call chains touched during start-up:
+/// everything below the current frame (minus a margin) is unused from here on, and an
+/// idle shim should not keep them. The kernel maps fresh zero pages if they are needed.
+fn release_unused_stack() {
+    const MARGIN: usize = 16 * 1024;
+    let marker = 0u8;
+    let sp = std::ptr::addr_of!(marker) as usize;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    let Some(start) = maps.lines().find(|l| l.ends_with("[stack]")).and_then(|l| {
+        let (range, _) = l.split_once(' ')?;
+        let (a, _) = range.split_once('-')?;
+        usize::from_str_radix(a, 16).ok()
+    }) else {
+        return;
+    };
+    let page = 4096;
+    let end = sp.saturating_sub(MARGIN) & !(page - 1);
+    if end > start {
+        // SAFETY: [start, end) lies below the live part of this thread's stack (the
+        // stack grows down and `end` is 16 KiB below the current frame); no signal
+        // handler runs on it (signals go through a signalfd). MADV_DONTNEED on private
+        // anonymous memory only drops the pages.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
         }
     }
 }
@@ -301,6 +334,7 @@ impl Server {
         unsafe {
             libc::malloc_trim(0);
         }
+        release_unused_stack();
         self.reap();
 
         loop {
@@ -554,7 +588,7 @@ impl Server {
     }
 
     fn read_init(&mut self, i: usize) {
-        let mut buf = [0u8; 32 * 1024];
+        let mut buf = [0u8; READ_CHUNK];
         let Some(n) = Self::read_pipe(&mut self.init_out[i], &mut buf) else {
             return;
         };
@@ -576,7 +610,7 @@ impl Server {
     }
 
     fn read_exec(&mut self, id: u64, i: usize) {
-        let mut buf = [0u8; 32 * 1024];
+        let mut buf = [0u8; READ_CHUNK];
         let Some(e) = self.execs.get_mut(&id) else {
             return;
         };
@@ -593,7 +627,7 @@ impl Server {
     }
 
     fn read_conn(&mut self, id: u64) {
-        let mut buf = [0u8; 16 * 1024];
+        let mut buf = [0u8; 4096];
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
@@ -890,7 +924,7 @@ impl Server {
     /// The container's init exited: record, clean up, tell everyone, leave.
     fn finish(mut self) -> i32 {
         // Last output still in the pipes.
-        let mut buf = [0u8; 32 * 1024];
+        let mut buf = [0u8; READ_CHUNK];
         for i in 0..2 {
             while let Some(n) = Self::read_pipe(&mut self.init_out[i], &mut buf) {
                 let stream = self.init_out[i].stream;

@@ -26,9 +26,11 @@ fn report(w: OwnedFd, r: &StartReport) {
 /// Maps a libcontainer start error to docker's exit status: 127 when the command was
 /// not found, 126 when it is not executable.
 pub(crate) fn start_error_code(msg: &str) -> Option<i32> {
-    if msg.contains("not found in $PATH") || msg.contains("No such file or directory") {
+    let exec_failed = msg.contains("executing") || msg.contains("execvp");
+    if msg.contains("not found in $PATH") || (exec_failed && msg.contains("ENOENT")) {
         Some(127)
-    } else if msg.contains("does not have correct permissions") || msg.contains("Permission denied")
+    } else if msg.contains("does not have correct permissions")
+        || (exec_failed && msg.contains("EACCES"))
     {
         Some(126)
     } else {
@@ -80,11 +82,16 @@ pub(crate) fn run(args: ShimArgs, report_w: OwnedFd) -> i32 {
         .append(true)
         .open(args.bundle.join("shim.log"))
     {
-        let filter = std::env::var("ZLAYER_SHIM_LOG").unwrap_or_else(|_| "error".into());
+        // A plain level, not an EnvFilter: its compiled directives would stay resident
+        // in every idle shim.
+        let level = std::env::var("ZLAYER_SHIM_LOG")
+            .ok()
+            .and_then(|l| l.parse::<tracing::Level>().ok())
+            .unwrap_or(tracing::Level::ERROR);
         let _ = tracing_subscriber::fmt()
             .with_writer(std::sync::Arc::new(f))
             .with_ansi(false)
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_max_level(level)
             .try_init();
     }
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers.
@@ -211,6 +218,67 @@ fn copy_pending(fd: &OwnedFd) {
     }
 }
 
+/// Docker's `--network none` container still has a working loopback; a fresh network
+/// namespace starts with `lo` down. Bring it up before the workload runs. Namespaces
+/// given by path (CNI) are the network plugin's business.
+fn loopback_if_private_netns(args: &ShimArgs, container: &Container) -> Result<(), String> {
+    use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
+    let spec = Spec::load(args.bundle.join("config.json")).map_err(|e| e.to_string())?;
+    let private = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Network && n.path().is_none())
+        });
+    let Some(pid) = container.pid() else {
+        return Ok(());
+    };
+    if !private {
+        return Ok(());
+    }
+    let ns = File::open(format!("/proc/{pid}/ns/net"))
+        .map_err(|e| format!("opening the container's network namespace: {e}"))?;
+    // setns changes the calling thread's namespace: do it in a throwaway child.
+    // SAFETY: the shim is single-threaded; the child only makes syscalls and _exits.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Child => {
+            let ok =
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).is_ok() && set_lo_up();
+            // SAFETY: leaving the forked child without running the shim's exit paths.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        nix::unistd::ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None) {
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
+            other => Err(format!(
+                "bringing up loopback in the container failed ({other:?})"
+            )),
+        },
+    }
+}
+
+fn set_lo_up() -> bool {
+    // SAFETY: plain socket/ioctl calls on a zero-initialised ifreq naming "lo".
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return false;
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut ok = libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut ifr) == 0;
+        if ok {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            ok = libc::ioctl(fd, libc::SIOCSIFFLAGS, &ifr) == 0;
+        }
+        libc::close(fd);
+        ok
+    }
+}
+
 struct StartFailure {
     message: String,
     exit_code: Option<i32>,
@@ -221,6 +289,10 @@ fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure>
         message,
         exit_code: None,
     };
+    let config = args.bundle.join("config.json");
+    if !config.is_file() {
+        return Err(plain(format!("{} does not exist", config.display())));
+    }
     let root = args.runtime_root();
     fs::create_dir_all(&root).map_err(|e| plain(format!("creating {}: {e}", root.display())))?;
 
@@ -243,23 +315,31 @@ fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure>
         .with_stdin(stdin_r)
         .with_stdout(out_w)
         .with_stderr(err_w);
-    let mut container = builder
+    let built = builder
         .as_init(&args.bundle)
         .with_systemd(false)
         .with_detach(true)
-        .build()
-        .map_err(|e| {
-            // The init process logs its error after switching its stderr to the pipe:
-            // move that into shim.log, where with_log_details finds it.
-            copy_pending(&err_r);
-            copy_pending(&out_r);
-            let message = error_chain(&e);
-            let exit_code = start_error_code(&message);
-            // libcontainer removed its own cgroup and state after a failed create; make
-            // sure of the state directory (e.g. when validation failed before that).
-            let _ = fs::remove_dir_all(root.join(&args.id));
-            StartFailure { message, exit_code }
-        })?;
+        .build();
+    let mut container = built.map_err(|e| {
+        // The init process logs its error after switching its stderr to the pipe:
+        // move that into shim.log, where with_log_details finds it.
+        copy_pending(&err_r);
+        copy_pending(&out_r);
+        let message = error_chain(&e);
+        let exit_code = start_error_code(&message);
+        // libcontainer removed its own cgroup and state after a failed create; make
+        // sure of the state directory (e.g. when validation failed before that).
+        let _ = fs::remove_dir_all(root.join(&args.id));
+        StartFailure { message, exit_code }
+    })?;
+    if let Err(message) = loopback_if_private_netns(args, &container) {
+        let _ = container.delete(true);
+        let _ = fs::remove_dir_all(root.join(&args.id));
+        return Err(StartFailure {
+            message,
+            exit_code: None,
+        });
+    }
     if let Err(e) = container.start() {
         let message = error_chain(&e);
         let _ = container.delete(true);
@@ -277,4 +357,26 @@ fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure>
             stdin: stdin_w,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::start_error_code;
+
+    #[test]
+    fn docker_exit_codes_for_start_errors() {
+        assert_eq!(
+            start_error_code("error in executing process : executable 'x' not found in $PATH"),
+            Some(127)
+        );
+        assert_eq!(
+            start_error_code("executable 'x' at path '/x' does not have correct permissions"),
+            Some(126)
+        );
+        // an unrelated missing file is not "command not found"
+        assert_eq!(
+            start_error_code("oci spec error: io operation failed: No such file or directory"),
+            None
+        );
+    }
 }

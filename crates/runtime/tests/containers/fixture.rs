@@ -103,6 +103,8 @@ pub fn shim_cmd() -> Vec<OsString> {
 
 /// One container of one test; cleaned up on drop (shim stopped, rootfs removed).
 pub struct TestContainer {
+    /// Log rotation size for the shim (default 10 MB).
+    pub log_max_size: u64,
     pub id: String,
     pub dir: PathBuf,
     pub state: PathBuf,
@@ -123,6 +125,7 @@ impl TestContainer {
     pub fn paths(name: &str) -> TestContainer {
         let id = new_id(name);
         TestContainer {
+            log_max_size: 10 << 20,
             dir: base().join("c").join(&id),
             state: base().join("s"),
             id,
@@ -171,7 +174,7 @@ impl TestContainer {
             image: &img,
             options: &opts,
             shim_cmd: &shim,
-            log_max_size: 10 << 20,
+            log_max_size: self.log_max_size,
             log_max_files: 3,
         })?;
         self.launched = Some(l);

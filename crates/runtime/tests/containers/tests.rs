@@ -41,6 +41,8 @@ pub fn all() -> Vec<Trial> {
         Trial::test("shim_survives_its_spawner", survives_spawner),
         Trial::test("exit_while_daemon_away_is_recorded", exit_while_away),
         Trial::test("exec_leaves_init_running", tick_exec),
+        Trial::test("logs_rotate_and_follow", logs_rotate_follow),
+        Trial::test("network_none_has_loopback_only", network_none),
         Trial::test("stats_from_own_cgroup", stats),
         Trial::test("user_and_groups_resolved", user_resolution),
         Trial::test("read_only_rootfs", read_only),
@@ -268,6 +270,7 @@ fn stop_graceful() -> R {
 pub fn spawn_helper(args: &[OsString]) -> i32 {
     let s = |i: usize| args[i].to_string_lossy().into_owned();
     let mut t = TestContainer {
+        log_max_size: 10 << 20,
         id: s(0),
         dir: s(1).into(),
         state: s(2).into(),
@@ -385,7 +388,9 @@ fn stats() -> R {
         s.pids_current >= 2 && s.pids_limit == Some(50),
         format!("{s:?}"),
     )?;
-    check(s.cpu_usage_ns > 0, format!("{s:?}"))
+    check(s.cpu_usage_ns > 0, format!("{s:?}"))?;
+    let by_dir = zlayer_runtime::stats::read_container_stats(&t.dir)?;
+    check(by_dir.memory_limit == Some(64 << 20), format!("{by_dir:?}"))
 }
 
 fn user_resolution() -> R {
@@ -588,4 +593,68 @@ fn tick_exec() -> R {
     std::thread::sleep(Duration::from_millis(1500));
     let n1 = t.log_text().matches("tick").count();
     check(n1 > n0 + 1, format!("ticks {n0} -> {n1}"))
+}
+
+fn logs_rotate_and_follow_body(t: &TestContainer) -> R {
+    use zlayer_runtime::logs::LogReader;
+    // Follow from the start while the container writes 3000 numbered lines with a
+    // 16 KiB rotation size: every line arrives once, in order, across rotations.
+    let mut r = LogReader::open(&t.dir, None, true, None)?;
+    let mut got = Vec::new();
+    while let Some(e) = r.next_entry()? {
+        got.push(String::from_utf8_lossy(&e.text).into_owned());
+    }
+    let want: Vec<String> = (1..=3000).map(|i| format!("line {i}")).collect();
+    check(
+        got == want,
+        format!(
+            "followed {} lines, first {:?} last {:?}",
+            got.len(),
+            got.first(),
+            got.last()
+        ),
+    )?;
+    check(
+        t.dir.join("container.log.1").exists() && t.dir.join("container.log.2").exists(),
+        "rotated files",
+    )?;
+    check(!t.dir.join("container.log.3").exists(), "only 3 files kept")?;
+    // --tail on the finished log
+    let tail = zlayer_runtime::logs::read_all(&t.dir, Some(2))?;
+    let tail: Vec<String> = tail
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.text).into_owned())
+        .collect();
+    check(tail == ["line 2999", "line 3000"], format!("{tail:?}"))
+}
+
+fn logs_rotate_follow() -> R {
+    let mut t = TestContainer::paths("logs");
+    t.log_max_size = 16 * 1024;
+    t.launch_here(
+        &["sh", "-c", "sleep 0.3; i=1; while [ $i -le 3000 ]; do echo line $i; i=$((i+1)); if [ $((i % 300)) = 0 ]; then sleep 0.05; fi; done"],
+        RunOptions::default(),
+    )
+    .map_err(|e| Failed::from(format!("start: {e}")))?;
+    logs_rotate_and_follow_body(&t)
+}
+
+fn network_none() -> R {
+    let t = start(
+        "netnone",
+        &[
+            "sh",
+            "-c",
+            "ip -o link; ping -c1 -W1 127.0.0.1 >/dev/null && echo PING-OK",
+        ],
+        RunOptions::default(),
+    )?;
+    t.client().wait()?;
+    let log = t.log_text();
+    let links: Vec<&str> = log.lines().filter(|l| l.contains(": <")).collect();
+    check(
+        links.len() == 1 && links[0].contains("lo:") && links[0].contains(",UP"),
+        log.clone(),
+    )?;
+    check(log.contains("PING-OK"), log)
 }
