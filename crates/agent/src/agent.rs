@@ -20,6 +20,8 @@ pub struct Agent {
     /// Exits of `--rm` containers already removed, so a `wait` that arrives after the removal
     /// still gets the exit code (docker's CLI has the same race and the same answer).
     recent_exits: parking_lot::Mutex<Vec<RecentExit>>,
+    /// Deployments, the supervisor's bookkeeping, events and metrics.
+    pub(crate) services: crate::services::Services,
 }
 
 /// The last word of an auto-removed container.
@@ -42,6 +44,7 @@ impl Agent {
             config,
             images,
             registry,
+            services: crate::services::Services::open(db.clone())?,
             containers: ContainerStore::new(db),
             recent_exits: parking_lot::Mutex::new(Vec::new()),
         })
@@ -49,7 +52,9 @@ impl Agent {
 
     /// Re-adopts containers that run under their shims since an earlier daemon.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
-        self.recover_containers().await
+        self.recover_containers().await?;
+        self.start_supervisor();
+        Ok(())
     }
 
     pub fn config(&self) -> &AgentConfig {

@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod images;
 pub mod paths;
+pub mod services;
 pub mod volumes;
 
 mod agent;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{containers, images, volumes};
+use commands::{containers, images, services, volumes};
 use zlayer_agent::paths::DEFAULT_SOCKET;
 use zlayer_api::client::ClientError;
 use zlayer_api::Client;
@@ -82,6 +82,16 @@ enum ClientCommand {
     Inspect(containers::InspectArgs),
     /// Show containers' CPU, memory and pids.
     Stats(containers::StatsArgs),
+    /// Deploy (or validate with --dry-run) a deployment spec file.
+    Deploy(services::DeployArgs),
+    /// Stop and remove everything of a deployment.
+    Undeploy(services::UndeployArgs),
+    /// Show services: desired/running/healthy replicas, restarts, state.
+    Services(services::ServicesArgs),
+    /// Change a service's replica count.
+    Scale(services::ScaleArgs),
+    /// Stream events (JSON lines) until interrupted.
+    Events,
     /// Manage named volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
@@ -134,6 +144,11 @@ async fn run_client(client: Client, command: ClientCommand) -> ExitCode {
         ClientCommand::Inspect(a) => containers::inspect(&client, a).await,
         ClientCommand::Stats(a) => containers::stats(&client, a).await,
         ClientCommand::Volume(c) => volumes::volume(&client, c).await,
+        ClientCommand::Deploy(a) => services::deploy(&client, a).await,
+        ClientCommand::Undeploy(a) => services::undeploy(&client, a).await,
+        ClientCommand::Services(a) => services::services(&client, a).await,
+        ClientCommand::Scale(a) => services::scale(&client, a).await,
+        ClientCommand::Events => services::events(&client).await,
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 
 pub mod containers;
 pub mod images;
+pub mod services;
 pub mod volumes;
 pub mod wclayer;
 
