@@ -249,3 +249,31 @@ fn volumes_users_and_read_only_rootfs() {
     assert!(d.ok(&["volume", "ls"]).contains("cache"));
     d.ok(&["volume", "rm", "cache"]);
 }
+
+#[test]
+fn stdin_reaches_run_i_and_exec_i() {
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let (code, out, err) = common::run_with_stdin(
+        &d,
+        &[
+            "run",
+            "-i",
+            "--rm",
+            &image,
+            "sh",
+            "-c",
+            "tr a-z A-Z; exit 3",
+        ],
+        b"hello\nworld\n",
+    );
+    assert_eq!(code, 3, "{err}\n{}", d.log());
+    assert_eq!(out, "HELLO\nWORLD\n");
+    d.ok(&["run", "-d", "--name", "box", &image, "sleep", "60"]);
+    let (code, out, err) =
+        common::run_with_stdin(&d, &["exec", "-i", "box", "wc", "-c"], &[b'x'; 100_000]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "100000");
+    d.ok(&["rm", "-f", "box"]);
+}

@@ -192,3 +192,26 @@ pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Runs the CLI with `input` on its stdin; returns (exit code, stdout, stderr).
+pub fn run_with_stdin(d: &TestDaemon, args: &[&str], input: &[u8]) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .arg("--socket")
+        .arg(d.socket())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the CLI");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input).expect("writing stdin");
+    drop(stdin);
+    let out = child.wait_with_output().expect("CLI output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
