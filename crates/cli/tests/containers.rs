@@ -277,3 +277,48 @@ fn stdin_reaches_run_i_and_exec_i() {
     assert_eq!(out.trim(), "100000");
     d.ok(&["rm", "-f", "box"]);
 }
+
+#[test]
+fn privileged_containers_get_the_hosts_devices_and_capabilities() {
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let count = "find /dev -type c -o -type b | grep -v ^/dev/pts | wc -l";
+    let (_, plain, _) = run(&d, &["run", "--rm", &image, "sh", "-c", count]);
+    let (code, privileged, err) = run(
+        &d,
+        &["run", "--rm", "--privileged", &image, "sh", "-c", count],
+    );
+    assert_eq!(code, 0, "{err}");
+    let plain: usize = plain.trim().parse().unwrap();
+    let privileged: usize = privileged.trim().parse().unwrap();
+    let host = std::process::Command::new("sh")
+        .args(["-c", count])
+        .output()
+        .unwrap();
+    let host: usize = String::from_utf8_lossy(&host.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        privileged > plain || host <= plain,
+        "privileged {privileged}, plain {plain}, host {host}"
+    );
+    // Full capability set: CapEff all ones in the low bits.
+    let (_, caps, _) = run(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--privileged",
+            &image,
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status",
+        ],
+    );
+    assert!(
+        caps.contains("000001ff") || caps.contains("000003ff") || caps.contains("ffffffff"),
+        "{caps}"
+    );
+}

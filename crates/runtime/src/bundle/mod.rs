@@ -2,6 +2,7 @@
 //! `/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf` files bind-mounted into the container,
 //! following docker's semantics (see the tests for each rule).
 
+pub mod devices;
 mod etc_files;
 mod options;
 pub mod seccomp;
@@ -581,6 +582,9 @@ pub fn generate(input: &ContainerSpec<'_>) -> Result<GeneratedBundle, BundleErro
         "cgroupsPath": format!("{}/{}", parent.trim_end_matches('/'), input.id),
         "rootfsPropagation": "private",
     });
+    if opts.privileged {
+        linux["devices"] = Value::Array(devices::host_devices(Path::new("/dev")));
+    }
     if !opts.privileged {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);
