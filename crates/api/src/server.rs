@@ -17,7 +17,7 @@ use zlayer_agent::Agent;
 
 use crate::types::{VersionInfo, API_VERSION};
 
-use crate::routes::{containers, images, volumes, AppState};
+use crate::routes::{containers, images, networks, volumes, AppState};
 
 /// All routes of the API.
 pub fn router(agent: Arc<Agent>) -> Router {
@@ -47,6 +47,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/containers/{id}/attach", post(containers::attach))
         .route("/v1/volumes", get(volumes::list).post(volumes::create))
         .route("/v1/volumes/{name}", delete(volumes::remove))
+        .route("/v1/networks", get(networks::list).post(networks::create))
+        .route("/v1/networks/{name}", delete(networks::remove))
         .with_state(agent)
 }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{containers, images, volumes};
+use commands::{containers, images, networks, volumes};
 use zlayer_agent::paths::DEFAULT_SOCKET;
 use zlayer_api::client::ClientError;
 use zlayer_api::Client;
@@ -69,6 +69,9 @@ enum Command {
     /// Manage named volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
+    /// Manage bridge networks.
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
     /// Internal: the per-container shim (started by the daemon, not by users).
     #[command(hide = true)]
     Shim {
@@ -116,6 +119,7 @@ async fn run_client(client: Client, command: Command) -> ExitCode {
         Command::Inspect(a) => containers::inspect(&client, a).await,
         Command::Stats(a) => containers::stats(&client, a).await,
         Command::Volume(c) => volumes::volume(&client, c).await,
+        Command::Network(c) => networks::network(&client, c).await,
         Command::Daemon(_) | Command::Shim { .. } => unreachable!("handled in main"),
     };
     match result {
