@@ -21,6 +21,8 @@ pub struct Agent {
     /// Exits of `--rm` containers already removed, so a `wait` that arrives after the removal
     /// still gets the exit code (docker's CLI has the same race and the same answer).
     recent_exits: parking_lot::Mutex<Vec<RecentExit>>,
+    /// Deployments, the supervisor's bookkeeping, events and metrics.
+    pub(crate) services: crate::services::Services,
 }
 
 /// The last word of an auto-removed container.
@@ -45,6 +47,7 @@ impl Agent {
             config,
             images,
             registry,
+            services: crate::services::Services::open(db.clone())?,
             containers: ContainerStore::new(db),
             recent_exits: parking_lot::Mutex::new(Vec::new()),
         })
@@ -56,7 +59,9 @@ impl Agent {
             self.networking.ensure_ready().await?;
         }
         self.recover_containers().await?;
-        self.recover_networking().await
+        self.recover_networking().await?;
+        self.start_supervisor();
+        Ok(())
     }
 
     /// Networks, sandboxes and the per-network DNS servers.

@@ -9,6 +9,7 @@ pub mod error;
 pub mod images;
 pub mod network;
 pub mod paths;
+pub mod services;
 pub mod volumes;
 
 mod agent;

@@ -22,6 +22,9 @@ pub struct DaemonArgs {
     /// The daemon's JSON config file (registries, credentials); missing default file = defaults.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this TCP address, e.g. 127.0.0.1:9100.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
@@ -61,6 +64,14 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
     rt.block_on(async move {
         let agent = Arc::new(Agent::open(config)?);
         agent.recover().await?;
+        if let Some(addr) = args.metrics_addr {
+            let agent = agent.clone();
+            tokio::spawn(async move {
+                if let Err(e) = zlayer_api::routes::services::serve_metrics(addr, agent).await {
+                    tracing::error!("metrics listener: {e:#}");
+                }
+            });
+        }
         zlayer_api::server::serve_unix(&socket, agent, shutdown_signal()).await?;
         let _ = std::fs::remove_file(&socket);
         tracing::info!("daemon stopped; containers keep running under their shims");

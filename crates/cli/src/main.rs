@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{containers, images, networks, volumes};
+use commands::{containers, images, networks, services, volumes};
 use zlayer_agent::paths::DEFAULT_SOCKET;
 use zlayer_api::client::ClientError;
 use zlayer_api::Client;
@@ -66,6 +66,16 @@ enum Command {
     Inspect(containers::InspectArgs),
     /// Show containers' CPU, memory and pids.
     Stats(containers::StatsArgs),
+    /// Deploy (or validate with --dry-run) a deployment spec file.
+    Deploy(services::DeployArgs),
+    /// Stop and remove everything of a deployment.
+    Undeploy(services::UndeployArgs),
+    /// Show services: desired/running/healthy replicas, restarts, state.
+    Services(services::ServicesArgs),
+    /// Change a service's replica count.
+    Scale(services::ScaleArgs),
+    /// Stream events (JSON lines) until interrupted.
+    Events,
     /// Manage named volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
@@ -120,6 +130,11 @@ async fn run_client(client: Client, command: Command) -> ExitCode {
         Command::Stats(a) => containers::stats(&client, a).await,
         Command::Volume(c) => volumes::volume(&client, c).await,
         Command::Network(c) => networks::network(&client, c).await,
+        Command::Deploy(a) => services::deploy(&client, a).await,
+        Command::Undeploy(a) => services::undeploy(&client, a).await,
+        Command::Services(a) => services::services(&client, a).await,
+        Command::Scale(a) => services::scale(&client, a).await,
+        Command::Events => services::events(&client).await,
         Command::Daemon(_) | Command::Shim { .. } => unreachable!("handled in main"),
     };
     match result {

@@ -28,6 +28,9 @@ pub struct ContainerSummary {
     /// Published ports, docker's form: `0.0.0.0:8080->80/tcp`.
     #[serde(default)]
     pub ports: Vec<String>,
+    /// `starting`, `healthy` or `unhealthy` for service replicas with a health check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::services::HealthStatus>,
 }
 
 /// `inspect`.
@@ -81,8 +84,15 @@ impl Agent {
             .into_iter()
             .filter(|r| all || r.state == ContainerState::Running)
             .map(|r| {
+                let health = self
+                    .services()
+                    .health_of(&r.id)
+                    .filter(|_| r.state == ContainerState::Running);
                 let status = match r.state {
-                    ContainerState::Running => format!("Up {}", ago(r.started_at.as_deref())),
+                    ContainerState::Running => match health {
+                        Some(h) => format!("Up {} ({})", ago(r.started_at.as_deref()), h.as_str()),
+                        None => format!("Up {}", ago(r.started_at.as_deref())),
+                    },
                     ContainerState::Created => "Created".to_string(),
                     ContainerState::Exited => format!(
                         "Exited ({}) {} ago",
@@ -105,6 +115,7 @@ impl Agent {
                     state: r.state,
                     status,
                     exit_code: r.exit_code,
+                    health,
                 }
             })
             .collect())

@@ -628,16 +628,18 @@ pub fn generate(input: &ContainerSpec<'_>) -> Result<GeneratedBundle, BundleErro
     })
 }
 
-/// Writes `config.json` (atomically) and the etc files into the container directory, and
+/// Writes `config.json` and the etc files into the container directory, and
 /// creates the working directory inside the rootfs when missing (docker does too).
 pub fn write_bundle(
     container_dir: &Path,
     rootfs: &Path,
     bundle: &GeneratedBundle,
 ) -> Result<(), BundleError> {
+    // Plain writes, no fsync: a bundle only matters to a container being created; after
+    // a crash it is regenerated, so paying for durability would only slow down `run`.
     let w = |name: &str, data: &[u8]| {
         let path = container_dir.join(name);
-        crate::atomic::write_file(&path, data).map_err(|source| BundleError::Write { path, source })
+        std::fs::write(&path, data).map_err(|source| BundleError::Write { path, source })
     };
     w(HOSTNAME_FILE, format!("{}\n", bundle.hostname).as_bytes())?;
     w(HOSTS_FILE, bundle.hosts.as_bytes())?;

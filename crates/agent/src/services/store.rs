@@ -1,0 +1,401 @@
+//! Desired state in `agent.db`: deployments as deployed (spec JSON, the YAML text, resolved
+//! environment), per-service supervision facts that must survive a daemon restart (restart
+//! count, a failed rollout's hash, job progress, the last cron fire) and job/cron run history.
+//!
+//! What actually runs is NOT stored here: the container records and their labels are the truth,
+//! so a SIGKILL between "container started" and "row written" cannot produce duplicates.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rusqlite::{params, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use zlayer_spec::Deployment;
+
+use crate::db::Db;
+use crate::error::{AgentError, Result};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS deployments (
+    name         TEXT PRIMARY KEY,
+    spec         TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    file         TEXT NOT NULL,
+    env          TEXT NOT NULL DEFAULT '{}',
+    deployed_at  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS service_status (
+    deployment    TEXT NOT NULL,
+    service       TEXT NOT NULL,
+    restarts      INTEGER NOT NULL DEFAULT 0,
+    failed_hash   TEXT,
+    job_hash      TEXT,
+    job_attempts  INTEGER NOT NULL DEFAULT 0,
+    job_state     TEXT,
+    job_exit_code INTEGER,
+    last_fire     TEXT,
+    PRIMARY KEY (deployment, service)
+);
+CREATE TABLE IF NOT EXISTS service_runs (
+    deployment   TEXT NOT NULL,
+    service      TEXT NOT NULL,
+    run          INTEGER NOT NULL,
+    container    TEXT NOT NULL,
+    spec_hash    TEXT NOT NULL,
+    scheduled_at TEXT NOT NULL,
+    finished_at  TEXT,
+    exit_code    INTEGER,
+    state        TEXT NOT NULL,
+    PRIMARY KEY (deployment, service, run)
+);
+";
+
+/// One deployment as stored.
+#[derive(Debug, Clone)]
+pub struct DeploymentRecord {
+    pub spec: Deployment,
+    /// The YAML text as deployed (for `deploy` diffs and for humans).
+    pub source: String,
+    pub file: String,
+    /// Each service's container environment, resolved at deploy time (env files read,
+    /// `from_host` values taken from the deploying client).
+    pub env: BTreeMap<String, BTreeMap<String, String>>,
+    pub deployed_at: String,
+}
+
+/// Supervision facts of one service that survive a restart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceFacts {
+    pub restarts: u64,
+    /// Replica hash whose rollout failed; not retried until another deploy.
+    pub failed_hash: Option<String>,
+    /// Jobs: the replica hash the progress below belongs to.
+    pub job_hash: Option<String>,
+    pub job_attempts: u32,
+    /// Jobs: `running`, `succeeded`, `failed`.
+    pub job_state: Option<String>,
+    pub job_exit_code: Option<i64>,
+    /// Cron: RFC 3339 time of the last fire (or of the deploy, before the first).
+    pub last_fire: Option<String>,
+}
+
+/// One run of a job or cron entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run: u32,
+    pub container: String,
+    pub spec_hash: String,
+    pub scheduled_at: String,
+    pub finished_at: Option<String>,
+    pub exit_code: Option<i64>,
+    /// `running`, `succeeded`, `failed`, `skipped`.
+    pub state: String,
+}
+
+fn db_err(e: impl std::fmt::Display) -> AgentError {
+    AgentError::internal(format!("services state: {e}"))
+}
+
+/// Typed access to the services tables.
+#[derive(Clone)]
+pub struct ServiceStore {
+    db: Arc<Db>,
+}
+
+impl ServiceStore {
+    /// Creates the tables when missing.
+    pub fn open(db: Arc<Db>) -> Result<Self> {
+        db.with(|c| c.execute_batch(SCHEMA))?;
+        Ok(Self { db })
+    }
+
+    pub fn put_deployment(&self, r: &DeploymentRecord) -> Result<()> {
+        let spec = serde_json::to_string(&r.spec).map_err(db_err)?;
+        let env = serde_json::to_string(&r.env).map_err(db_err)?;
+        self.db.with(|c| {
+            c.execute(
+                "INSERT INTO deployments (name, spec, source, file, env, deployed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(name) DO UPDATE SET spec = ?2, source = ?3, file = ?4, env = ?5,
+                    deployed_at = ?6",
+                params![
+                    r.spec.deployment,
+                    spec,
+                    r.source,
+                    r.file,
+                    env,
+                    r.deployed_at
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String, String)> {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            row.get(2)?,
+            row.get(3)?,
+            row.get(4)?,
+        ))
+    }
+
+    fn decode(raw: (String, String, String, String, String)) -> Result<DeploymentRecord> {
+        let (spec, source, file, env, deployed_at) = raw;
+        Ok(DeploymentRecord {
+            spec: serde_json::from_str(&spec).map_err(db_err)?,
+            source,
+            file,
+            env: serde_json::from_str(&env).map_err(db_err)?,
+            deployed_at,
+        })
+    }
+
+    pub fn get_deployment(&self, name: &str) -> Result<Option<DeploymentRecord>> {
+        let raw = self.db.with(|c| {
+            c.query_row(
+                "SELECT spec, source, file, env, deployed_at FROM deployments WHERE name = ?1",
+                [name],
+                Self::row,
+            )
+            .optional()
+        })?;
+        raw.map(Self::decode).transpose()
+    }
+
+    pub fn list_deployments(&self) -> Result<Vec<DeploymentRecord>> {
+        let raws = self.db.with(|c| {
+            let mut st = c.prepare(
+                "SELECT spec, source, file, env, deployed_at FROM deployments ORDER BY name",
+            )?;
+            let rows = st.query_map([], Self::row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        raws.into_iter().map(Self::decode).collect()
+    }
+
+    /// Forgets a deployment with its facts and run history.
+    pub fn delete_deployment(&self, name: &str) -> Result<bool> {
+        self.db.with(|c| {
+            c.execute("DELETE FROM service_status WHERE deployment = ?1", [name])?;
+            c.execute("DELETE FROM service_runs WHERE deployment = ?1", [name])?;
+            c.execute("DELETE FROM deployments WHERE name = ?1", [name])
+                .map(|n| n > 0)
+        })
+    }
+
+    /// Forgets one service's facts and runs (it was removed from its deployment).
+    pub fn forget_service(&self, deployment: &str, service: &str) -> Result<()> {
+        self.db.with(|c| {
+            c.execute(
+                "DELETE FROM service_status WHERE deployment = ?1 AND service = ?2",
+                [deployment, service],
+            )?;
+            c.execute(
+                "DELETE FROM service_runs WHERE deployment = ?1 AND service = ?2",
+                [deployment, service],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn facts(&self, deployment: &str, service: &str) -> Result<ServiceFacts> {
+        let f = self.db.with(|c| {
+            c.query_row(
+                "SELECT restarts, failed_hash, job_hash, job_attempts, job_state, job_exit_code,
+                        last_fire
+                 FROM service_status WHERE deployment = ?1 AND service = ?2",
+                [deployment, service],
+                |r| {
+                    Ok(ServiceFacts {
+                        restarts: r.get::<_, i64>(0)? as u64,
+                        failed_hash: r.get(1)?,
+                        job_hash: r.get(2)?,
+                        job_attempts: r.get::<_, i64>(3)? as u32,
+                        job_state: r.get(4)?,
+                        job_exit_code: r.get(5)?,
+                        last_fire: r.get(6)?,
+                    })
+                },
+            )
+            .optional()
+        })?;
+        Ok(f.unwrap_or_default())
+    }
+
+    pub fn put_facts(&self, deployment: &str, service: &str, f: &ServiceFacts) -> Result<()> {
+        self.db.with(|c| {
+            c.execute(
+                "INSERT INTO service_status (deployment, service, restarts, failed_hash, job_hash,
+                    job_attempts, job_state, job_exit_code, last_fire)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(deployment, service) DO UPDATE SET restarts = ?3, failed_hash = ?4,
+                    job_hash = ?5, job_attempts = ?6, job_state = ?7, job_exit_code = ?8,
+                    last_fire = ?9",
+                params![
+                    deployment,
+                    service,
+                    f.restarts as i64,
+                    f.failed_hash,
+                    f.job_hash,
+                    i64::from(f.job_attempts),
+                    f.job_state,
+                    f.job_exit_code,
+                    f.last_fire
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Reads, changes and writes a service's facts.
+    pub fn update_facts(
+        &self,
+        deployment: &str,
+        service: &str,
+        change: impl FnOnce(&mut ServiceFacts),
+    ) -> Result<ServiceFacts> {
+        let mut f = self.facts(deployment, service)?;
+        change(&mut f);
+        self.put_facts(deployment, service, &f)?;
+        Ok(f)
+    }
+
+    /// The next run number of a service.
+    pub fn next_run(&self, deployment: &str, service: &str) -> Result<u32> {
+        self.db.with(|c| {
+            c.query_row(
+                "SELECT COALESCE(MAX(run), 0) + 1 FROM service_runs
+                 WHERE deployment = ?1 AND service = ?2",
+                [deployment, service],
+                |r| r.get::<_, i64>(0).map(|v| v as u32),
+            )
+        })
+    }
+
+    pub fn put_run(&self, deployment: &str, service: &str, r: &RunRecord) -> Result<()> {
+        self.db.with(|c| {
+            c.execute(
+                "INSERT INTO service_runs (deployment, service, run, container, spec_hash,
+                    scheduled_at, finished_at, exit_code, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(deployment, service, run) DO UPDATE SET container = ?4,
+                    finished_at = ?7, exit_code = ?8, state = ?9",
+                params![
+                    deployment,
+                    service,
+                    i64::from(r.run),
+                    r.container,
+                    r.spec_hash,
+                    r.scheduled_at,
+                    r.finished_at,
+                    r.exit_code,
+                    r.state
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Runs of a service, newest first.
+    pub fn runs(&self, deployment: &str, service: &str) -> Result<Vec<RunRecord>> {
+        self.db.with(|c| {
+            let mut st = c.prepare(
+                "SELECT run, container, spec_hash, scheduled_at, finished_at, exit_code, state
+                 FROM service_runs WHERE deployment = ?1 AND service = ?2 ORDER BY run DESC",
+            )?;
+            let rows = st.query_map([deployment, service], |r| {
+                Ok(RunRecord {
+                    run: r.get::<_, i64>(0)? as u32,
+                    container: r.get(1)?,
+                    spec_hash: r.get(2)?,
+                    scheduled_at: r.get(3)?,
+                    finished_at: r.get(4)?,
+                    exit_code: r.get(5)?,
+                    state: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub fn delete_run(&self, deployment: &str, service: &str, run: u32) -> Result<()> {
+        self.db.with(|c| {
+            c.execute(
+                "DELETE FROM service_runs WHERE deployment = ?1 AND service = ?2 AND run = ?3",
+                params![deployment, service, i64::from(run)],
+            )
+            .map(drop)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Deployment {
+        zlayer_spec::parse_str(
+            "version: v1\ndeployment: demo\nservices:\n  web:\n    image: busybox\n    network: host\n",
+            "t.yaml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn deployments_facts_and_runs_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.db");
+        {
+            let s = ServiceStore::open(Arc::new(Db::open(&path).unwrap())).unwrap();
+            let rec = DeploymentRecord {
+                spec: spec(),
+                source: "src".into(),
+                file: "demo.yaml".into(),
+                env: BTreeMap::from([("web".into(), BTreeMap::from([("A".into(), "1".into())]))]),
+                deployed_at: "2026-01-01T00:00:00Z".into(),
+            };
+            s.put_deployment(&rec).unwrap();
+            s.put_deployment(&rec).unwrap();
+            s.update_facts("demo", "web", |f| f.restarts += 2).unwrap();
+            assert_eq!(s.next_run("demo", "web").unwrap(), 1);
+            let run = RunRecord {
+                run: 1,
+                container: "c1".into(),
+                spec_hash: "h".into(),
+                scheduled_at: "t".into(),
+                finished_at: None,
+                exit_code: None,
+                state: "running".into(),
+            };
+            s.put_run("demo", "web", &run).unwrap();
+            s.put_run(
+                "demo",
+                "web",
+                &RunRecord {
+                    exit_code: Some(3),
+                    state: "failed".into(),
+                    ..run
+                },
+            )
+            .unwrap();
+        }
+        let s = ServiceStore::open(Arc::new(Db::open(&path).unwrap())).unwrap();
+        let all = s.list_deployments().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].spec, spec());
+        assert_eq!(all[0].env["web"]["A"], "1");
+        assert_eq!(s.facts("demo", "web").unwrap().restarts, 2);
+        let runs = s.runs("demo", "web").unwrap();
+        assert_eq!(
+            (runs[0].exit_code, runs[0].state.as_str()),
+            (Some(3), "failed")
+        );
+        assert_eq!(s.next_run("demo", "web").unwrap(), 2);
+        assert!(s.delete_deployment("demo").unwrap());
+        assert!(s.get_deployment("demo").unwrap().is_none());
+        assert_eq!(s.facts("demo", "web").unwrap(), ServiceFacts::default());
+        assert!(s.runs("demo", "web").unwrap().is_empty());
+    }
+}
