@@ -5,6 +5,7 @@ pub mod images;
 pub mod networks;
 pub mod services;
 pub mod volumes;
+pub mod wclayer;
 
 use std::process::ExitCode;
 
