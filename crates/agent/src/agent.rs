@@ -17,6 +17,7 @@ pub struct Agent {
     images: ImageStore,
     registry: RegistryClient,
     containers: ContainerStore,
+    networking: crate::network::Networking,
     /// Exits of `--rm` containers already removed, so a `wait` that arrives after the removal
     /// still gets the exit code (docker's CLI has the same race and the same answer).
     recent_exits: parking_lot::Mutex<Vec<RecentExit>>,
@@ -40,7 +41,9 @@ impl Agent {
         let images = ImageStore::open(&config.paths.root).map_err(store_err)?;
         let registry = registry_client(&config.file)?;
         let db = Arc::new(Db::open(&config.paths.root.join("agent.db"))?);
+        let networking = crate::network::Networking::open(&config.paths);
         Ok(Self {
+            networking,
             config,
             images,
             registry,
@@ -52,9 +55,18 @@ impl Agent {
 
     /// Re-adopts containers that run under their shims since an earlier daemon.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        if self.networking.has_networks() {
+            self.networking.ensure_ready().await?;
+        }
         self.recover_containers().await?;
+        self.recover_networking().await?;
         self.start_supervisor();
         Ok(())
+    }
+
+    /// Networks, sandboxes and the per-network DNS servers.
+    pub fn networking(&self) -> &crate::network::Networking {
+        &self.networking
     }
 
     pub fn config(&self) -> &AgentConfig {

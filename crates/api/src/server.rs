@@ -17,7 +17,7 @@ use zlayer_agent::Agent;
 
 use crate::types::{VersionInfo, API_VERSION};
 
-use crate::routes::{containers, images, services, volumes, AppState};
+use crate::routes::{containers, images, networks, services, volumes, AppState};
 
 /// All routes of the API.
 pub fn router(agent: Arc<Agent>) -> Router {
@@ -52,6 +52,8 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/services", get(services::list))
         .route("/v1/services/scale", post(services::scale))
         .route("/v1/events", get(services::events))
+        .route("/v1/networks", get(networks::list).post(networks::create))
+        .route("/v1/networks/{name}", delete(networks::remove))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             services::track_latency,

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use commands::{containers, images, services, volumes};
+use commands::{containers, images, networks, services, volumes};
 use zlayer_agent::paths::DEFAULT_SOCKET;
 use zlayer_api::client::ClientError;
 use zlayer_api::Client;
@@ -95,6 +95,9 @@ enum ClientCommand {
     /// Manage named volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
+    /// Manage bridge networks.
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
 }
 
 fn main() -> ExitCode {
@@ -144,6 +147,7 @@ async fn run_client(client: Client, command: ClientCommand) -> ExitCode {
         ClientCommand::Inspect(a) => containers::inspect(&client, a).await,
         ClientCommand::Stats(a) => containers::stats(&client, a).await,
         ClientCommand::Volume(c) => volumes::volume(&client, c).await,
+        ClientCommand::Network(c) => networks::network(&client, c).await,
         ClientCommand::Deploy(a) => services::deploy(&client, a).await,
         ClientCommand::Undeploy(a) => services::undeploy(&client, a).await,
         ClientCommand::Services(a) => services::services(&client, a).await,

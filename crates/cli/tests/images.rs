@@ -23,7 +23,7 @@ fn pull_list_inspect_unpack_remove() {
     let Some((_reg, image)) = registry_with_busybox() else {
         return;
     };
-    let d = TestDaemon::start();
+    let d = TestDaemon::start_host_net();
     let out = d.ok(&["pull", &image]);
     assert!(out.contains("Digest: sha256:"), "{out}");
     let images = d.ok(&["images"]);
@@ -69,7 +69,7 @@ fn pull_by_digest_and_clear_errors() {
     let Some((reg, image)) = registry_with_busybox() else {
         return;
     };
-    let d = TestDaemon::start();
+    let d = TestDaemon::start_host_net();
     let digest = push::manifest_digest(&reg.host(), "test/busybox", "1").unwrap();
     let pinned = format!("{}/test/busybox@{digest}", reg.host());
     let out = d.ok(&["pull", &pinned]);
@@ -93,7 +93,7 @@ fn load_oci_layout_and_archives() {
         return;
     }
     let layout = zlayer_testkit::cached("busybox").expect("busybox fixture");
-    let d = TestDaemon::start();
+    let d = TestDaemon::start_host_net();
     let out = d.ok(&["load", "-i", &layout.dir.display().to_string()]);
     assert!(out.contains("Loaded image: "), "{out}");
     let (code, _, err) = run(&d, &["load", "-i", "/nonexistent/image.tar"]);
@@ -112,7 +112,7 @@ fn a_daemon_killed_mid_pull_leaves_a_consistent_store_and_the_next_pull_succeeds
     let layout = zlayer_testkit::cached("big-48").expect("big fixture");
     push::push_layout(&layout, &reg.host(), "test/big:1").expect("push");
     let image = format!("{}/test/big:1", reg.host());
-    let mut d = TestDaemon::start();
+    let mut d = TestDaemon::start_host_net();
     // Start a pull and SIGKILL the daemon while it downloads/unpacks.
     let mut pull = std::process::Command::new(common::BIN)
         .arg("--socket")

@@ -83,7 +83,7 @@ impl Agent {
             }
             None => self.free_generated_name(&id)?,
         };
-        let options = to_run_options(&req, &self.config().paths.volumes())?;
+        let mut options = to_run_options(&req, &self.config().paths.volumes())?;
         let image = self.image_for_run(&req.image, req.pull.as_deref()).await?;
         let record = ContainerRecord {
             id: id.clone(),
@@ -103,6 +103,14 @@ impl Agent {
             auto_remove: req.auto_remove,
         };
         self.containers().insert(&record)?;
+        // The sandbox exists (namespace made, CNI ADD done) before the process starts.
+        let sandbox = match self.attach_network(&id, &req, &mut options).await {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = self.containers().delete(&id);
+                return Err(e);
+            }
+        };
 
         let agent = Arc::clone(self);
         let launch_id = id.clone();
@@ -127,10 +135,14 @@ impl Agent {
         let launched = match launched {
             Ok(l) => l,
             Err(e) => {
+                if sandbox.is_some() {
+                    self.detach_network(&id, &name).await;
+                }
                 let _ = self.containers().delete(&id);
                 return Err(runtime_err(e));
             }
         };
+        self.register_dns(&id, &name);
         let mut record = record;
         record.state = ContainerState::Running;
         record.pid = Some(i64::from(launched.handle.init_pid));
@@ -193,6 +205,7 @@ impl Agent {
                     .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             );
             self.containers().update(&r)?;
+            self.unregister_dns(id, &r.name);
             tracing::info!(id = %short_id(id), exit_code = rec.exit_code, oom = rec.oom_killed, "container exited");
         }
         if r.auto_remove {
@@ -326,6 +339,7 @@ impl Agent {
     /// `rm [-f]`: unmounts and deletes everything of the container.
     pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
         let r = self.containers().resolve(key)?;
+        self.check_no_sharers(&r)?;
         if r.state == ContainerState::Running {
             if !force {
                 return Err(AgentError::conflict(format!(
@@ -336,6 +350,7 @@ impl Agent {
             let client = self.shim_client(&r.id);
             let _ = tokio::task::spawn_blocking(move || client.stop(Duration::ZERO, 9)).await;
         }
+        self.detach_network(&r.id, &r.name).await;
         let dir = self.container_dir(&r.id);
         tokio::task::spawn_blocking(move || zlayer_runtime::rootfs::remove(&dir))
             .await

@@ -3,6 +3,7 @@
 
 pub mod lifecycle;
 pub mod names;
+pub mod network;
 pub mod query;
 pub mod record;
 pub mod request;

@@ -25,6 +25,9 @@ pub struct ContainerSummary {
     /// Docker-style status text: `Up 3 seconds`, `Exited (7) 2 minutes ago`.
     pub status: String,
     pub exit_code: Option<i64>,
+    /// Published ports, docker's form: `0.0.0.0:8080->80/tcp`.
+    #[serde(default)]
+    pub ports: Vec<String>,
     /// `starting`, `healthy` or `unhealthy` for service replicas with a health check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::services::HealthStatus>,
@@ -38,6 +41,8 @@ pub struct ContainerDetails {
     /// The container's directory (bundle, rootfs mount, logs).
     pub path: String,
     pub log_path: String,
+    /// The network sandbox: network, IP addresses, gateway, published ports.
+    pub network: Option<crate::network::SandboxInfo>,
 }
 
 fn ago(rfc3339: Option<&str>) -> String {
@@ -95,7 +100,13 @@ impl Agent {
                         ago(r.finished_at.as_deref())
                     ),
                 };
+                let ports = self
+                    .networking()
+                    .sandbox(&r.id)
+                    .map(|s| s.ports.iter().map(super::network::port_text).collect())
+                    .unwrap_or_default();
                 ContainerSummary {
+                    ports,
                     command: command_of(&r),
                     id: r.id,
                     name: r.name,
@@ -115,6 +126,7 @@ impl Agent {
         let record = self.containers().resolve(key)?;
         let dir = self.container_dir(&record.id);
         Ok(ContainerDetails {
+            network: self.networking().sandbox(&record.id),
             path: dir.display().to_string(),
             log_path: zlayer_runtime::logs::log_path(&dir).display().to_string(),
             record,

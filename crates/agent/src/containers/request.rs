@@ -42,8 +42,11 @@ pub struct CreateRequest {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub privileged: bool,
-    /// `none` (default) or `host`.
+    /// `bridge` (default: the network `zlayer0`), a network's name, `none`, `host`, or
+    /// `container:NAME` (share that container's network namespace).
     pub network: Option<String>,
+    /// `-p [IP:]HOST:CTR[/tcp|/udp]`: published ports (bridge networks only).
+    pub publish: Vec<String>,
     /// `--add-host name:ip`.
     pub add_hosts: Vec<String>,
     pub dns: Vec<String>,
@@ -74,19 +77,11 @@ pub fn to_run_options(req: &CreateRequest, volumes_dir: &Path) -> Result<RunOpti
     for u in &req.ulimits {
         ulimits.push(Ulimit::parse(u).map_err(AgentError::invalid)?);
     }
-    let network = match req.network.as_deref().unwrap_or("none") {
-        "none" => NetworkMode::None,
+    let network = match req.network.as_deref().unwrap_or("bridge") {
         "host" => NetworkMode::Host,
-        "bridge" => {
-            return Err(AgentError::invalid(
-                "--network bridge is not available in this build yet: use none or host",
-            ))
-        }
-        other => {
-            return Err(AgentError::invalid(format!(
-                "unknown network {other:?}: use none or host"
-            )))
-        }
+        // `none`; bridge networks and `container:NAME` are attached by the agent, which
+        // replaces this with the sandbox's namespace (see `containers::network`).
+        _ => NetworkMode::None,
     };
     let mut extra_hosts = Vec::new();
     for h in &req.add_hosts {
@@ -317,14 +312,5 @@ mod tests {
             let e = to_run_options(&req, dir.path()).unwrap_err();
             assert!(e.message.contains(needle), "{bad}: {e}");
         }
-        let req = CreateRequest {
-            image: "x".into(),
-            network: Some("mars".into()),
-            ..Default::default()
-        };
-        assert!(to_run_options(&req, dir.path())
-            .unwrap_err()
-            .message
-            .contains("unknown network"));
     }
 }

@@ -78,9 +78,12 @@ pub struct RunArgs {
     pub cap_drop: Vec<String>,
     #[arg(long)]
     pub privileged: bool,
-    /// none (default) or host.
+    /// bridge (default), a network name, none, host, or container:NAME.
     #[arg(long)]
     pub network: Option<String>,
+    /// Publish a port: [IP:]HOST:CTR[/tcp|/udp].
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
     /// name:ip added to /etc/hosts.
     #[arg(long = "add-host")]
     pub add_host: Vec<String>,
@@ -167,6 +170,7 @@ fn build_request(a: &RunArgs) -> anyhow::Result<CreateRequest> {
         cap_drop: a.cap_drop.clone(),
         privileged: a.privileged,
         network: a.network.clone(),
+        publish: a.publish.clone(),
         add_hosts: a.add_host.clone(),
         dns: a.dns.clone(),
         interactive: a.interactive,
@@ -302,12 +306,20 @@ pub async fn ps(client: &Client, args: PsArgs) -> CmdResult {
                     c.image.clone(),
                     format!("\"{cmd}\""),
                     c.status.clone(),
+                    c.ports.join(", "),
                     c.name.clone(),
                 ]
             })
             .collect();
         print_table(
-            &["CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"],
+            &[
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "STATUS",
+                "PORTS",
+                "NAMES",
+            ],
             &rows,
         );
     }

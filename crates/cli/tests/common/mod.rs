@@ -11,6 +11,83 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_zlayer-agent");
 pub struct TestDaemon {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
+    /// The private network (and mount) namespace the daemon runs in; `None`: the host's.
+    pub netns: Option<NetNs>,
+}
+
+/// A network + mount namespace made for one test (`unshare --net --mount`, loopback up), kept
+/// alive by a sleeping holder process: bridges, veths, iptables rules and published ports of the
+/// daemon started in it never reach the host's network set-up, and vanish with it.
+pub struct NetNs {
+    holder: Child,
+}
+
+impl NetNs {
+    pub fn new() -> NetNs {
+        use std::io::BufRead;
+        let mut holder = Command::new("unshare")
+            .args(["--net", "--mount", "--propagation", "private", "--"])
+            .args([
+                "sh",
+                "-c",
+                "ip link set lo up && echo ready && exec sleep 100000",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning unshare (util-linux) for the test's network namespace");
+        let mut line = String::new();
+        let stdout = holder.stdout.take().expect("holder stdout");
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the holder's ready line");
+        assert_eq!(line.trim(), "ready", "network namespace holder failed");
+        NetNs { holder }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.holder.id()
+    }
+
+    /// `nsenter` arguments that enter this namespace (network and mount).
+    pub fn enter_args(&self) -> Vec<String> {
+        vec![
+            format!("--net=/proc/{}/ns/net", self.pid()),
+            format!("--mount=/proc/{}/ns/mnt", self.pid()),
+            "--".to_string(),
+        ]
+    }
+
+    /// Runs a program inside the namespace (e.g. `busybox wget` against a published port).
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(self.enter_args())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running nsenter")
+    }
+}
+
+impl NetNs {
+    /// Runs `f` on a thread that joined this network namespace (only that thread moves), so
+    /// a probe's sockets (`TcpStream`, `UdpSocket`) live on the namespace's host side.
+    pub fn run_in<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let ns = std::fs::File::open(format!("/proc/{}/ns/net", self.pid())).expect("netns fd");
+        std::thread::spawn(move || {
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            f()
+        })
+        .join()
+        .expect("probe thread")
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
 }
 
 impl TestDaemon {
@@ -24,21 +101,50 @@ impl TestDaemon {
         self.dir.path().join("agent.sock")
     }
 
-    /// Starts a daemon and waits until its API answers.
+    /// Starts a daemon in a network namespace of its own and waits until its API answers.
     pub fn start() -> TestDaemon {
+        Self::start_with(Some(NetNs::new()))
+    }
+
+    /// Starts a daemon in the host's network namespace (to reach a registry on the host's
+    /// loopback). Such a daemon must not run bridge containers.
+    pub fn start_host_net() -> TestDaemon {
+        Self::start_with(None)
+    }
+
+    fn start_with(netns: Option<NetNs>) -> TestDaemon {
         let dir = tempfile::Builder::new()
             .prefix("zlayer-test-")
             .tempdir()
             .expect("temp dir");
-        let mut d = TestDaemon { dir, child: None };
+        let mut d = TestDaemon {
+            dir,
+            child: None,
+            netns,
+        };
         d.spawn();
         d
+    }
+
+    /// The daemon's namespace (panics for a host-network daemon).
+    pub fn ns(&self) -> &NetNs {
+        self.netns
+            .as_ref()
+            .expect("daemon runs in the host namespace")
     }
 
     /// (Re)starts the daemon process on the same directories.
     pub fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("daemon.log")).expect("log file");
-        let child = Command::new(BIN)
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.args(ns.enter_args()).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .arg("--socket")
             .arg(self.socket())
             .arg("daemon")

@@ -1,0 +1,393 @@
+//! Bridge networking through the CLI and a real daemon. Every daemon here runs inside a network
+//! (and mount) namespace the test made (see `common::NetNs`): bridges, veths, iptables rules and
+//! published ports exist only there; probes of the "host side" run on a thread that joined it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use common::{daemon_with_busybox, eventually, run, TestDaemon};
+
+fn require_net_tools() -> bool {
+    for bin in [
+        "/usr/lib/cni/bridge",
+        "/usr/sbin/iptables",
+        "/usr/bin/nsenter",
+    ] {
+        if !std::path::Path::new(bin).exists() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{bin} is missing (CI=true)"
+            );
+            eprintln!("skipping: {bin} is missing");
+            return false;
+        }
+    }
+    true
+}
+
+fn inspect(d: &TestDaemon, name: &str) -> serde_json::Value {
+    let out = d.ok(&["inspect", name]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
+    v[0].clone()
+}
+
+/// The container's IPv4 address (without prefix length).
+fn ip_of(d: &TestDaemon, name: &str) -> String {
+    let v = inspect(d, name);
+    let ip = v["network"]["ips"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{name} has no IP: {v}"));
+    ip.split('/').next().unwrap().to_string()
+}
+
+/// Runs a throwaway busybox container; returns (exit code, stdout, stderr).
+fn oneshot(d: &TestDaemon, image: &str, net: &[&str], cmd: &str) -> (i32, String, String) {
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(net);
+    args.extend_from_slice(&[image, "sh", "-c", cmd]);
+    run(d, &args)
+}
+
+/// An HTTP GET from the daemon's namespace (its "host side") to 127.0.0.1:`port`.
+fn host_side_get(d: &TestDaemon, port: u16) -> std::io::Result<String> {
+    d.ns().run_in(move || {
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    })
+}
+
+/// A shell function resolving a name through the container's DNS server with busybox's own
+/// resolver (the static busybox's glibc `getaddrinfo` needs NSS libraries the image lacks).
+const RESOLVE: &str = "resolve() { nslookup -type=a \"$1\" 2>/dev/null | awk '/^Address: /{print $2}' | tail -n 1; }; get() { printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 \"$1\" 80; }; ";
+
+/// (`get IP` fetches `/` with `nc`: busybox `wget` looks the port up with `getservbyname`, which
+/// crashes the same way.)
+///
+/// `httpd` serving `text` on port 80.
+fn web_cmd(text: &str) -> String {
+    format!(
+        "mkdir -p /tmp/www && echo {text} > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www"
+    )
+}
+
+#[test]
+fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
+    if !require_net_tools() {
+        return;
+    }
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let nets = d.ok(&["network", "ls", "--format", "json"]);
+    assert!(nets.contains("\"zlayer0\""), "{nets}");
+
+    // Bridge is the default; -p publishes.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        &image,
+        "sh",
+        "-c",
+        &web_cmd("hello-web"),
+    ]);
+    let v = inspect(&d, "web");
+    assert_eq!(v["network"]["network"], "zlayer0", "{v}");
+    assert_eq!(v["network"]["gateway"], "10.213.0.1", "{v}");
+    assert_eq!(v["network"]["ports"][0]["host_port"], 8080, "{v}");
+    let web_ip = ip_of(&d, "web");
+    assert!(web_ip.starts_with("10.213."), "{web_ip}");
+    let ps = d.ok(&["ps"]);
+    assert!(ps.contains("0.0.0.0:8080->80/tcp"), "{ps}");
+
+    // Container -> container by IP and by name; resolv.conf points at the network's DNS.
+    let (code, out, err) = oneshot(
+        &d,
+        &image,
+        &[],
+        &format!("{RESOLVE}cat /etc/resolv.conf; echo resolved=$(resolve web); get {web_ip} && get $(resolve web)"),
+    );
+    assert_eq!(code, 0, "{out}\n{err}\n{}", d.log());
+    assert!(out.contains("nameserver 10.213.0.1"), "{out}");
+    assert!(out.contains(&format!("resolved={web_ip}\n")), "{out}");
+    assert_eq!(out.matches("hello-web").count(), 2, "{out}");
+
+    // The published port from the namespace's host side.
+    let mut body = String::new();
+    assert!(
+        eventually(10, || {
+            body = host_side_get(&d, 8080).unwrap_or_else(|e| e.to_string());
+            body.contains("hello-web")
+        }),
+        "published port: {body}\n{}",
+        d.log()
+    );
+
+    // A second container on the same host port: a clear conflict, nothing left behind.
+    let (code, _, err) = run(
+        &d,
+        &[
+            "run", "-d", "--name", "clash", "-p", "8080:80", &image, "true",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("8080") && err.contains("already"), "{err}");
+    assert!(d.cli(&["inspect", "clash"]).status.code() != Some(0));
+
+    // A pod: `container:web` shares web's namespace (localhost is web's).
+    let (code, out, err) = oneshot(
+        &d,
+        &image,
+        &["--network", "container:web"],
+        &format!("{RESOLVE}get 127.0.0.1"),
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("hello-web"), "{out}");
+
+    // `none`: loopback only.
+    let (code, out, err) = oneshot(
+        &d,
+        &image,
+        &["--network", "none"],
+        "tail -n +3 /proc/net/dev | cut -d: -f1",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"], "{out}");
+    let (_, _, err) = run(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-p",
+            "9000:80",
+            &image,
+            "true",
+        ],
+    );
+    assert!(err.contains("9000") && err.contains("none"), "{err}");
+
+    // Isolation: another network can neither reach web nor resolve its name.
+    assert_eq!(
+        d.ok(&["network", "create", "other", "--subnet", "10.230.0.0/24"])
+            .trim(),
+        "other"
+    );
+    let ls = d.ok(&["network", "ls"]);
+    assert!(ls.contains("other") && ls.contains("10.230.0.0/24"), "{ls}");
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "far",
+        "--network",
+        "other",
+        &image,
+        "sh",
+        "-c",
+        &web_cmd("hello-far"),
+    ]);
+    let far_ip = ip_of(&d, "far");
+    assert!(far_ip.starts_with("10.230.0."), "{far_ip}");
+    let (code, out, _) = oneshot(
+        &d,
+        &image,
+        &["--network", "other"],
+        &format!(
+            "{RESOLVE}get {web_ip} || echo blocked; echo web=$(resolve web); get $(resolve far)"
+        ),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("blocked") && out.contains("web=\n"), "{out}");
+    assert!(
+        !out.contains("hello-web") && out.contains("hello-far"),
+        "{out}"
+    );
+    let (_, out, _) = oneshot(
+        &d,
+        &image,
+        &[],
+        &format!("{RESOLVE}get {far_ip} || echo blocked"),
+    );
+    assert!(
+        out.contains("blocked") && !out.contains("hello-far"),
+        "{out}"
+    );
+
+    // Networks in use are kept; removal releases everything.
+    let (code, _, err) = run(&d, &["network", "rm", "other"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("far"), "{err}");
+    let (code, _, err) = run(&d, &["network", "rm", "zlayer0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("default"), "{err}");
+    let far_id = inspect(&d, "far")["id"].as_str().unwrap().to_string();
+    d.ok(&["rm", "-f", "far"]);
+    assert!(!d.state().join("netns").join(&far_id).exists());
+    assert!(!d
+        .state()
+        .join("network/sandboxes")
+        .join(format!("{far_id}.json"))
+        .exists());
+    d.ok(&["network", "rm", "other"]);
+    assert!(!d.ok(&["network", "ls"]).contains("other"));
+    d.ok(&["rm", "-f", "web"]);
+    // The port is free again.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web2",
+        "-p",
+        "8080:80",
+        &image,
+        "sh",
+        "-c",
+        &web_cmd("again"),
+    ]);
+    assert!(eventually(10, || host_side_get(&d, 8080)
+        .is_ok_and(|b| b.contains("again"))));
+    d.ok(&["rm", "-f", "web2"]);
+}
+
+#[test]
+fn published_udp_port() {
+    if !require_net_tools() {
+        return;
+    }
+    // busybox has no UDP server; the host's python3 (bind-mounted read-only) plays one.
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "/usr/bin/python3 missing (CI=true)"
+        );
+        eprintln!("skipping: /usr/bin/python3 is missing");
+        return;
+    }
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let server = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',53))\nwhile True:\n d,a=s.recvfrom(512)\n s.sendto(b'pong:'+d,a)\n";
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "-p",
+        "5353:53/udp",
+        "-v",
+        "/usr:/usr:ro",
+        "-v",
+        "/usr/lib:/lib:ro",
+        "-v",
+        "/usr/lib64:/lib64:ro",
+        &image,
+        "/usr/bin/python3",
+        "-c",
+        server,
+    ]);
+    assert!(d.ok(&["ps"]).contains("0.0.0.0:5353->53/udp"));
+    let mut answer = String::new();
+    let ok = eventually(15, || {
+        answer = d.ns().run_in(|| {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            s.send_to(b"ping", "127.0.0.1:5353").unwrap();
+            let mut buf = [0u8; 64];
+            match s.recv_from(&mut buf) {
+                Ok((n, _)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Err(e) => e.to_string(),
+            }
+        });
+        answer == "pong:ping"
+    });
+    assert!(ok, "UDP answer: {answer}\n{}", d.log());
+    d.ok(&["rm", "-f", "udp"]);
+}
+
+#[test]
+fn sandboxes_of_gone_containers_are_cleaned_after_a_daemon_sigkill() {
+    if !require_net_tools() {
+        return;
+    }
+    let Some((mut d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "keep",
+        &image,
+        "sh",
+        "-c",
+        &web_cmd("kept"),
+    ]);
+    d.ok(&["run", "-d", "--rm", "--name", "gone", &image, "sleep", "1"]);
+    d.ok(&["run", "-d", "--name", "orphan", &image, "sleep", "1000"]);
+    let id = |n: &str| inspect(&d, n)["id"].as_str().unwrap().to_string();
+    let (keep_id, gone_id, orphan_id) = (id("keep"), id("gone"), id("orphan"));
+    let orphan_pid = inspect(&d, "orphan")["pid"].as_i64().unwrap();
+    let keep_ip = ip_of(&d, "keep");
+
+    d.kill9();
+    // While the daemon is dead: `gone` exits (and must be auto-removed), `orphan` dies and
+    // its record vanishes: its namespace and address are now leaks.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(orphan_pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let db = rusqlite::Connection::open(d.root().join("agent.db")).unwrap();
+    db.execute("DELETE FROM containers WHERE id = ?1", [&orphan_id])
+        .unwrap();
+    drop(db);
+    std::thread::sleep(Duration::from_millis(1500));
+    d.spawn();
+
+    let netns = d.state().join("netns");
+    let sandboxes = d.state().join("network/sandboxes");
+    for gone in [&gone_id, &orphan_id] {
+        assert!(!netns.join(gone).exists(), "namespace of {gone} leaked");
+        assert!(
+            !sandboxes.join(format!("{gone}.json")).exists(),
+            "sandbox {gone} leaked"
+        );
+    }
+    let leases = std::fs::read_dir(d.state().join("network/ipam/zlayer0"))
+        .map(|rd| {
+            rd.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .unwrap_or_default();
+    assert!(
+        !leases.contains(&orphan_id),
+        "lease of the orphan kept: {leases}"
+    );
+    assert!(leases.contains(&keep_id), "lease of keep lost: {leases}");
+    assert!(netns.join(&keep_id).exists());
+    // The running container still serves, by IP and (names registered again) by name.
+    let (code, out, err) = oneshot(
+        &d,
+        &image,
+        &[],
+        &format!("{RESOLVE}get {keep_ip} && get $(resolve keep)"),
+    );
+    assert_eq!(code, 0, "{out}\n{err}\n{}", d.log());
+    assert_eq!(out.matches("kept").count(), 2, "{out}");
+    d.ok(&["rm", "-f", "keep"]);
+    assert!(!netns.join(&keep_id).exists());
+}
