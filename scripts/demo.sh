@@ -52,5 +52,19 @@ echo "==> zlayer-agent image inspect $image (excerpt)"
 "$BIN" image inspect "$image" | head -n 30
 echo "==> zlayer-agent run --rm $image sh -c '...'"
 "$BIN" run --rm "$image" sh -c 'echo "hello from a zlayer-agent container: $(hostname), uid $(id -u)"'
+
+echo "==> zlayer-agent deploy examples/demo.yaml (2 web replicas with health checks, a job, a cron entry)"
+"$BIN" deploy --dry-run examples/demo.yaml
+"$BIN" deploy examples/demo.yaml
+for _ in $(seq 120); do
+  "$BIN" services --format json 2>/dev/null | grep -q '"healthy": *2' && break
+  sleep 0.5
+done
+"$BIN" services
+"$BIN" ps
+web=$("$BIN" ps --format json | sed -n 's/.*"name": *"\(demo-web[^"]*\)".*/\1/p' | head -1)
+echo "==> zlayer-agent exec $web wget -qO- http://127.0.0.1:8080/"
+"$BIN" exec "$web" wget -qO- http://127.0.0.1:8080/
 echo
-echo "Done. The daemon keeps running; try: $BIN ps -a, $BIN run --rm $image ls /"
+echo "Done. The daemon and the deployment keep running. Try:"
+echo "  $BIN services | $BIN ps | $BIN events | $BIN logs $web | $BIN undeploy demo"

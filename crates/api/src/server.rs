@@ -52,7 +52,10 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/services", get(services::list))
         .route("/v1/services/scale", post(services::scale))
         .route("/v1/events", get(services::events))
-        .layer(axum::middleware::from_fn_with_state(agent.clone(), services::track_latency))
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            services::track_latency,
+        ))
         .with_state(agent)
 }
 

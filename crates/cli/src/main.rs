@@ -33,6 +33,22 @@ struct Cli {
 enum Command {
     /// Run the agent daemon (serves the API; keeps images, containers and services).
     Daemon(daemon::DaemonArgs),
+    /// Convert Windows container layers for the Host Compute Service (local, no daemon).
+    #[command(subcommand)]
+    Wclayer(commands::wclayer::WclayerCommand),
+    /// Internal: the per-container shim (started by the daemon, not by users).
+    #[command(hide = true)]
+    Shim {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// Commands that talk to the daemon.
+#[derive(Subcommand)]
+enum ClientCommand {
     /// Show the client's and the daemon's versions.
     Version,
     /// Pull an image from a registry.
@@ -79,12 +95,6 @@ enum Command {
     /// Manage named volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
-    /// Internal: the per-container shim (started by the daemon, not by users).
-    #[command(hide = true)]
-    Shim {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<std::ffi::OsString>,
-    },
 }
 
 fn main() -> ExitCode {
@@ -93,7 +103,15 @@ fn main() -> ExitCode {
         // The shim must stay single-threaded: it runs before any runtime is built.
         Command::Shim { args } => ExitCode::from(clamp_status(zlayer_runtime::shim::main(args))),
         Command::Daemon(args) => report(daemon::run(args, cli.socket)),
-        command => {
+        // Runs its own runtime where it needs one (registry pulls), so not inside ours.
+        Command::Wclayer(cmd) => match commands::wclayer::wclayer(cmd) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("Error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Client(command) => {
             let client = Client::new(cli.socket);
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -107,31 +125,30 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_client(client: Client, command: Command) -> ExitCode {
+async fn run_client(client: Client, command: ClientCommand) -> ExitCode {
     let result = match command {
-        Command::Version => version(&client).await,
-        Command::Pull(a) => images::pull(&client, a).await,
-        Command::Images(a) => images::list(&client, a).await,
-        Command::Rmi(a) => images::rmi(&client, a).await,
-        Command::Load(a) => images::load(&client, a).await,
-        Command::Image(c) => images::image(&client, c).await,
-        Command::Run(a) => containers::run(&client, *a).await,
-        Command::Ps(a) => containers::ps(&client, a).await,
-        Command::Logs(a) => containers::logs(&client, a).await,
-        Command::Exec(a) => containers::exec(&client, a).await,
-        Command::Stop(a) => containers::stop(&client, a).await,
-        Command::Kill(a) => containers::kill(&client, a).await,
-        Command::Rm(a) => containers::rm(&client, a).await,
-        Command::Wait(a) => containers::wait(&client, a).await,
-        Command::Inspect(a) => containers::inspect(&client, a).await,
-        Command::Stats(a) => containers::stats(&client, a).await,
-        Command::Volume(c) => volumes::volume(&client, c).await,
-        Command::Deploy(a) => services::deploy(&client, a).await,
-        Command::Undeploy(a) => services::undeploy(&client, a).await,
-        Command::Services(a) => services::services(&client, a).await,
-        Command::Scale(a) => services::scale(&client, a).await,
-        Command::Events => services::events(&client).await,
-        Command::Daemon(_) | Command::Shim { .. } => unreachable!("handled in main"),
+        ClientCommand::Version => version(&client).await,
+        ClientCommand::Pull(a) => images::pull(&client, a).await,
+        ClientCommand::Images(a) => images::list(&client, a).await,
+        ClientCommand::Rmi(a) => images::rmi(&client, a).await,
+        ClientCommand::Load(a) => images::load(&client, a).await,
+        ClientCommand::Image(c) => images::image(&client, c).await,
+        ClientCommand::Run(a) => containers::run(&client, *a).await,
+        ClientCommand::Ps(a) => containers::ps(&client, a).await,
+        ClientCommand::Logs(a) => containers::logs(&client, a).await,
+        ClientCommand::Exec(a) => containers::exec(&client, a).await,
+        ClientCommand::Stop(a) => containers::stop(&client, a).await,
+        ClientCommand::Kill(a) => containers::kill(&client, a).await,
+        ClientCommand::Rm(a) => containers::rm(&client, a).await,
+        ClientCommand::Wait(a) => containers::wait(&client, a).await,
+        ClientCommand::Inspect(a) => containers::inspect(&client, a).await,
+        ClientCommand::Stats(a) => containers::stats(&client, a).await,
+        ClientCommand::Volume(c) => volumes::volume(&client, c).await,
+        ClientCommand::Deploy(a) => services::deploy(&client, a).await,
+        ClientCommand::Undeploy(a) => services::undeploy(&client, a).await,
+        ClientCommand::Services(a) => services::services(&client, a).await,
+        ClientCommand::Scale(a) => services::scale(&client, a).await,
+        ClientCommand::Events => services::events(&client).await,
     };
     match result {
         Ok(code) => code,

@@ -79,7 +79,10 @@ impl Agent {
             .into_iter()
             .filter(|r| all || r.state == ContainerState::Running)
             .map(|r| {
-                let health = self.services().health_of(&r.id).filter(|_| r.state == ContainerState::Running);
+                let health = self
+                    .services()
+                    .health_of(&r.id)
+                    .filter(|_| r.state == ContainerState::Running);
                 let status = match r.state {
                     ContainerState::Running => match health {
                         Some(h) => format!("Up {} ({})", ago(r.started_at.as_deref()), h.as_str()),

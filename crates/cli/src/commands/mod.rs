@@ -4,6 +4,7 @@ pub mod containers;
 pub mod images;
 pub mod services;
 pub mod volumes;
+pub mod wclayer;
 
 use std::process::ExitCode;
 
