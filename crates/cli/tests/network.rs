@@ -88,6 +88,11 @@ fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
     };
     let nets = d.ok(&["network", "ls", "--format", "json"]);
     assert!(nets.contains("\"zlayer0\""), "{nets}");
+    // Outgoing NAT: one rule per network, in the daemon's namespace only.
+    let nat = d.ns().exec(&["iptables", "-t", "nat", "-S"]);
+    let nat = String::from_utf8_lossy(&nat.stdout);
+    assert!(nat.contains("-A POSTROUTING -j ZLAYER-MASQ"), "{nat}");
+    assert!(nat.contains("-A ZLAYER-MASQ -s 10.213.0.0/16"), "{nat}");
 
     // Bridge is the default; -p publishes.
     d.ok(&[

@@ -302,3 +302,46 @@ fn the_demo_deployment_runs() {
     assert_eq!(tick["state"], "scheduled", "{tick:#}");
     assert!(tick["next_run"].as_str().is_some());
 }
+
+#[test]
+fn daemon_sigkilled_mid_rollout_converges_without_duplicates() {
+    let Some((mut d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    // The new version takes a while to become healthy, so the kill lands mid-rollout.
+    let version = |v: &str| {
+        spec(
+            &image,
+            &format!(
+                "  app:\n    image: IMAGE\n    network: none\n    env: {{VERSION: \"{v}\"}}\n    command: [sh, -c, \"sleep 1; touch /tmp/ok; trap 'exit 0' TERM; while true; do sleep 0.2; done\"]\n    replicas: 2\n    health: {{check: {{type: command, command: [test, -f, /tmp/ok]}}, interval: 300ms, timeout: 2s, retries: 2, start_grace: 5s}}\n"
+            ),
+        )
+    };
+    deploy(&d, "r1.yaml", &version("1"));
+    wait_state(&d, "app", 30, |s| {
+        s["healthy"] == 2 && s["state"] == "running"
+    });
+    let v1 = running(&d, "t-app-");
+    deploy(&d, "r2.yaml", &version("2"));
+    // Wait until a new replica runs next to the old ones, then kill the daemon.
+    assert!(eventually(20, || running(&d, "t-app-").len() == 3));
+    d.kill9();
+    d.spawn();
+    let mut now = Vec::new();
+    let done = eventually(60, || {
+        now = running(&d, "t-app-");
+        now.len() == 2
+            && now
+                .iter()
+                .all(|n| n.2.contains("(healthy)") && !v1.iter().any(|o| o.1 == n.1))
+    });
+    assert!(
+        done,
+        "rollout did not finish after the restart: {v1:?} {now:?}\n{}",
+        d.log()
+    );
+    for slot in 0..2 {
+        assert_eq!(running(&d, &format!("t-app-{slot}-")).len(), 1, "{now:?}");
+    }
+    wait_state(&d, "app", 20, |s| s["state"] == "running");
+}

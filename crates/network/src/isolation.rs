@@ -11,12 +11,20 @@
 //!
 //! The chain is rewritten as a whole with `iptables-restore --noflush`, which replaces just this
 //! chain atomically (no window without rules) and leaves every other rule alone.
+//!
+//! Outgoing NAT is set up here too, once per network, instead of by the bridge plugin's
+//! `ipMasq` on every ADD/DEL (which costs two iptables-nft runs per container): the nat chain
+//! [`MASQ_CHAIN`] masquerades traffic from each network's subnet leaving through another
+//! interface, and POSTROUTING jumps to it (added once, checked with `iptables -C`).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use crate::error::{NetworkError, Result};
 use crate::networks::{NetworkInfo, ISOLATION_CHAIN};
+
+/// The nat chain with one MASQUERADE rule per network.
+pub const MASQ_CHAIN: &str = "ZLAYER-MASQ";
 
 /// The `iptables-restore` input for the given networks.
 pub fn ruleset(networks: &[NetworkInfo]) -> String {
@@ -31,7 +39,43 @@ pub fn ruleset(networks: &[NetworkInfo]) -> String {
         }
     }
     out.push_str("COMMIT\n");
+    out.push_str(&format!("*nat\n:{MASQ_CHAIN} - [0:0]\n"));
+    for n in networks {
+        out.push_str(&format!(
+            "-A {MASQ_CHAIN} -s {} ! -o {} -m comment --comment \"zlayer masquerade {}\" -j MASQUERADE\n",
+            n.subnet, n.bridge, n.name
+        ));
+    }
+    out.push_str("COMMIT\n");
     out
+}
+
+/// Makes POSTROUTING jump to [`MASQ_CHAIN`] (once; the chain must exist).
+fn ensure_masq_jump() -> Result<()> {
+    let rule = ["POSTROUTING", "-j", MASQ_CHAIN];
+    let run = |op: &str| {
+        Command::new("iptables")
+            .args(["-t", "nat", "--wait", op])
+            .args(rule)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+    };
+    let fail = |reason: String| NetworkError::Command {
+        command: format!("iptables -t nat -I {}", rule.join(" ")),
+        reason,
+    };
+    let check = run("-C").map_err(|e| fail(e.to_string()))?;
+    if check.status.success() {
+        return Ok(());
+    }
+    let add = run("-I").map_err(|e| fail(e.to_string()))?;
+    if !add.status.success() {
+        return Err(fail(
+            String::from_utf8_lossy(&add.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// Replace the isolation chain's rules in the calling thread's network namespace.
@@ -62,7 +106,7 @@ pub fn apply(networks: &[NetworkInfo]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(())
+    ensure_masq_jump()
 }
 
 #[cfg(test)]
@@ -90,6 +134,8 @@ mod tests {
         assert_eq!(rules.matches("-j DROP").count(), 6, "{rules}");
         assert!(rules.starts_with("*filter\n:ZLAYER-ISOLATION - [0:0]\n"));
         assert!(rules.ends_with("COMMIT\n"));
-        assert_eq!(ruleset(&nets[..1]).matches("-A").count(), 0);
+        assert_eq!(rules.matches("-j MASQUERADE").count(), 3, "{rules}");
+        assert!(rules.contains("*nat\n:ZLAYER-MASQ - [0:0]\n"), "{rules}");
+        assert_eq!(ruleset(&nets[..1]).matches("-j DROP").count(), 0);
     }
 }
