@@ -39,7 +39,7 @@ fn demo_is_what_the_readme_promises() {
     assert_eq!(d.deployment, "demo");
     let web = &d.services["web"];
     assert_eq!(web.kind, Kind::Service);
-    assert_eq!(web.image.name, "zlayer.local/demo/busybox:latest");
+    assert_eq!(web.image.name, "127.0.0.1:5000/demo/busybox:latest");
     assert_eq!(web.replicas, Some(2));
     let health = web.health.as_ref().unwrap();
     assert!(matches!(health.check, HealthCheck::Http { port: 8080, .. }));
