@@ -8,8 +8,9 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 echo "==> building zlayer-agent (release)"
 cargo build --release --quiet -p zlayer-cli -p zlayer-testkit --bins
-BIN=$PWD/target/release/zlayer-agent
-FIX=$PWD/target/release/zlayer-fixtures
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+BIN=$TARGET/release/zlayer-agent
+FIX=$TARGET/release/zlayer-fixtures
 port=${ZLAYER_DEMO_REGISTRY_PORT:-5000}
 registry=127.0.0.1:$port
 image=$registry/demo/busybox:latest
