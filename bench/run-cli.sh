@@ -16,7 +16,12 @@ work=$(mktemp -d /tmp/zlayer-bench-run.XXXXXX)
 sock=$work/agent.sock
 "$BIN" --socket "$sock" daemon --root "$work/root" --state "$work/state" >"$work/daemon.log" 2>&1 &
 daemon=$!
-cleanup() { kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; rm -rf "$work"; }
+cleanup() {
+  kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null
+  # The daemon keeps its network-namespace directory mounted (as `ip netns` does).
+  grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r umount -l
+  rm -rf "$work"
+}
 trap cleanup EXIT
 for _ in $(seq 100); do "$BIN" --socket "$sock" version >/dev/null 2>&1 && break; sleep 0.1; done
 layout=$("$TARGET/release/zlayer-fixtures" build busybox --json | sed -n 's/.*"dir": *"\([^"]*\)".*/\1/p' | head -1)

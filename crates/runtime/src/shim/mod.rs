@@ -125,8 +125,12 @@ impl ShimArgs {
 }
 
 /// Where the shim of container `id` listens.
+///
+/// Named by the first 32 hex digits of the id (128 random bits): a unix socket path must fit
+/// in 108 bytes, and the full 64-digit id would leave too little room for a `--state` path.
 pub fn socket_path(state: &std::path::Path, id: &str) -> PathBuf {
-    state.join("shims").join(format!("{id}.sock"))
+    let short = &id[..id.len().min(32)];
+    state.join("shims").join(format!("{short}.sock"))
 }
 
 /// The one line the shim reports to its spawner.
