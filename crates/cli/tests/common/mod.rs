@@ -242,8 +242,40 @@ impl TestDaemon {
     }
 }
 
+impl TestDaemon {
+    /// Removes everything the test left running: deployments first (so the supervisor does
+    /// not replace what we remove), then every container. Containers outlive their daemon by
+    /// design, so without this a test would leave shims, processes and mounts behind.
+    fn remove_everything(&self) {
+        let alive = self.child.is_some();
+        if !alive {
+            return;
+        }
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(
+            &self.cli(&["services", "--format", "json"]).stdout,
+        ) {
+            let mut deployments: Vec<String> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s["deployment"].as_str().map(str::to_string))
+                .collect();
+            deployments.sort();
+            deployments.dedup();
+            for d in deployments {
+                let _ = self.cli(&["undeploy", &d]);
+            }
+        }
+        let ids = String::from_utf8_lossy(&self.cli(&["ps", "-aq"]).stdout).into_owned();
+        for id in ids.split_whitespace() {
+            let _ = self.cli(&["rm", "-f", id]);
+        }
+    }
+}
+
 impl Drop for TestDaemon {
     fn drop(&mut self) {
+        self.remove_everything();
         self.stop();
     }
 }
