@@ -454,8 +454,13 @@ pub struct StopArgs {
 
 pub async fn stop(client: &Client, args: StopArgs) -> CmdResult {
     let t = args.time.map(|t| format!("?t={t}")).unwrap_or_default();
-    each(&args.containers, |c| {
-        let path = format!("/v1/containers/{}/stop{t}", encode_query(&c));
+    post_each(client, &args.containers, "stop", &t).await
+}
+
+/// `POST /v1/containers/{c}/{action}{query}` for each container, docker-style output.
+async fn post_each(client: &Client, containers: &[String], action: &str, query: &str) -> CmdResult {
+    each(containers, |c| {
+        let path = format!("/v1/containers/{}/{action}{query}", encode_query(&c));
         async move {
             client
                 .post::<_, serde_json::Value>(&path, &serde_json::json!({}))
@@ -481,16 +486,7 @@ pub async fn kill(client: &Client, args: KillArgs) -> CmdResult {
         .as_ref()
         .map(|s| format!("?signal={}", encode_query(s)))
         .unwrap_or_default();
-    each(&args.containers, |c| {
-        let path = format!("/v1/containers/{}/kill{q}", encode_query(&c));
-        async move {
-            client
-                .post::<_, serde_json::Value>(&path, &serde_json::json!({}))
-                .await
-                .map(|_| ())
-        }
-    })
-    .await
+    post_each(client, &args.containers, "kill", &q).await
 }
 
 #[derive(Args, Debug)]
