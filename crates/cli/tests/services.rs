@@ -567,3 +567,71 @@ fn bridge_services_find_each_other_by_name_only_healthy_replicas_and_publish() {
     d.ok(&["undeploy", "t"]);
     assert_eq!(host_get(&d, 8088), "");
 }
+
+#[test]
+fn rolling_update_and_scale_keep_names_and_the_published_port_serving() {
+    if !require_net_tools() {
+        return;
+    }
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let version = |v: &str| {
+        spec(&image, &format!(
+            "  app:\n    image: IMAGE\n    env: {{VERSION: \"{v}\"}}\n    command: [sh, -c, \"mkdir -p /tmp/www && echo v$VERSION > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www\"]\n    replicas: 2\n    endpoints: [{{port: 80, publish: 8090}}]\n    health: {{check: {{type: http, port: 80, path: /index.html}}, interval: 300ms, timeout: 1s, retries: 2, start_grace: 0s}}\n  client:\n    image: IMAGE\n    command: {IDLE}\n"
+        ))
+    };
+    deploy(&d, "v1.yaml", &version("1"));
+    wait_state(&d, "app", 60, |s| s["healthy"] == 2);
+    wait_state(&d, "client", 30, |s| s["running"] == 1);
+    let client = running(&d, "t-client-0-")[0].0.clone();
+    let ips = |d: &TestDaemon| {
+        let mut v: Vec<String> = running(d, "t-app-")
+            .iter()
+            .map(|r| id_and_ip(d, &r.0).1)
+            .collect();
+        v.sort();
+        v
+    };
+    let v1 = ips(&d);
+    assert!(eventually(10, || resolve(&d, &client, "app") == v1));
+
+    // Rolling update: the published port answers every request meanwhile.
+    deploy(&d, "v2.yaml", &version("2"));
+    let mut failures = 0;
+    let mut requests = 0;
+    let done = eventually(60, || {
+        let body = host_get(&d, 8090);
+        requests += 1;
+        if !body.contains(" 200 OK") {
+            failures += 1;
+        }
+        let s = service(&d, "app");
+        s["state"] == "running"
+            && s["healthy"] == 2
+            && running(&d, "t-app-").len() == 2
+            && host_get(&d, 8090).contains("v2")
+    });
+    assert!(done, "rollout did not finish\n{}", d.log());
+    assert_eq!(
+        failures, 0,
+        "{failures} of {requests} requests failed during the rollout"
+    );
+    let v2 = ips(&d);
+    assert!(
+        eventually(10, || resolve(&d, &client, "app") == v2),
+        "DNS follows the new replicas: {v2:?}"
+    );
+    for _ in 0..4 {
+        assert!(host_get(&d, 8090).contains("v2"));
+    }
+
+    // Scale up and down: the name follows.
+    d.ok(&["scale", "t/app", "3"]);
+    wait_state(&d, "app", 60, |s| s["healthy"] == 3);
+    assert!(eventually(10, || resolve(&d, &client, "app").len() == 3));
+    d.ok(&["scale", "t/app", "1"]);
+    assert!(eventually(30, || running(&d, "t-app-").len() == 1));
+    let one = ips(&d);
+    assert!(eventually(10, || resolve(&d, &client, "app.t") == one));
+}
