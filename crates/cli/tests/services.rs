@@ -482,7 +482,7 @@ fn bridge_services_find_each_other_by_name_only_healthy_replicas_and_publish() {
         "db -> {got:?}, want [{a_ip}]\n{}",
         d.log()
     );
-    assert_eq!(resolve(&d, &client, "db.t"), [a_ip.clone()]);
+    assert_eq!(resolve(&d, &client, "db.t"), vec![a_ip.clone()]);
     let page = d.ok(&[
         "exec",
         &client,
@@ -529,7 +529,7 @@ fn bridge_services_find_each_other_by_name_only_healthy_replicas_and_publish() {
     // An unhealthy replica is dropped from DNS (and replaced after its 30s backoff).
     let flaky = running(&d, "t-flaky-0-")[0].0.clone();
     let (_, flaky_ip) = id_and_ip(&d, &flaky);
-    assert_eq!(resolve(&d, &client, "flaky"), [flaky_ip.clone()]);
+    assert_eq!(resolve(&d, &client, "flaky"), vec![flaky_ip.clone()]);
     std::fs::remove_file(ctl.join("flaky-ok")).unwrap();
     assert!(
         eventually(10, || resolve(&d, &client, "flaky").is_empty()),
