@@ -173,6 +173,7 @@ fn build_request(a: &RunArgs) -> anyhow::Result<CreateRequest> {
         publish: a.publish.clone(),
         add_hosts: a.add_host.clone(),
         dns: a.dns.clone(),
+        dns_search: Vec::new(),
         interactive: a.interactive,
         auto_remove: a.rm,
         attached: !a.detach,
