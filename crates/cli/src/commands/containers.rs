@@ -587,11 +587,16 @@ pub async fn stats(client: &Client, args: StatsArgs) -> CmdResult {
                 Some(l) => format!("{} / {l}", s.pids_current),
                 None => s.pids_current.to_string(),
             };
+            // A figure the host's cgroups cannot give (controller not enabled) is unknown, not 0.
+            let na = |what: &str, text: String| if s.has(what) { text } else { "n/a".into() };
             rows.push(vec![
                 c.clone(),
-                cpu,
-                format!("{} / {limit}", human_size(s.memory_usage)),
-                pids,
+                na("cpu", cpu),
+                na(
+                    "memory",
+                    format!("{} / {limit}", human_size(s.memory_usage)),
+                ),
+                na("pids", pids),
             ]);
             json.push(serde_json::json!({"container": c, "stats": s}));
         }

@@ -141,6 +141,8 @@ pub enum BundleError {
     UnknownUlimit(String),
     #[error(transparent)]
     User(#[from] UserError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::MissingController),
     #[error("creating working directory {path} in the rootfs: {source}")]
     Workdir {
         path: String,
@@ -357,6 +359,38 @@ pub(crate) fn rlimit_type(name: &str) -> Option<&'static str> {
     })
 }
 
+/// The cgroup controllers the resource options of `opts` need (checked before a start so
+/// a missing one is a clear error, see [`crate::cgroups::check_controllers`]).
+pub fn controller_needs(opts: &RunOptions) -> Vec<crate::cgroups::ControllerNeed> {
+    use crate::cgroups::ControllerNeed;
+    let mut needs = Vec::new();
+    if opts.memory.is_some() {
+        needs.push(ControllerNeed {
+            controller: "memory",
+            option: "--memory",
+        });
+    }
+    if opts.cpus.is_some() {
+        needs.push(ControllerNeed {
+            controller: "cpu",
+            option: "--cpus",
+        });
+    }
+    if opts.cpu_shares.is_some() {
+        needs.push(ControllerNeed {
+            controller: "cpu",
+            option: "--cpu-shares",
+        });
+    }
+    if opts.pids_limit.is_some() {
+        needs.push(ControllerNeed {
+            controller: "pids",
+            option: "--pids-limit",
+        });
+    }
+    needs
+}
+
 /// Whether the host's memory cgroup accounts swap (v1 `memsw`; always on v2).
 fn host_swap_accounting() -> bool {
     crate::cgroups::is_v2()
@@ -571,6 +605,7 @@ pub fn generate(input: &ContainerSpec<'_>) -> Result<GeneratedBundle, BundleErro
     if let Some(p) = opts.pids_limit {
         resources.insert("pids".into(), json!({"limit": if p <= 0 { -1 } else { p }}));
     }
+    crate::cgroups::check_controllers(&controller_needs(opts))?;
 
     let parent = opts
         .cgroup_parent
