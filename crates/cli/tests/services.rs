@@ -310,6 +310,8 @@ fn the_demo_deployment_runs() {
     let web = running(&d, "demo-web-0-");
     let page = d.ok(&["exec", &web[0].0, "wget", "-qO-", "http://127.0.0.1:8080/"]);
     assert!(!page.is_empty());
+    let w = service(&d, "web");
+    assert_eq!(w["ports"][0], "0.0.0.0:8080->8080/tcp", "{w:#}");
     // The published port, from the daemon's namespace (its host side).
     let mut got = String::new();
     assert!(

@@ -65,6 +65,9 @@ pub struct ServiceInfo {
     /// Cron: the next fire time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<String>,
+    /// Host ports the service publishes right now (`0.0.0.0:8080->80/tcp`, docker's form).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 fn spec_err(e: zlayer_spec::SpecErrors) -> AgentError {

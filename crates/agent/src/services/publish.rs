@@ -149,6 +149,21 @@ impl Publisher {
         }
     }
 
+    /// The service's open published ports in docker's form, `0.0.0.0:8080->80/tcp`, sorted.
+    pub fn ports_of(&self, deployment: &str, service: &str) -> Vec<String> {
+        let mut v: Vec<(u16, Protocol, u16)> = self
+            .ports
+            .lock()
+            .iter()
+            .filter(|(_, p)| p.deployment == deployment && p.service == service)
+            .map(|(&(host, proto), p)| (host, proto, p.backends.port.load(Ordering::Relaxed)))
+            .collect();
+        v.sort_by_key(|&(host, proto, _)| (host, proto == Protocol::Udp));
+        v.into_iter()
+            .map(|(host, proto, ctr)| format!("0.0.0.0:{host}->{ctr}/{proto}"))
+            .collect()
+    }
+
     /// Points the service's published ports at these replica addresses (its healthy ones).
     pub fn set_backends(&self, deployment: &str, service: &str, ips: &[Ipv4Addr]) {
         for p in self.ports.lock().values() {
@@ -350,6 +365,10 @@ mod tests {
         let p = Publisher::default();
         p.sync("d", "web", &[ep(ctr, host)], |_, _| None).unwrap();
         assert_eq!(p.owner_of(host, Protocol::Tcp).as_deref(), Some("d/web"));
+        assert_eq!(
+            p.ports_of("d", "web"),
+            [format!("0.0.0.0:{host}->{ctr}/tcp")]
+        );
         // No healthy replica: the connection is closed without data.
         assert_eq!(fetch(host).await, "");
         // Two "replicas" on different loopback addresses, same port.

@@ -1481,6 +1481,7 @@ impl Agent {
                     message: view.message,
                     runs,
                     next_run,
+                    ports: self.services.published.ports_of(&d.spec.deployment, name),
                 });
             }
         }
