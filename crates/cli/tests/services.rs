@@ -637,3 +637,67 @@ fn rolling_update_and_scale_keep_names_and_the_published_port_serving() {
     let one = ips(&d);
     assert!(eventually(10, || resolve(&d, &client, "app.t") == one));
 }
+
+#[test]
+fn named_network_service_with_a_published_udp_port() {
+    if !require_net_tools() {
+        return;
+    }
+    // busybox has no UDP server; the host's python3 (bind-mounted read-only) plays one.
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "/usr/bin/python3 missing (CI=true)"
+        );
+        eprintln!("skipping: /usr/bin/python3 is missing");
+        return;
+    }
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let server = r#""import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',53))\nwhile True:\n d,a=s.recvfrom(512)\n s.sendto(b'pong:'+d,a)\n""#;
+    let libs = "[{type: bind, source: /usr, target: /usr, readonly: true}, {type: bind, source: /usr/lib, target: /lib, readonly: true}, {type: bind, source: /usr/lib64, target: /lib64, readonly: true}]";
+    let yaml = spec(
+        &image,
+        &format!(
+            "  echo:\n    image: IMAGE\n    network: front\n    command: [/usr/bin/python3, -c, {server}]\n    storage: {libs}\n    endpoints: [{{port: 53, protocol: udp, publish: 5353}}]\n  peer:\n    image: IMAGE\n    network: front\n    command: {IDLE}\n  client:\n    image: IMAGE\n    command: {IDLE}\n"
+        ),
+    );
+    deploy(&d, "n.yaml", &yaml);
+    for s in ["echo", "peer", "client"] {
+        wait_state(&d, s, 60, |v| v["running"] == 1);
+    }
+    // The network was created on first use, with its own subnet.
+    let nets = d.ok(&["network", "ls", "--format", "json"]);
+    assert!(nets.contains("\"front\""), "{nets}");
+    let echo = running(&d, "t-echo-0-")[0].0.clone();
+    let (_, echo_ip) = id_and_ip(&d, &echo);
+    assert!(
+        !echo_ip.starts_with("10.213."),
+        "front is not zlayer0: {echo_ip}"
+    );
+    assert_eq!(service(&d, "echo")["ports"][0], "0.0.0.0:5353->53/udp");
+    // The name is answered on the service's network only.
+    let peer = running(&d, "t-peer-0-")[0].0.clone();
+    let client = running(&d, "t-client-0-")[0].0.clone();
+    assert!(eventually(10, || resolve(&d, &peer, "echo") == [echo_ip.clone()]));
+    assert!(resolve(&d, &client, "echo").is_empty());
+    // The published UDP port answers from the host side.
+    let mut answer = String::new();
+    let ok = eventually(15, || {
+        answer = d.ns().run_in(|| {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            s.send_to(b"ping", "127.0.0.1:5353").unwrap();
+            let mut buf = [0u8; 64];
+            match s.recv_from(&mut buf) {
+                Ok((n, _)) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Err(e) => e.to_string(),
+            }
+        });
+        answer == "pong:ping"
+    });
+    assert!(ok, "UDP answer: {answer}\n{}", d.log());
+    d.ok(&["undeploy", "t"]);
+}
