@@ -16,6 +16,7 @@
 #
 # Usage: bench/network.sh [--runs N] [--iterations N] [--megabytes M]
 #   --runs: container starts per mode (default 30); the others are passed to netbench.
+#   ZLAYER_AGENT_BIN=path: measure that zlayer-agent build instead (to compare two builds).
 set -eu
 cd "$(dirname "$0")/.."
 : "${CARGO_TARGET_DIR:=target}"
@@ -37,7 +38,7 @@ while [ $# -gt 0 ]; do
         *) NETBENCH_ARGS="$NETBENCH_ARGS $1"; shift ;;
     esac
 done
-BIN=$CARGO_TARGET_DIR/release/zlayer-agent
+BIN=${ZLAYER_AGENT_BIN:-$CARGO_TARGET_DIR/release/zlayer-agent}
 work=$(mktemp -d /tmp/zlayer-bench-net.XXXXXX)
 sock=$work/agent.sock
 "$BIN" --socket "$sock" daemon --root "$work/root" --state "$work/state" >"$work/daemon.log" 2>&1 &
