@@ -177,16 +177,16 @@ impl Agent {
     pub(crate) fn watch_container(self: &Arc<Self>, id: String) {
         let agent = Arc::clone(self);
         tokio::spawn(async move {
+            // On the reactor, not the blocking pool: one watcher per running container must
+            // not cost a thread each (a service of 100 replicas would hold 100 threads).
             let client = agent.shim_client(&id);
-            let res = tokio::task::spawn_blocking(move || client.wait()).await;
-            match res {
-                Ok(Ok(rec)) => {
+            match client.wait_async().await {
+                Ok(rec) => {
                     if let Err(e) = agent.record_exit(&id, &rec).await {
                         tracing::warn!(id = %short_id(&id), "recording exit: {e}");
                     }
                 }
-                Ok(Err(e)) => tracing::warn!(id = %short_id(&id), "waiting for container: {e}"),
-                Err(e) => tracing::warn!(id = %short_id(&id), "wait task failed: {e}"),
+                Err(e) => tracing::warn!(id = %short_id(&id), "waiting for container: {e}"),
             }
         });
     }

@@ -7,6 +7,7 @@
 //! - [`events`]: the in-memory event stream.
 
 pub mod backoff;
+pub mod cancel;
 pub mod converge;
 pub mod deploy;
 pub mod events;
