@@ -63,6 +63,11 @@ for _ in $(seq 120); do
 done
 "$BIN" services
 "$BIN" ps
+echo "==> GET http://127.0.0.1:8080/ from the host: the published port, balanced over the healthy replicas"
+exec 3<>/dev/tcp/127.0.0.1/8080
+printf 'GET / HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+head -n 1 <&3
+exec 3<&-
 web=$("$BIN" ps --format json | sed -n 's/.*"name": *"\(demo-web[^"]*\)".*/\1/p' | head -1)
 echo "==> zlayer-agent exec $web wget -qO- http://127.0.0.1:8080/"
 "$BIN" exec "$web" wget -qO- http://127.0.0.1:8080/

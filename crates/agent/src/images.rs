@@ -114,8 +114,15 @@ impl Agent {
             Some(p) => Platform::parse(p).map_err(|e| AgentError::invalid(e.to_string()))?,
             None => Platform::host(),
         };
+        // Bytes downloaded feed `zlayer_pull_bytes_total`, for failed pulls too.
+        let downloaded = Arc::new(parking_lot::Mutex::new(pull::DownloadedBytes::default()));
+        let counter = downloaded.clone();
+        let progress = move |event: PullEvent| {
+            counter.lock().observe(&event);
+            progress(event);
+        };
         // The pull holds its own GC lease and records the image under `reference` at the end.
-        let pulled = pull::pull(
+        let result = pull::pull(
             self.images(),
             self.registry(),
             &reference,
@@ -123,8 +130,9 @@ impl Agent {
             &PullOptions::default(),
             progress,
         )
-        .await
-        .map_err(pull_err)?;
+        .await;
+        self.services.metrics.pulled(downloaded.lock().total());
+        let pulled = result.map_err(pull_err)?;
         tracing::info!(reference = %reference, digest = %pulled.manifest_digest, "pulled");
         Ok(PullSummary {
             reference: reference.to_string(),

@@ -16,13 +16,7 @@ pub struct VolumeInfo {
 
 /// Docker's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
 pub fn validate_volume_name(name: &str) -> Result<()> {
-    let b = name.as_bytes();
-    let ok = b.len() >= 2
-        && b.len() <= 128
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
+    if crate::containers::names::is_docker_name(name, 2) {
         Ok(())
     } else {
         Err(AgentError::invalid(format!(

@@ -64,6 +64,84 @@ fn pull_list_inspect_unpack_remove() {
     );
 }
 
+/// `GET /metrics` on `addr`, the body.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics listener");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text body.
+fn sample(body: &str, name: &str) -> u64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+}
+
+#[test]
+fn metrics_count_pulled_bytes_and_containers() {
+    let Some((_reg, image)) = registry_with_busybox() else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = TestDaemon::start_host_net_with(&["--metrics-addr", &addr]);
+    assert_eq!(sample(&scrape(&addr), "zlayer_pull_bytes_total"), 0);
+
+    d.ok(&["pull", "-q", &image]);
+    let inspect: serde_json::Value =
+        serde_json::from_str(&d.ok(&["image", "inspect", &image])).unwrap();
+    let layer_bytes: u64 = inspect[0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["size"].as_u64().unwrap())
+        .sum();
+    assert!(layer_bytes > 0);
+    let body = scrape(&addr);
+    assert_eq!(
+        sample(&body, "zlayer_pull_bytes_total"),
+        layer_bytes,
+        "a cold pull downloads every layer once"
+    );
+
+    // A second pull finds everything stored: nothing more is downloaded.
+    d.ok(&["pull", "-q", &image]);
+    assert_eq!(
+        sample(&scrape(&addr), "zlayer_pull_bytes_total"),
+        layer_bytes
+    );
+
+    // A stopped container shows in the containers-by-state gauge; API latency is recorded.
+    let (code, _, err) = run(
+        &d,
+        &["run", "--name", "m", "--network", "none", &image, "true"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let body = scrape(&addr);
+    assert!(
+        body.lines()
+            .any(|l| l.starts_with("zlayer_containers{state=\"exited\"} 1")),
+        "{body}"
+    );
+    assert!(
+        body.contains("zlayer_api_request_duration_seconds_count{"),
+        "{body}"
+    );
+}
+
 #[test]
 fn pull_by_digest_and_clear_errors() {
     let Some((reg, image)) = registry_with_busybox() else {

@@ -9,6 +9,7 @@ pub mod atomic;
 pub mod bundle;
 pub mod cgroups;
 pub mod client;
+pub mod device_filter;
 pub mod exit;
 pub mod logs;
 pub mod protocol;

@@ -263,6 +263,15 @@ fn service(
         if let Some(first) = ep_ports.insert((e.port, e.protocol), i) {
             c.err(&format!("{ep}.port"), format!("port {}/{} is declared twice in service \"{name}\" (first at endpoints[{first}])", e.port, e.protocol));
         }
+        if e.publish.is_some() && s.kind != Kind::Service {
+            c.err(
+                &format!("{ep}.publish"),
+                format!(
+                    "`publish` in {} \"{name}\": only services (kind: service) publish ports",
+                    s.kind
+                ),
+            );
+        }
         if e.publish.is_some() && matches!(s.network, Network::Host | Network::None) {
             c.err(
                 &format!("{ep}.publish"),

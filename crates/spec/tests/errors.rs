@@ -255,6 +255,16 @@ fn endpoint_rules() {
 }
 
 #[test]
+fn only_services_publish_ports() {
+    assert_eq!(
+        errs(&spec(
+            "  j:\n    kind: job\n    image: x\n    endpoints: [{port: 80, publish: 8080}]\n"
+        )),
+        ["t.yaml:7:37: `publish` in job \"j\": only services (kind: service) publish ports"]
+    );
+}
+
+#[test]
 fn kind_specific_fields() {
     assert_eq!(
         errs(&spec("  c:\n    kind: cron\n    image: x\n")),

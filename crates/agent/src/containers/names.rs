@@ -29,15 +29,20 @@ pub fn generated_name(id: &str) -> String {
     format!("{a}_{b}")
 }
 
-/// Checks a user-given name: docker's rule, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 chars.
-pub fn validate_name(name: &str) -> Result<()> {
+/// Docker's naming rule shared by containers and volumes: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, between
+/// `min_len` and 128 characters.
+pub(crate) fn is_docker_name(name: &str, min_len: usize) -> bool {
     let b = name.as_bytes();
-    let ok = !b.is_empty()
+    b.len() >= min_len.max(1)
         && b.len() <= 128
         && b[0].is_ascii_alphanumeric()
         && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// Checks a user-given name: docker's rule, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 chars.
+pub fn validate_name(name: &str) -> Result<()> {
+    if is_docker_name(name, 1) {
         Ok(())
     } else {
         Err(AgentError::invalid(format!(

@@ -50,6 +50,19 @@ impl Agent {
         for p in &req.publish {
             ports.push(p.parse::<PortMapping>().map_err(net_err)?);
         }
+        for p in &ports {
+            let proto = match p.protocol {
+                zlayer_network::Protocol::Tcp => zlayer_spec::Protocol::Tcp,
+                zlayer_network::Protocol::Udp => zlayer_spec::Protocol::Udp,
+            };
+            if let Some(owner) = self.services().published.owner_of(p.host_port, proto) {
+                return Err(AgentError::conflict(format!(
+                    "cannot publish port {p}: host port {}/{} is published by service {owner}",
+                    p.host_port,
+                    p.protocol.as_str()
+                )));
+            }
+        }
         let mode = match spec {
             "none" | "host" => {
                 if let Some(p) = req.publish.first() {
@@ -93,7 +106,7 @@ impl Agent {
             id: id.to_string(),
             mode,
             ports,
-            dns_search: Vec::new(),
+            dns_search: req.dns_search.clone(),
         };
         let info = tokio::task::spawn_blocking(move || mgr.create_sandbox(&sandbox_req))
             .await

@@ -50,6 +50,9 @@ pub struct CreateRequest {
     /// `--add-host name:ip`.
     pub add_hosts: Vec<String>,
     pub dns: Vec<String>,
+    /// DNS search domains for a bridge container's resolv.conf (services get their deployment,
+    /// so `db` finds `db.<deployment>` first).
+    pub dns_search: Vec<String>,
     /// Keep stdin open (`run -i`).
     pub interactive: bool,
     /// `--rm`: remove the container once it exits.

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use zlayer_spec::{Deployment, Kind, Network, Plan, Service};
+use zlayer_spec::{Deployment, Kind, Plan, Service};
 
 use super::events::Event;
 use super::store::{DeploymentRecord, RunRecord};
@@ -65,33 +65,83 @@ pub struct ServiceInfo {
     /// Cron: the next fire time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run: Option<String>,
+    /// Host ports the service publishes right now (`0.0.0.0:8080->80/tcp`, docker's form).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
 }
 
 fn spec_err(e: zlayer_spec::SpecErrors) -> AgentError {
     AgentError::invalid(e.to_string())
 }
 
-/// Checks what the spec crate accepts but this node cannot do yet.
-fn check_supported(d: &Deployment, file: &str, map: &zlayer_spec::SourceMap) -> Result<()> {
+/// Checks the deployment's published ports against this node: another deployment's service,
+/// a `run -p` container, or another process holding the port is an error at the line of the
+/// `publish`. (Ports published twice within the file are caught by the spec's validation.)
+fn check_published_ports(
+    agent: &Agent,
+    d: &Deployment,
+    others: &[DeploymentRecord],
+    file: &str,
+    map: &zlayer_spec::SourceMap,
+) -> Result<()> {
     let mut problems = Vec::new();
     for (name, s) in &d.services {
-        if matches!(s.network, Network::Bridge | Network::Named(_)) {
-            let path = format!("services.{name}.network");
+        for (i, e) in s.endpoints.iter().enumerate() {
+            let Some(port) = e.publish else { continue };
             let at = map
-                .locate(&path)
+                .locate(&format!("services.{name}.endpoints[{i}].publish"))
                 .map(|l| format!("{file}:{l}"))
                 .unwrap_or_else(|| file.to_string());
-            problems.push(format!(
-                "{at}: service \"{name}\" uses network `{}` (the default is bridge), which this \
-                 build cannot provide yet; set `network: host` or `network: none`",
-                s.network.as_str()
-            ));
+            let what = format!(
+                "{at}: service \"{name}\" cannot publish host port {port}/{}",
+                e.protocol
+            );
+            let other = others
+                .iter()
+                .filter(|o| o.spec.deployment != d.deployment)
+                .find_map(|o| {
+                    o.spec.services.iter().find_map(|(sn, os)| {
+                        os.endpoints
+                            .iter()
+                            .any(|oe| oe.publish == Some(port) && oe.protocol == e.protocol)
+                            .then(|| {
+                                format!("{}/{sn} (deployed from {})", o.spec.deployment, o.file)
+                            })
+                    })
+                });
+            if let Some(owner) = other {
+                problems.push(format!(
+                    "{what}: it is already published by service {owner}"
+                ));
+                continue;
+            }
+            if let Some(owner) = agent.run_container_publishing(port, e.protocol) {
+                problems.push(format!("{what}: it is already published by {owner}"));
+                continue;
+            }
+            if agent
+                .services()
+                .published
+                .owner_of(port, e.protocol)
+                .is_none()
+            {
+                let addr = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port));
+                let taken = match e.protocol {
+                    zlayer_spec::Protocol::Tcp => std::net::TcpListener::bind(addr).err(),
+                    zlayer_spec::Protocol::Udp => std::net::UdpSocket::bind(addr).err(),
+                };
+                if let Some(err) = taken.filter(|err| err.kind() == std::io::ErrorKind::AddrInUse) {
+                    problems.push(format!(
+                        "{what}: another process on this node listens on it ({err})"
+                    ));
+                }
+            }
         }
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(AgentError::invalid(problems.join("\n")))
+        Err(AgentError::conflict(problems.join("\n")))
     }
 }
 
@@ -196,9 +246,9 @@ impl Agent {
         if let Some(base) = &req.base_dir {
             spec.resolve_relative_paths(Path::new(base));
         }
-        check_supported(&spec, file, &map)?;
-        let env = resolve_env(&spec, &req.host_env)?;
         let store = &self.services().store;
+        check_published_ports(self, &spec, &store.list_deployments()?, file, &map)?;
+        let env = resolve_env(&spec, &req.host_env)?;
         let current = store.get_deployment(&spec.deployment)?;
         // `scale` changes the stored replica count; a deploy of the file sets it back.
         let plan = zlayer_spec::plan(&spec, current.as_ref().map(|c| &c.spec));
@@ -257,6 +307,9 @@ impl Agent {
             .map(|r| r.id)
             .collect();
         let n = ids.len();
+        // Names and published ports go first, so nothing new reaches replicas that stop.
+        self.remove_dns_deployment(name);
+        self.services().published.remove_deployment(name);
         self.remove_replicas(ids).await;
         self.services()
             .events

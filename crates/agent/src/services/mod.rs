@@ -4,7 +4,8 @@
 //! - [`labels`]: how containers are tied to their deployment/service/replica;
 //! - [`converge`]: the pure reconcile rules for `kind: service`;
 //! - [`backoff`], [`health`]: restart backoff and health-check state machines and probes;
-//! - [`events`]: the in-memory event stream.
+//! - [`events`]: the in-memory event stream;
+//! - [`publish`]: services' published ports, forwarded to their healthy replicas.
 
 pub mod backoff;
 pub mod cancel;
@@ -14,6 +15,7 @@ pub mod events;
 pub mod health;
 pub mod labels;
 pub mod metrics;
+pub mod publish;
 pub mod store;
 pub mod supervisor;
 

@@ -51,6 +51,8 @@ pub struct Services {
     pub metrics: Metrics,
     pub(crate) health: Mutex<HashMap<String, HealthStatus>>,
     pub(crate) views: Mutex<HashMap<(String, String), View>>,
+    /// Published ports of services (forwarded to their healthy replicas).
+    pub(crate) published: super::publish::Publisher,
     wake: Notify,
     started: std::sync::atomic::AtomicBool,
     /// The running service tasks, shared by the manager (which starts them) and `undeploy`
@@ -77,6 +79,7 @@ impl Services {
             metrics: Metrics::default(),
             health: Mutex::new(health),
             views: Mutex::new(HashMap::new()),
+            published: super::publish::Publisher::default(),
             wake: Notify::new(),
             started: std::sync::atomic::AtomicBool::new(false),
             tasks: Mutex::new(HashMap::new()),
@@ -202,6 +205,11 @@ pub fn build_request(
             Network::None => "none".into(),
             other => other.as_str().to_string(),
         }),
+        // On a bridge network `db` then resolves to this deployment's `db.<deployment>` first.
+        dns_search: match &svc.network {
+            Network::Bridge | Network::Named(_) => vec![deployment.to_string()],
+            Network::Host | Network::None => Vec::new(),
+        },
         labels: owner.to_labels(),
         pull: Some(
             match svc.image.pull_policy {
@@ -246,6 +254,10 @@ struct TaskState {
     crash_reported: bool,
     /// A tracker changed since the trackers were last stored.
     trackers_dirty: bool,
+    /// The replicas whose addresses the service's DNS name and published ports last got.
+    endpoint_ids: Option<Vec<String>>,
+    /// Why a published port could not be opened (shown by `services` until it works).
+    publish_error: Option<String>,
 }
 
 impl TaskState {
@@ -326,6 +338,11 @@ impl Agent {
                             if !wanted.contains(k) || t.handle.is_finished() {
                                 // Not aborted: it finishes its pass and ends (see cancel.rs).
                                 t.cancel.cancel();
+                                if !wanted.contains(k) {
+                                    // The service is gone: its name and published ports with it.
+                                    self.set_dns_service(&k.0, &k.1, &[]);
+                                    self.services.published.remove_service(&k.0, &k.1);
+                                }
                                 return false;
                             }
                             true
@@ -487,6 +504,9 @@ impl Agent {
         owner: Owner,
     ) -> Result<String> {
         let req = build_request(&key.0, &key.1, svc, env, &owner)?;
+        if let Network::Named(net) = &svc.network {
+            self.ensure_named_network(net).await?;
+        }
         let created = self.create_container(req).await?;
         if svc.network == Network::None {
             if let Some(pid) = self.containers().get(&created.id)?.and_then(|r| r.pid) {
@@ -861,6 +881,7 @@ impl Agent {
         let hash = replica_hash(svc, env);
         let restart = svc.effective_restart();
         let now = Instant::now();
+        self.sync_published(key, svc, st);
         let owned = self.owned(key, "service")?;
         let mut facts = self.services.store.facts(&key.0, &key.1)?;
         let mut seen = Vec::new();
@@ -978,11 +999,17 @@ impl Agent {
                 Step::Start { .. } => {}
             }
         }
+        // Replicas about to go leave DNS and the published ports before they stop.
+        let leaving: HashSet<String> = removals.iter().cloned().collect();
+        self.sync_endpoints(key, svc, &owned, &leaving, st);
         if !removals.is_empty() {
             self.remove_replicas(removals).await;
         }
         if !starts.is_empty() {
             self.start_slots(key, svc, env, &hash, &starts, st).await;
+            // Replicas without a health check serve as soon as they run.
+            let owned = self.owned(key, "service")?;
+            self.sync_endpoints(key, svc, &owned, &HashSet::new(), st);
         }
 
         // What `services` shows, and the service-level events.
@@ -1008,7 +1035,9 @@ impl Agent {
             self.services.events.publish(self.event("crash_loop", key));
         }
         st.crash_reported = crash;
-        let (state, message) = if want.rollout_blocked {
+        let (state, message) = if let Some(e) = &st.publish_error {
+            ("error", e.clone())
+        } else if want.rollout_blocked {
             ("rollout-failed", "the new version failed; the previous replicas keep serving (deploy again to retry)".to_string())
         } else if crash {
             let wait = pass
@@ -1040,6 +1069,103 @@ impl Agent {
         });
         st.counted_exits.retain(|id| ids.contains(id.as_str()));
         Ok(())
+    }
+
+    /// Points the service's DNS name (`service`, `service.deployment`) and its published ports
+    /// at its healthy running replicas (running ones when it has no health check), except
+    /// `leaving`. Does nothing when that set did not change since the last call.
+    fn sync_endpoints(
+        &self,
+        key: &Key,
+        svc: &Service,
+        owned: &[(ContainerRecord, Owner)],
+        leaving: &HashSet<String>,
+        st: &mut TaskState,
+    ) {
+        let mut ids: Vec<String> = owned
+            .iter()
+            .map(|(r, _)| r)
+            .filter(|r| r.state == ContainerState::Running && !leaving.contains(&r.id))
+            .filter(|r| {
+                svc.health.is_none()
+                    || self.services.health_of(&r.id) == Some(HealthStatus::Healthy)
+            })
+            .map(|r| r.id.clone())
+            .collect();
+        ids.sort();
+        if st.endpoint_ids.as_ref() == Some(&ids) {
+            return;
+        }
+        let ips: Vec<std::net::Ipv4Addr> = ids
+            .iter()
+            .filter_map(|id| self.networking().sandbox(id)?.ipv4())
+            .collect();
+        tracing::debug!(deployment = %key.0, service = %key.1, ?ips, "service endpoints");
+        self.set_dns_service(&key.0, &key.1, &ips);
+        self.services.published.set_backends(&key.0, &key.1, &ips);
+        st.endpoint_ids = Some(ids);
+    }
+
+    /// Opens (and closes) the service's published ports; a failure is shown by `services` and
+    /// reported once as a `publish_failed` event, and retried on every pass.
+    fn sync_published(&self, key: &Key, svc: &Service, st: &mut TaskState) {
+        let res = self
+            .services
+            .published
+            .sync(&key.0, &key.1, &svc.endpoints, |port, proto| {
+                self.run_container_publishing(port, proto)
+            });
+        let err = res.err();
+        if err.is_some() && err != st.publish_error {
+            let e = err.clone().unwrap_or_default();
+            tracing::warn!(deployment = %key.0, service = %key.1, "{e}");
+            self.services
+                .events
+                .publish(self.event("publish_failed", key).with("error", &e));
+        }
+        st.publish_error = err;
+    }
+
+    /// The `run -p` container publishing a host port, if one does (its DNAT rule would take
+    /// the port's traffic from a service's listener).
+    pub(crate) fn run_container_publishing(
+        &self,
+        port: u16,
+        proto: zlayer_spec::Protocol,
+    ) -> Option<String> {
+        let mgr = self.networking().manager().ok()?;
+        let want = match proto {
+            zlayer_spec::Protocol::Tcp => zlayer_network::Protocol::Tcp,
+            zlayer_spec::Protocol::Udp => zlayer_network::Protocol::Udp,
+        };
+        let sandbox = mgr.list_sandboxes().ok()?.into_iter().find(|s| {
+            s.ports
+                .iter()
+                .any(|p| p.host_port == port && p.protocol == want)
+        })?;
+        let name = self
+            .containers()
+            .get(&sandbox.id)
+            .ok()
+            .flatten()
+            .map(|c| c.name)
+            .unwrap_or(sandbox.id);
+        Some(format!("container {name}"))
+    }
+
+    /// Creates a service's named network on first use (a deployment brings what it needs;
+    /// `network rm` removes it once nothing uses it).
+    async fn ensure_named_network(&self, net: &str) -> Result<()> {
+        let mgr = self.networking().ensure_ready().await?;
+        if mgr.network(net).is_ok() {
+            return Ok(());
+        }
+        match self.create_network(net, None).await {
+            Ok(_) => Ok(()),
+            // Another replica created it meanwhile.
+            Err(e) if e.kind == crate::ErrorKind::Conflict && mgr.network(net).is_ok() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn start_slots(
@@ -1503,6 +1629,7 @@ impl Agent {
                     message: view.message,
                     runs,
                     next_run,
+                    ports: self.services.published.ports_of(&d.spec.deployment, name),
                 });
             }
         }

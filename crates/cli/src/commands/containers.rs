@@ -173,6 +173,7 @@ fn build_request(a: &RunArgs) -> anyhow::Result<CreateRequest> {
         publish: a.publish.clone(),
         add_hosts: a.add_host.clone(),
         dns: a.dns.clone(),
+        dns_search: Vec::new(),
         interactive: a.interactive,
         auto_remove: a.rm,
         attached: !a.detach,
@@ -586,11 +587,16 @@ pub async fn stats(client: &Client, args: StatsArgs) -> CmdResult {
                 Some(l) => format!("{} / {l}", s.pids_current),
                 None => s.pids_current.to_string(),
             };
+            // A figure the host's cgroups cannot give (controller not enabled) is unknown, not 0.
+            let na = |what: &str, text: String| if s.has(what) { text } else { "n/a".into() };
             rows.push(vec![
                 c.clone(),
-                cpu,
-                format!("{} / {limit}", human_size(s.memory_usage)),
-                pids,
+                na("cpu", cpu),
+                na(
+                    "memory",
+                    format!("{} / {limit}", human_size(s.memory_usage)),
+                ),
+                na("pids", pids),
             ]);
             json.push(serde_json::json!({"container": c, "stats": s}));
         }

@@ -59,22 +59,7 @@ pub async fn network(client: &Client, cmd: NetworkCommand) -> CmdResult {
             }
         }
         NetworkCommand::Rm { names } => {
-            let mut failed = false;
-            for n in names {
-                match client
-                    .delete::<serde_json::Value>(&format!("/v1/networks/{n}"))
-                    .await
-                {
-                    Ok(_) => println!("{n}"),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
-                return Ok(ExitCode::FAILURE);
-            }
+            return super::delete_each(client, "/v1/networks", &names).await;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -122,13 +122,14 @@ pub async fn services(client: &Client, a: ServicesArgs) -> CmdResult {
                 s.healthy.to_string(),
                 s.restarts.to_string(),
                 s.state,
+                s.ports.join(", "),
                 detail,
             ]
         })
         .collect();
     print_table(
         &[
-            "SERVICE", "KIND", "RUNNING", "HEALTHY", "RESTARTS", "STATE", "DETAIL",
+            "SERVICE", "KIND", "RUNNING", "HEALTHY", "RESTARTS", "STATE", "PORTS", "DETAIL",
         ],
         &rows,
     );

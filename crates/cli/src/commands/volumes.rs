@@ -45,22 +45,7 @@ pub async fn volume(client: &Client, cmd: VolumeCommand) -> CmdResult {
             }
         }
         VolumeCommand::Rm { names } => {
-            let mut failed = false;
-            for n in names {
-                match client
-                    .delete::<serde_json::Value>(&format!("/v1/volumes/{n}"))
-                    .await
-                {
-                    Ok(_) => println!("{n}"),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            if failed {
-                return Ok(ExitCode::FAILURE);
-            }
+            return super::delete_each(client, "/v1/volumes", &names).await;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -13,6 +13,8 @@ pub struct TestDaemon {
     pub child: Option<Child>,
     /// The private network (and mount) namespace the daemon runs in; `None`: the host's.
     pub netns: Option<NetNs>,
+    /// Extra arguments for `zlayer-agent daemon` (e.g. `--metrics-addr`).
+    pub daemon_args: Vec<String>,
 }
 
 /// A network + mount namespace made for one test (`unshare --net --mount`, loopback up), kept
@@ -103,16 +105,21 @@ impl TestDaemon {
 
     /// Starts a daemon in a network namespace of its own and waits until its API answers.
     pub fn start() -> TestDaemon {
-        Self::start_with(Some(NetNs::new()))
+        Self::start_with(Some(NetNs::new()), &[])
     }
 
     /// Starts a daemon in the host's network namespace (to reach a registry on the host's
     /// loopback). Such a daemon must not run bridge containers.
     pub fn start_host_net() -> TestDaemon {
-        Self::start_with(None)
+        Self::start_with(None, &[])
     }
 
-    fn start_with(netns: Option<NetNs>) -> TestDaemon {
+    /// [`TestDaemon::start_host_net`] with extra `daemon` arguments.
+    pub fn start_host_net_with(daemon_args: &[&str]) -> TestDaemon {
+        Self::start_with(None, daemon_args)
+    }
+
+    fn start_with(netns: Option<NetNs>, daemon_args: &[&str]) -> TestDaemon {
         let dir = tempfile::Builder::new()
             .prefix("zlayer-test-")
             .tempdir()
@@ -121,6 +128,7 @@ impl TestDaemon {
             dir,
             child: None,
             netns,
+            daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
         };
         d.spawn();
         d
@@ -154,6 +162,7 @@ impl TestDaemon {
             .arg(self.state())
             .arg("--config")
             .arg(self.write_config())
+            .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)

@@ -70,6 +70,41 @@ pub enum PullEvent {
     },
 }
 
+/// Counts the layer bytes a pull actually downloaded, from its [`PullEvent::Downloading`]
+/// events: for the daemon's `zlayer_pull_bytes_total` metric.
+///
+/// Each download attempt of a layer starts with an event at its starting offset (the full size
+/// when the blob was already stored, the resume offset after a retry); only growth after that
+/// counts, so blobs already present and bytes kept from an earlier attempt are not counted twice.
+#[derive(Debug, Default)]
+pub struct DownloadedBytes {
+    seen: HashMap<Digest, u64>,
+    total: u64,
+}
+
+impl DownloadedBytes {
+    pub fn observe(&mut self, event: &PullEvent) {
+        let PullEvent::Downloading { layer, done, .. } = event else {
+            return;
+        };
+        match self.seen.get_mut(layer) {
+            None => {
+                self.seen.insert(layer.clone(), *done);
+            }
+            Some(last) => {
+                // A smaller offset is a new attempt starting over (or resuming): the baseline.
+                self.total += done.saturating_sub(*last);
+                *last = *done;
+            }
+        }
+    }
+
+    /// Bytes downloaded so far.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+}
+
 /// Draws [`PullEvent`]s for a person: indicatif bars per layer on a terminal, plain lines
 /// (state changes only) otherwise, both on stderr.
 pub struct ProgressRenderer {
@@ -317,5 +352,29 @@ mod tests {
             }
             r.finish();
         }
+    }
+
+    #[test]
+    fn downloaded_bytes_count_growth_only() {
+        let a = Digest::of_bytes(b"a");
+        let b = Digest::of_bytes(b"b");
+        let dl = |layer: &Digest, done| PullEvent::Downloading {
+            layer: layer.clone(),
+            done,
+            total: 100,
+        };
+        let mut n = DownloadedBytes::default();
+        // Layer a: already stored (one event at its full size): nothing downloaded.
+        n.observe(&dl(&a, 100));
+        assert_eq!(n.total(), 0);
+        // Layer b: resumed at 20 from an earlier pull, 50 more, then the connection drops and
+        // the retry resumes at 60 (10 bytes were lost with the failed attempt) and finishes.
+        for (done, want) in [(20, 0), (50, 30), (70, 50), (60, 50), (100, 90)] {
+            n.observe(&dl(&b, done));
+            assert_eq!(n.total(), want, "after done={done}");
+        }
+        // Other events do not count.
+        n.observe(&PullEvent::Done { layer: b });
+        assert_eq!(n.total(), 90);
     }
 }

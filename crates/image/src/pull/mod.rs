@@ -24,7 +24,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-pub use events::{render_progress, LayerInfo, ProgressRenderer, PullEvent};
+pub use events::{render_progress, DownloadedBytes, LayerInfo, ProgressRenderer, PullEvent};
 
 use crate::content::ContentError;
 use crate::digest::Digest;

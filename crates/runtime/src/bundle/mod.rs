@@ -141,6 +141,8 @@ pub enum BundleError {
     UnknownUlimit(String),
     #[error(transparent)]
     User(#[from] UserError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::MissingController),
     #[error("creating working directory {path} in the rootfs: {source}")]
     Workdir {
         path: String,
@@ -357,10 +359,73 @@ pub(crate) fn rlimit_type(name: &str) -> Option<&'static str> {
     })
 }
 
-/// Whether the host's memory cgroup accounts swap (v1 `memsw`; always on v2).
+/// The cgroup controllers the resource options of `opts` need (checked before a start so
+/// a missing one is a clear error, see [`crate::cgroups::check_controllers`]).
+pub fn controller_needs(opts: &RunOptions) -> Vec<crate::cgroups::ControllerNeed> {
+    use crate::cgroups::ControllerNeed;
+    let mut needs = Vec::new();
+    if opts.memory.is_some() {
+        needs.push(ControllerNeed {
+            controller: "memory",
+            option: "--memory",
+        });
+    }
+    if opts.cpus.is_some() {
+        needs.push(ControllerNeed {
+            controller: "cpu",
+            option: "--cpus",
+        });
+    }
+    if opts.cpu_shares.is_some() {
+        needs.push(ControllerNeed {
+            controller: "cpu",
+            option: "--cpu-shares",
+        });
+    }
+    if opts.pids_limit.is_some() {
+        needs.push(ControllerNeed {
+            controller: "pids",
+            option: "--pids-limit",
+        });
+    }
+    needs
+}
+
+/// Whether the host's memory cgroup accounts swap: v1 has `memory.memsw.*` files; v2 has
+/// `memory.swap.max` beside `memory.max` in every non-root cgroup, unless the kernel was built or
+/// booted without swap accounting (`swapaccount=0`). Without it a swap limit cannot be written
+/// and the start would fail, so like docker the swap part of `--memory` is then left out.
 fn host_swap_accounting() -> bool {
-    crate::cgroups::is_v2()
-        || Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+    if crate::cgroups::is_v2() {
+        v2_swap_accounting(Path::new("/sys/fs/cgroup"))
+    } else {
+        Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+    }
+}
+
+/// The v2 answer for the hierarchy mounted at `root`: the root cgroup has no `memory.*` files,
+/// so look at our own cgroup, then at the root's children, for one with `memory.max`.
+fn v2_swap_accounting(root: &Path) -> bool {
+    let own = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("0::")
+                    .map(|p| p.trim_start_matches('/').to_string())
+            })
+        })
+        .filter(|p| !p.is_empty())
+        .map(|p| root.join(p));
+    let children = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir());
+    own.into_iter()
+        .chain(children)
+        .find(|dir| dir.join("memory.max").exists())
+        .is_some_and(|dir| dir.join("memory.swap.max").exists())
 }
 
 fn host_hostname() -> String {
@@ -571,6 +636,7 @@ pub fn generate(input: &ContainerSpec<'_>) -> Result<GeneratedBundle, BundleErro
     if let Some(p) = opts.pids_limit {
         resources.insert("pids".into(), json!({"limit": if p <= 0 { -1 } else { p }}));
     }
+    crate::cgroups::check_controllers(&controller_needs(opts))?;
 
     let parent = opts
         .cgroup_parent

@@ -499,3 +499,21 @@ fn resolv_conf_drops_loopback_outside_host_network() {
     );
     assert!(h.contains("10.0.0.2\tc1\n") && h.ends_with("10.0.0.3\tdb\n"));
 }
+
+#[test]
+fn v2_swap_accounting_is_read_off_a_cgroup_with_the_memory_controller() {
+    // A fake v2 tree: the root has no memory files; a child with `memory.max` tells.
+    let root = tempfile::tempdir().unwrap();
+    fs::create_dir(root.path().join("empty")).unwrap();
+    fs::create_dir(root.path().join("svc")).unwrap();
+    fs::write(root.path().join("svc/memory.max"), "max\n").unwrap();
+    assert!(
+        !v2_swap_accounting(root.path()),
+        "no memory.swap.max: no swap accounting"
+    );
+    fs::write(root.path().join("svc/memory.swap.max"), "max\n").unwrap();
+    assert!(v2_swap_accounting(root.path()));
+    // No cgroup with the memory controller at all: no swap limit either.
+    let bare = tempfile::tempdir().unwrap();
+    assert!(!v2_swap_accounting(bare.path()));
+}

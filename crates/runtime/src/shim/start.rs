@@ -221,6 +221,36 @@ fn copy_pending(fd: &OwnedFd) {
 /// Docker's `--network none` container still has a working loopback; a fresh network
 /// namespace starts with `lo` down. Bring it up before the workload runs. Namespaces
 /// given by path (CNI) are the network plugin's business.
+/// On cgroup v2, attaches our device filter to the container's cgroup before its process
+/// runs (libcontainer applies none there, see [`crate::device_filter`]). v1 hosts get the
+/// same rules from libcontainer's devices controller.
+fn device_filter_if_v2(args: &ShimArgs, container: &Container) -> Result<(), String> {
+    use libcontainer::oci_spec::runtime::Spec;
+    if !crate::cgroups::is_v2() {
+        return Ok(());
+    }
+    let config = args.bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|e| format!("reading {}: {e}", config.display()))?;
+    let devices = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    let rules = crate::device_filter::rules_for(&devices);
+    if crate::device_filter::allows_everything(&rules) {
+        return Ok(());
+    }
+    let cgroup_path = container
+        .spec()
+        .map_err(|e| format!("reading the container's state: {e}"))?
+        .cgroup_path;
+    let dir = crate::cgroups::ContainerCgroup::new(&cgroup_path.to_string_lossy())
+        .dir("")
+        .ok_or("no cgroup v2 directory")?;
+    crate::device_filter::attach(&dir, &rules)
+}
+
 fn loopback_if_private_netns(args: &ShimArgs, container: &Container) -> Result<(), String> {
     use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
     let spec = Spec::load(args.bundle.join("config.json")).map_err(|e| e.to_string())?;
@@ -333,6 +363,14 @@ fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure>
         StartFailure { message, exit_code }
     })?;
     if let Err(message) = loopback_if_private_netns(args, &container) {
+        let _ = container.delete(true);
+        let _ = fs::remove_dir_all(root.join(&args.id));
+        return Err(StartFailure {
+            message,
+            exit_code: None,
+        });
+    }
+    if let Err(message) = device_filter_if_v2(args, &container) {
         let _ = container.delete(true);
         let _ = fs::remove_dir_all(root.join(&args.id));
         return Err(StartFailure {

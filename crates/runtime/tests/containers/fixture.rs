@@ -108,6 +108,8 @@ pub struct TestContainer {
     pub id: String,
     pub dir: PathBuf,
     pub state: PathBuf,
+    /// Parent of the container's cgroup (default [`CGROUP_PARENT`]).
+    pub cgroup_parent: String,
     pub launched: Option<Launched>,
 }
 
@@ -128,6 +130,7 @@ impl TestContainer {
             log_max_size: 10 << 20,
             dir: base().join("c").join(&id),
             state: base().join("s"),
+            cgroup_parent: CGROUP_PARENT.to_string(),
             id,
             launched: None,
         }
@@ -161,7 +164,7 @@ impl TestContainer {
         cmd: &[&str],
         mut opts: RunOptions,
     ) -> Result<(), zlayer_runtime::client::ClientError> {
-        opts.cgroup_parent = Some(CGROUP_PARENT.into());
+        opts.cgroup_parent = Some(self.cgroup_parent.clone());
         let img = image(&["sh"]);
         let shim = shim_cmd();
         let layers = vec![busybox_layer().to_path_buf()];
@@ -186,7 +189,7 @@ impl TestContainer {
     }
 
     pub fn cgroups_path(&self) -> String {
-        format!("{CGROUP_PARENT}/{}", self.id)
+        format!("{}/{}", self.cgroup_parent, self.id)
     }
 
     pub fn log_text(&self) -> String {

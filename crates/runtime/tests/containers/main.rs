@@ -6,6 +6,7 @@
 //! package. Needs root, overlayfs and Debian's busybox-static; under `CI=true` a missing
 //! prerequisite fails the run, otherwise the tests are skipped with the reason printed.
 
+mod cgroup_v2;
 mod fixture;
 mod tests;
 
@@ -37,6 +38,9 @@ fn main() {
     let argv: Vec<OsString> = std::env::args_os().collect();
     if argv.get(1).is_some_and(|a| a == "shim") {
         std::process::exit(zlayer_runtime::shim::main(argv[2..].to_vec()));
+    }
+    if argv.get(1).is_some_and(|a| a == "cgroup-v2") {
+        std::process::exit(cgroup_v2::helper_main(&argv[2..]));
     }
     if argv.get(1).is_some_and(|a| a == "spawn-helper") {
         std::process::exit(tests::spawn_helper(&argv[2..]));

@@ -12,7 +12,7 @@ use crate::fixture::*;
 
 type R = Result<(), Failed>;
 
-fn check(cond: bool, msg: impl Into<String>) -> R {
+pub fn check(cond: bool, msg: impl Into<String>) -> R {
     if cond {
         Ok(())
     } else {
@@ -51,6 +51,8 @@ pub fn all() -> Vec<Trial> {
         Trial::test("security_defaults", security_defaults),
         Trial::test("limits_applied", limits_applied),
         Trial::test("volumes_bind_and_tmpfs", volumes),
+        Trial::test("device_nodes_denied", devices_denied),
+        Trial::test("cgroup_v2_pure_host", crate::cgroup_v2::pure_v2_host),
     ]
 }
 
@@ -274,6 +276,7 @@ pub fn spawn_helper(args: &[OsString]) -> i32 {
         id: s(0),
         dir: s(1).into(),
         state: s(2).into(),
+        cgroup_parent: CGROUP_PARENT.to_string(),
         launched: None,
     };
     let cmd: Vec<String> = args[3..]
@@ -657,4 +660,54 @@ fn network_none() -> R {
         log.clone(),
     )?;
     check(log.contains("PING-OK"), log)
+}
+
+/// `major:minor` of the host's first block device, for the device-rule test (opened
+/// read-only, nothing is read from it).
+fn host_block_device() -> Option<(u32, u32)> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/dev/block")
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.iter().find_map(|n| {
+        let (a, b) = n.split_once(':')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    })
+}
+
+type Starter<'a> = &'a dyn Fn(&str, &[&str], RunOptions) -> Result<TestContainer, Failed>;
+
+/// A default container must not open a device node outside the allowed set even when it
+/// creates one (CAP_MKNOD is in docker's default set): the device cgroup (v1) or eBPF
+/// device filter (v2) refuses it. A privileged container may open it (the control).
+pub fn device_check(start: Starter<'_>) -> R {
+    let (maj, min) = host_block_device().ok_or("no block device in /sys/dev/block")?;
+    let script = format!(
+        "mknod /dev/zlt-blk b {maj} {min} 2>&1; \
+         if (: < /dev/zlt-blk) 2>/dev/null; then echo OPENED; else echo DENIED; fi"
+    );
+    let t = start("devdeny", &["sh", "-c", &script], RunOptions::default())?;
+    t.client().wait()?;
+    let log = t.log_text();
+    check(
+        log.contains("DENIED") && !log.contains("OPENED"),
+        format!("an unprivileged container opened block device {maj}:{min}: {log}"),
+    )?;
+    let privileged = RunOptions {
+        privileged: true,
+        ..Default::default()
+    };
+    let t = start("devpriv", &["sh", "-c", &script], privileged)?;
+    t.client().wait()?;
+    let log = t.log_text();
+    check(
+        log.contains("OPENED"),
+        format!("a privileged container could not open {maj}:{min}: {log}"),
+    )
+}
+
+fn devices_denied() -> R {
+    device_check(&start)
 }
