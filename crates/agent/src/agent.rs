@@ -21,6 +21,8 @@ pub struct Agent {
     /// Exits of `--rm` containers already removed, so a `wait` that arrives after the removal
     /// still gets the exit code (docker's CLI has the same race and the same answer).
     recent_exits: parking_lot::Mutex<Vec<RecentExit>>,
+    /// Removed containers' directories still being unmounted and deleted (containers::trash).
+    purges: Arc<crate::containers::trash::Purges>,
     /// Deployments, the supervisor's bookkeeping, events and metrics.
     pub(crate) services: crate::services::Services,
 }
@@ -50,6 +52,7 @@ impl Agent {
             services: crate::services::Services::open(db.clone())?,
             containers: ContainerStore::new(db),
             recent_exits: parking_lot::Mutex::new(Vec::new()),
+            purges: Arc::default(),
         })
     }
 
@@ -58,6 +61,7 @@ impl Agent {
         if self.networking.has_networks() {
             self.networking.ensure_ready().await?;
         }
+        self.purge_trash();
         self.recover_containers().await?;
         self.recover_networking().await?;
         self.start_supervisor();
@@ -83,6 +87,10 @@ impl Agent {
 
     pub fn containers(&self) -> &ContainerStore {
         &self.containers
+    }
+
+    pub(crate) fn purges(&self) -> Arc<crate::containers::trash::Purges> {
+        Arc::clone(&self.purges)
     }
 
     /// Remembers the exit of an auto-removed container for five minutes.

@@ -211,6 +211,7 @@ impl Agent {
     }
 
     /// Finds (pulling when missing and allowed) and unpacks the image a container runs.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub(crate) async fn image_for_run(
         &self,
         image: &str,

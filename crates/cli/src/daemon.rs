@@ -35,6 +35,9 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // With ZLAYER_LOG=debug, the steps of a container's life (create, mount, bundle,
+        // shim start, wait, remove) log their durations: where a `run` spends its time.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .init();
     if !args.root.is_absolute() || !args.state.is_absolute() {
         bail!("--root and --state must be absolute paths");
@@ -73,7 +76,11 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
                 }
             });
         }
-        zlayer_api::server::serve_unix(&socket, agent, shutdown_signal()).await?;
+        zlayer_api::server::serve_unix(&socket, agent.clone(), shutdown_signal()).await?;
+        // Removed containers' directories still being unmounted and deleted.
+        agent
+            .finish_purges(std::time::Duration::from_secs(10))
+            .await;
         let _ = std::fs::remove_file(&socket);
         tracing::info!("daemon stopped; containers keep running under their shims");
         Ok(())

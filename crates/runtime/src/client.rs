@@ -111,6 +111,7 @@ impl ShimHandle {
 
 /// Starts the shim and waits until the container runs, or returns the start error.
 /// On error nothing of the shim remains (process, socket, cgroup, libcontainer state).
+#[tracing::instrument(level = "debug", skip_all)]
 pub fn spawn_shim(opts: &SpawnOptions) -> Result<ShimHandle, ClientError> {
     let (prog, pre) = opts
         .shim_cmd
@@ -328,7 +329,17 @@ impl ShimClient {
         }
     }
 
+    /// The exit record if the container has ended. It is final once it exists (renamed
+    /// into place), and the shim that wrote it stops accepting connections before it: a
+    /// caller that reads it need not wait for the shim to finish its clean-up and exit.
+    fn recorded_exit(&self) -> Result<Option<ExitRecord>, ClientError> {
+        read_exit_record(&self.container_dir).map_err(|e| self.io_err(e))
+    }
+
     pub fn status(&self) -> Result<ShimStatus, ClientError> {
+        if let Some(r) = self.recorded_exit()? {
+            return Ok(ShimStatus::Exited(r));
+        }
         let Some(mut c) = self.request(&Request::Status)? else {
             return self.exited().map(ShimStatus::Exited);
         };
@@ -383,6 +394,9 @@ impl ShimClient {
         &self,
         timeout: Option<Duration>,
     ) -> Result<Option<ExitRecord>, ClientError> {
+        if let Some(r) = self.recorded_exit()? {
+            return Ok(Some(r));
+        }
         let Some(mut c) = self.request(&Request::Wait)? else {
             return self.exited().map(Some);
         };

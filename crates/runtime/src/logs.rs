@@ -9,6 +9,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -226,9 +228,82 @@ fn log_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// How long a follower sleeps between looks when it has no inotify watch (the instance
+/// limit `fs.inotify.max_user_instances` is reached, or the directory cannot be watched).
+const FOLLOW_POLL: Duration = Duration::from_millis(50);
+/// With a watch, a follower still looks this often: to notice `cancel`, and as a safety net
+/// should an event be missed (e.g. the event queue overflowed).
+const FOLLOW_RECHECK: Duration = Duration::from_millis(500);
+
+/// Wakes a follower when something changes in the container directory: the shim appends
+/// to the log (IN_MODIFY), rotates it (IN_CREATE, IN_MOVED_*), or renames the exit record
+/// into place (IN_MOVED_TO); or the directory goes away. Sleep-polling instead cost every
+/// attached `run` half a poll interval on average between the container's exit and the
+/// CLI's.
+///
+/// Plain libc rather than nix's `inotify`/`poll` modules: enabling those nix features
+/// would change the workspace's nix build and recompile nix and libcontainer for every
+/// crate of the workspace, for three system calls.
+struct DirWatch {
+    fd: OwnedFd,
+}
+
+impl DirWatch {
+    fn new(dir: &Path) -> Option<Self> {
+        let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+        // SAFETY: inotify_init1 takes flags only; a non-negative result is a new descriptor
+        // that nothing else owns.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` was just returned by inotify_init1 and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mask = libc::IN_MODIFY
+            | libc::IN_CREATE
+            | libc::IN_MOVED_TO
+            | libc::IN_MOVED_FROM
+            | libc::IN_DELETE_SELF
+            | libc::IN_MOVE_SELF;
+        // SAFETY: a valid inotify descriptor and a NUL-terminated path that outlives the call.
+        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) };
+        (wd >= 0).then_some(DirWatch { fd })
+    }
+
+    /// Blocks until something changed or `timeout` passed, then drains the queued events
+    /// (which ones does not matter: the caller looks at the files again).
+    fn wait(&self, timeout: Duration) {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd; EINTR or a timeout just return early.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+        let mut buf = [0u8; 4096];
+        loop {
+            // SAFETY: reads into a buffer of the given length from our non-blocking descriptor.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast::<libc::c_void>(),
+                    buf.len(),
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+        }
+    }
+}
+
 /// Reads the log, following it across rotation when asked. For `logs [-f] [--tail N]`.
 pub struct LogReader {
     dir: PathBuf,
+    /// Set up at the first wait of a follower; `None` falls back to sleep-polling.
+    watch: Option<DirWatch>,
+    watch_tried: bool,
     cancel: Option<Arc<AtomicBool>>,
     queue: std::collections::VecDeque<LogEntry>,
     joiner: Joiner,
@@ -304,6 +379,8 @@ impl LogReader {
         }
         Ok(LogReader {
             dir,
+            watch: None,
+            watch_tried: false,
             cancel,
             queue: entries.into(),
             joiner,
@@ -383,18 +460,27 @@ impl LogReader {
             if self.finished || self.cancelled() {
                 return Ok(None);
             }
+            // Watch before looking: a write between the look and the wait still wakes us.
+            if !self.watch_tried {
+                self.watch_tried = true;
+                self.watch = DirWatch::new(&self.dir);
+            }
             let exited = crate::exit::exit_path(&self.dir).exists();
             if self.poll_files()? {
                 continue;
             }
-            if exited {
+            if exited || !self.dir.exists() {
                 // The shim writes the exit record after the last output: drain and stop.
+                // (A removed container directory ends the follow as well.)
                 self.poll_files()?;
                 self.queue.extend(self.joiner.flush());
                 self.finished = true;
                 continue;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            match &self.watch {
+                Some(w) => w.wait(FOLLOW_RECHECK),
+                None => std::thread::sleep(FOLLOW_POLL),
+            }
         }
     }
 }
@@ -467,6 +553,32 @@ mod tests {
             .collect();
         assert!(nums.windows(2).all(|w| w[1] == w[0] + 1));
         assert!(nums[0] > 0);
+    }
+
+    #[test]
+    fn follow_ends_when_the_container_directory_is_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("c");
+        fs::create_dir(&dir).unwrap();
+        let mut w = CriLogWriter::open(&dir, DEFAULT_MAX_SIZE, 3).unwrap();
+        w.write_chunk(Stream::Stdout, b"only\n").unwrap();
+        let mut r = LogReader::open(&dir, None, true, None).unwrap();
+        assert_eq!(r.next_entry().unwrap().unwrap().text, b"only");
+        let remover = {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                w.write_chunk(Stream::Stderr, b"last words\n").unwrap();
+                fs::remove_dir_all(&dir).unwrap();
+            })
+        };
+        // Woken by the write and the removal (no exit record ever comes).
+        let mut rest = Vec::new();
+        while let Some(e) = r.next_entry().unwrap() {
+            rest.push(String::from_utf8(e.text).unwrap());
+        }
+        remover.join().unwrap();
+        assert_eq!(rest, vec!["last words"]);
     }
 
     #[test]

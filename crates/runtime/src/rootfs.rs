@@ -87,6 +87,7 @@ pub struct OverlayRootfs {
 
 /// Mounts `lowers` (topmost layer FIRST, as in overlayfs' `lowerdir=`) at
 /// `container_dir/rootfs`, creating `upper/` and `work/`. `read_only` mounts it read-only.
+#[tracing::instrument(level = "debug", skip_all)]
 pub fn mount_overlay(
     container_dir: &Path,
     lowers: &[PathBuf],
@@ -384,6 +385,7 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
 }
 
 /// Unmounts `container_dir/rootfs` if mounted (lazily when busy). Idempotent.
+#[tracing::instrument(level = "debug", skip_all)]
 pub fn unmount(container_dir: &Path) -> Result<(), RootfsError> {
     let target = container_dir.join(ROOTFS_DIR);
     while is_mounted(&target) {
@@ -406,6 +408,7 @@ pub fn unmount(container_dir: &Path) -> Result<(), RootfsError> {
 
 /// Unmounts the rootfs and deletes the whole container directory (what `rm` does after
 /// the shim is gone). Refuses to delete while the rootfs is still mounted.
+#[tracing::instrument(level = "debug", skip_all)]
 pub fn remove(container_dir: &Path) -> Result<(), RootfsError> {
     unmount(container_dir)?;
     match fs::remove_dir_all(container_dir) {

@@ -71,6 +71,7 @@ impl Agent {
 
     /// Creates and starts a container (`run`). Pulls the image first when it is missing.
     /// On failure nothing is left behind: no record, mount, directory or shim.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn create_container(self: &Arc<Self>, req: CreateRequest) -> Result<Created> {
         if req.image.trim().is_empty() {
             return Err(AgentError::invalid("no image given"));
@@ -191,23 +192,38 @@ impl Agent {
         });
     }
 
-    async fn record_exit(self: &Arc<Self>, id: &str, rec: &ExitRecord) -> Result<()> {
+    /// Writes the exit into the container's record unless it is there already; returns the
+    /// record as it is now (`None`: the container was removed meanwhile).
+    #[tracing::instrument(level = "debug", skip_all)]
+    fn store_exit(&self, id: &str, rec: &ExitRecord) -> Result<Option<ContainerRecord>> {
         let Some(mut r) = self.containers().get(id)? else {
-            return Ok(());
+            return Ok(None);
         };
-        if r.state != ContainerState::Exited {
-            r.state = ContainerState::Exited;
-            r.exit_code = Some(i64::from(rec.exit_code));
-            r.oom_killed = rec.oom_killed;
-            r.error = rec.error.clone();
-            r.finished_at = Some(
-                rec.finished_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-            );
-            self.containers().update(&r)?;
+        if r.state == ContainerState::Exited {
+            return Ok(Some(r));
+        }
+        r.state = ContainerState::Exited;
+        r.exit_code = Some(i64::from(rec.exit_code));
+        r.oom_killed = rec.oom_killed;
+        r.error = rec.error.clone();
+        r.finished_at = Some(
+            rec.finished_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        );
+        if self.containers().mark_exited(&r)? {
             self.unregister_dns(id, &r.name);
             tracing::info!(id = %short_id(id), exit_code = rec.exit_code, oom = rec.oom_killed, "container exited");
+            Ok(Some(r))
+        } else {
+            // Recorded by someone else between our read and our write: theirs stands.
+            self.containers().get(id)
         }
+    }
+
+    async fn record_exit(self: &Arc<Self>, id: &str, rec: &ExitRecord) -> Result<()> {
+        let Some(r) = self.store_exit(id, rec)? else {
+            return Ok(());
+        };
         if r.auto_remove {
             let result = WaitResult {
                 exit_code: r.exit_code.unwrap_or(-1),
@@ -296,11 +312,13 @@ impl Agent {
         let signal = self.stop_signal(&r);
         let grace = Duration::from_secs(timeout.unwrap_or(DEFAULT_STOP_TIMEOUT));
         let client = self.shim_client(&r.id);
-        tokio::task::spawn_blocking(move || client.stop(grace, signal))
+        let rec = tokio::task::spawn_blocking(move || client.stop(grace, signal))
             .await
             .map_err(|e| AgentError::internal(e.to_string()))?
             .map_err(runtime_err)?;
-        self.wait_recorded(&r.id).await;
+        // Recorded before answering, so a `stop` followed by `ps -a` or `inspect` shows
+        // the exit code (the watcher may not have got to it yet).
+        self.store_exit(&r.id, &rec)?;
         Ok(())
     }
 
@@ -315,18 +333,6 @@ impl Agent {
             .or(from_image)
             .and_then(|s| zlayer_runtime::bundle::parse_signal(&s))
             .unwrap_or(15)
-    }
-
-    /// Waits (briefly) until the watcher has recorded the exit, so a `stop` followed by
-    /// `ps -a` or `inspect` shows the exit code.
-    async fn wait_recorded(&self, id: &str) {
-        for _ in 0..100 {
-            match self.containers().get(id) {
-                Ok(Some(r)) if r.state == ContainerState::Running => {}
-                _ => return,
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 
     /// `kill -s SIG`.
@@ -351,6 +357,7 @@ impl Agent {
     }
 
     /// `rm [-f]`: unmounts and deletes everything of the container.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
         let r = self.containers().resolve(key)?;
         self.check_no_sharers(&r)?;
@@ -369,11 +376,8 @@ impl Agent {
             let _ = tokio::task::spawn_blocking(move || client.stop(Duration::ZERO, 9)).await;
         }
         self.detach_network(&r.id, &r.name).await;
-        let dir = self.container_dir(&r.id);
-        tokio::task::spawn_blocking(move || zlayer_runtime::rootfs::remove(&dir))
-            .await
-            .map_err(|e| AgentError::internal(e.to_string()))?
-            .map_err(|e| AgentError::internal(format!("removing container {}: {e}", r.name)))?;
+        // Out of `containers/` now; unmounted and deleted in the background (see trash.rs).
+        self.discard_container_dir(&r.id, &r.name).await?;
         self.containers().delete(&r.id)?;
         tracing::info!(id = %short_id(&r.id), name = %r.name, "container removed");
         Ok(())
@@ -381,6 +385,7 @@ impl Agent {
 
     /// `wait`: blocks until the container exits; returns its exit code. For `--rm`
     /// containers it also waits until the removal is done, as docker's CLI does.
+    #[tracing::instrument(level = "debug", skip_all)]
     pub async fn wait_container(&self, key: &str) -> Result<WaitResult> {
         let r = match self.containers().resolve(key) {
             Ok(r) => r,
@@ -401,6 +406,9 @@ impl Agent {
                 .await
                 .map_err(|e| AgentError::internal(e.to_string()))?
                 .map_err(runtime_err)?;
+            // Recorded here rather than waiting for the watcher to do it: the answer
+            // (and, for `--rm`, the removal) need not wait for another task's turn.
+            self.store_exit(&r.id, &rec)?;
             WaitResult {
                 exit_code: i64::from(rec.exit_code),
                 oom_killed: rec.oom_killed,
@@ -408,15 +416,12 @@ impl Agent {
             }
         };
         if r.auto_remove {
-            // Make sure the exit is recorded, then remove: the waiter has what it needs.
-            self.wait_recorded(&r.id).await;
+            // The waiter has what it needs: remove, as docker's CLI does for `run --rm`.
             match self.remove_container(&r.id, true).await {
                 Ok(()) => {}
                 Err(e) if e.kind == crate::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
-        } else {
-            self.wait_recorded(&r.id).await;
         }
         Ok(result)
     }

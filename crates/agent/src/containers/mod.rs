@@ -7,6 +7,7 @@ pub mod network;
 pub mod query;
 pub mod record;
 pub mod request;
+pub(crate) mod trash;
 
 pub use lifecycle::{Created, WaitResult};
 pub use query::{ContainerDetails, ContainerSummary};

@@ -161,6 +161,26 @@ impl ContainerStore {
         Ok(())
     }
 
+    /// Writes an exit into a record that is not `exited` yet; `false` when it already was.
+    /// One statement, so the background watcher and a `wait` or `stop` that both learn the
+    /// exit record it once (one log line, one DNS unregistration).
+    pub fn mark_exited(&self, r: &ContainerRecord) -> Result<bool> {
+        let changed = self.db.with(|c| {
+            c.execute(
+                "UPDATE containers SET state = 'exited', exit_code = ?2, oom_killed = ?3,
+                    error = ?4, finished_at = ?5 WHERE id = ?1 AND state <> 'exited'",
+                params![
+                    r.id,
+                    r.exit_code,
+                    r.oom_killed as i64,
+                    r.error,
+                    r.finished_at
+                ],
+            )
+        })?;
+        Ok(changed > 0)
+    }
+
     pub fn delete(&self, id: &str) -> Result<()> {
         self.db
             .with(|c| c.execute("DELETE FROM containers WHERE id = ?1", params![id]))?;

@@ -437,6 +437,7 @@ fn host_hostname() -> String {
 
 /// Builds the bundle for one container. Reads only the rootfs's /etc/passwd and /etc/group
 /// and the host's /etc/resolv.conf and /etc/hosts (for the defaults); writes nothing.
+#[tracing::instrument(level = "debug", skip_all)]
 pub fn generate(input: &ContainerSpec<'_>) -> Result<GeneratedBundle, BundleError> {
     let opts = input.options;
     let img = input.image.config().clone().unwrap_or_default();
@@ -700,6 +701,7 @@ pub fn generate(input: &ContainerSpec<'_>) -> Result<GeneratedBundle, BundleErro
 
 /// Writes `config.json` and the etc files into the container directory, and
 /// creates the working directory inside the rootfs when missing (docker does too).
+#[tracing::instrument(level = "debug", skip_all)]
 pub fn write_bundle(
     container_dir: &Path,
     rootfs: &Path,

@@ -175,18 +175,25 @@ fn release_unused_stack() {
 }
 
 /// Our direct children, from /proc (the `children` files of every thread).
+///
+/// An empty `children` file is an answer ("no children"), not a reason to look elsewhere:
+/// the full scan of every process's `stat` below costs tens of milliseconds on a busy host
+/// and ran on every loop of a shim whose container had exited. It is only for kernels
+/// built without CONFIG_PROC_CHILDREN, where the file does not exist.
 fn child_pids() -> Vec<i32> {
     let me = std::process::id();
     let mut v = Vec::new();
+    let mut have_children_files = false;
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         for t in tasks.flatten() {
             if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                have_children_files = true;
                 v.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
             }
         }
-        if !v.is_empty() {
-            return v;
-        }
+    }
+    if have_children_files {
+        return v;
     }
     // Kernels without CONFIG_PROC_CHILDREN: scan every process's parent.
     if let Ok(procs) = std::fs::read_dir("/proc") {
