@@ -29,6 +29,8 @@ cleanup() {
   "$ZLAYER_BIN" --socket "$sock" undeploy bench >/dev/null 2>&1 || true
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  # The daemon keeps its network-namespace directory mounted (as `ip netns` does).
+  grep -o " $dir[^ ]*" /proc/mounts | sort -r | xargs -r umount -l
   rm -rf "$dir"
 }
 trap cleanup EXIT INT TERM

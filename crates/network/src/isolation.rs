@@ -1,10 +1,15 @@
 //! Isolation between networks.
 //!
-//! The bridge and firewall plugins alone do not isolate networks: the firewall plugin accepts
-//! everything *from* a container's IP in FORWARD, so a container on network A could reach one on
-//! network B through the host's routing. We keep one iptables chain, [`ISOLATION_CHAIN`], with a
-//! DROP rule for every ordered pair of our bridges. The firewall plugin jumps to it (as its
-//! `iptablesAdminChainName`) before its own accept rules.
+//! The bridge plugin alone does not isolate networks: the host routes between its bridges, so a
+//! container on network A could reach one on network B. We keep one iptables chain,
+//! [`ISOLATION_CHAIN`], with a DROP rule for every ordered pair of our bridges.
+//!
+//! Forwarding is decided once per network, not per container: FORWARD jumps (first) to
+//! [`FORWARD_CHAIN`], which jumps to the isolation chain, then accepts what a network's
+//! containers send, and replies and published-port (DNATed) connections to them. That is what
+//! the CNI firewall plugin did with two rules per container IP (ten iptables execs on every ADD
+//! and DEL), so the agent no longer chains that plugin; it also keeps containers reachable when
+//! the host's FORWARD policy is DROP (e.g. with Docker installed).
 //!
 //! Connections that were DNATed (a published port, reached via the host) are exempt, so a
 //! container can still use another network's published ports, as the issue asks.
@@ -26,9 +31,21 @@ use crate::networks::{NetworkInfo, ISOLATION_CHAIN};
 /// The nat chain with one MASQUERADE rule per network.
 pub const MASQ_CHAIN: &str = "ZLAYER-MASQ";
 
+/// The filter chain FORWARD jumps to first: isolation, then per-network accept rules.
+pub const FORWARD_CHAIN: &str = "ZLAYER-FORWARD";
+
 /// The `iptables-restore` input for the given networks.
 pub fn ruleset(networks: &[NetworkInfo]) -> String {
-    let mut out = format!("*filter\n:{ISOLATION_CHAIN} - [0:0]\n");
+    let mut out = format!("*filter\n:{ISOLATION_CHAIN} - [0:0]\n:{FORWARD_CHAIN} - [0:0]\n");
+    out.push_str(&format!("-A {FORWARD_CHAIN} -j {ISOLATION_CHAIN}\n"));
+    for n in networks {
+        let (br, name) = (&n.bridge, &n.name);
+        out.push_str(&format!(
+            "-A {FORWARD_CHAIN} -o {br} -m conntrack --ctstate RELATED,ESTABLISHED,DNAT \
+             -m comment --comment \"zlayer replies and published ports to {name}\" -j ACCEPT\n\
+             -A {FORWARD_CHAIN} -i {br} -m comment --comment \"zlayer from {name}\" -j ACCEPT\n"
+        ));
+    }
     for from in networks {
         for to in networks.iter().filter(|n| n.bridge != from.bridge) {
             out.push_str(&format!(
@@ -50,19 +67,19 @@ pub fn ruleset(networks: &[NetworkInfo]) -> String {
     out
 }
 
-/// Makes POSTROUTING jump to [`MASQ_CHAIN`] (once; the chain must exist).
-fn ensure_masq_jump() -> Result<()> {
-    let rule = ["POSTROUTING", "-j", MASQ_CHAIN];
+/// Makes `from` (a built-in chain of `table`) jump to `to` first (once; `to` must exist).
+fn ensure_jump(table: &str, from: &str, to: &str) -> Result<()> {
+    let rule = [from, "-j", to];
     let run = |op: &str| {
         Command::new("iptables")
-            .args(["-t", "nat", "--wait", op])
+            .args(["-t", table, "--wait", op])
             .args(rule)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .output()
     };
     let fail = |reason: String| NetworkError::Command {
-        command: format!("iptables -t nat -I {}", rule.join(" ")),
+        command: format!("iptables -t {table} -I {}", rule.join(" ")),
         reason,
     };
     let check = run("-C").map_err(|e| fail(e.to_string()))?;
@@ -106,7 +123,8 @@ pub fn apply(networks: &[NetworkInfo]) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    ensure_masq_jump()
+    ensure_jump("nat", "POSTROUTING", MASQ_CHAIN)?;
+    ensure_jump("filter", "FORWARD", FORWARD_CHAIN)
 }
 
 #[cfg(test)]
@@ -132,7 +150,10 @@ mod tests {
             .collect();
         let rules = ruleset(&nets);
         assert_eq!(rules.matches("-j DROP").count(), 6, "{rules}");
-        assert!(rules.starts_with("*filter\n:ZLAYER-ISOLATION - [0:0]\n"));
+        assert!(rules.starts_with(
+            "*filter\n:ZLAYER-ISOLATION - [0:0]\n:ZLAYER-FORWARD - [0:0]\n-A ZLAYER-FORWARD -j ZLAYER-ISOLATION\n"
+        ));
+        assert_eq!(rules.matches("-j ACCEPT").count(), 6, "{rules}");
         assert!(rules.ends_with("COMMIT\n"));
         assert_eq!(rules.matches("-j MASQUERADE").count(), 3, "{rules}");
         assert!(rules.contains("*nat\n:ZLAYER-MASQ - [0:0]\n"), "{rules}");

@@ -6,8 +6,9 @@
 //! [`SandboxInfo::resolv_conf`] into the container's /etc/resolv.conf, and calls
 //! [`NetworkManager::destroy_sandbox`] after the last container of the sandbox is gone.
 //!
-//! Bridge networks are CNI conflists the agent writes (bridge + host-local, portmap, firewall),
-//! run with Debian's containernetworking-plugins. Each network gets a DNS server
+//! Bridge networks are CNI conflists the agent writes (bridge + host-local, portmap), run with
+//! Debian's containernetworking-plugins; portmap only for sandboxes that publish ports, and
+//! forwarding/isolation/NAT as per-network iptables rules (module `isolation`). Each network gets a DNS server
 //! ([`dns::DnsServer`]) on its bridge address, answering service names from a
 //! [`dns::DnsRegistry`] the daemon keeps up to date with healthy replicas.
 //!
@@ -40,4 +41,4 @@ pub use error::{NetworkError, Result};
 pub use manager::{LeakReport, NetworkManager, NetworkOptions, SANDBOX_IFNAME};
 pub use networks::{NetworkInfo, DEFAULT_NETWORK, DEFAULT_POOL, DEFAULT_SUBNET, ISOLATION_CHAIN};
 pub use ports::{PortMapping, Protocol};
-pub use sandbox::{NetworkMode, SandboxInfo, SandboxRequest};
+pub use sandbox::{NetworkMode, PreparedSandbox, SandboxInfo, SandboxRequest};

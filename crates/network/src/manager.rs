@@ -21,7 +21,7 @@ use crate::dns::resolv;
 use crate::error::{NetworkError, Result};
 use crate::networks::{self, NetworkInfo, DEFAULT_NETWORK, DEFAULT_POOL, DEFAULT_SUBNET};
 use crate::ports;
-use crate::sandbox::{validate_id, NetworkMode, SandboxInfo, SandboxRequest};
+use crate::sandbox::{validate_id, NetworkMode, PreparedSandbox, SandboxInfo, SandboxRequest};
 use crate::state::{self, CachedAttachment, SandboxRecord, StateDirs};
 use crate::{isolation, netns};
 
@@ -97,16 +97,19 @@ pub struct NetworkManager {
     cni: CniInvoker,
     /// Serialises decisions over shared state (port reservation, network removal).
     lock: Mutex<()>,
+    /// Whether the namespace directory was made a shared mount point yet (done before the first
+    /// namespace is created, not at open: a daemon that never makes a sandbox leaves no mount).
+    netns_dir_prepared: Mutex<bool>,
 }
 
 impl NetworkManager {
     /// Open (creating directories as needed) and negotiate the CNI version with the installed
-    /// plugins. Does not touch interfaces or firewall rules; [`Self::ensure_default`] does.
+    /// plugins. Does not touch interfaces or firewall rules ([`Self::ensure_default`] does), nor
+    /// mounts (the namespace directory becomes a mount point when the first sandbox is made).
     pub fn open(opts: NetworkOptions) -> Result<Self> {
         for dir in [&opts.config_dir, &opts.state_dir] {
             fs::create_dir_all(dir).map_err(|e| NetworkError::io("creating", dir, e))?;
         }
-        netns::prepare_dir(&opts.netns_dir)?;
         let cni = CniInvoker::new(opts.plugin_dirs.clone())?;
         Ok(NetworkManager {
             dirs: StateDirs {
@@ -115,7 +118,22 @@ impl NetworkManager {
             opts,
             cni,
             lock: Mutex::new(()),
+            netns_dir_prepared: Mutex::new(false),
         })
+    }
+
+    /// [`netns::prepare_dir`] once, before the first namespace of this manager is created.
+    fn prepare_netns_dir(&self) -> Result<()> {
+        // Only a flag is guarded; a poisoned lock is safe to reuse.
+        let mut prepared = self
+            .netns_dir_prepared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !*prepared {
+            netns::prepare_dir(&self.opts.netns_dir)?;
+            *prepared = true;
+        }
+        Ok(())
     }
 
     pub fn options(&self) -> &NetworkOptions {
@@ -289,29 +307,60 @@ impl NetworkManager {
 
     /// Create a sandbox: its namespace exists and CNI ADD has succeeded when this returns, so the
     /// container can be started in `netns_path`. On failure nothing is left behind.
+    /// Same as [`Self::prepare_sandbox`] followed by [`Self::attach_sandbox`].
     pub fn create_sandbox(&self, req: &SandboxRequest) -> Result<SandboxInfo> {
+        let prepared = self.prepare_sandbox(req)?;
+        self.attach_sandbox(prepared)
+    }
+
+    /// First half of [`Self::create_sandbox`]: reserve the id and ports and create the network
+    /// namespace (cheap: about a millisecond). The returned sandbox's `netns_path` can already go
+    /// into a container's config.json and the container can be *created* in it; it must not be
+    /// *started* before [`Self::attach_sandbox`] succeeded (the CNI ADD, the slow half, which
+    /// the caller can thus overlap with the rest of container creation).
+    ///
+    /// On failure nothing is left behind. A prepared sandbox that is dropped without being
+    /// attached stays recorded as not ready; [`Self::destroy_sandbox`] or the next
+    /// [`Self::cleanup_leaks`] removes it.
+    pub fn prepare_sandbox(&self, req: &SandboxRequest) -> Result<PreparedSandbox> {
         validate_id(&req.id)?;
         let mut info = self.reserve(req)?;
-        let outcome = self.build(req, &mut info);
-        match outcome {
-            Ok(()) => {
-                state::write_json_atomic(
-                    &self.dirs.sandbox(&req.id),
-                    &SandboxRecord {
-                        info: info.clone(),
-                        ready: true,
-                    },
-                )?;
-                Ok(info)
-            }
-            Err(err) => {
-                if let Err(cleanup) = self.teardown(&info) {
-                    tracing::warn!(sandbox = %req.id, %cleanup, "cleaning up a failed sandbox");
-                }
-                let _ = state::remove_file(&self.dirs.sandbox(&req.id));
-                Err(err)
-            }
+        match self.make_namespace(req, &mut info) {
+            Ok(()) => Ok(PreparedSandbox {
+                info,
+                req: req.clone(),
+            }),
+            Err(err) => Err(self.undo_failed(&req.id, &info, err)),
         }
+    }
+
+    /// Second half of [`Self::create_sandbox`]: CNI ADD (bridge mode; nothing to do in the other
+    /// modes), then the sandbox is recorded as ready. On failure the whole sandbox (namespace,
+    /// record, anything ADD made) is removed.
+    pub fn attach_sandbox(&self, prepared: PreparedSandbox) -> Result<SandboxInfo> {
+        let PreparedSandbox { mut info, req } = prepared;
+        let outcome = self.cni_add(&req, &mut info).and_then(|()| {
+            state::write_json_atomic(
+                &self.dirs.sandbox(&req.id),
+                &SandboxRecord {
+                    info: info.clone(),
+                    ready: true,
+                },
+            )
+        });
+        match outcome {
+            Ok(()) => Ok(info),
+            Err(err) => Err(self.undo_failed(&req.id, &info, err)),
+        }
+    }
+
+    /// Removes whatever exists of a sandbox whose creation failed; returns the original error.
+    fn undo_failed(&self, id: &str, info: &SandboxInfo, err: NetworkError) -> NetworkError {
+        if let Err(cleanup) = self.teardown(info) {
+            tracing::warn!(sandbox = %id, %cleanup, "cleaning up a failed sandbox");
+        }
+        let _ = state::remove_file(&self.dirs.sandbox(id));
+        err
     }
 
     /// Under the lock: validate the request against existing state and write the initial record
@@ -411,23 +460,34 @@ impl NetworkManager {
         Ok(info)
     }
 
-    /// Outside the lock: make the namespace and run CNI ADD.
-    fn build(&self, req: &SandboxRequest, info: &mut SandboxInfo) -> Result<()> {
+    /// Outside the lock: make the namespace (`none` and bridge modes).
+    fn make_namespace(&self, req: &SandboxRequest, info: &mut SandboxInfo) -> Result<()> {
         if !matches!(req.mode, NetworkMode::None | NetworkMode::Bridge(_)) {
             return Ok(());
         }
-        let netns_path = netns::create(&self.opts.netns_dir, &req.id)?;
+        self.prepare_netns_dir()?;
+        info.netns_path = Some(netns::create(&self.opts.netns_dir, &req.id)?);
+        Ok(())
+    }
+
+    /// Outside the lock: run CNI ADD for a bridge sandbox whose namespace exists.
+    fn cni_add(&self, req: &SandboxRequest, info: &mut SandboxInfo) -> Result<()> {
         let NetworkMode::Bridge(name) = &req.mode else {
             return Ok(());
         };
+        let netns_path = info.netns_path.clone().ok_or_else(|| NetworkError::Netns {
+            path: self.opts.netns_dir.join(&req.id),
+            reason: "the sandbox has no namespace to attach".into(),
+        })?;
         let net = self.network(name)?;
         let conflist_text = fs::read_to_string(&net.conflist_path)
             .map_err(|e| NetworkError::io("reading", &net.conflist_path, e))?;
-        let conflist =
+        let conflist: serde_json::Value =
             serde_json::from_str(&conflist_text).map_err(|source| NetworkError::Json {
                 path: net.conflist_path.clone(),
                 source,
             })?;
+        let conflist = networks::chain_for(&conflist, !req.ports.is_empty());
         let mut cached = CachedAttachment {
             network: name.clone(),
             sandbox_id: req.id.clone(),
@@ -633,7 +693,9 @@ impl NetworkManager {
                 continue;
             }
             let conf_path = networks::conflist_path(&self.opts.config_dir, &net);
-            let conflist: Option<serde_json::Value> = state::read_json(&conf_path)?;
+            // Only host-local matters for releasing an address.
+            let conflist: Option<serde_json::Value> = state::read_json(&conf_path)?
+                .map(|c: serde_json::Value| networks::chain_for(&c, false));
             for owner in orphans {
                 let released = match &conflist {
                     Some(conflist) => {

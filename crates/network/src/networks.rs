@@ -26,8 +26,9 @@ pub const DEFAULT_SUBNET: &str = "10.213.0.0/16";
 /// Pool of /16s handed out to networks created without `--subnet` (16 networks).
 pub const DEFAULT_POOL: &str = "10.224.0.0/12";
 
-/// Name of the iptables chain (filter table) holding the inter-network isolation rules. The CNI
-/// firewall plugin jumps to it first from its CNI-FORWARD chain (its "admin chain").
+/// Name of the iptables chain (filter table) holding the inter-network isolation rules. Our
+/// forward chain ([`crate::isolation::FORWARD_CHAIN`]) jumps to it first; conflists written by
+/// older agents name it as the firewall plugin's "admin chain".
 pub const ISOLATION_CHAIN: &str = "ZLAYER-ISOLATION";
 
 /// A bridge network as seen by callers.
@@ -69,7 +70,7 @@ pub fn bridge_name(network: &str) -> String {
     format!("zlbr-{}", &hex::encode(digest)[..10])
 }
 
-/// The conflist for a network: bridge (+ host-local IPAM), portmap, firewall.
+/// The conflist for a network: bridge (+ host-local IPAM), portmap.
 ///
 /// - `isGateway`: containers reach the outside through the bridge address; the outgoing NAT is
 ///   one MASQUERADE rule per network installed by [`crate::isolation`] (not the plugin's
@@ -77,8 +78,12 @@ pub fn bridge_name(network: &str) -> String {
 /// - `hairpinMode`: a container can reach itself through a published port.
 /// - portmap `snat` (default true, made explicit) marks and masquerades forwarded traffic, and
 ///   the plugin sets `route_localnet` on the bridge so `127.0.0.1:HOST` works from the host.
-/// - firewall with our admin chain: per-container FORWARD accept rules, preceded by our
-///   isolation chain which drops traffic between different zlayer bridges.
+///   It only runs for sandboxes that publish ports (see [`chain_for`]).
+/// - No firewall plugin: its only effect (iptables backend) is two per-container ACCEPT rules in
+///   FORWARD behind an admin chain, which cost ten iptables execs on every ADD and DEL. The
+///   per-network rules of [`crate::isolation`] (`ZLAYER-FORWARD`: isolation first, then accept
+///   traffic from the bridge and replies/published-port traffic to it) give the same filtering
+///   once per network, as Docker does.
 pub fn conflist(name: &str, subnet: Ipv4Net, cni_version: &str, ipam_dir: &Path) -> Value {
     let gateway = gateway_of(subnet);
     json!({
@@ -98,10 +103,31 @@ pub fn conflist(name: &str, subnet: Ipv4Net, cni_version: &str, ipam_dir: &Path)
                     "dataDir": ipam_dir.display().to_string(),
                 }
             },
-            {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true},
-            {"type": "firewall", "backend": "iptables", "iptablesAdminChainName": ISOLATION_CHAIN}
+            {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
         ]
     })
+}
+
+/// The chain actually run for one sandbox: the network's conflist without the plugins that would
+/// do nothing for it. Every Go plugin exec costs several milliseconds of container start.
+///
+/// - `portmap` only when the sandbox publishes ports: with none, its ADD returns `prevResult`
+///   unchanged and its DEL finds no rules to remove.
+/// - `firewall` never (conflists written by older agents still list it): the per-network
+///   `ZLAYER-FORWARD` rules of [`crate::isolation`] cover what it did per container.
+///
+/// The result is cached with the attachment and replayed for CHECK and DEL, so all three
+/// commands see the same chain, as the CNI spec requires.
+pub fn chain_for(conflist: &Value, publishes_ports: bool) -> Value {
+    let mut chain = conflist.clone();
+    if let Some(plugins) = chain.get_mut("plugins").and_then(Value::as_array_mut) {
+        plugins.retain(|p| match p.get("type").and_then(Value::as_str) {
+            Some("portmap") => publishes_ports,
+            Some("firewall") => false,
+            _ => true,
+        });
+    }
+    chain
 }
 
 /// First usable address: the bridge's (and the DNS server's) address.
@@ -317,6 +343,28 @@ mod tests {
         assert_eq!(info.subnet, subnet);
         assert_eq!(info.gateway.to_string(), "10.214.0.1");
         assert_eq!(info.bridge, bridge_name("front"));
+    }
+
+    #[test]
+    fn chain_skips_plugins_with_nothing_to_do() {
+        let subnet: Ipv4Net = "10.214.0.0/16".parse().unwrap();
+        let mut v = conflist("front", subnet, "1.0.0", Path::new("/x/ipam"));
+        // As written by older agents.
+        v["plugins"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "firewall", "backend": "iptables"}));
+        let types = |c: &Value| -> Vec<String> {
+            c["plugins"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["type"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(types(&chain_for(&v, false)), ["bridge"]);
+        assert_eq!(types(&chain_for(&v, true)), ["bridge", "portmap"]);
+        assert_eq!(chain_for(&v, true)["name"], "front");
     }
 
     #[test]

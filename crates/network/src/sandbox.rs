@@ -67,6 +67,24 @@ impl SandboxRequest {
     }
 }
 
+/// A sandbox whose namespace exists but whose network is not attached yet; from
+/// [`crate::NetworkManager::prepare_sandbox`], to be passed to
+/// [`crate::NetworkManager::attach_sandbox`].
+#[derive(Debug)]
+#[must_use = "attach the sandbox (or destroy it) before starting a container in it"]
+pub struct PreparedSandbox {
+    pub(crate) info: SandboxInfo,
+    pub(crate) req: SandboxRequest,
+}
+
+impl PreparedSandbox {
+    /// What is known before the attachment: id, mode, `netns_path`, network, gateway, ports,
+    /// resolv.conf. `ips` is still empty.
+    pub fn info(&self) -> &SandboxInfo {
+        &self.info
+    }
+}
+
 /// What the runtime gets: put `netns_path` into config.json's network namespace entry (none
 /// means: stay in the host's), write `resolv_conf` to the container's /etc/resolv.conf.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

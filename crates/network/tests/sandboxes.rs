@@ -480,8 +480,10 @@ fn sigkill_victim_daemon() {
     k1.ports.push("18200:80".parse().unwrap());
     mgr.create_sandbox(&k1).unwrap();
     mgr.create_sandbox(&bridge("k2", DEFAULT_NETWORK)).unwrap();
-    // Hangs in the firewall plugin (bridge and portmap done) until killed.
-    let _ = mgr.create_sandbox(&bridge("k3", DEFAULT_NETWORK));
+    // Hangs in the portmap plugin (bridge and host-local done) until killed.
+    let mut k3 = bridge("k3", DEFAULT_NETWORK);
+    k3.ports.push("18201:80".parse().unwrap());
+    let _ = mgr.create_sandbox(&k3);
     panic!("k3's ADD should have hung until this process was killed");
 }
 
@@ -490,12 +492,12 @@ netns_test!(leak_cleanup_after_sigkill_mid_add, {
     let dir = env.dir.path().to_path_buf();
     let marker = dir.join("hung-plugin.pid");
     fs::create_dir_all(dir.join("plugins")).unwrap();
-    let wrapper = dir.join("plugins/firewall");
+    let wrapper = dir.join("plugins/portmap");
     fs::write(
         &wrapper,
         format!(
             "#!/bin/sh\nif [ \"$CNI_COMMAND\" = ADD ] && [ \"$CNI_CONTAINERID\" = k3 ]; then\n  \
-             echo $$ > {m}.tmp && mv {m}.tmp {m}\n  exec sleep 600\nfi\nexec /usr/lib/cni/firewall\n",
+             echo $$ > {m}.tmp && mv {m}.tmp {m}\n  exec sleep 600\nfi\nexec /usr/lib/cni/portmap\n",
             m = marker.display()
         ),
     )

@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -20,7 +21,7 @@ use crate::protocol::{
     decode_data, encode_data, line, ContainerState, Event, ExecSpec, Request, Stream, StreamInput,
 };
 use crate::rootfs;
-use crate::shim::{socket_path, ShimArgs, StartReport};
+use crate::shim::{socket_path, ShimArgs, StartReport, START_GATE_FD};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -76,6 +77,12 @@ pub struct SpawnOptions {
     pub log_max_files: u32,
     /// Keep a stdin pipe for the container (`run -i`).
     pub stdin: bool,
+    /// Read end of a start-gate pipe: the shim creates the container, then waits until the
+    /// caller writes `go` (or `go IP`, the container's address for its /etc/hosts) and
+    /// starts it; EOF without `go` cancels the start. The caller writes from another thread
+    /// (spawn_shim blocks until the container runs) and keeps this descriptor open until
+    /// spawn_shim returns. `None`: start right after create.
+    pub start_gate: Option<RawFd>,
 }
 
 impl SpawnOptions {
@@ -88,6 +95,7 @@ impl SpawnOptions {
             log_max_size: crate::logs::DEFAULT_MAX_SIZE,
             log_max_files: crate::logs::DEFAULT_MAX_FILES,
             stdin: false,
+            start_gate: None,
         }
     }
 }
@@ -128,8 +136,29 @@ pub fn spawn_shim(opts: &SpawnOptions) -> Result<ShimHandle, ClientError> {
         log_max_size: opts.log_max_size,
         log_max_files: opts.log_max_files,
         stdin: opts.stdin,
+        start_gate: opts.start_gate.is_some(),
     };
-    let out = Command::new(prog)
+    let mut cmd = Command::new(prog);
+    if let Some(gate) = opts.start_gate {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: runs in the forked child before exec and only makes async-signal-safe
+        // calls (dup2, fcntl) on descriptors; dup2 clears close-on-exec on the copy.
+        unsafe {
+            cmd.pre_exec(move || {
+                let ok = if gate == START_GATE_FD {
+                    libc::fcntl(gate, libc::F_SETFD, 0) == 0
+                } else {
+                    libc::dup2(gate, START_GATE_FD) == START_GATE_FD
+                };
+                if ok {
+                    Ok(())
+                } else {
+                    Err(io::Error::last_os_error())
+                }
+            });
+        }
+    }
+    let out = cmd
         .args(pre)
         .args(args.to_args())
         .stdin(Stdio::null())
@@ -183,6 +212,8 @@ pub struct LaunchRequest<'a> {
     pub shim_cmd: &'a [OsString],
     pub log_max_size: u64,
     pub log_max_files: u32,
+    /// See [`SpawnOptions::start_gate`].
+    pub start_gate: Option<BorrowedFd<'a>>,
 }
 
 /// A started container.
@@ -232,6 +263,7 @@ pub fn launch(req: &LaunchRequest<'_>) -> Result<Launched, ClientError> {
         so.log_max_size = req.log_max_size;
         so.log_max_files = req.log_max_files;
         so.stdin = req.options.interactive;
+        so.start_gate = req.start_gate.map(|fd| fd.as_raw_fd());
         let handle = spawn_shim(&so)?;
         Ok(Launched { handle, bundle })
     })();
@@ -695,9 +727,40 @@ impl ShimClient {
             .map_err(join_err)?
     }
 
+    /// [`wait`](Self::wait) on tokio's reactor: no thread is held while the container runs.
+    /// The daemon keeps one of these per running container, so a blocking wait would cost a
+    /// thread (stack, malloc arena) per replica of every service.
     pub async fn wait_async(&self) -> Result<ExitRecord, ClientError> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let stream = match tokio::net::UnixStream::connect(&self.socket).await {
+            Ok(s) => Some(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(self.io_err(e)),
+        };
+        if let Some(mut stream) = stream {
+            let mut l = String::new();
+            // A shim that is finishing may reset the connection instead of answering: like
+            // `wait`, any failure here means "ask the exit record".
+            if stream.write_all(&line(&Request::Wait)).await.is_ok() {
+                let _ = tokio::io::BufReader::new(&mut stream)
+                    .read_line(&mut l)
+                    .await;
+            }
+            if let Ok(Event::Exit(rec)) = serde_json::from_str::<Event>(&l) {
+                return Ok(rec);
+            }
+        }
+        // No shim, or it closed without an answer: it finished; the record tells (polled
+        // briefly on the blocking pool, as in `wait`).
         let c = self.clone();
-        tokio::task::spawn_blocking(move || c.wait())
+        tokio::task::spawn_blocking(move || c.exited())
             .await
             .map_err(join_err)?
     }

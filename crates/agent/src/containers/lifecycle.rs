@@ -2,6 +2,8 @@
 //! each container gets a shim process (zlayer-runtime), and the agent talks to it over its socket.
 
 use std::ffi::OsString;
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,18 +106,44 @@ impl Agent {
             auto_remove: req.auto_remove,
         };
         self.containers().insert(&record)?;
-        // The sandbox exists (namespace made, CNI ADD done) before the process starts.
-        let sandbox = match self.attach_network(&id, &req, &mut options).await {
-            Ok(s) => s,
+        // The network namespace exists before the container is created in it. A bridge
+        // network's CNI ADD (tens of milliseconds of plugin execs) then runs while the
+        // container is being created (overlay mount, bundle, shim, libcontainer create); the
+        // shim waits at its start gate and starts the process only after the ADD succeeded.
+        let pending = match self.prepare_network(&id, &req, &mut options).await {
+            Ok(p) => p,
             Err(e) => {
                 let _ = self.containers().delete(&id);
                 return Err(e);
             }
         };
+        let (pending, has_sandbox) = match pending {
+            Some(p) if p.needs_attach() => (Some(p), true),
+            Some(p) => {
+                // A shared namespace: nothing to attach, only the record to complete.
+                if let Err(e) = p.attach().await {
+                    let _ = self.containers().delete(&id);
+                    return Err(e);
+                }
+                (None, true)
+            }
+            None => (None, false),
+        };
+        let (gate_r, gate_w) = match &pending {
+            Some(_) => match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+                Ok((r, w)) => (Some(r), Some(w)),
+                Err(e) => {
+                    self.detach_network(&id, &name).await;
+                    let _ = self.containers().delete(&id);
+                    return Err(AgentError::internal(format!("start gate pipe: {e}")));
+                }
+            },
+            None => (None, None),
+        };
 
         let agent = Arc::clone(self);
         let launch_id = id.clone();
-        let launched = tokio::task::spawn_blocking(move || {
+        let launching = tokio::task::spawn_blocking(move || {
             let dir = agent.container_dir(&launch_id);
             let shim_cmd = agent.shim_command();
             shim::launch(&LaunchRequest {
@@ -128,19 +156,45 @@ impl Agent {
                 shim_cmd: &shim_cmd,
                 log_max_size: zlayer_runtime::logs::DEFAULT_MAX_SIZE,
                 log_max_files: zlayer_runtime::logs::DEFAULT_MAX_FILES,
+                start_gate: gate_r.as_ref().map(|fd| fd.as_fd()),
             })
-        })
-        .await
-        .map_err(|e| AgentError::internal(format!("container start task failed: {e}")))?;
+        });
+        let attach_err = match pending {
+            Some(p) => match p.attach().await {
+                Ok(info) => {
+                    let go = match info.ipv4() {
+                        Some(ip) => format!("go {ip}\n"),
+                        None => "go\n".to_string(),
+                    };
+                    if let Some(w) = gate_w {
+                        // A failed write (the shim already gave up) shows as launch's error.
+                        let _ = std::fs::File::from(w).write_all(go.as_bytes());
+                    }
+                    None
+                }
+                // The gate's write end is dropped unopened: the shim cancels the start.
+                Err(e) => Some(e),
+            },
+            None => None,
+        };
+        let launched = launching
+            .await
+            .map_err(|e| AgentError::internal(format!("container start task failed: {e}")))?;
 
-        let launched = match launched {
+        let outcome = match (launched, attach_err) {
+            (Ok(l), None) => Ok(l),
+            // The network's error explains the cancelled start.
+            (_, Some(e)) => Err(e),
+            (Err(e), None) => Err(runtime_err(e)),
+        };
+        let launched = match outcome {
             Ok(l) => l,
             Err(e) => {
-                if sandbox.is_some() {
+                if has_sandbox {
                     self.detach_network(&id, &name).await;
                 }
                 let _ = self.containers().delete(&id);
-                return Err(runtime_err(e));
+                return Err(e);
             }
         };
         self.register_dns(&id, &name);
@@ -178,16 +232,16 @@ impl Agent {
     pub(crate) fn watch_container(self: &Arc<Self>, id: String) {
         let agent = Arc::clone(self);
         tokio::spawn(async move {
+            // On the reactor, not the blocking pool: one watcher per running container must
+            // not cost a thread each (a service of 100 replicas would hold 100 threads).
             let client = agent.shim_client(&id);
-            let res = tokio::task::spawn_blocking(move || client.wait()).await;
-            match res {
-                Ok(Ok(rec)) => {
+            match client.wait_async().await {
+                Ok(rec) => {
                     if let Err(e) = agent.record_exit(&id, &rec).await {
                         tracing::warn!(id = %short_id(&id), "recording exit: {e}");
                     }
                 }
-                Ok(Err(e)) => tracing::warn!(id = %short_id(&id), "waiting for container: {e}"),
-                Err(e) => tracing::warn!(id = %short_id(&id), "wait task failed: {e}"),
+                Err(e) => tracing::warn!(id = %short_id(&id), "waiting for container: {e}"),
             }
         });
     }
@@ -267,7 +321,21 @@ impl Agent {
                 .await
                 .map_err(|e| AgentError::internal(e.to_string()))?;
             match status {
-                Ok(ShimStatus::Running { .. }) => {
+                Ok(ShimStatus::Running {
+                    pid, started_at, ..
+                }) => {
+                    if r.state != ContainerState::Running {
+                        // The previous daemon died while it launched this container: the shim
+                        // went on and started it, but the record still says `created`. As
+                        // such it would count as not running, and removing it would leave
+                        // its shim and process behind.
+                        let mut r = r.clone();
+                        r.state = ContainerState::Running;
+                        r.pid = Some(i64::from(pid));
+                        r.started_at =
+                            Some(started_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+                        self.containers().update(&r)?;
+                    }
                     tracing::info!(id = %short_id(&r.id), name = %r.name, "re-adopted running container");
                     self.watch_container(r.id.clone());
                 }
@@ -347,8 +415,12 @@ impl Agent {
     pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
         let r = self.containers().resolve(key)?;
         self.check_no_sharers(&r)?;
-        if r.state == ContainerState::Running {
-            if !force {
+        // A shim may live on while the record says otherwise (a daemon killed mid-launch, its
+        // recovery racing the shim's start): whenever its socket exists, it is stopped too, so
+        // no shim or process outlives its record.
+        let shim_socket = zlayer_runtime::shim::socket_path(&self.config().paths.state, &r.id);
+        if r.state == ContainerState::Running || shim_socket.exists() {
+            if !force && r.state == ContainerState::Running {
                 return Err(AgentError::conflict(format!(
                     "cannot remove container {}: it is running; stop it first or use rm -f",
                     r.name

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use zlayer_runtime::bundle::{NetworkMode as RuntimeMode, RunOptions};
 
@@ -12,10 +13,11 @@ use super::record::{short_id, ContainerRecord, ContainerState};
 use super::request::CreateRequest;
 use crate::error::{AgentError, Result};
 use crate::network::{
-    net_err, Attached, NetworkInfo, NetworkMode, PortMapping, SandboxInfo, SandboxRequest,
-    DEFAULT_NETWORK,
+    net_err, Attached, NetworkInfo, NetworkManager, NetworkMode, PortMapping, SandboxInfo,
+    SandboxRequest, DEFAULT_NETWORK,
 };
 use crate::Agent;
+use zlayer_network::PreparedSandbox;
 
 /// The network a request asks for, `bridge` (the default network) when it names none.
 pub fn requested_network(req: &CreateRequest) -> &str {
@@ -36,15 +38,45 @@ pub fn port_text(p: &PortMapping) -> String {
     )
 }
 
+/// A container's sandbox whose namespace exists but whose CNI ADD has not run yet (see
+/// [`Agent::prepare_network`]).
+pub(crate) struct PendingNetwork {
+    mgr: Arc<NetworkManager>,
+    prepared: PreparedSandbox,
+}
+
+impl PendingNetwork {
+    /// Whether a CNI ADD is still to run (bridge networks); a shared namespace has nothing to
+    /// attach.
+    pub(crate) fn needs_attach(&self) -> bool {
+        matches!(self.prepared.info().mode, NetworkMode::Bridge(_))
+    }
+
+    /// Runs CNI ADD on a blocking thread; the sandbox is ready when the result is `Ok`, and
+    /// entirely removed again when it is `Err`.
+    pub(crate) async fn attach(self) -> Result<SandboxInfo> {
+        let PendingNetwork { mgr, prepared } = self;
+        tokio::task::spawn_blocking(move || mgr.attach_sandbox(prepared))
+            .await
+            .map_err(|e| AgentError::internal(format!("network task failed: {e}")))?
+            .map_err(net_err)
+    }
+}
+
 impl Agent {
     /// Makes the container's sandbox when it needs one and points `options` at it. `None`:
     /// no sandbox (`none`, `host`, or joining a container that has none).
-    pub(crate) async fn attach_network(
+    ///
+    /// For a bridge network only the namespace is made here (about a millisecond); the CNI ADD
+    /// is left to the returned [`PendingNetwork`], so the caller can run it while the container
+    /// is being created, and must not start the container before it succeeded. Its address is
+    /// not in `options` yet (it is known after the ADD).
+    pub(crate) async fn prepare_network(
         &self,
         id: &str,
         req: &CreateRequest,
         options: &mut RunOptions,
-    ) -> Result<Option<SandboxInfo>> {
+    ) -> Result<Option<PendingNetwork>> {
         let spec = requested_network(req);
         let mut ports = Vec::new();
         for p in &req.publish {
@@ -108,11 +140,16 @@ impl Agent {
             ports,
             dns_search: req.dns_search.clone(),
         };
-        let info = tokio::task::spawn_blocking(move || mgr.create_sandbox(&sandbox_req))
+        let m = Arc::clone(&mgr);
+        let prepared = tokio::task::spawn_blocking(move || m.prepare_sandbox(&sandbox_req))
             .await
             .map_err(|e| AgentError::internal(format!("network task failed: {e}")))?
             .map_err(net_err)?;
-        let Some(a) = Attached::from_sandbox(&info) else {
+        let pending = PendingNetwork { mgr, prepared };
+        let a = Attached::from_sandbox(pending.prepared.info());
+        let Some(a) = a else {
+            // Only bridge and shared sandboxes get here, and both have a namespace.
+            let _ = pending.attach().await;
             let _ = self.networking().destroy_sandbox(id).await;
             return Err(AgentError::internal(format!(
                 "sandbox of {} has no network namespace",
@@ -127,7 +164,7 @@ impl Agent {
         if options.dns_search.is_empty() {
             options.dns_search = a.dns_search;
         }
-        Ok(Some(info))
+        Ok(Some(pending))
     }
 
     /// Registers a started container's name on its network's DNS server.

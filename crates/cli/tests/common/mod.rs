@@ -286,6 +286,27 @@ impl Drop for TestDaemon {
     fn drop(&mut self) {
         self.remove_everything();
         self.stop();
+        unmount_under(self.dir.path());
+    }
+}
+
+/// Lazily unmounts whatever is still mounted under `dir` in the test process's mount namespace
+/// (deepest first), so a daemon running in the host's namespace leaves no mount behind (e.g.
+/// its network-namespace directory, which it keeps mounted on purpose, as `ip netns` does).
+/// Daemons in a [`NetNs`] mount inside that namespace; nothing of theirs shows here.
+fn unmount_under(dir: &Path) {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    // Field 5 is the mount point, with spaces etc. octal-escaped; temp dirs have none.
+    let mut points: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

@@ -39,7 +39,7 @@ const TOOLS: &[&str] = &[
     "busybox",
     "timeout",
 ];
-const PLUGINS: &[&str] = &["bridge", "host-local", "portmap", "firewall"];
+const PLUGINS: &[&str] = &["bridge", "host-local", "portmap"];
 
 fn missing_prerequisite() -> Option<String> {
     if !nix::unistd::geteuid().is_root() {

@@ -85,6 +85,7 @@ fn run_ours(base: &Path, layer: &Path, i: usize) -> Duration {
         shim_cmd: &shim_cmd(),
         log_max_size: 10 << 20,
         log_max_files: 3,
+        start_gate: None,
     })
     .expect("launch");
     let rec = l.handle.client().wait().expect("wait");
@@ -173,6 +174,7 @@ fn bench_density(base: &Path, n: usize) {
             shim_cmd: &shim_cmd(),
             log_max_size: 10 << 20,
             log_max_files: 3,
+            start_gate: None,
         })
         .expect("launch");
         started.push((dir, l.handle));

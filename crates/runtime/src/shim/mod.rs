@@ -45,7 +45,13 @@ pub struct ShimArgs {
     pub log_max_files: u32,
     /// Give the container a stdin pipe (`run -i`).
     pub stdin: bool,
+    /// Descriptor [`START_GATE_FD`] is the start gate: create the container, then wait for the
+    /// spawner's `go` before starting it (see `start::pass_start_gate`).
+    pub start_gate: bool,
 }
+
+/// The descriptor a gated shim gets its start gate on (`--start-gate`).
+pub const START_GATE_FD: i32 = 3;
 
 impl ShimArgs {
     /// The command-line arguments (after `shim`) describing these settings.
@@ -65,6 +71,9 @@ impl ShimArgs {
         if self.stdin {
             v.push("--stdin".into());
         }
+        if self.start_gate {
+            v.push("--start-gate".into());
+        }
         v
     }
 
@@ -75,6 +84,7 @@ impl ShimArgs {
         let mut log_max_size = crate::logs::DEFAULT_MAX_SIZE;
         let mut log_max_files = crate::logs::DEFAULT_MAX_FILES;
         let mut stdin = false;
+        let mut start_gate = false;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let a = a
@@ -102,6 +112,7 @@ impl ShimArgs {
                         .map_err(|_| "--log-max-files: not a number".to_string())?
                 }
                 "--stdin" => stdin = true,
+                "--start-gate" => start_gate = true,
                 other => return Err(format!("unknown shim argument {other:?}")),
             }
         }
@@ -112,6 +123,7 @@ impl ShimArgs {
             log_max_size,
             log_max_files,
             stdin,
+            start_gate,
         })
     }
 
@@ -157,11 +169,21 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
     };
     // Descriptors the spawner leaked to us (without CLOEXEC) must not be held for the
-    // container's lifetime: a daemon's pipe would never see EOF.
-    // SAFETY: close_range only closes descriptors; nothing in this process uses any
-    // descriptor above 2 at this point.
+    // container's lifetime: a daemon's pipe would never see EOF. The start gate is kept, and
+    // marked close-on-exec so that the container's process never inherits it.
+    let first_leaked = if args.start_gate {
+        START_GATE_FD + 1
+    } else {
+        START_GATE_FD
+    };
+    // SAFETY: close_range and fcntl only act on descriptors; nothing in this process uses
+    // any descriptor above 2 at this point except the gate.
     unsafe {
-        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+        libc::syscall(libc::SYS_close_range, first_leaked as u32, u32::MAX, 0u32);
+        if args.start_gate && libc::fcntl(START_GATE_FD, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
+            eprintln!("zlayer-agent shim: --start-gate given but descriptor 3 is not open");
+            return 2;
+        }
     }
     let (r, w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
@@ -179,6 +201,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         Ok(nix::unistd::ForkResult::Parent { .. }) => {
             drop(w);
+            if args.start_gate {
+                // SAFETY: closing our copy of the gate; only the forked shim reads it.
+                unsafe { libc::close(START_GATE_FD) };
+            }
             relay_report(r)
         }
         Ok(nix::unistd::ForkResult::Child) => {

@@ -309,6 +309,47 @@ fn set_lo_up() -> bool {
     }
 }
 
+/// Waits at the start gate ([`super::START_GATE_FD`]). The spawner lets the shim create the
+/// container (the slow part: libcontainer's clone, mounts, cgroups) while it still attaches
+/// the container's network namespace (CNI ADD), and writes one line when that succeeded: `go`,
+/// or `go IP` with the container's address, which is added to the container's /etc/hosts (it
+/// was not known when the bundle was written). Anything else, or EOF (the attachment failed,
+/// the spawner died), cancels the start: the container process never runs.
+fn pass_start_gate(args: &ShimArgs) -> Result<(), String> {
+    use std::io::{BufRead, Read};
+    use std::os::fd::FromRawFd;
+    // SAFETY: main() kept START_GATE_FD open for exactly this read; nothing else owns it,
+    // and the File closes it when dropped.
+    let gate = unsafe { File::from_raw_fd(super::START_GATE_FD) };
+    let mut line = String::new();
+    std::io::BufReader::new(gate.take(512))
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the start gate: {e}"))?;
+    let mut words = line.split_whitespace();
+    if words.next() != Some("go") {
+        return Err(if line.trim().is_empty() {
+            "start cancelled: the daemon closed the start gate (network attachment failed or the daemon went away)".to_string()
+        } else {
+            format!("start cancelled by the daemon: {}", line.trim())
+        });
+    }
+    if let Some(ip) = words.next() {
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .map_err(|_| format!("start gate: {ip:?} is not an IP address"))?;
+        let hosts = args.bundle.join(crate::bundle::HOSTS_FILE);
+        let hostname = fs::read_to_string(args.bundle.join(crate::bundle::HOSTNAME_FILE))
+            .map_err(|e| format!("reading the container's hostname file: {e}"))?;
+        // Appended in place: the file is already bind-mounted into the container by inode.
+        OpenOptions::new()
+            .append(true)
+            .open(&hosts)
+            .and_then(|mut f| f.write_all(format!("{ip}\t{}\n", hostname.trim()).as_bytes()))
+            .map_err(|e| format!("adding the container's address to {}: {e}", hosts.display()))?;
+    }
+    Ok(())
+}
+
 struct StartFailure {
     message: String,
     exit_code: Option<i32>,
@@ -377,6 +418,16 @@ fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure>
             message,
             exit_code: None,
         });
+    }
+    if args.start_gate {
+        if let Err(message) = pass_start_gate(args) {
+            let _ = container.delete(true);
+            let _ = fs::remove_dir_all(root.join(&args.id));
+            return Err(StartFailure {
+                message,
+                exit_code: None,
+            });
+        }
     }
     if let Err(e) = container.start() {
         let message = error_chain(&e);

@@ -162,7 +162,17 @@ impl TestContainer {
     pub fn launch_here(
         &mut self,
         cmd: &[&str],
+        opts: RunOptions,
+    ) -> Result<(), zlayer_runtime::client::ClientError> {
+        self.launch_gated(cmd, opts, None)
+    }
+
+    /// Launches with an optional start gate (see `SpawnOptions::start_gate`).
+    pub fn launch_gated(
+        &mut self,
+        cmd: &[&str],
         mut opts: RunOptions,
+        start_gate: Option<std::os::fd::BorrowedFd<'_>>,
     ) -> Result<(), zlayer_runtime::client::ClientError> {
         opts.cgroup_parent = Some(self.cgroup_parent.clone());
         let img = image(&["sh"]);
@@ -179,6 +189,7 @@ impl TestContainer {
             shim_cmd: &shim,
             log_max_size: self.log_max_size,
             log_max_files: 3,
+            start_gate,
         })?;
         self.launched = Some(l);
         Ok(())

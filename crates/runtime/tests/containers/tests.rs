@@ -51,9 +51,71 @@ pub fn all() -> Vec<Trial> {
         Trial::test("security_defaults", security_defaults),
         Trial::test("limits_applied", limits_applied),
         Trial::test("volumes_bind_and_tmpfs", volumes),
+        Trial::test(
+            "start_gate_waits_for_go_and_adds_the_address",
+            start_gate_go,
+        ),
+        Trial::test(
+            "start_gate_closed_cancels_and_leaves_nothing",
+            start_gate_cancel,
+        ),
         Trial::test("device_nodes_denied", devices_denied),
         Trial::test("cgroup_v2_pure_host", crate::cgroup_v2::pure_v2_host),
     ]
+}
+
+fn gate_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe")
+}
+
+/// The shim creates the container, waits at its start gate, and starts it on `go IP`, with
+/// that address in /etc/hosts (the daemon's overlap of CNI ADD with container creation).
+fn start_gate_go() -> R {
+    use std::os::fd::AsFd;
+    let (r, w) = gate_pipe();
+    let opener = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let mut w = std::fs::File::from(w);
+        std::io::Write::write_all(&mut w, b"go 10.9.8.7\n").expect("writing the gate");
+    });
+    let mut t = TestContainer::paths("gate");
+    let t0 = Instant::now();
+    t.launch_gated(
+        &["cat", "/etc/hosts"],
+        RunOptions::default(),
+        Some(r.as_fd()),
+    )
+    .map_err(|e| Failed::from(format!("start: {e}")))?;
+    let waited = t0.elapsed();
+    opener.join().expect("gate thread");
+    check(
+        waited >= Duration::from_millis(300),
+        format!("the container started after {waited:?}, before the gate opened"),
+    )?;
+    let rec = t.client().wait().map_err(|e| Failed::from(e.to_string()))?;
+    check(rec.exit_code == 0, format!("exit {rec:?}"))?;
+    let hosts = t.log_text();
+    let hostname = std::fs::read_to_string(t.dir.join("hostname")).unwrap_or_default();
+    check(
+        hosts.contains(&format!("10.9.8.7\t{}", hostname.trim())),
+        format!("/etc/hosts lacks the gate's address for {hostname:?}:\n{hosts}"),
+    )
+}
+
+/// A gate closed without `go` (the network attachment failed, or the daemon died) cancels the
+/// start, and nothing of the container remains.
+fn start_gate_cancel() -> R {
+    use std::os::fd::AsFd;
+    let (r, w) = gate_pipe();
+    drop(w);
+    let mut t = TestContainer::paths("gatex");
+    let err = match t.launch_gated(&["true"], RunOptions::default(), Some(r.as_fd())) {
+        Ok(()) => return Err("started although the gate was closed".into()),
+        Err(e) => e.to_string(),
+    };
+    check(err.contains("start cancelled"), format!("error: {err}"))?;
+    assert_nothing_left(&t);
+    Ok(())
 }
 
 fn exit_code_and_logs() -> R {
