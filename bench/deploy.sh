@@ -29,6 +29,8 @@ cleanup() {
   "$ZLAYER_BIN" --socket "$sock" undeploy bench >/dev/null 2>&1 || true
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  # The daemon keeps its network-namespace directory mounted (as `ip netns` does).
+  grep -o " $dir[^ ]*" /proc/mounts | sort -r | xargs -r umount -l
   rm -rf "$dir"
 }
 trap cleanup EXIT INT TERM
@@ -70,7 +72,12 @@ echo "replicas running:        $running"
 echo "time until all running:  $(echo "$end - $start" | bc) s"
 sleep 5
 rss_kb=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+anon_kb=$(awk '/^RssAnon/ {print $2}' "/proc/$pid/status")
+file_kb=$(awk '/^RssFile/ {print $2}' "/proc/$pid/status")
+threads=$(awk '/^Threads/ {print $2}' "/proc/$pid/status")
 echo "idle daemon RSS:         $((rss_kb / 1024)) MB ($rss_kb kB) with $n replicas running"
+# File-backed pages are the binary's code mapped by this process (shared with the shims).
+echo "  of which anonymous:    $anon_kb kB; file-backed: $file_kb kB; threads: $threads"
 t0=$(date +%s.%N)
 agent undeploy bench >/dev/null
 echo "undeploy (stop+remove):  $(echo "$(date +%s.%N) - $t0" | bc) s"

@@ -28,6 +28,7 @@ pub struct DaemonArgs {
 }
 
 pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
+    limit_malloc_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ZLAYER_LOG")
@@ -84,6 +85,22 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         tracing::info!("daemon stopped; containers keep running under their shims");
         Ok(())
     })
+}
+
+/// Caps glibc's malloc at two arenas. By default it creates up to 8 per core, one for each
+/// thread that allocates while the others hold theirs, and every arena keeps its own free pages:
+/// with 100 replicas running that was 17 MB of anonymous RSS against 11 MB with two arenas
+/// (bench/deploy.sh, same binary, `MALLOC_ARENA_MAX`). The daemon's allocations are small and
+/// few, so two arenas (one per tokio worker on a 2-core node) cost no measurable contention.
+/// Called before any thread exists; set in-process (not via the environment) so the shims and
+/// containers the daemon starts keep glibc's defaults.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator parameters; it is called while the process is
+    // still single-threaded. A failure (returns 0) just leaves the default in place.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+    }
 }
 
 /// Holds an exclusive lock on `root/daemon.lock` for the daemon's lifetime, so two daemons

@@ -237,6 +237,17 @@ fn job_retries_with_exit_codes_and_cron_fires() {
             .is_some_and(|r| r.iter().filter(|r| r["exit_code"] == 0).count() >= 2)
     });
     assert!(c["runs"].as_array().unwrap().len() <= 2, "history 2: {c:#}");
+    // Undeploy ends the cron scheduler before it removes the runs: nothing fires afterwards.
+    d.ok(&["undeploy", "t"]);
+    for _ in 0..10 {
+        let ps_all: Vec<Value> =
+            serde_json::from_str(&d.ok(&["ps", "-a", "--format", "json"])).unwrap();
+        assert!(
+            ps_all.is_empty(),
+            "left or started after undeploy: {ps_all:?}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 #[test]
@@ -368,6 +379,45 @@ fn daemon_sigkilled_mid_rollout_converges_without_duplicates() {
         assert_eq!(running(&d, &format!("t-app-{slot}-")).len(), 1, "{now:?}");
     }
     wait_state(&d, "app", 20, |s| s["state"] == "running");
+}
+
+#[test]
+fn daemon_restart_keeps_backoff_restart_count_and_health() {
+    let Some((mut d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    // `crash` exits at once: restarts after 1s, 2s, 4s, then 8s. `ok` checks every 4s.
+    let yaml = spec(
+        &image,
+        &format!(
+            "  crash:\n    image: IMAGE\n    network: none\n    command: [sh, -c, \"exit 1\"]\n    restart: {{policy: always, backoff: {{initial: 1s, max: 60s}}}}\n  ok:\n    image: IMAGE\n    network: none\n    command: {IDLE}\n    health: {{check: {{type: command, command: [\"true\"]}}, interval: 4s, timeout: 2s, retries: 1, start_grace: 0s}}\n"
+        ),
+    );
+    deploy(&d, "b.yaml", &yaml);
+    wait_state(&d, "ok", 30, |s| s["healthy"] == 1);
+    // The 4th exit: the next start is due 8s later.
+    let restarts =
+        wait_state(&d, "crash", 40, |s| s["restarts"].as_u64() >= Some(4))["restarts"].clone();
+    d.kill9();
+    let killed_at = Instant::now();
+    d.spawn();
+    // Health comes back with the daemon (the next check is seconds away).
+    let ok = service(&d, "ok");
+    assert_eq!(ok["healthy"], 1, "{ok:#}");
+    let ps = running(&d, "t-ok-0-");
+    assert!(ps[0].2.contains("(healthy)"), "{ps:?}");
+    // The exit seen before the crash is not counted again, and the backoff goes on: no
+    // restart at the initial 1s delay, and the service still shows its crash loop.
+    let s = wait_state(&d, "crash", 5, |s| s["state"] == "crash-loop");
+    assert_eq!(s["restarts"], restarts, "{s:#}");
+    while killed_at.elapsed() < Duration::from_secs(4) {
+        let s = service(&d, "crash");
+        assert_eq!(s["restarts"], restarts, "restarted at full speed: {s:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // And it keeps restarting once the backoff is over.
+    let next = restarts.as_u64().unwrap() + 1;
+    wait_state(&d, "crash", 30, |s| s["restarts"].as_u64() >= Some(next));
 }
 
 /// The bridge tests need the CNI plugins and iptables (the daemon runs in its own namespace).

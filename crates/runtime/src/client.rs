@@ -727,9 +727,40 @@ impl ShimClient {
             .map_err(join_err)?
     }
 
+    /// [`wait`](Self::wait) on tokio's reactor: no thread is held while the container runs.
+    /// The daemon keeps one of these per running container, so a blocking wait would cost a
+    /// thread (stack, malloc arena) per replica of every service.
     pub async fn wait_async(&self) -> Result<ExitRecord, ClientError> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let stream = match tokio::net::UnixStream::connect(&self.socket).await {
+            Ok(s) => Some(s),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                None
+            }
+            Err(e) => return Err(self.io_err(e)),
+        };
+        if let Some(mut stream) = stream {
+            let mut l = String::new();
+            // A shim that is finishing may reset the connection instead of answering: like
+            // `wait`, any failure here means "ask the exit record".
+            if stream.write_all(&line(&Request::Wait)).await.is_ok() {
+                let _ = tokio::io::BufReader::new(&mut stream)
+                    .read_line(&mut l)
+                    .await;
+            }
+            if let Ok(Event::Exit(rec)) = serde_json::from_str::<Event>(&l) {
+                return Ok(rec);
+            }
+        }
+        // No shim, or it closed without an answer: it finished; the record tells (polled
+        // briefly on the blocking pool, as in `wait`).
         let c = self.clone();
-        tokio::task::spawn_blocking(move || c.wait())
+        tokio::task::spawn_blocking(move || c.exited())
             .await
             .map_err(join_err)?
     }

@@ -232,16 +232,16 @@ impl Agent {
     pub(crate) fn watch_container(self: &Arc<Self>, id: String) {
         let agent = Arc::clone(self);
         tokio::spawn(async move {
+            // On the reactor, not the blocking pool: one watcher per running container must
+            // not cost a thread each (a service of 100 replicas would hold 100 threads).
             let client = agent.shim_client(&id);
-            let res = tokio::task::spawn_blocking(move || client.wait()).await;
-            match res {
-                Ok(Ok(rec)) => {
+            match client.wait_async().await {
+                Ok(rec) => {
                     if let Err(e) = agent.record_exit(&id, &rec).await {
                         tracing::warn!(id = %short_id(&id), "recording exit: {e}");
                     }
                 }
-                Ok(Err(e)) => tracing::warn!(id = %short_id(&id), "waiting for container: {e}"),
-                Err(e) => tracing::warn!(id = %short_id(&id), "wait task failed: {e}"),
+                Err(e) => tracing::warn!(id = %short_id(&id), "waiting for container: {e}"),
             }
         });
     }
@@ -321,7 +321,21 @@ impl Agent {
                 .await
                 .map_err(|e| AgentError::internal(e.to_string()))?;
             match status {
-                Ok(ShimStatus::Running { .. }) => {
+                Ok(ShimStatus::Running {
+                    pid, started_at, ..
+                }) => {
+                    if r.state != ContainerState::Running {
+                        // The previous daemon died while it launched this container: the shim
+                        // went on and started it, but the record still says `created`. As
+                        // such it would count as not running, and removing it would leave
+                        // its shim and process behind.
+                        let mut r = r.clone();
+                        r.state = ContainerState::Running;
+                        r.pid = Some(i64::from(pid));
+                        r.started_at =
+                            Some(started_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+                        self.containers().update(&r)?;
+                    }
                     tracing::info!(id = %short_id(&r.id), name = %r.name, "re-adopted running container");
                     self.watch_container(r.id.clone());
                 }
@@ -401,8 +415,12 @@ impl Agent {
     pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
         let r = self.containers().resolve(key)?;
         self.check_no_sharers(&r)?;
-        if r.state == ContainerState::Running {
-            if !force {
+        // A shim may live on while the record says otherwise (a daemon killed mid-launch, its
+        // recovery racing the shim's start): whenever its socket exists, it is stopped too, so
+        // no shim or process outlives its record.
+        let shim_socket = zlayer_runtime::shim::socket_path(&self.config().paths.state, &r.id);
+        if r.state == ContainerState::Running || shim_socket.exists() {
+            if !force && r.state == ContainerState::Running {
                 return Err(AgentError::conflict(format!(
                     "cannot remove container {}: it is running; stop it first or use rm -f",
                     r.name

@@ -296,6 +296,9 @@ impl Agent {
                 "no deployment named {name:?}"
             )));
         }
+        // First end every task of the deployment (a pass may be starting a cron run, a job
+        // retry or a restart right now), then remove what exists: nothing can start after.
+        self.services().stop_tasks(name).await;
         let ids: Vec<String> = self
             .containers()
             .list()?

@@ -32,6 +32,16 @@ impl HealthStatus {
             HealthStatus::Unhealthy => "unhealthy",
         }
     }
+
+    /// The inverse of [`as_str`](Self::as_str).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "starting" => Some(HealthStatus::Starting),
+            "healthy" => Some(HealthStatus::Healthy),
+            "unhealthy" => Some(HealthStatus::Unhealthy),
+            _ => None,
+        }
+    }
 }
 
 /// The health of one running replica, fed with probe results.
@@ -52,6 +62,16 @@ impl HealthTracker {
             consecutive_failures: 0,
             last_error: None,
             checks: 0,
+        }
+    }
+
+    /// A tracker for a replica adopted after a daemon restart: it keeps the status stored
+    /// before (so a healthy replica does not drop back to `starting`), and `started` is when
+    /// the container really started (so `start_grace` is not granted twice).
+    pub fn resume(started: Instant, status: HealthStatus) -> Self {
+        Self {
+            status,
+            ..Self::new(started)
         }
     }
 

@@ -8,6 +8,7 @@
 //! - [`publish`]: services' published ports, forwarded to their healthy replicas.
 
 pub mod backoff;
+pub mod cancel;
 pub mod converge;
 pub mod deploy;
 pub mod events;

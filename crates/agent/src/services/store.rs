@@ -1,6 +1,11 @@
 //! Desired state in `agent.db`: deployments as deployed (spec JSON, the YAML text, resolved
 //! environment), per-service supervision facts that must survive a daemon restart (restart
-//! count, a failed rollout's hash, job progress, the last cron fire) and job/cron run history.
+//! count, a failed rollout's hash, job progress, the last cron fire), job/cron run history, each
+//! slot's restart backoff (`service_backoff`) and per-replica supervision facts (`replica_state`:
+//! the last health status, whether its exit was already counted as a restart).
+//!
+//! The tables are created with `IF NOT EXISTS`, so an `agent.db` of an older build gains them on
+//! open and keeps everything it had.
 //!
 //! What actually runs is NOT stored here: the container records and their labels are the truth,
 //! so a SIGKILL between "container started" and "row written" cannot produce duplicates.
@@ -12,6 +17,8 @@ use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use zlayer_spec::Deployment;
 
+use super::backoff::SavedTracker;
+use super::health::HealthStatus;
 use crate::db::Db;
 use crate::error::{AgentError, Result};
 
@@ -47,6 +54,20 @@ CREATE TABLE IF NOT EXISTS service_runs (
     exit_code    INTEGER,
     state        TEXT NOT NULL,
     PRIMARY KEY (deployment, service, run)
+);
+CREATE TABLE IF NOT EXISTS service_backoff (
+    deployment    TEXT NOT NULL,
+    service       TEXT NOT NULL,
+    slot          INTEGER NOT NULL,
+    failures      INTEGER NOT NULL,
+    started_ms    INTEGER,
+    not_before_ms INTEGER,
+    PRIMARY KEY (deployment, service, slot)
+);
+CREATE TABLE IF NOT EXISTS replica_state (
+    id            TEXT PRIMARY KEY,
+    health        TEXT,
+    exit_counted  INTEGER NOT NULL DEFAULT 0
 );
 ";
 
@@ -179,6 +200,7 @@ impl ServiceStore {
     pub fn delete_deployment(&self, name: &str) -> Result<bool> {
         self.db.with(|c| {
             c.execute("DELETE FROM service_status WHERE deployment = ?1", [name])?;
+            c.execute("DELETE FROM service_backoff WHERE deployment = ?1", [name])?;
             c.execute("DELETE FROM service_runs WHERE deployment = ?1", [name])?;
             c.execute("DELETE FROM deployments WHERE name = ?1", [name])
                 .map(|n| n > 0)
@@ -190,6 +212,10 @@ impl ServiceStore {
         self.db.with(|c| {
             c.execute(
                 "DELETE FROM service_status WHERE deployment = ?1 AND service = ?2",
+                [deployment, service],
+            )?;
+            c.execute(
+                "DELETE FROM service_backoff WHERE deployment = ?1 AND service = ?2",
                 [deployment, service],
             )?;
             c.execute(
@@ -225,30 +251,192 @@ impl ServiceStore {
     }
 
     pub fn put_facts(&self, deployment: &str, service: &str, f: &ServiceFacts) -> Result<()> {
+        self.db.with(|c| write_facts(c, deployment, service, f))
+    }
+
+    /// The stored restart backoff of each slot of a service.
+    pub fn backoff(&self, deployment: &str, service: &str) -> Result<Vec<(u32, SavedTracker)>> {
         self.db.with(|c| {
-            c.execute(
-                "INSERT INTO service_status (deployment, service, restarts, failed_hash, job_hash,
-                    job_attempts, job_state, job_exit_code, last_fire)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT(deployment, service) DO UPDATE SET restarts = ?3, failed_hash = ?4,
-                    job_hash = ?5, job_attempts = ?6, job_state = ?7, job_exit_code = ?8,
-                    last_fire = ?9",
+            let mut st = c.prepare(
+                "SELECT slot, failures, started_ms, not_before_ms FROM service_backoff
+                 WHERE deployment = ?1 AND service = ?2",
+            )?;
+            let rows = st.query_map([deployment, service], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u32,
+                    SavedTracker {
+                        failures: r.get::<_, i64>(1)? as u32,
+                        started_ms: r.get(2)?,
+                        not_before_ms: r.get(3)?,
+                    },
+                ))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Replaces the stored backoff of a service's slots with `slots` (one transaction).
+    pub fn put_backoff(
+        &self,
+        deployment: &str,
+        service: &str,
+        slots: &[(u32, SavedTracker)],
+    ) -> Result<()> {
+        self.db.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            tx.execute(
+                "DELETE FROM service_backoff WHERE deployment = ?1 AND service = ?2",
+                [deployment, service],
+            )?;
+            {
+                let mut st = tx.prepare(
+                    "INSERT INTO service_backoff
+                        (deployment, service, slot, failures, started_ms, not_before_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for (slot, t) in slots {
+                    st.execute(params![
+                        deployment,
+                        service,
+                        i64::from(*slot),
+                        i64::from(t.failures),
+                        t.started_ms,
+                        t.not_before_ms
+                    ])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Records that container `id`'s exit was counted (restart count in `facts`, backoff of
+    /// its slot), all in one transaction, so a daemon restart neither counts it again nor
+    /// loses the count.
+    pub fn count_exit(
+        &self,
+        deployment: &str,
+        service: &str,
+        facts: &ServiceFacts,
+        id: &str,
+        slot: u32,
+        tracker: SavedTracker,
+    ) -> Result<()> {
+        self.db.with(|c| {
+            let tx = c.unchecked_transaction()?;
+            write_facts(&tx, deployment, service, facts)?;
+            tx.execute(
+                "INSERT INTO replica_state (id, exit_counted) VALUES (?1, 1)
+                 ON CONFLICT(id) DO UPDATE SET exit_counted = 1",
+                [id],
+            )?;
+            tx.execute(
+                "INSERT INTO service_backoff
+                    (deployment, service, slot, failures, started_ms, not_before_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(deployment, service, slot) DO UPDATE SET failures = ?4,
+                    started_ms = ?5, not_before_ms = ?6",
                 params![
                     deployment,
                     service,
-                    f.restarts as i64,
-                    f.failed_hash,
-                    f.job_hash,
-                    i64::from(f.job_attempts),
-                    f.job_state,
-                    f.job_exit_code,
-                    f.last_fire
+                    i64::from(slot),
+                    i64::from(tracker.failures),
+                    tracker.started_ms,
+                    tracker.not_before_ms
                 ],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Containers whose exit was already counted.
+    pub fn counted_exits(&self) -> Result<std::collections::HashSet<String>> {
+        self.db.with(|c| {
+            let mut st = c.prepare("SELECT id FROM replica_state WHERE exit_counted = 1")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })
+    }
+
+    /// Stores a replica's health status (written when it changes).
+    pub fn put_health(&self, id: &str, status: HealthStatus) -> Result<()> {
+        self.db.with(|c| {
+            c.execute(
+                "INSERT INTO replica_state (id, health) VALUES (?1, ?2)
+                 ON CONFLICT(id) DO UPDATE SET health = ?2",
+                [id, status.as_str()],
             )
             .map(drop)
         })
     }
 
+    /// The stored health of every replica that has one.
+    pub fn healths(&self) -> Result<Vec<(String, HealthStatus)>> {
+        self.db
+            .with(|c| {
+                let mut st =
+                    c.prepare("SELECT id, health FROM replica_state WHERE health IS NOT NULL")?;
+                let rows =
+                    st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+                rows.collect()
+            })
+            .map(|v: Vec<(String, String)>| {
+                v.into_iter()
+                    .filter_map(|(id, h)| HealthStatus::parse(&h).map(|h| (id, h)))
+                    .collect()
+            })
+    }
+
+    /// Forgets the supervision facts of a removed container.
+    pub fn forget_replica(&self, id: &str) -> Result<()> {
+        self.db.with(|c| {
+            c.execute("DELETE FROM replica_state WHERE id = ?1", [id])
+                .map(drop)
+        })
+    }
+
+    /// Forgets the facts of containers that no longer exist (removed while no daemon ran, or
+    /// by `rm`); the `containers` table lives in the same database.
+    pub fn prune_replicas(&self) -> Result<()> {
+        self.db.with(|c| {
+            c.execute(
+                "DELETE FROM replica_state WHERE id NOT IN (SELECT id FROM containers)",
+                [],
+            )
+            .map(drop)
+        })
+    }
+}
+
+/// Upserts a service's facts (also inside a transaction).
+fn write_facts(
+    c: &rusqlite::Connection,
+    deployment: &str,
+    service: &str,
+    f: &ServiceFacts,
+) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT INTO service_status (deployment, service, restarts, failed_hash, job_hash,
+                    job_attempts, job_state, job_exit_code, last_fire)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(deployment, service) DO UPDATE SET restarts = ?3, failed_hash = ?4,
+                    job_hash = ?5, job_attempts = ?6, job_state = ?7, job_exit_code = ?8,
+                    last_fire = ?9",
+        params![
+            deployment,
+            service,
+            f.restarts as i64,
+            f.failed_hash,
+            f.job_hash,
+            i64::from(f.job_attempts),
+            f.job_state,
+            f.job_exit_code,
+            f.last_fire
+        ],
+    )
+    .map(drop)
+}
+
+impl ServiceStore {
     /// Reads, changes and writes a service's facts.
     pub fn update_facts(
         &self,

@@ -17,6 +17,7 @@ use zlayer_spec::{
 };
 
 use super::backoff::RestartTracker;
+use super::cancel::Cancel;
 use super::converge::{converge, Desired, Observed, Step};
 use super::events::{Event, EventBus};
 use super::health::{in_netns, probe_http, probe_tcp, HealthStatus, HealthTracker};
@@ -54,20 +55,34 @@ pub struct Services {
     pub(crate) published: super::publish::Publisher,
     wake: Notify,
     started: std::sync::atomic::AtomicBool,
+    /// The running service tasks, shared by the manager (which starts them) and `undeploy`
+    /// (which cancels and awaits them before removing containers).
+    tasks: Mutex<HashMap<Key, ServiceTask>>,
+}
+
+/// A running service task and the way to stop it.
+struct ServiceTask {
+    cancel: Arc<Cancel>,
+    handle: tokio::task::JoinHandle<()>,
 }
 
 impl Services {
-    /// Opens the services tables in `agent.db`.
+    /// Opens the services tables in `agent.db`, with the health results stored by the
+    /// previous daemon (adopted replicas keep them until their next check says otherwise).
     pub fn open(db: Arc<Db>) -> Result<Self> {
+        let store = ServiceStore::open(db)?;
+        store.prune_replicas()?;
+        let health = store.healths()?.into_iter().collect();
         Ok(Self {
-            store: ServiceStore::open(db)?,
+            store,
             events: EventBus::new(),
             metrics: Metrics::default(),
-            health: Mutex::new(HashMap::new()),
+            health: Mutex::new(health),
             views: Mutex::new(HashMap::new()),
             published: super::publish::Publisher::default(),
             wake: Notify::new(),
             started: std::sync::atomic::AtomicBool::new(false),
+            tasks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -79,6 +94,32 @@ impl Services {
     /// The health of a container started by the supervisor, if it has a check.
     pub fn health_of(&self, id: &str) -> Option<HealthStatus> {
         self.health.lock().get(id).copied()
+    }
+
+    /// Cancels the service tasks of `deployment` and waits until they have ended, so no pass
+    /// of it is left that could still start a container (a cron fire, a job retry, a restart).
+    /// The deployment must already be gone from the store, so the manager starts none again
+    /// (a task it starts from an older listing ends at its first look at the store).
+    pub(crate) async fn stop_tasks(&self, deployment: &str) {
+        let stopped: Vec<ServiceTask> = {
+            let mut tasks = self.tasks.lock();
+            let keys: Vec<Key> = tasks
+                .keys()
+                .filter(|k| k.0 == deployment)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| tasks.remove(k)).collect()
+        };
+        for t in &stopped {
+            t.cancel.cancel();
+        }
+        for t in stopped {
+            if let Err(e) = t.handle.await {
+                if e.is_panic() {
+                    tracing::error!(deployment, "service task panicked: {e}");
+                }
+            }
+        }
     }
 
     pub(crate) fn set_view(&self, d: &str, s: &str, state: &str, message: String) {
@@ -195,10 +236,13 @@ fn started_age(r: &ContainerRecord) -> Duration {
         .unwrap_or_default()
 }
 
-/// The bookkeeping of one service task (lost on a daemon restart on purpose: backoff starts
-/// over, health checks start over for adopted replicas — which keep running meanwhile).
+/// The bookkeeping of one service task. What must survive a daemon restart is stored as it
+/// changes: the trackers (`service_backoff`, after each pass that changed one) and which exits
+/// were counted (`replica_state`); the rest is rebuilt from the container records.
 #[derive(Default)]
 struct TaskState {
+    /// Set by `undeploy` (or when the service leaves its deployment): start nothing more.
+    cancel: Arc<Cancel>,
     trackers: HashMap<u32, RestartTracker>,
     counted_exits: HashSet<String>,
     probes: HashMap<String, tokio::task::JoinHandle<()>>,
@@ -208,10 +252,51 @@ struct TaskState {
     last_replicas: Option<u32>,
     was_rolling: bool,
     crash_reported: bool,
+    /// A tracker changed since the trackers were last stored.
+    trackers_dirty: bool,
     /// The replicas whose addresses the service's DNS name and published ports last got.
     endpoint_ids: Option<Vec<String>>,
     /// Why a published port could not be opened (shown by `services` until it works).
     publish_error: Option<String>,
+}
+
+impl TaskState {
+    /// The state of a service task, with the backoff and counted exits stored before.
+    fn load(store: &ServiceStore, key: &Key, cancel: Arc<Cancel>) -> Result<Self> {
+        let (now, wall) = (Instant::now(), super::backoff::wall_ms());
+        Ok(Self {
+            cancel,
+            trackers: store
+                .backoff(&key.0, &key.1)?
+                .iter()
+                .map(|(slot, t)| (*slot, RestartTracker::restore(t, now, wall)))
+                .collect(),
+            counted_exits: store.counted_exits()?,
+            ..Self::default()
+        })
+    }
+
+    /// The restart tracker of `slot`, for a change (it is stored after the pass).
+    fn tracker(&mut self, slot: u32) -> &mut RestartTracker {
+        self.trackers_dirty = true;
+        self.trackers.entry(slot).or_default()
+    }
+
+    /// Stores the trackers if a pass changed them.
+    fn save_trackers(&mut self, store: &ServiceStore, key: &Key) -> Result<()> {
+        if !self.trackers_dirty {
+            return Ok(());
+        }
+        let (now, wall) = (Instant::now(), super::backoff::wall_ms());
+        let saved: Vec<_> = self
+            .trackers
+            .iter()
+            .map(|(slot, t)| (*slot, t.save(now, wall)))
+            .collect();
+        store.put_backoff(&key.0, &key.1, &saved)?;
+        self.trackers_dirty = false;
+        Ok(())
+    }
 }
 
 type Key = (String, String);
@@ -235,7 +320,6 @@ impl Agent {
     }
 
     async fn manager_loop(self: Arc<Self>) {
-        let mut tasks: HashMap<Key, tokio::task::JoinHandle<()>> = HashMap::new();
         loop {
             let notified = self.services.wake.notified();
             match self.services.store.list_deployments() {
@@ -246,23 +330,34 @@ impl Agent {
                             wanted.insert((d.spec.deployment.clone(), name.clone()));
                         }
                     }
-                    tasks.retain(|k, h| {
-                        if !wanted.contains(k) || h.is_finished() {
-                            h.abort();
-                            if !wanted.contains(k) {
-                                // The service is gone: its name and published ports with it.
-                                self.set_dns_service(&k.0, &k.1, &[]);
-                                self.services.published.remove_service(&k.0, &k.1);
+                    {
+                        // Spawned and registered under one lock, so `stop_tasks` sees every
+                        // task that may have read the deployment before it was deleted.
+                        let mut tasks = self.services.tasks.lock();
+                        tasks.retain(|k, t| {
+                            if !wanted.contains(k) || t.handle.is_finished() {
+                                // Not aborted: it finishes its pass and ends (see cancel.rs).
+                                t.cancel.cancel();
+                                if !wanted.contains(k) {
+                                    // The service is gone: its name and published ports with it.
+                                    self.set_dns_service(&k.0, &k.1, &[]);
+                                    self.services.published.remove_service(&k.0, &k.1);
+                                }
+                                return false;
                             }
-                            return false;
-                        }
-                        true
-                    });
-                    for k in wanted {
-                        if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(k) {
-                            let agent = Arc::clone(&self);
-                            let key = slot.key().clone();
-                            slot.insert(tokio::spawn(async move { agent.service_loop(key).await }));
+                            true
+                        });
+                        for k in wanted {
+                            if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(k)
+                            {
+                                let agent = Arc::clone(&self);
+                                let key = slot.key().clone();
+                                let cancel = Arc::new(Cancel::default());
+                                let c = Arc::clone(&cancel);
+                                let handle =
+                                    tokio::spawn(async move { agent.service_loop(key, c).await });
+                                slot.insert(ServiceTask { cancel, handle });
+                            }
                         }
                     }
                     if let Err(e) = self.remove_orphans(&deps).await {
@@ -330,11 +425,25 @@ impl Agent {
             Err(e) => tracing::warn!(id, "removing replica: {e}"),
         }
         self.services.health.lock().remove(id);
+        if let Err(e) = self.services.store.forget_replica(id) {
+            tracing::warn!(id, "forgetting replica state: {e}");
+        }
     }
 
-    async fn service_loop(self: Arc<Self>, key: Key) {
-        let mut st = TaskState::default();
-        loop {
+    async fn service_loop(self: Arc<Self>, key: Key, cancel: Arc<Cancel>) {
+        let mut st = loop {
+            match TaskState::load(&self.services.store, &key, Arc::clone(&cancel)) {
+                Ok(st) => break st,
+                Err(e) => {
+                    tracing::warn!(deployment = %key.0, service = %key.1, "loading backoff state: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(PASS_INTERVAL) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+            }
+        };
+        while !cancel.is_cancelled() {
             let notified = self.services.wake.notified();
             match self.services.store.get_deployment(&key.0) {
                 Ok(Some(rec)) => {
@@ -347,6 +456,7 @@ impl Agent {
                         Kind::Job => self.pass_job(&key, &svc, &env, &rec, &mut st).await,
                         Kind::Cron => self.pass_cron(&key, &svc, &env, &rec, &mut st).await,
                     };
+                    let r = r.and_then(|()| st.save_trackers(&self.services.store, &key));
                     if let Err(e) = r {
                         tracing::warn!(deployment = %key.0, service = %key.1, "supervisor pass: {e}");
                         self.services
@@ -356,7 +466,10 @@ impl Agent {
                 Ok(None) => break,
                 Err(e) => tracing::warn!("reading deployment {}: {e}", key.0),
             }
-            let _ = tokio::time::timeout(PASS_INTERVAL, notified).await;
+            tokio::select! {
+                _ = tokio::time::timeout(PASS_INTERVAL, notified) => {}
+                _ = cancel.cancelled() => {}
+            }
         }
         for (_, h) in st.probes.drain() {
             h.abort();
@@ -426,10 +539,16 @@ impl Agent {
         if st.probes.contains_key(&r.id) {
             return;
         }
-        self.services
+        // An adopted replica keeps the status the previous daemon stored.
+        let status = *self
+            .services
             .health
             .lock()
-            .insert(r.id.clone(), HealthStatus::Starting);
+            .entry(r.id.clone())
+            .or_insert(HealthStatus::Starting);
+        let started = Instant::now()
+            .checked_sub(started_age(r))
+            .unwrap_or_else(Instant::now);
         let agent = Arc::clone(self);
         let (id, name, pid, cfg, key) = (
             r.id.clone(),
@@ -439,7 +558,7 @@ impl Agent {
             key.clone(),
         );
         let handle = tokio::spawn(async move {
-            let mut tracker = HealthTracker::new(Instant::now());
+            let mut tracker = HealthTracker::resume(started, status);
             loop {
                 tokio::time::sleep(cfg.interval.get()).await;
                 match agent.containers().get(&id) {
@@ -450,6 +569,9 @@ impl Agent {
                 agent.services.metrics.health_check(result.is_ok());
                 if let Some(status) = tracker.record(Instant::now(), result, &cfg) {
                     agent.services.health.lock().insert(id.clone(), status);
+                    if let Err(e) = agent.services.store.put_health(&id, status) {
+                        tracing::warn!(%id, "storing health: {e}");
+                    }
                     let mut ev = Event::new("container", "health_status", &id, &name)
                         .with("deployment", &key.0)
                         .with("service", &key.1)
@@ -597,7 +719,13 @@ impl Agent {
                 "starting",
                 format!("init step {} ({})", i + 1, step.action.name()),
             );
-            if let Err(e) = self.run_init_step(key, svc, env, &step.action).await {
+            if let Err(e) = self
+                .run_init_step(key, svc, env, &step.action, &st.cancel)
+                .await
+            {
+                if st.cancel.is_cancelled() {
+                    return Ok(false);
+                }
                 let msg = format!("init step {} ({}) failed: {e}", i + 1, step.action.name());
                 self.services
                     .events
@@ -605,9 +733,7 @@ impl Agent {
                 if step.on_failure == OnFailure::Fail {
                     self.services.set_view(&key.0, &key.1, "error", msg);
                     let delay = st
-                        .trackers
-                        .entry(0)
-                        .or_default()
+                        .tracker(0)
                         .ended(Instant::now(), &svc.effective_restart().backoff);
                     tracing::warn!(deployment = %key.0, service = %key.1, "init failed; retrying in {delay:?}");
                     return Ok(false);
@@ -624,8 +750,16 @@ impl Agent {
         svc: &Service,
         env: &BTreeMap<String, String>,
         action: &InitAction,
+        cancel: &Cancel,
     ) -> std::result::Result<(), String> {
         let deadline = |t: Duration| Instant::now() + t;
+        // The pause between two tries; `Err` when the task is cancelled meanwhile.
+        let pause = || async {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => Ok(()),
+                _ = cancel.cancelled() => Err("cancelled (undeploy)".to_string()),
+            }
+        };
         match action {
             InitAction::WaitTcp {
                 host,
@@ -657,7 +791,7 @@ impl Agent {
                             timeout.get().as_secs()
                         ));
                     }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    pause().await?;
                 }
             }
             InitAction::WaitHttp { url, timeout } => {
@@ -687,7 +821,7 @@ impl Agent {
                     match r {
                         Ok(()) => return Ok(()),
                         Err(e) if Instant::now() > until => return Err(e),
-                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                        Err(_) => pause().await?,
                     }
                 }
             }
@@ -709,19 +843,26 @@ impl Agent {
                 ));
                 req.entrypoint = Some(command.clone());
                 req.cmd = Vec::new();
+                if cancel.is_cancelled() {
+                    return Err("cancelled (undeploy)".into());
+                }
                 let c = self
                     .create_container(req)
                     .await
                     .map_err(|e| e.to_string())?;
-                let waited = tokio::time::timeout(timeout.get(), self.wait_container(&c.id)).await;
+                let waited = tokio::select! {
+                    w = tokio::time::timeout(timeout.get(), self.wait_container(&c.id)) => Some(w),
+                    _ = cancel.cancelled() => None,
+                };
                 let result = match waited {
-                    Err(_) => Err(format!(
+                    None => Err("cancelled (undeploy)".into()),
+                    Some(Err(_)) => Err(format!(
                         "did not finish within {}s",
                         timeout.get().as_secs()
                     )),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Ok(Ok(w)) if w.exit_code == 0 => Ok(()),
-                    Ok(Ok(w)) => Err(format!("exited with code {}", w.exit_code)),
+                    Some(Ok(Err(e))) => Err(e.to_string()),
+                    Some(Ok(Ok(w))) if w.exit_code == 0 => Ok(()),
+                    Some(Ok(Ok(w))) => Err(format!("exited with code {}", w.exit_code)),
                 };
                 self.remove_one(&c.id).await;
                 result
@@ -768,8 +909,9 @@ impl Agent {
             }
             // A replica of the current version that ended: count it once (restart + backoff).
             if !is_running && o.spec_hash == hash && st.counted_exits.insert(r.id.clone()) {
-                let tracker = st.trackers.entry(o.replica).or_default();
+                let tracker = st.tracker(o.replica);
                 let delay = tracker.ended(now, &restart.backoff);
+                let saved = tracker.save(now, super::backoff::wall_ms());
                 let mut ev = Event::new("container", "died", &r.id, &r.name)
                     .with("deployment", &key.0)
                     .with("service", &key.1)
@@ -783,12 +925,16 @@ impl Agent {
                         Event::new("container", "oom", &r.id, &r.name).with("service", &key.1),
                     );
                 }
-                if super::backoff::should_restart(restart.policy, r.exit_code, r.oom_killed) {
+                let restarting =
+                    super::backoff::should_restart(restart.policy, r.exit_code, r.oom_killed);
+                if restarting {
                     facts.restarts += 1;
                     self.services.metrics.restart();
-                    self.services.store.put_facts(&key.0, &key.1, &facts)?;
                     tracing::info!(deployment = %key.0, service = %key.1, replica = o.replica, "replica exited; restart in {delay:?}");
                 }
+                self.services
+                    .store
+                    .count_exit(&key.0, &key.1, &facts, &r.id, o.replica, saved)?;
             }
             seen.push(Observed {
                 id: r.id.clone(),
@@ -827,10 +973,7 @@ impl Agent {
             match step {
                 Step::Remove { id, slot, reason } => {
                     if *reason == super::converge::Reason::Unhealthy {
-                        st.trackers
-                            .entry(*slot)
-                            .or_default()
-                            .ended(now, &restart.backoff);
+                        st.tracker(*slot).ended(now, &restart.backoff);
                         facts.restarts += 1;
                         self.services.metrics.restart();
                         self.services.store.put_facts(&key.0, &key.1, &facts)?;
@@ -1044,21 +1187,25 @@ impl Agent {
                 spec_hash: hash.to_string(),
                 kind: "service".into(),
             };
-            let (agent, key, svc, env, sem) = (
+            let (agent, key, svc, env, sem, cancel) = (
                 Arc::clone(self),
                 key.clone(),
                 svc.clone(),
                 env.clone(),
                 Arc::clone(&sem),
+                Arc::clone(&st.cancel),
             );
             set.spawn(async move {
                 let _permit = sem.acquire().await;
-                (slot, agent.start_one(&key, &svc, &env, owner).await)
+                if cancel.is_cancelled() {
+                    return (slot, None);
+                }
+                (slot, Some(agent.start_one(&key, &svc, &env, owner).await))
             });
         }
         while let Some(res) = set.join_next().await {
-            let Ok((slot, res)) = res else { continue };
-            let tracker = st.trackers.entry(slot).or_default();
+            let Ok((slot, Some(res))) = res else { continue };
+            let tracker = st.tracker(slot);
             match res {
                 Ok(_) => tracker.started(Instant::now()),
                 Err(e) => {
@@ -1178,7 +1325,7 @@ impl Agent {
                 } else {
                     facts.job_state = Some("retrying".into());
                     let b = svc.backoff.clone().unwrap_or_default();
-                    st.trackers.entry(0).or_default().ended(Instant::now(), &b);
+                    st.tracker(0).ended(Instant::now(), &b);
                 }
                 store.put_facts(&key.0, &key.1, &facts)?;
                 self.services.wake();
@@ -1202,6 +1349,9 @@ impl Agent {
             return Ok(());
         }
         if !self.ready_to_start(key, svc, env, rec, &hash, st).await? {
+            return Ok(());
+        }
+        if st.cancel.is_cancelled() {
             return Ok(());
         }
         let next =
@@ -1249,9 +1399,7 @@ impl Agent {
                     Some("retrying".into())
                 };
                 store.put_facts(&key.0, &key.1, &facts)?;
-                st.trackers
-                    .entry(0)
-                    .or_default()
+                st.tracker(0)
                     .ended(Instant::now(), &svc.backoff.clone().unwrap_or_default());
                 show(self, "error", e.to_string());
             }
@@ -1265,7 +1413,7 @@ impl Agent {
         svc: &Service,
         env: &BTreeMap<String, String>,
         rec: &DeploymentRecord,
-        _st: &mut TaskState,
+        st: &mut TaskState,
     ) -> Result<()> {
         let Some(schedule) = &svc.schedule else {
             return Ok(());
@@ -1324,7 +1472,7 @@ impl Agent {
             }
         }
         let next = schedule.next_after(last);
-        if let Some(due) = next.filter(|t| *t <= now) {
+        if let Some(due) = next.filter(|t| *t <= now && !st.cancel.is_cancelled()) {
             // Missed fires while the daemon was down collapse into one run.
             facts.last_fire = Some(now.to_rfc3339());
             store.put_facts(&key.0, &key.1, &facts)?;

@@ -139,10 +139,15 @@ pub struct LogsQuery {
     pub tail: Option<usize>,
     #[serde(default)]
     pub timestamps: bool,
+    /// With `follow`: after the last line, wait for the container as `wait` does (for
+    /// `--rm` that includes removing it) and end with a status frame carrying the
+    /// [`WaitResult`]. Saves an attached `run` a round trip after the output ends.
+    #[serde(default)]
+    pub wait: bool,
 }
 
 /// Log lines as stdout/stderr frames; with `follow`, until the container exits (or the
-/// client goes away).
+/// client goes away); with `wait` too, then a status frame (JSON [`WaitResult`]).
 pub async fn logs(
     State(agent): State<AppState>,
     Path(id): Path<String>,
@@ -152,10 +157,12 @@ pub async fn logs(
     let mut reader = {
         let agent = agent.clone();
         let cancel = cancel.clone();
+        let id = id.clone();
         blocking(move || agent.open_logs(&id, q.follow, q.tail, cancel)).await?
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    tokio::task::spawn_blocking(move || loop {
+    let status_tx = tx.clone();
+    let pump = tokio::task::spawn_blocking(move || loop {
         match reader.next_entry() {
             Ok(Some(entry)) => {
                 let frame = frames::encode(stream_id(entry.stream), &entry.format(q.timestamps));
@@ -172,7 +179,27 @@ pub async fn logs(
             }
         }
     });
+    if q.follow && q.wait {
+        tokio::spawn(async move {
+            if pump.await.is_err() || status_tx.is_closed() {
+                return;
+            }
+            let frame = match agent.wait_container(&id).await {
+                Ok(res) => match serde_json::to_vec(&res) {
+                    Ok(json) => frames::encode(frames::STATUS, &json),
+                    Err(e) => error_frame(&e.to_string()),
+                },
+                Err(e) => error_frame(&e.message),
+            };
+            let _ = status_tx.send(frame).await;
+        });
+    }
     Ok(framed_response(rx))
+}
+
+fn error_frame(message: &str) -> Bytes {
+    let msg = serde_json::json!({ "error": message }).to_string();
+    frames::encode(frames::ERROR, msg.as_bytes())
 }
 
 /// The query of `exec`: the process spec travels as JSON in `spec`, so the request body can be

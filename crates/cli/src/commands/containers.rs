@@ -249,18 +249,34 @@ pub async fn run(client: &Client, args: RunArgs) -> CmdResult {
     } else {
         None
     };
-    let logs_path = format!("/v1/containers/{id}/logs?follow=true");
+    // One request for the output and the exit: the daemon follows the log to the end,
+    // then waits (and, for --rm, removes) and sends the status as the last frame.
+    let logs_path = format!("/v1/containers/{id}/logs?follow=true&wait=true");
+    let mut status: Option<WaitResult> = None;
     client
         .stream_frames(Method::GET, &logs_path, None, |s, p| {
-            if let Some((frames::ERROR, msg)) = write_frame(s, &p) {
-                eprintln!("{}", String::from_utf8_lossy(&msg));
+            match write_frame(s, &p) {
+                Some((frames::STATUS, msg)) => {
+                    status = Some(serde_json::from_slice(&msg).map_err(|e| {
+                        ClientError::Protocol(format!("bad status frame from the daemon: {e}"))
+                    })?);
+                }
+                Some((_, msg)) => eprintln!("{}", String::from_utf8_lossy(&msg)),
+                None => {}
             }
             Ok(())
         })
         .await?;
-    let res: WaitResult = client
-        .post(&format!("/v1/containers/{id}/wait"), &serde_json::json!({}))
-        .await?;
+    let res: WaitResult = match status {
+        Some(s) => s,
+        // The stream ended without a status (an error was printed, or the daemon is older):
+        // ask separately.
+        None => {
+            client
+                .post(&format!("/v1/containers/{id}/wait"), &serde_json::json!({}))
+                .await?
+        }
+    };
     if let Some(a) = attach {
         a.abort();
     }
