@@ -106,8 +106,14 @@ pub(crate) fn start_exec(
     spec: &ExecSpec,
 ) -> Result<ExecPipes, String> {
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // The same filter as the container's init (config.json no longer carries it).
+    let seccomp = super::seccomp_bpf::prepare(&args.bundle, &args.state)
+        .map_err(|e| format!("seccomp: {e}"))?;
+    let executor = ShimExecutor {
+        seccomp: seccomp.map(std::rc::Rc::new),
+    };
     let process_path = write_process(args, spec, seq)?;
-    let res = spawn_tenant(args, &process_path, spec.stdin);
+    let res = spawn_tenant(args, &process_path, spec.stdin, executor);
     let _ = std::fs::remove_file(&process_path);
     res
 }
@@ -116,6 +122,7 @@ fn spawn_tenant(
     args: &ShimArgs,
     process_path: &Path,
     want_stdin: bool,
+    executor: ShimExecutor,
 ) -> Result<ExecPipes, String> {
     let p = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
     let (out_r, out_w) = p()?;
@@ -142,7 +149,7 @@ fn spawn_tenant(
             drop(err_r);
             reset_signals();
             let result = ContainerBuilder::new(args.id.clone(), SyscallType::default())
-                .with_executor(ShimExecutor)
+                .with_executor(executor)
                 .with_root_path(args.runtime_root())
                 .map(|b| {
                     b.with_stdin(stdin_r)
