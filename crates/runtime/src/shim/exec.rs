@@ -106,14 +106,8 @@ pub(crate) fn start_exec(
     spec: &ExecSpec,
 ) -> Result<ExecPipes, String> {
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    // The same filter as the container's init (config.json no longer carries it).
-    let seccomp = super::seccomp_bpf::prepare(&args.bundle, &args.state)
-        .map_err(|e| format!("seccomp: {e}"))?;
-    let executor = ShimExecutor {
-        seccomp: seccomp.map(std::rc::Rc::new),
-    };
     let process_path = write_process(args, spec, seq)?;
-    let res = spawn_tenant(args, &process_path, spec.stdin, executor);
+    let res = spawn_tenant(args, &process_path, spec.stdin);
     let _ = std::fs::remove_file(&process_path);
     res
 }
@@ -122,7 +116,6 @@ fn spawn_tenant(
     args: &ShimArgs,
     process_path: &Path,
     want_stdin: bool,
-    executor: ShimExecutor,
 ) -> Result<ExecPipes, String> {
     let p = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
     let (out_r, out_w) = p()?;
@@ -148,22 +141,32 @@ fn spawn_tenant(
             drop(out_r);
             drop(err_r);
             reset_signals();
-            let result = ContainerBuilder::new(args.id.clone(), SyscallType::default())
-                .with_executor(executor)
-                .with_root_path(args.runtime_root())
-                .map(|b| {
-                    b.with_stdin(stdin_r)
-                        .with_stdout(out_w)
-                        .with_stderr(err_w)
-                        .as_tenant()
-                        .with_detach(true)
-                        .with_process(Some(process_path))
-                        .build()
-                });
-            let msg = match result {
-                Ok(Ok(pid)) => format!("ok {}", pid.as_raw()),
-                Ok(Err(e)) => format!("err {}", error_chain(&e)),
-                Err(e) => format!("err {}", error_chain(&e)),
+            // The same filter as the container's init (config.json no longer carries
+            // it), prepared here in the throwaway child so the shim's heap stays small.
+            let msg = match super::seccomp_bpf::prepare(&args.bundle, &args.state) {
+                Err(e) => format!("err seccomp: {e}"),
+                Ok(seccomp) => {
+                    let executor = ShimExecutor {
+                        seccomp: seccomp.map(std::rc::Rc::new),
+                    };
+                    let result = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+                        .with_executor(executor)
+                        .with_root_path(args.runtime_root())
+                        .map(|b| {
+                            b.with_stdin(stdin_r)
+                                .with_stdout(out_w)
+                                .with_stderr(err_w)
+                                .as_tenant()
+                                .with_detach(true)
+                                .with_process(Some(process_path))
+                                .build()
+                        });
+                    match result {
+                        Ok(Ok(pid)) => format!("ok {}", pid.as_raw()),
+                        Ok(Err(e)) => format!("err {}", error_chain(&e)),
+                        Err(e) => format!("err {}", error_chain(&e)),
+                    }
+                }
             };
             let mut w = File::from(res_w);
             let _ = w.write_all(msg.as_bytes());

@@ -379,7 +379,7 @@ fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure>
     };
 
     // Before libcontainer reads config.json: takes the seccomp profile out of it.
-    let seccomp = super::seccomp_bpf::prepare(&args.bundle, &args.state)
+    let seccomp = super::seccomp_bpf::prepare_in_child(&args.bundle, &args.state)
         .map_err(|e| plain(format!("seccomp: {e}")))?;
     let builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(ShimExecutor {
