@@ -25,7 +25,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{
-    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
+    LinuxSeccompOperator,
 };
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
@@ -38,7 +39,7 @@ pub(crate) const PROFILE_FILE: &str = "seccomp.json";
 /// config.json annotation: sha256 (hex) of [`PROFILE_FILE`]; present iff the shim applies it.
 pub(crate) const PROFILE_ANNOTATION: &str = "org.zlayer.seccomp.sha256";
 /// Bumped when the translation below changes, so old cached programs are not reused.
-const TRANSLATION_VERSION: &str = "zlayer-seccomp-bpf-1";
+const TRANSLATION_VERSION: &str = "zlayer-seccomp-bpf-2";
 /// The kernel's limit on a classic BPF program (BPF_MAXINSNS).
 const MAX_INSNS: usize = 4096;
 
@@ -237,6 +238,8 @@ fn read_answer(f: &mut File) -> Result<Option<SeccompProgram>, String> {
 
 /// Whether the shim can apply this profile itself with identical effect: a notify action
 /// needs a listener descriptor handed to libcontainer's machinery, which we do not rebuild.
+/// Profiles left to libcontainer get its reading of `SCMP_CMP_MASKED_EQ` (see [`arg_compare`]);
+/// the bundles we generate never need that path.
 fn is_covered(p: &LinuxSeccomp) -> bool {
     let notify = p.default_action() == LinuxSeccompAction::ScmpActNotify
         || p.syscalls()
@@ -365,12 +368,7 @@ fn compile(p: &LinuxSeccomp) -> Result<ScmpFilterContext, String> {
         if act == default {
             continue;
         }
-        let conds: Vec<ScmpArgCompare> = rule
-            .args()
-            .iter()
-            .flatten()
-            .map(|a| ScmpArgCompare::new(a.index() as u32, op(a.op(), a.value_two()), a.value()))
-            .collect();
+        let conds: Vec<ScmpArgCompare> = rule.args().iter().flatten().map(arg_compare).collect();
         let mut indexes: Vec<u32> = rule
             .args()
             .iter()
@@ -419,16 +417,30 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, Strin
     })
 }
 
-fn op(o: LinuxSeccompOperator, value_two: Option<u64>) -> ScmpCompareOp {
-    match o {
+/// One argument condition. For `SCMP_CMP_MASKED_EQ` the OCI runtime spec (as runc reads it,
+/// and as docker's default profile is written) has `value` as the MASK and `valueTwo` as the
+/// value the masked argument must equal: docker's `clone` rule is `value: 0x7E020000,
+/// valueTwo: 0`, "no namespace flag set". libcontainer 0.7 passes them the other way round,
+/// which turns that rule into "mask 0", matching every clone: a container could then create
+/// namespaces with clone(2) although unshare(2) is denied. Tested in `clone_rule_denies_namespace_flags`.
+fn arg_compare(a: &LinuxSeccompArg) -> ScmpArgCompare {
+    let index = a.index() as u32;
+    let op = match a.op() {
         LinuxSeccompOperator::ScmpCmpNe => ScmpCompareOp::NotEqual,
         LinuxSeccompOperator::ScmpCmpLt => ScmpCompareOp::Less,
         LinuxSeccompOperator::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
         LinuxSeccompOperator::ScmpCmpEq => ScmpCompareOp::Equal,
         LinuxSeccompOperator::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
         LinuxSeccompOperator::ScmpCmpGt => ScmpCompareOp::Greater,
-        LinuxSeccompOperator::ScmpCmpMaskedEq => ScmpCompareOp::MaskedEqual(value_two.unwrap_or(0)),
-    }
+        LinuxSeccompOperator::ScmpCmpMaskedEq => {
+            return ScmpArgCompare::new(
+                index,
+                ScmpCompareOp::MaskedEqual(a.value()),
+                a.value_two().unwrap_or(0),
+            );
+        }
+    };
+    ScmpArgCompare::new(index, op, a.value())
 }
 
 fn scmp_arch(a: Arch) -> ScmpArch {
@@ -541,5 +553,65 @@ mod tests {
                 .zip(&b)
                 .all(|(x, y)| (x.code, x.jt, x.jf, x.k) == (y.code, y.jt, y.jf, y.k));
         assert!(same);
+    }
+
+    /// The default profile, installed for real in a forked child: clone(2) without namespace
+    /// flags works (fork), clone(2) with CLONE_NEWUSER is refused with EPERM, as docker's
+    /// profile intends for a container without CAP_SYS_ADMIN.
+    #[test]
+    fn clone_rule_denies_namespace_flags() {
+        let profile = crate::bundle::seccomp::default_profile(&[]);
+        let json = serde_json::to_vec(&profile).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let program = SeccompProgram {
+            insns: cached_program(&profile, &json, dir.path()).unwrap(),
+            flags: filter_flags(&profile),
+        };
+        // SAFETY: the child makes only raw system calls (no allocation, no locks) and _exits;
+        // the parent only waits for it.
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: plain system calls on values; clone without a stack duplicates the
+                // child like fork, and the grandchild _exits at once.
+                unsafe {
+                    let mut code = 0;
+                    if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                        || program.install().is_err()
+                    {
+                        libc::_exit(10);
+                    }
+                    let plain = libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0);
+                    if plain == 0 {
+                        libc::_exit(0);
+                    }
+                    if plain < 0 {
+                        code |= 1;
+                    } else {
+                        libc::waitpid(plain as i32, std::ptr::null_mut(), 0);
+                    }
+                    let flags = (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_long;
+                    let userns = libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0);
+                    if userns == 0 {
+                        libc::_exit(0);
+                    }
+                    if userns >= 0 {
+                        libc::waitpid(userns as i32, std::ptr::null_mut(), 0);
+                        code |= 2;
+                    } else if *libc::__errno_location() != libc::EPERM {
+                        code |= 4;
+                    }
+                    libc::_exit(code);
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "exit bits: 1 = plain clone refused, 2 = clone(CLONE_NEWUSER) allowed, \
+                     4 = refused with another errno, 10 = filter not installed"
+                );
+            }
+        }
     }
 }
