@@ -141,22 +141,32 @@ fn spawn_tenant(
             drop(out_r);
             drop(err_r);
             reset_signals();
-            let result = ContainerBuilder::new(args.id.clone(), SyscallType::default())
-                .with_executor(ShimExecutor)
-                .with_root_path(args.runtime_root())
-                .map(|b| {
-                    b.with_stdin(stdin_r)
-                        .with_stdout(out_w)
-                        .with_stderr(err_w)
-                        .as_tenant()
-                        .with_detach(true)
-                        .with_process(Some(process_path))
-                        .build()
-                });
-            let msg = match result {
-                Ok(Ok(pid)) => format!("ok {}", pid.as_raw()),
-                Ok(Err(e)) => format!("err {}", error_chain(&e)),
-                Err(e) => format!("err {}", error_chain(&e)),
+            // The same filter as the container's init (config.json no longer carries
+            // it), prepared here in the throwaway child so the shim's heap stays small.
+            let msg = match super::seccomp_bpf::prepare(&args.bundle, &args.state) {
+                Err(e) => format!("err seccomp: {e}"),
+                Ok(seccomp) => {
+                    let executor = ShimExecutor {
+                        seccomp: seccomp.map(std::rc::Rc::new),
+                    };
+                    let result = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+                        .with_executor(executor)
+                        .with_root_path(args.runtime_root())
+                        .map(|b| {
+                            b.with_stdin(stdin_r)
+                                .with_stdout(out_w)
+                                .with_stderr(err_w)
+                                .as_tenant()
+                                .with_detach(true)
+                                .with_process(Some(process_path))
+                                .build()
+                        });
+                    match result {
+                        Ok(Ok(pid)) => format!("ok {}", pid.as_raw()),
+                        Ok(Err(e)) => format!("err {}", error_chain(&e)),
+                        Err(e) => format!("err {}", error_chain(&e)),
+                    }
+                }
             };
             let mut w = File::from(res_w);
             let _ = w.write_all(msg.as_bytes());

@@ -23,6 +23,7 @@
 
 mod exec;
 pub(crate) mod executor;
+pub(crate) mod seccomp_bpf;
 mod server;
 mod start;
 

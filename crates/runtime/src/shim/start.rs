@@ -378,8 +378,13 @@ fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure>
         (null.into(), None)
     };
 
+    // Before libcontainer reads config.json: takes the seccomp profile out of it.
+    let seccomp = super::seccomp_bpf::prepare_in_child(&args.bundle, &args.state)
+        .map_err(|e| plain(format!("seccomp: {e}")))?;
     let builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
-        .with_executor(ShimExecutor)
+        .with_executor(ShimExecutor {
+            seccomp: seccomp.map(std::rc::Rc::new),
+        })
         .with_root_path(&root)
         .and_then(|b| b.validate_id())
         .map_err(|e| plain(error_chain(&e)))?

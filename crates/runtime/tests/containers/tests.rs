@@ -262,6 +262,16 @@ fn exec_works() -> R {
         out.stdout == b"out\n" && out.stderr == b"err\n",
         format!("{out:?}"),
     )?;
+    // an exec'd process gets the container's seccomp filter, once
+    let out = c.exec_output(
+        &execspec(&["sh", "-c", "grep -E '^Seccomp(_filters)?:' /proc/self/status; unshare -U true && echo userns-created || echo userns-denied"]),
+        None,
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    check(
+        text == "Seccomp:\t2\nSeccomp_filters:\t1\nuserns-denied\n",
+        format!("{out:?}"),
+    )?;
     let out = c.exec_output(&execspec(&["cat"]), Some(b"hello stdin"))?;
     check(
         out.stdout == b"hello stdin" && out.exit_code == 0,
@@ -537,16 +547,35 @@ fn env_workdir_hostname() -> R {
 fn security_defaults() -> R {
     let t = start(
         "sec",
-        &["sh", "-c", "grep -E '^(CapBnd|Seccomp|NoNewPrivs):' /proc/self/status; grep -E ' /proc/(sys|keys) ' /proc/mounts; wc -c < /proc/keys; mount -t tmpfs t /mnt 2>&1"],
+        &["sh", "-c", "grep -E '^(CapBnd|Seccomp|Seccomp_filters|NoNewPrivs):' /proc/self/status; grep -E ' /proc/(sys|keys) ' /proc/mounts; wc -c < /proc/keys; mount -t tmpfs t /mnt 2>&1; unshare -U true && echo userns-created || echo userns-denied"],
         RunOptions::default(),
     )?;
     t.client().wait()?;
     let log = t.log_text();
     check(log.contains("CapBnd:\t00000000a80425fb"), log.clone())?;
+    // exactly one filter (the shim's, not also libcontainer's)
     check(
-        log.contains("Seccomp:\t2") && log.contains("NoNewPrivs:\t1"),
+        log.contains("Seccomp:\t2\nSeccomp_filters:\t1\n") && log.contains("NoNewPrivs:\t1"),
         log.clone(),
     )?;
+    // A new user namespace needs no capability, only the profile forbids it (unshare
+    // without CAP_SYS_ADMIN): denied means the filter is in force, not just present.
+    check(log.contains("userns-denied"), log.clone())?;
+    // ... installed by the shim from its compiled cache, not compiled by libcontainer:
+    // config.json no longer carries the profile, seccomp.json and one cached program do.
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.dir.join("config.json"))?)?;
+    check(
+        config["linux"].get("seccomp").is_none()
+            && config["annotations"]["org.zlayer.seccomp.sha256"].is_string()
+            && t.dir.join("seccomp.json").is_file(),
+        format!("{config}"),
+    )?;
+    let cached: Vec<_> = std::fs::read_dir(t.state.join("seccomp"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "bpf"))
+        .collect();
+    check(!cached.is_empty(), "no compiled seccomp program cached")?;
     // /proc/sys read-only, /proc/keys masked (an empty file mounted over it)
     check(log.contains("proc /proc/sys proc ro,"), log.clone())?;
     check(
@@ -563,10 +592,15 @@ fn security_defaults() -> R {
         privileged: true,
         ..Default::default()
     };
-    let t = start("priv", &["sh", "-c", "grep -E '^(Seccomp):' /proc/self/status; mkdir /mnt; mount -t tmpfs t /mnt && echo mounted"], opts)?;
+    let t = start("priv", &["sh", "-c", "grep -E '^(Seccomp):' /proc/self/status; mkdir /mnt; mount -t tmpfs t /mnt && echo mounted; unshare -U true && echo userns-created"], opts)?;
     t.client().wait()?;
     let log = t.log_text();
-    check(log.contains("Seccomp:\t0") && log.contains("mounted"), log)
+    check(
+        log.contains("Seccomp:\t0") && log.contains("mounted"),
+        log.clone(),
+    )?;
+    // the same unshare works where no profile applies: the denial above is seccomp's
+    check(log.contains("userns-created"), log)
 }
 
 fn limits_applied() -> R {
