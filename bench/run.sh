@@ -2,7 +2,7 @@
 # Benchmark: start-to-exit latency of `true` through the zlayer-runtime library path
 # (overlay mount + bundle + shim + wait + cleanup) against `runc run` of the same
 # config.json on an overlay mounted the same way, N runs each, interleaved, medians.
-# The CLI/daemon path (`zlayer-agent run --rm`) is not wired yet: this measures the library.
+# The CLI/daemon path (`zlayer-agent run --rm`) is measured by bench/run-cli.sh.
 #
 # Usage: bench/run.sh [N]   (default 30; needs root, busybox-static, runc)
 set -euo pipefail
