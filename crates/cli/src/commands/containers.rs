@@ -18,7 +18,7 @@ use zlayer_api::frames;
 use zlayer_api::Client;
 use zlayer_runtime::protocol::ExecSpec;
 
-use super::{exit_status, CmdResult};
+use super::{each, exit_status, CmdResult};
 use crate::output::{human_size, print_json, print_table, Format};
 
 #[derive(Args, Debug)]
@@ -437,29 +437,6 @@ pub async fn exec(client: &Client, args: ExecArgs) -> CmdResult {
     }
 }
 
-/// Runs `f` for each container, printing the name on success like docker; fails if any failed.
-async fn each<F, Fut>(containers: &[String], f: F) -> CmdResult
-where
-    F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = Result<(), ClientError>>,
-{
-    let mut failed = false;
-    for c in containers {
-        match f(c.clone()).await {
-            Ok(()) => println!("{c}"),
-            Err(e) => {
-                eprintln!("Error: {e}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
 #[derive(Args, Debug)]
 pub struct StopArgs {
     /// Seconds to wait before SIGKILL.
@@ -482,7 +459,7 @@ async fn post_each(client: &Client, containers: &[String], action: &str, query: 
             client
                 .post::<_, serde_json::Value>(&path, &serde_json::json!({}))
                 .await
-                .map(|_| ())
+                .map(|_| c)
         }
     })
     .await
@@ -518,7 +495,7 @@ pub struct RmArgs {
 pub async fn rm(client: &Client, args: RmArgs) -> CmdResult {
     each(&args.containers, |c| {
         let path = format!("/v1/containers/{}?force={}", encode_query(&c), args.force);
-        async move { client.delete::<serde_json::Value>(&path).await.map(|_| ()) }
+        async move { client.delete::<serde_json::Value>(&path).await.map(|_| c) }
     })
     .await
 }

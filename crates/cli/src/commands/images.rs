@@ -143,33 +143,24 @@ pub struct RmiArgs {
 }
 
 pub async fn rmi(client: &Client, args: RmiArgs) -> CmdResult {
-    let mut failed = false;
-    for image in &args.images {
+    super::each(&args.images, |image| {
         let path = format!(
             "/v1/images?ref={}&force={}",
-            encode_query(image),
+            encode_query(&image),
             args.force
         );
-        match client.delete::<RemoveReport>(&path).await {
-            Ok(report) => {
-                for u in &report.untagged {
-                    println!("Untagged: {u}");
-                }
-                if let Some(d) = &report.deleted {
-                    println!("Deleted: {d}");
-                }
-            }
-            Err(e) => {
-                eprintln!("Error: {e}");
-                failed = true;
-            }
+        async move {
+            let report = client.delete::<RemoveReport>(&path).await?;
+            let mut lines: Vec<String> = report
+                .untagged
+                .iter()
+                .map(|u| format!("Untagged: {u}"))
+                .collect();
+            lines.extend(report.deleted.iter().map(|d| format!("Deleted: {d}")));
+            Ok(lines.join("\n"))
         }
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
     })
+    .await
 }
 
 #[derive(Args, Debug)]

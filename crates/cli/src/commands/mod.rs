@@ -9,6 +9,9 @@ pub mod wclayer;
 
 use std::process::ExitCode;
 
+use zlayer_api::client::ClientError;
+use zlayer_api::Client;
+
 /// What a command ends with: success, or a specific exit status (e.g. the container's).
 pub type CmdResult = anyhow::Result<ExitCode>;
 
@@ -17,21 +20,18 @@ pub fn exit_status(code: i64) -> ExitCode {
     ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1))
 }
 
-/// Deletes each named resource under `collection` (e.g. `/v1/volumes`), printing the names
-/// removed and an error line for each failure; like docker, one failure does not stop the rest,
-/// and the command then exits non-zero.
-pub async fn delete_each(
-    client: &zlayer_api::Client,
-    collection: &str,
-    names: &[String],
-) -> CmdResult {
+/// Runs `f` for each name and prints the text it returns; an error prints a line and the rest
+/// still run, and the command then exits non-zero, as docker's `rm`/`stop`/`rmi` do.
+pub async fn each<F, Fut>(names: &[String], f: F) -> CmdResult
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<String, ClientError>>,
+{
     let mut failed = false;
     for n in names {
-        match client
-            .delete::<serde_json::Value>(&format!("{collection}/{n}"))
-            .await
-        {
-            Ok(_) => println!("{n}"),
+        match f(n.clone()).await {
+            Ok(out) if out.is_empty() => {}
+            Ok(out) => println!("{out}"),
             Err(e) => {
                 eprintln!("Error: {e}");
                 failed = true;
@@ -43,4 +43,14 @@ pub async fn delete_each(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Deletes each named resource under `collection` (e.g. `/v1/volumes`), printing the names
+/// removed.
+pub async fn delete_each(client: &Client, collection: &str, names: &[String]) -> CmdResult {
+    each(names, |n| {
+        let path = format!("{collection}/{n}");
+        async move { client.delete::<serde_json::Value>(&path).await.map(|_| n) }
+    })
+    .await
 }
