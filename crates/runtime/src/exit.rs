@@ -47,6 +47,15 @@ pub fn write_exit_record(container_dir: &Path, rec: &ExitRecord) -> io::Result<(
     crate::atomic::write_file(&exit_path(container_dir), &data)
 }
 
+/// Puts the record in place for readers now; durable after [`crate::atomic::Unsynced::sync`].
+pub fn publish_exit_record(
+    container_dir: &Path,
+    rec: &ExitRecord,
+) -> io::Result<crate::atomic::Unsynced> {
+    let data = serde_json::to_vec_pretty(rec).map_err(io::Error::other)?;
+    crate::atomic::publish_file(&exit_path(container_dir), &data)
+}
+
 /// Reads the record; `Ok(None)` when the container has not exited (or never started).
 pub fn read_exit_record(container_dir: &Path) -> io::Result<Option<ExitRecord>> {
     let p = exit_path(container_dir);

@@ -78,6 +78,8 @@ impl Agent {
         if req.image.trim().is_empty() {
             return Err(AgentError::invalid("no image given"));
         }
+        // The shim's cgroup write comes ~8 ms from now; start the kernel's grace period now.
+        zlayer_runtime::cgroups::attach_lock::warm_in_background();
         let id = new_id()?;
         let name = match &req.name {
             Some(n) => {

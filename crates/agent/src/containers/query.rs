@@ -189,6 +189,8 @@ impl Agent {
     /// `exec` without stdin: runs `spec` to completion and returns its output.
     pub async fn exec_output(&self, key: &str, spec: ExecSpec) -> Result<ExecOutput> {
         let (_, client) = self.running_shim(key)?;
+        // The exec'd process joins the container's cgroup: see attach_lock.
+        zlayer_runtime::cgroups::attach_lock::warm_in_background();
         tokio::task::spawn_blocking(move || client.exec_output(&spec, None))
             .await
             .map_err(|e| AgentError::internal(e.to_string()))?

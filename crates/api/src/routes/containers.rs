@@ -162,26 +162,39 @@ pub async fn logs(
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let status_tx = tx.clone();
-    let pump = tokio::task::spawn_blocking(move || loop {
-        match reader.next_entry() {
-            Ok(Some(entry)) => {
-                let frame = frames::encode(stream_id(entry.stream), &entry.format(q.timestamps));
-                if tx.blocking_send(frame).is_err() {
-                    cancel.store(true, Ordering::Relaxed);
-                    return;
+    // Says whether the client is still there (true) or went away (false). Sent before the
+    // reader is dropped: closing a follower's inotify descriptor waits for an SRCU grace
+    // period in the kernel (5-15 ms here), which must not sit between the container's exit
+    // and the status frame of an attached `run`.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<bool>();
+    tokio::task::spawn_blocking(move || {
+        let client_there = loop {
+            match reader.next_entry() {
+                Ok(Some(entry)) => {
+                    let frame =
+                        frames::encode(stream_id(entry.stream), &entry.format(q.timestamps));
+                    if tx.blocking_send(frame).is_err() {
+                        cancel.store(true, Ordering::Relaxed);
+                        break false;
+                    }
+                }
+                Ok(None) => break true,
+                Err(e) => {
+                    let msg =
+                        serde_json::json!({"error": format!("reading logs: {e}")}).to_string();
+                    let _ = tx.blocking_send(frames::encode(frames::ERROR, msg.as_bytes()));
+                    break true;
                 }
             }
-            Ok(None) => return,
-            Err(e) => {
-                let msg = serde_json::json!({"error": format!("reading logs: {e}")}).to_string();
-                let _ = tx.blocking_send(frames::encode(frames::ERROR, msg.as_bytes()));
-                return;
-            }
-        }
+        };
+        // Without `wait` the response ends with the last sender: before the slow drop too.
+        drop(tx);
+        let _ = done_tx.send(client_there);
+        drop(reader);
     });
     if q.follow && q.wait {
         tokio::spawn(async move {
-            if pump.await.is_err() || status_tx.is_closed() {
+            if !matches!(done_rx.await, Ok(true)) || status_tx.is_closed() {
                 return;
             }
             let frame = match agent.wait_container(&id).await {
@@ -224,6 +237,8 @@ pub async fn exec(
         blocking(move || agent.running_shim(&id)).await?
     };
     let want_stdin = spec.stdin;
+    // The exec'd process joins the container's cgroup: see attach_lock.
+    zlayer_runtime::cgroups::attach_lock::warm_in_background();
     let session = tokio::task::spawn_blocking(move || client.exec(&spec))
         .await
         .map_err(|e| zlayer_agent::AgentError::internal(e.to_string()))?

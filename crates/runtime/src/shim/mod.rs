@@ -13,9 +13,9 @@
 //!    `shim.log`; binds `<state>/shims/<id>.sock`; creates and starts the container with
 //!    pipes for its stdio; reports; then serves its socket and copies output into the
 //!    CRI log until the container's init exits.
-//! 3. At the end: OOM check, `libcontainer delete` (kills leftovers, removes the cgroup and
-//!    libcontainer's state), exit record written atomically, waiters answered, socket
-//!    removed, exit. The rootfs stays mounted: unmounting and deleting the container
+//! 3. At the end: OOM check, cgroup teardown (kills leftovers, removes the cgroup:
+//!    [`crate::cgroups::teardown`]) and libcontainer's state removed, exit record renamed
+//!    into place, waiters answered, socket removed, record fsynced, exit. The rootfs stays mounted: unmounting and deleting the container
 //!    directory is the caller's `rm` (see [`crate::rootfs::remove`]).
 //!
 //! If anything fails before the container runs, everything the shim created is removed

@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 
 use super::ShimArgs;
 use crate::cgroups::ContainerCgroup;
-use crate::exit::{write_exit_record, ExitRecord};
+use crate::exit::{publish_exit_record, ExitRecord};
 use crate::logs::CriLogWriter;
 use crate::protocol::{
     decode_data, encode_data, line, ContainerState, Event, Request, Stream, StreamInput,
@@ -941,13 +941,22 @@ impl Server {
             }
         }
         let oom_killed = self.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
-        // Kills whatever is left (exec processes), removes the cgroup and the state dir.
-        if let Err(e) = self.container.delete(true) {
-            eprintln!(
-                "zlayer-agent shim {}: libcontainer delete: {}",
-                self.args.id,
-                super::start::error_chain(&e)
-            );
+        // Kills whatever is left (exec processes) and removes the cgroup; libcontainer's
+        // delete only when that failed (see cgroups::teardown for why not always).
+        let torn_down = match self.cgroup.as_ref().map(|c| c.cgroups_path()) {
+            Some(p) => crate::cgroups::teardown::remove(&p).map_err(|e| {
+                eprintln!("zlayer-agent shim {}: {e}", self.args.id);
+            }),
+            None => Err(()),
+        };
+        if torn_down.is_err() {
+            if let Err(e) = self.container.delete(true) {
+                eprintln!(
+                    "zlayer-agent shim {}: libcontainer delete: {}",
+                    self.args.id,
+                    super::start::error_chain(&e)
+                );
+            }
         }
         let _ = std::fs::remove_dir_all(self.args.runtime_root().join(&self.args.id));
         let (exit_code, signal) = self.init_status.unwrap_or((255, None));
@@ -960,9 +969,14 @@ impl Server {
             finished_at: Utc::now(),
             error: None,
         };
-        if let Err(e) = write_exit_record(&self.args.bundle, &rec) {
-            eprintln!("zlayer-agent shim {}: exit record: {e}", self.args.id);
-        }
+        // In place for readers (log followers end on it) now, on disk after the answers.
+        let unsynced = match publish_exit_record(&self.args.bundle, &rec) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                eprintln!("zlayer-agent shim {}: exit record: {e}", self.args.id);
+                None
+            }
+        };
         // Exec processes died with the container (pid namespace teardown, delete):
         // collect their statuses briefly, then tell their clients.
         let deadline = Instant::now() + DRAIN_GRACE;
@@ -999,6 +1013,9 @@ impl Server {
                     .max(Duration::from_millis(1)),
             ));
             c.flush();
+        }
+        if let Some(Err(e)) = unsynced.map(|u| u.sync()) {
+            eprintln!("zlayer-agent shim {}: exit record: {e}", self.args.id);
         }
         0
     }

@@ -41,6 +41,10 @@ pub fn all() -> Vec<Trial> {
         Trial::test("shim_survives_its_spawner", survives_spawner),
         Trial::test("exit_while_daemon_away_is_recorded", exit_while_away),
         Trial::test("exec_leaves_init_running", tick_exec),
+        Trial::test(
+            "exit_removes_cgroup_and_state_with_an_exec_running",
+            exit_tears_down,
+        ),
         Trial::test("logs_rotate_and_follow", logs_rotate_follow),
         Trial::test("network_none_has_loopback_only", network_none),
         Trial::test("stats_from_own_cgroup", stats),
@@ -676,6 +680,54 @@ fn volumes() -> R {
     )?;
     std::fs::remove_dir_all(&host)?;
     Ok(())
+}
+
+/// When the init exits while an exec'd process still runs, the shim ends that process (its
+/// client gets 137), removes the container's cgroup in every hierarchy and libcontainer's
+/// state, and only then answers `wait` (the shim's own teardown, not libcontainer's delete).
+fn exit_tears_down() -> R {
+    let t = start("teardown", &["sleep", "1000"], RunOptions::default())?;
+    let c = t.client();
+    let mut exec = c.exec(&execspec(&["sleep", "1000"]))?;
+    // The exec'd process is in the container's cgroup before the init goes.
+    let cg = zlayer_runtime::cgroups::ContainerCgroup::new(&t.cgroups_path());
+    let procs_dir = cg.dir("pids").ok_or("no pids cgroup directory")?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(procs_dir.join("cgroup.procs"))?
+        .lines()
+        .count()
+        < 2
+    {
+        check(
+            Instant::now() < deadline,
+            "exec'd process never joined the cgroup",
+        )?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.kill(libc::SIGKILL, false)?;
+    let rec = c.wait()?;
+    check(rec.exit_code == 137, format!("{rec:?}"))?;
+    let v2 = zlayer_runtime::cgroups::is_v2();
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    let dirs = zlayer_runtime::cgroups::teardown::cgroup_dirs(&mounts, v2, &t.cgroups_path());
+    check(!dirs.is_empty(), "no cgroup directories to check")?;
+    for d in &dirs {
+        check(
+            !d.exists(),
+            format!("cgroup {} left after wait", d.display()),
+        )?;
+    }
+    check(
+        !t.state.join("runtime").join(&t.id).exists(),
+        "libcontainer state left after wait",
+    )?;
+    let mut end = None;
+    while let Some(ev) = exec.next_event()? {
+        if let StreamEvent::Exit { exit_code, .. } = ev {
+            end = Some(exit_code);
+        }
+    }
+    check(end == Some(137), format!("exec ended with {end:?}"))
 }
 
 fn tick_exec() -> R {

@@ -1,12 +1,17 @@
 //! Locating a container's own cgroup on cgroup v1 and v2, reading the few files the
 //! runtime needs from it (OOM kills, usage), and checking before a start that the
-//! controllers a resource limit needs exist. libcgroups owns creation and removal;
-//! this module only reads, so it works from the daemon too (no libcontainer call).
+//! controllers a resource limit needs exist. libcgroups creates the cgroups (inside
+//! libcontainer, in the shim); the shim removes them after the exit ([`teardown`]).
+//! Nothing here calls libcontainer, so the reading parts work from the daemon too.
+//! [`attach_lock`] gives a start a head start on the kernel's cgroup attach lock.
 //!
 //! v1 or v2 is decided exactly as libcgroups decides it, so both agree: `/sys/fs/cgroup`
 //! being a cgroup2 filesystem means v2 ("unified"); a tmpfs there (legacy or hybrid, even
 //! with a cgroup2 mount at `/sys/fs/cgroup/unified`) means v1, and containers then get
 //! v1 cgroups only.
+
+pub mod attach_lock;
+pub mod teardown;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -143,6 +148,11 @@ impl ContainerCgroup {
 
     pub fn is_v2(&self) -> bool {
         self.v2
+    }
+
+    /// The `cgroupsPath` this was made from (absolute).
+    pub fn cgroups_path(&self) -> String {
+        format!("/{}", self.rel.display())
     }
 
     /// Directory holding `controller`'s files for this cgroup (on v2 the one unified
