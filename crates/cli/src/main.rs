@@ -2,9 +2,10 @@
 //!
 //! The CLI holds no logic of its own: each command is one or two calls of the daemon's API.
 
+#[macro_use]
+mod output;
 mod commands;
 mod daemon;
-mod output;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -187,13 +188,14 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 async fn version(client: &Client) -> anyhow::Result<ExitCode> {
-    println!("Client: zlayer-agent {}", env!("CARGO_PKG_VERSION"));
+    outln!("Client: zlayer-agent {}", env!("CARGO_PKG_VERSION"));
     let info: zlayer_api::types::VersionInfo = client.get("/v1/version").await?;
-    println!(
+    outln!(
         "Daemon: zlayer-agent {} (API {})",
-        info.version, info.api_version
+        info.version,
+        info.api_version
     );
-    println!("  root:  {}", info.root);
-    println!("  state: {}", info.state);
+    outln!("  root:  {}", info.root);
+    outln!("  state: {}", info.state);
     Ok(ExitCode::SUCCESS)
 }

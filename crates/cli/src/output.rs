@@ -2,6 +2,41 @@
 
 use std::io::Write;
 
+/// `println!` for the CLI's own output: a closed stdout (`zlayer-agent ps | head -1`) ends
+/// the process quietly with status 141, what a SIGPIPE death shows in a shell, where
+/// `println!` would panic. SIGPIPE itself stays ignored (Rust's default), so that a daemon
+/// that hangs up on the API socket is an error the client can explain.
+macro_rules! outln {
+    () => {
+        $crate::output::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` with [`outln!`]'s handling of a closed stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// Exit status for a closed stdout (128 + SIGPIPE).
+const STDOUT_CLOSED: i32 = 141;
+
+/// Behind [`outln!`] and [`out!`].
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(STDOUT_CLOSED);
+        }
+        eprintln!("zlayer-agent: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Output format of listings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Format {
@@ -31,7 +66,11 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{:<w$}   ", cell, w = widths[i]));
             }
         }
-        let _ = writeln!(out, "{}", s.trim_end());
+        if let Err(e) = writeln!(out, "{}", s.trim_end()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(STDOUT_CLOSED);
+            }
+        }
     };
     line(header.to_vec());
     for row in rows {
@@ -41,7 +80,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
 
 /// Prints a value as pretty JSON.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

@@ -94,3 +94,23 @@ fn bad_config_file_names_file_line_and_column() {
     assert!(err.contains(&format!("{}:3:", cfg.display())), "{err}");
     assert!(err.contains("bogus"), "{err}");
 }
+
+/// `zlayer-agent version | head -0`: a closed stdout ends the CLI quietly with 141 (what a
+/// SIGPIPE death shows), not with a panic and a backtrace.
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    let d = TestDaemon::start();
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    drop(r);
+    let stdout = std::process::Stdio::from(w);
+    let out = std::process::Command::new(BIN)
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("version")
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("running the CLI");
+    assert_eq!(out.status.code(), Some(141), "{out:?}");
+    assert_eq!(stderr(&out), "", "nothing on stderr");
+}

@@ -227,7 +227,7 @@ pub async fn run(client: &Client, args: RunArgs) -> CmdResult {
     let req = build_request(&args)?;
     let created: Created = client.post("/v1/containers", &req).await?;
     if args.detach {
-        println!("{}", created.id);
+        outln!("{}", created.id);
         return Ok(ExitCode::SUCCESS);
     }
     let id = created.id.clone();
@@ -308,7 +308,7 @@ pub async fn ps(client: &Client, args: PsArgs) -> CmdResult {
         print_json(&list)?;
     } else if args.quiet {
         for c in &list {
-            println!("{}", &c.id[..12]);
+            outln!("{}", &c.id[..12]);
         }
     } else {
         let rows: Vec<Vec<String>> = list
@@ -515,7 +515,7 @@ pub async fn wait(client: &Client, args: WaitArgs) -> CmdResult {
                 &serde_json::json!({}),
             )
             .await?;
-        println!("{}", r.exit_code);
+        outln!("{}", r.exit_code);
         last = r.exit_code;
     }
     let _ = last;
@@ -602,6 +602,6 @@ pub async fn stats(client: &Client, args: StatsArgs) -> CmdResult {
             return Ok(ExitCode::SUCCESS);
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        println!();
+        outln!();
     }
 }

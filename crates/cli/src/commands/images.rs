@@ -56,8 +56,8 @@ pub async fn pull(client: &Client, args: PullArgs) -> CmdResult {
     }
     match outcome {
         Some(Ok(digest)) => {
-            println!("Digest: {digest}");
-            println!("Pulled {}", args.reference);
+            outln!("Digest: {digest}");
+            outln!("Pulled {}", args.reference);
             Ok(ExitCode::SUCCESS)
         }
         Some(Err(e)) => bail!("pulling {}: {e}", args.reference),
@@ -106,7 +106,7 @@ pub async fn list(client: &Client, args: ListArgs) -> CmdResult {
     }
     if args.quiet {
         for i in &images {
-            println!("{}", i.id.short());
+            outln!("{}", i.id.short());
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -182,7 +182,7 @@ pub async fn load(client: &Client, args: LoadArgs) -> CmdResult {
         )
         .await?;
     for r in resp.loaded {
-        println!("Loaded image: {r}");
+        outln!("Loaded image: {r}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -236,7 +236,7 @@ pub async fn image(client: &Client, cmd: ImageCommand) -> CmdResult {
                     },
                 )
                 .await?;
-            println!("Unpacked {image} into {}", dir.display());
+            outln!("Unpacked {image} into {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         ImageCommand::Prune => {
@@ -244,9 +244,9 @@ pub async fn image(client: &Client, cmd: ImageCommand) -> CmdResult {
                 .post("/v1/images/prune", &serde_json::json!({}))
                 .await?;
             for i in &r.images_removed {
-                println!("Deleted image: {i}");
+                outln!("Deleted image: {i}");
             }
-            println!(
+            outln!(
                 "Removed {} blobs and {} snapshots; reclaimed {}",
                 r.blobs_removed.len(),
                 r.snapshots_removed.len(),

@@ -31,7 +31,7 @@ where
     for n in names {
         match f(n.clone()).await {
             Ok(out) if out.is_empty() => {}
-            Ok(out) => println!("{out}"),
+            Ok(out) => outln!("{out}"),
             Err(e) => {
                 eprintln!("Error: {e}");
                 failed = true;

@@ -37,7 +37,7 @@ pub async fn network(client: &Client, cmd: NetworkCommand) -> CmdResult {
             let n: NetworkInfo = client
                 .post("/v1/networks", &CreateNetwork { name, subnet })
                 .await?;
-            println!("{}", n.name);
+            outln!("{}", n.name);
         }
         NetworkCommand::Ls { format } => {
             let nets: Vec<NetworkInfo> = client.get("/v1/networks").await?;

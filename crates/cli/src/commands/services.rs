@@ -68,13 +68,13 @@ pub async fn deploy(client: &Client, a: DeployArgs) -> CmdResult {
         dry_run: a.dry_run,
     };
     let resp: DeployResponse = client.post("/v1/deployments", &req).await?;
-    print!("{}", resp.summary);
+    out!("{}", resp.summary);
     if a.dry_run {
-        println!("(dry run: nothing changed)");
+        outln!("(dry run: nothing changed)");
     } else if resp.applied {
-        println!("deployment {} applied", resp.plan.deployment);
+        outln!("deployment {} applied", resp.plan.deployment);
     } else {
-        println!("deployment {} unchanged", resp.plan.deployment);
+        outln!("deployment {} unchanged", resp.plan.deployment);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -83,9 +83,10 @@ pub async fn undeploy(client: &Client, a: UndeployArgs) -> CmdResult {
     let r: UndeployResponse = client
         .delete(&format!("/v1/deployments/{}", a.name))
         .await?;
-    println!(
+    outln!(
         "deployment {} removed ({} containers)",
-        r.deployment, r.removed
+        r.deployment,
+        r.removed
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -146,9 +147,12 @@ pub async fn scale(client: &Client, a: ScaleArgs) -> CmdResult {
             },
         )
         .await?;
-    println!(
+    outln!(
         "{}/{} scaled {} -> {}",
-        r.deployment, r.service, r.from, r.to
+        r.deployment,
+        r.service,
+        r.from,
+        r.to
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -30,7 +30,7 @@ pub async fn volume(client: &Client, cmd: VolumeCommand) -> CmdResult {
     match cmd {
         VolumeCommand::Create { name } => {
             let v: VolumeInfo = client.post("/v1/volumes", &CreateVolume { name }).await?;
-            println!("{}", v.name);
+            outln!("{}", v.name);
         }
         VolumeCommand::Ls { format } => {
             let vols: Vec<VolumeInfo> = client.get("/v1/volumes").await?;
