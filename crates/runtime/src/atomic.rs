@@ -9,18 +9,6 @@ pub fn write_file(path: &Path, data: &[u8]) -> io::Result<()> {
     publish(path, data, true)?.sync()
 }
 
-/// `tmp<pid>-<n>`: unique among the threads of a process (the daemon prepares bundles on
-/// several at once) and among processes.
-pub(crate) fn temp_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "tmp{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// Writes `data` to a temp file beside `path` (fsynced when `sync_first`) and renames it over
 /// `path`.
 fn publish(path: &Path, data: &[u8], sync_first: bool) -> io::Result<Unsynced> {
@@ -28,7 +16,11 @@ fn publish(path: &Path, data: &[u8], sync_first: bool) -> io::Result<Unsynced> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let tmp = dir.join(format!(".{}.{}", name.to_string_lossy(), temp_suffix()));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let res = (|| -> io::Result<File> {
         let mut f = OpenOptions::new()
             .write(true)

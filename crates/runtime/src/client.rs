@@ -83,10 +83,6 @@ pub struct SpawnOptions {
     /// (spawn_shim blocks until the container runs) and keeps this descriptor open until
     /// spawn_shim returns. `None`: start right after create.
     pub start_gate: Option<RawFd>,
-    /// The container's compiled seccomp program and its flags, prepared with the bundle
-    /// ([`launch`] does); `None`: the shim prepares the bundle's profile itself.
-    pub seccomp_program: Option<PathBuf>,
-    pub seccomp_flags: u64,
 }
 
 impl SpawnOptions {
@@ -100,8 +96,6 @@ impl SpawnOptions {
             log_max_files: crate::logs::DEFAULT_MAX_FILES,
             stdin: false,
             start_gate: None,
-            seccomp_program: None,
-            seccomp_flags: 0,
         }
     }
 }
@@ -143,8 +137,6 @@ pub fn spawn_shim(opts: &SpawnOptions) -> Result<ShimHandle, ClientError> {
         log_max_files: opts.log_max_files,
         stdin: opts.stdin,
         start_gate: opts.start_gate.is_some(),
-        seccomp_program: opts.seccomp_program.clone(),
-        seccomp_flags: opts.seccomp_flags,
     };
     let mut cmd = Command::new(prog);
     if let Some(gate) = opts.start_gate {
@@ -251,22 +243,12 @@ pub fn launch(req: &LaunchRequest<'_>) -> Result<Launched, ClientError> {
     })?;
     let res = (|| {
         let fs = rootfs::mount_overlay(req.container_dir, req.layers, false)?;
-        let mut bundle = bundle::generate(&ContainerSpec {
+        let bundle = bundle::generate(&ContainerSpec {
             id: req.id,
             container_dir: req.container_dir,
             rootfs: &fs.target,
             image: req.image,
             options: req.options,
-        })?;
-        let seccomp = crate::seccomp_bpf::take_out_of_spec(
-            &mut bundle.spec,
-            req.container_dir,
-            req.state_dir,
-        )
-        .map_err(|message| ClientError::Start {
-            id: req.id.to_string(),
-            message: format!("seccomp: {message}"),
-            exit_code: None,
         })?;
         bundle::write_bundle(req.container_dir, &fs.target, &bundle)?;
         if req.options.read_only {
@@ -282,10 +264,6 @@ pub fn launch(req: &LaunchRequest<'_>) -> Result<Launched, ClientError> {
         so.log_max_files = req.log_max_files;
         so.stdin = req.options.interactive;
         so.start_gate = req.start_gate.map(|fd| fd.as_raw_fd());
-        if let Some(p) = seccomp {
-            so.seccomp_program = Some(p.path);
-            so.seccomp_flags = p.flags;
-        }
         let handle = spawn_shim(&so)?;
         Ok(Launched { handle, bundle })
     })();

@@ -15,7 +15,6 @@ pub mod logs;
 pub mod protocol;
 pub mod rootfs;
 pub mod safe_path;
-pub(crate) mod seccomp_bpf;
 pub mod shim;
 pub mod stats;
 

@@ -143,7 +143,7 @@ fn spawn_tenant(
             reset_signals();
             // The same filter as the container's init (config.json no longer carries
             // it), prepared here in the throwaway child so the shim's heap stays small.
-            let msg = match crate::seccomp_bpf::prepare(&args.bundle, &args.state) {
+            let msg = match super::seccomp_bpf::prepare(&args.bundle, &args.state) {
                 Err(e) => format!("err seccomp: {e}"),
                 Ok(seccomp) => {
                     let executor = ShimExecutor {

@@ -7,13 +7,13 @@
 //! gets: default dispositions and an empty signal mask.
 //!
 //! It also installs the container's seccomp filter, compiled once by the shim (see
-//! [`crate::seccomp_bpf`] for why libcontainer no longer does it).
+//! [`super::seccomp_bpf`] for why libcontainer no longer does it).
 
 use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::default::DefaultExecutor;
 use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 
-use crate::seccomp_bpf::SeccompProgram;
+use super::seccomp_bpf::SeccompProgram;
 
 #[derive(Clone, Default)]
 pub(crate) struct ShimExecutor {

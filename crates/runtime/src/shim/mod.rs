@@ -23,6 +23,7 @@
 
 mod exec;
 pub(crate) mod executor;
+pub(crate) mod seccomp_bpf;
 mod server;
 mod start;
 
@@ -48,11 +49,6 @@ pub struct ShimArgs {
     /// Descriptor [`START_GATE_FD`] is the start gate: create the container, then wait for the
     /// spawner's `go` before starting it (see `start::pass_start_gate`).
     pub start_gate: bool,
-    /// The compiled seccomp program the spawner prepared (see
-    /// `seccomp_bpf::take_out_of_spec`) and its seccomp(2) flags. Without it the shim
-    /// prepares the bundle itself.
-    pub seccomp_program: Option<PathBuf>,
-    pub seccomp_flags: u64,
 }
 
 /// The descriptor a gated shim gets its start gate on (`--start-gate`).
@@ -79,12 +75,6 @@ impl ShimArgs {
         if self.start_gate {
             v.push("--start-gate".into());
         }
-        if let Some(p) = &self.seccomp_program {
-            v.push("--seccomp-program".into());
-            v.push(p.clone().into());
-            v.push("--seccomp-flags".into());
-            v.push(self.seccomp_flags.to_string().into());
-        }
         v
     }
 
@@ -96,8 +86,6 @@ impl ShimArgs {
         let mut log_max_files = crate::logs::DEFAULT_MAX_FILES;
         let mut stdin = false;
         let mut start_gate = false;
-        let mut seccomp_program = None;
-        let mut seccomp_flags = 0;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let a = a
@@ -126,13 +114,6 @@ impl ShimArgs {
                 }
                 "--stdin" => stdin = true,
                 "--start-gate" => start_gate = true,
-                "--seccomp-program" => seccomp_program = Some(PathBuf::from(val(a)?)),
-                "--seccomp-flags" => {
-                    seccomp_flags = val(a)?
-                        .to_string_lossy()
-                        .parse()
-                        .map_err(|_| "--seccomp-flags: not a number".to_string())?
-                }
                 other => return Err(format!("unknown shim argument {other:?}")),
             }
         }
@@ -144,8 +125,6 @@ impl ShimArgs {
             log_max_files,
             stdin,
             start_gate,
-            seccomp_program,
-            seccomp_flags,
         })
     }
 

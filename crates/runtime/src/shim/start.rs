@@ -379,15 +379,8 @@ fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure>
     };
 
     // Before libcontainer reads config.json: takes the seccomp profile out of it.
-    let seccomp = match &args.seccomp_program {
-        Some(path) => crate::seccomp_bpf::SeccompProgram::load(&crate::seccomp_bpf::ProgramFile {
-            path: path.clone(),
-            flags: args.seccomp_flags,
-        })
-        .map(Some),
-        None => crate::seccomp_bpf::prepare_in_child(&args.bundle, &args.state),
-    }
-    .map_err(|e| plain(format!("seccomp: {e}")))?;
+    let seccomp = super::seccomp_bpf::prepare_in_child(&args.bundle, &args.state)
+        .map_err(|e| plain(format!("seccomp: {e}")))?;
     let builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(ShimExecutor {
             seccomp: seccomp.map(std::rc::Rc::new),

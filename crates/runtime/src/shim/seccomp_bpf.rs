@@ -6,16 +6,11 @@
 //! it offers no way to build without loading, nor to pass an already compiled program).
 //! For Docker's default profile over three architectures that is ~20 ms of a ~45 ms
 //! start, spent again for every container and every exec although the profile never
-//! changes. So the profile is taken out of the config.json libcontainer reads, compiled
-//! to classic BPF once, kept in `<state>/seccomp/<sha256>.bpf`, and
-//! [`crate::shim::executor::ShimExecutor`] installs it in the container's process at the
-//! point where libcontainer would have (capabilities dropped, no_new_privileges set, right
-//! before the workload runs).
-//!
-//! Who prepares: [`crate::client::launch`] (in the daemon) calls [`take_out_of_spec`] while
-//! it writes the bundle and passes the cached program's path to the shim, which only reads
-//! it. A shim started on a bundle nobody prepared, and every exec, call [`prepare`] (in a
-//! throwaway child process of the shim, see [`prepare_in_child`]).
+//! changes. So the shim takes the profile out of the config.json libcontainer reads,
+//! compiles it to classic BPF once, keeps the program in
+//! `<state>/seccomp/<sha256>.bpf`, and [`super::executor::ShimExecutor`] installs it in
+//! the container's process at the point where libcontainer would have (capabilities
+//! dropped, no_new_privileges set, right before the workload runs).
 //!
 //! The bundle keeps the profile: [`PROFILE_FILE`] holds it byte for byte and the
 //! annotation [`PROFILE_ANNOTATION`] in config.json names its sha256, so a restarted
@@ -83,63 +78,6 @@ impl SeccompProgram {
         }
         Ok(())
     }
-
-    /// Reads a program [`take_out_of_spec`] left in the cache.
-    pub(crate) fn load(file: &ProgramFile) -> Result<SeccompProgram, String> {
-        let bytes = fs::read(&file.path)
-            .map_err(|e| format!("reading the seccomp program {}: {e}", file.path.display()))?;
-        Ok(SeccompProgram {
-            insns: decode(&bytes).map_err(|e| format!("{}: {e}", file.path.display()))?,
-            flags: file.flags as libc::c_ulong,
-        })
-    }
-}
-
-/// Where a compiled program is cached, and the seccomp(2) flags to install it with: what the
-/// daemon hands the shim (`--seccomp-program`, `--seccomp-flags`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ProgramFile {
-    pub path: PathBuf,
-    pub flags: u64,
-}
-
-/// The daemon's side, between generating a bundle and writing it: takes the profile out of
-/// `spec` (into `bundle/seccomp.json`, named by the annotation, exactly the form
-/// [`prepare`] leaves a config.json in), makes sure the compiled program is cached, and
-/// returns its file. Then the shim neither parses the profile nor rewrites config.json (that
-/// cost ~2 ms of every start in a helper process of the shim's). `None` when the profile is
-/// not ours to apply (see [`prepare`]) or there is none.
-pub(crate) fn take_out_of_spec(
-    spec: &mut libcontainer::oci_spec::runtime::Spec,
-    bundle: &Path,
-    state: &Path,
-) -> Result<Option<ProgramFile>, String> {
-    let nnp = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.no_new_privileges())
-        .unwrap_or(false);
-    let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().clone()) else {
-        return Ok(None);
-    };
-    if !nnp || !is_covered(&profile) {
-        return Ok(None);
-    }
-    let bytes = serde_json::to_vec(&profile).map_err(|e| e.to_string())?;
-    let sum = hex::encode(Sha256::digest(&bytes));
-    let path = bundle.join(PROFILE_FILE);
-    fs::write(&path, &bytes).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    let (cached, _) = cached_program(&profile, &bytes, &state.join("seccomp"))?;
-    if let Some(linux) = spec.linux_mut() {
-        linux.set_seccomp(None);
-    }
-    let mut annotations = spec.annotations().clone().unwrap_or_default();
-    annotations.insert(PROFILE_ANNOTATION.into(), sum);
-    spec.set_annotations(Some(annotations));
-    Ok(Some(ProgramFile {
-        path: cached,
-        flags: filter_flags(&profile) as u64,
-    }))
 }
 
 /// Prepares the bundle for a start or an exec and returns the filter the shim must install,
@@ -209,7 +147,7 @@ pub(crate) fn prepare(bundle: &Path, state: &Path) -> Result<Option<SeccompProgr
     };
     let profile: LinuxSeccomp = serde_json::from_slice(&profile_json)
         .map_err(|e| format!("{}: {e}", bundle.join(PROFILE_FILE).display()))?;
-    let (_, insns) = cached_program(&profile, &profile_json, &state.join("seccomp"))?;
+    let insns = cached_program(&profile, &profile_json, &state.join("seccomp"))?;
     Ok(Some(SeccompProgram {
         insns,
         flags: filter_flags(&profile),
@@ -332,13 +270,12 @@ fn filter_flags(p: &LinuxSeccomp) -> libc::c_ulong {
     flags
 }
 
-/// The compiled program for `profile`, and its cache file: read from the cache, or compiled
-/// and cached.
+/// The compiled program for `profile`: read from the cache, or compiled and cached.
 fn cached_program(
     profile: &LinuxSeccomp,
     profile_json: &[u8],
     dir: &Path,
-) -> Result<(PathBuf, Vec<libc::sock_filter>), String> {
+) -> Result<Vec<libc::sock_filter>, String> {
     let mut key = Sha256::new();
     key.update(TRANSLATION_VERSION.as_bytes());
     key.update(b"\0");
@@ -353,7 +290,7 @@ fn cached_program(
     let path = dir.join(format!("{}.bpf", hex::encode(key.finalize())));
     if let Ok(bytes) = fs::read(&path) {
         match decode(&bytes) {
-            Ok(insns) => return Ok((path, insns)),
+            Ok(insns) => return Ok(insns),
             // A damaged cache entry is rebuilt, never trusted.
             Err(e) => tracing::warn!("ignoring cached seccomp program {}: {e}", path.display()),
         }
@@ -370,7 +307,7 @@ fn cached_program(
         let insns = decode(&bytes).map_err(|e| format!("libseccomp's program: {e}"))?;
         fs::rename(&tmp, &path)
             .map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), path.display()))?;
-        Ok((path.clone(), insns))
+        Ok(insns)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -399,7 +336,7 @@ fn decode(bytes: &[u8]) -> Result<Vec<libc::sock_filter>, String> {
 
 fn temp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}", crate::atomic::temp_suffix()));
+    name.push(format!(".tmp.{}", std::process::id()));
     path.with_file_name(name)
 }
 
@@ -586,63 +523,6 @@ mod tests {
         assert!(err.contains("sha256"), "{err}");
     }
 
-    /// The daemon's preparation leaves the bundle exactly as `prepare` would (an exec finds
-    /// the same program through the annotation) and hands over the cached program's file.
-    #[test]
-    fn take_out_of_spec_prepares_the_bundle_for_shim_and_exec() {
-        use libcontainer::oci_spec::runtime::{LinuxBuilder, ProcessBuilder, Spec};
-        let b = tempfile::tempdir().unwrap();
-        let state = tempfile::tempdir().unwrap();
-        let profile = crate::bundle::seccomp::default_profile(&[]);
-        let mut spec = Spec::default();
-        spec.set_process(Some(
-            ProcessBuilder::default()
-                .no_new_privileges(true)
-                .args(vec!["true".to_string()])
-                .build()
-                .unwrap(),
-        ));
-        spec.set_linux(Some(
-            LinuxBuilder::default().seccomp(profile).build().unwrap(),
-        ));
-        let file = take_out_of_spec(&mut spec, b.path(), state.path())
-            .unwrap()
-            .expect("a program");
-        assert!(spec.linux().as_ref().unwrap().seccomp().is_none());
-        let sum = spec.annotations().as_ref().unwrap()[PROFILE_ANNOTATION].clone();
-        let side = fs::read(b.path().join(PROFILE_FILE)).unwrap();
-        assert_eq!(sum, hex::encode(Sha256::digest(&side)));
-        let loaded = SeccompProgram::load(&file).unwrap();
-        // what an exec prepares from the written config.json is the same program
-        fs::write(
-            b.path().join("config.json"),
-            serde_json::to_vec(&spec).unwrap(),
-        )
-        .unwrap();
-        let from_exec = prepare(b.path(), state.path()).unwrap().expect("a filter");
-        assert_eq!(loaded.insns.len(), from_exec.insns.len());
-        assert_eq!(loaded.flags, from_exec.flags);
-        // without no_new_privileges the profile stays in the spec for libcontainer
-        let mut spec = Spec::default();
-        spec.set_process(Some(
-            ProcessBuilder::default()
-                .no_new_privileges(false)
-                .args(vec!["true".to_string()])
-                .build()
-                .unwrap(),
-        ));
-        spec.set_linux(Some(
-            LinuxBuilder::default()
-                .seccomp(crate::bundle::seccomp::default_profile(&[]))
-                .build()
-                .unwrap(),
-        ));
-        assert!(take_out_of_spec(&mut spec, b.path(), state.path())
-            .unwrap()
-            .is_none());
-        assert!(spec.linux().as_ref().unwrap().seccomp().is_some());
-    }
-
     #[test]
     fn prepare_leaves_other_bundles_alone() {
         let state = tempfile::tempdir().unwrap();
@@ -663,36 +543,16 @@ mod tests {
         let profile = crate::bundle::seccomp::default_profile(&[]);
         let json = serde_json::to_vec(&profile).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let (path_a, a) = cached_program(&profile, &json, dir.path()).unwrap();
+        let a = cached_program(&profile, &json, dir.path()).unwrap();
         assert!(a.len() > 10);
         let files: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(files.len(), 1, "one cache file, no temp leftovers");
-        let (path_b, b) = cached_program(&profile, &json, dir.path()).unwrap();
-        assert_eq!(path_a, path_b);
+        let b = cached_program(&profile, &json, dir.path()).unwrap();
         let same = a.len() == b.len()
             && a.iter()
                 .zip(&b)
                 .all(|(x, y)| (x.code, x.jt, x.jf, x.k) == (y.code, y.jt, y.jf, y.k));
         assert!(same);
-    }
-
-    /// The daemon prepares bundles on several threads: the first compilation may run on all
-    /// of them at once, and each must succeed (temp files named per call, not per process).
-    #[test]
-    fn concurrent_first_compilations_all_succeed() {
-        let profile = crate::bundle::seccomp::default_profile(&[]);
-        let json = serde_json::to_vec(&profile).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| s.spawn(|| cached_program(&profile, &json, dir.path())))
-                .collect();
-            for h in handles {
-                h.join().unwrap().unwrap();
-            }
-        });
-        let files: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
-        assert_eq!(files.len(), 1, "one cache file, no temp leftovers");
     }
 
     /// The default profile, installed for real in a forked child: clone(2) without namespace
@@ -704,7 +564,7 @@ mod tests {
         let json = serde_json::to_vec(&profile).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let program = SeccompProgram {
-            insns: cached_program(&profile, &json, dir.path()).unwrap().1,
+            insns: cached_program(&profile, &json, dir.path()).unwrap(),
             flags: filter_flags(&profile),
         };
         // SAFETY: the child makes only raw system calls (no allocation, no locks) and _exits;
