@@ -72,11 +72,22 @@ pub fn warm() {
     }
 }
 
-/// [`warm`] on tokio's blocking pool, not awaited.
+/// [`warm`] on tokio's blocking pool, not awaited. At most one at a time: a start that comes
+/// while one is under way shares its grace period (100 replicas started at once would
+/// otherwise hold 100 blocking threads, each waiting for the same grace period).
 pub fn warm_in_background() {
-    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        handle.spawn_blocking(warm);
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static WARMING: AtomicBool = AtomicBool::new(false);
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    if WARMING.swap(true, Ordering::AcqRel) {
+        return;
     }
+    handle.spawn_blocking(|| {
+        warm();
+        WARMING.store(false, Ordering::Release);
+    });
 }
 
 #[cfg(test)]
