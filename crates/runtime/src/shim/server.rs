@@ -1014,8 +1014,12 @@ impl Server {
             ));
             c.flush();
         }
-        if let Some(Err(e)) = unsynced.map(|u| u.sync()) {
-            eprintln!("zlayer-agent shim {}: exit record: {e}", self.args.id);
+        match unsynced.map(|u| u.sync()) {
+            // `rm` (of a `--rm` container, right after its waiter's answer) moved the
+            // directory away meanwhile: nothing left to make durable.
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Some(Err(e)) => eprintln!("zlayer-agent shim {}: exit record: {e}", self.args.id),
+            _ => {}
         }
         0
     }
