@@ -215,6 +215,43 @@ impl Joiner {
     }
 }
 
+/// Opens every log file of the container: the rotated ones (oldest first) and the current one.
+/// The names are only a snapshot if no rotation happens while they are opened (a rotation
+/// renames each file one place up): the current file's inode is compared before and after,
+/// and the opening retried when it changed. Once open, the files can be read at leisure;
+/// rotation renames or unlinks them, which leaves open descriptors valid.
+fn open_snapshot(dir: &Path) -> io::Result<(Vec<File>, Option<File>)> {
+    let current_ino = || fs::metadata(log_path(dir)).ok().map(|m| m.ino());
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let before = current_ino();
+        let files = log_files(dir);
+        let (last, older) = files
+            .split_last()
+            .expect("log_files always lists the current file");
+        let mut opened = Vec::new();
+        for f in older {
+            match File::open(f) {
+                Ok(file) => opened.push(file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let current = match File::open(last) {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let stable = before == current_ino()
+            && current.as_ref().map(|f| f.metadata().map(|m| m.ino()).ok()) == before.map(Some);
+        // Bounded: a log rotating faster than it can be opened is read as it was found.
+        if stable || attempts >= 10 {
+            return Ok((opened, current));
+        }
+    }
+}
+
 /// Every log file of the container, oldest first.
 fn log_files(dir: &Path) -> Vec<PathBuf> {
     let mut v = Vec::new();
@@ -326,49 +363,36 @@ impl LogReader {
         let dir = container_dir.to_path_buf();
         let mut joiner = Joiner::default();
         let mut entries = Vec::new();
-        let files = log_files(&dir);
-        let (last, older) = files
-            .split_last()
-            .expect("log_files always lists the current file");
-        for f in older {
-            match File::open(f) {
-                Ok(file) => {
-                    for line in BufReader::new(file).split(b'\n') {
-                        if let Some(r) = parse_raw(&line?) {
-                            entries.extend(joiner.push(r));
-                        }
-                    }
+        let (older, current) = open_snapshot(&dir)?;
+        for file in older {
+            for line in BufReader::new(file).split(b'\n') {
+                if let Some(r) = parse_raw(&line?) {
+                    entries.extend(joiner.push(r));
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
             }
         }
         let mut cur = None;
-        match File::open(last) {
-            Ok(file) => {
-                let ino = file.metadata()?.ino();
-                let mut r = BufReader::new(file);
-                let mut buf = Vec::new();
-                loop {
-                    buf.clear();
-                    let n = r.read_until(b'\n', &mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    if buf.last() != Some(&b'\n') {
-                        // A line being written right now: re-read it when following.
-                        r.seek(SeekFrom::Current(-(n as i64)))?;
-                        break;
-                    }
-                    buf.pop();
-                    if let Some(e) = parse_raw(&buf) {
-                        entries.extend(joiner.push(e));
-                    }
+        if let Some(file) = current {
+            let ino = file.metadata()?.ino();
+            let mut r = BufReader::new(file);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                let n = r.read_until(b'\n', &mut buf)?;
+                if n == 0 {
+                    break;
                 }
-                cur = Some((r, ino));
+                if buf.last() != Some(&b'\n') {
+                    // A line being written right now: re-read it when following.
+                    r.seek(SeekFrom::Current(-(n as i64)))?;
+                    break;
+                }
+                buf.pop();
+                if let Some(e) = parse_raw(&buf) {
+                    entries.extend(joiner.push(e));
+                }
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            cur = Some((r, ino));
         }
         if !follow {
             entries.extend(joiner.flush());
@@ -415,9 +439,14 @@ impl LogReader {
             let Some((r, ino)) = self.cur.as_mut() else {
                 return Ok(got);
             };
+            let ino = *ino;
+            // Whether ours was rotated away, looked at *before* reading: the shim appends
+            // to a file until it renames it, so only a read after seeing the rename is sure
+            // to get the file's last lines (checking after the read lost lines written in
+            // between).
+            let rotated = matches!(fs::metadata(log_path(&self.dir)), Ok(m) if m.ino() != ino);
             let mut chunk = Vec::new();
             r.read_to_end(&mut chunk)?;
-            let ino = *ino;
             self.partial_line.extend_from_slice(&chunk);
             while let Some(i) = self.partial_line.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.partial_line.drain(..=i).collect();
@@ -429,25 +458,22 @@ impl LogReader {
                 }
             }
             // Rotated away? The old file is fully read now; continue with the new one.
-            match fs::metadata(log_path(&self.dir)) {
-                Ok(m) if m.ino() != ino => {
-                    // Continue with the file written after ours (several rotations may
-                    // have happened since the last poll).
-                    let files = log_files(&self.dir);
-                    let pos = files
-                        .iter()
-                        .position(|p| fs::metadata(p).map(|m| m.ino() == ino).unwrap_or(false));
-                    self.next_path = match pos {
-                        Some(i) if i + 1 < files.len() => Some(files[i + 1].clone()),
-                        Some(_) => None,
-                        None => files.first().cloned(),
-                    };
-                    self.cur = None;
-                    self.partial_line.clear();
-                    continue;
-                }
-                _ => return Ok(got),
+            if !rotated {
+                return Ok(got);
             }
+            // Continue with the file written after ours (several rotations may
+            // have happened since the last poll).
+            let files = log_files(&self.dir);
+            let pos = files
+                .iter()
+                .position(|p| fs::metadata(p).map(|m| m.ino() == ino).unwrap_or(false));
+            self.next_path = match pos {
+                Some(i) if i + 1 < files.len() => Some(files[i + 1].clone()),
+                Some(_) => None,
+                None => files.first().cloned(),
+            };
+            self.cur = None;
+            self.partial_line.clear();
         }
     }
 
