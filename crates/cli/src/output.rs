@@ -55,9 +55,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
             }
         }
     }
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut line = |cells: Vec<&str>| {
+    let line = |cells: Vec<&str>| {
         let mut s = String::new();
         for (i, cell) in cells.iter().enumerate() {
             if i + 1 == cells.len() {
@@ -66,11 +64,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{:<w$}   ", cell, w = widths[i]));
             }
         }
-        if let Err(e) = writeln!(out, "{}", s.trim_end()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(STDOUT_CLOSED);
-            }
-        }
+        outln!("{}", s.trim_end());
     };
     line(header.to_vec());
     for row in rows {

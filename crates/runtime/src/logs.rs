@@ -215,12 +215,15 @@ impl Joiner {
     }
 }
 
+/// The rotated log files, oldest first, and the current one with its inode (if it exists).
+type LogSnapshot = (Vec<File>, Option<(File, u64)>);
+
 /// Opens every log file of the container: the rotated ones (oldest first) and the current one.
 /// The names are only a snapshot if no rotation happens while they are opened (a rotation
 /// renames each file one place up): the current file's inode is compared before and after,
 /// and the opening retried when it changed. Once open, the files can be read at leisure;
 /// rotation renames or unlinks them, which leaves open descriptors valid.
-fn open_snapshot(dir: &Path) -> io::Result<(Vec<File>, Option<File>)> {
+fn open_snapshot(dir: &Path) -> io::Result<LogSnapshot> {
     let current_ino = || fs::metadata(log_path(dir)).ok().map(|m| m.ino());
     let mut attempts = 0;
     loop {
@@ -239,12 +242,15 @@ fn open_snapshot(dir: &Path) -> io::Result<(Vec<File>, Option<File>)> {
             }
         }
         let current = match File::open(last) {
-            Ok(file) => Some(file),
+            Ok(file) => {
+                let ino = file.metadata()?.ino();
+                Some((file, ino))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
         };
-        let stable = before == current_ino()
-            && current.as_ref().map(|f| f.metadata().map(|m| m.ino()).ok()) == before.map(Some);
+        let opened_ino = current.as_ref().map(|(_, ino)| *ino);
+        let stable = opened_ino == before && before == current_ino();
         // Bounded: a log rotating faster than it can be opened is read as it was found.
         if stable || attempts >= 10 {
             return Ok((opened, current));
@@ -372,8 +378,7 @@ impl LogReader {
             }
         }
         let mut cur = None;
-        if let Some(file) = current {
-            let ino = file.metadata()?.ino();
+        if let Some((file, ino)) = current {
             let mut r = BufReader::new(file);
             let mut buf = Vec::new();
             loop {

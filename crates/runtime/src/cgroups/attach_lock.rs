@@ -18,7 +18,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+use super::CGROUP_ROOT;
 
 /// The `cgroup.procs` file of the cgroup this process is in, in one hierarchy: the unified one
 /// on v2, else a v1 hierarchy (pids preferred: it has no attach side effects at all).

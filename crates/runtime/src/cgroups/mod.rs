@@ -34,13 +34,17 @@ pub fn v1_mountpoint(controller: &str) -> Option<PathBuf> {
 
 /// [`v1_mountpoint`] over the text of a mounts table.
 pub fn v1_mountpoint_in(mounts: &str, controller: &str) -> Option<PathBuf> {
-    for line in mounts.lines() {
+    v1_hierarchies(mounts)
+        .find(|(_, options)| options.split(',').any(|o| o == controller))
+        .map(|(mount, _)| PathBuf::from(mount))
+}
+
+/// The v1 hierarchies of a mounts table: (mount point, mount options).
+fn v1_hierarchies(mounts: &str) -> impl Iterator<Item = (&str, &str)> {
+    mounts.lines().filter_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() >= 4 && f[2] == "cgroup" && f[3].split(',').any(|o| o == controller) {
-            return Some(PathBuf::from(f[1]));
-        }
-    }
-    None
+        (f.len() >= 4 && f[2] == "cgroup").then(|| (f[1], f[3]))
+    })
 }
 
 /// Controllers a child of the v2 root can use: the root's `cgroup.controllers`

@@ -26,13 +26,10 @@ pub fn cgroup_dirs(mounts: &str, v2: bool, cgroups_path: &str) -> Vec<PathBuf> {
         return vec![Path::new(super::CGROUP_ROOT).join(rel)];
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for line in mounts.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() >= 3 && f[2] == "cgroup" {
-            let d = Path::new(f[1]).join(rel);
-            if !dirs.contains(&d) {
-                dirs.push(d);
-            }
+    for (mount, _) in super::v1_hierarchies(mounts) {
+        let d = Path::new(mount).join(rel);
+        if !dirs.contains(&d) {
+            dirs.push(d);
         }
     }
     dirs
