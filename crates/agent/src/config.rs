@@ -2,9 +2,13 @@
 //!
 //! ```json
 //! { "registries": { "insecure": ["myreg.lan:5000"],
-//!                   "auths": { "myreg.lan:5000": { "username": "u", "password": "p" } } },
+//!                   "auths": { "myreg.lan:5000": { "username": "u", "password": "p" } },
+//!                   "progress_timeout_secs": 30, "document_timeout_secs": 60,
+//!                   "retries": 5, "retry_budget_secs": 120 },
 //!   "max_concurrent_downloads": 3 }
 //! ```
+//!
+//! See docs/pull.md for what each registry setting bounds.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +30,7 @@ pub struct Credentials {
 }
 
 /// Registry settings.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrySettings {
     /// Registries reached over plain HTTP although not on loopback.
@@ -35,6 +39,48 @@ pub struct RegistrySettings {
     /// Credentials per registry host.
     #[serde(default)]
     pub auths: BTreeMap<String, Credentials>,
+    /// No response headers, or no body bytes, for this long fails the attempt (it is retried
+    /// or resumed).
+    #[serde(default = "default_progress_timeout")]
+    pub progress_timeout_secs: u64,
+    /// Time allowed for a whole manifest, index, config, token response or error body.
+    #[serde(default = "default_document_timeout")]
+    pub document_timeout_secs: u64,
+    /// Failed attempts in a row (without progress) before a request or download gives up.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Total time one request or blob download may lose to failed attempts and backoff.
+    #[serde(default = "default_retry_budget")]
+    pub retry_budget_secs: u64,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        Self {
+            insecure: Vec::new(),
+            auths: BTreeMap::new(),
+            progress_timeout_secs: default_progress_timeout(),
+            document_timeout_secs: default_document_timeout(),
+            retries: default_retries(),
+            retry_budget_secs: default_retry_budget(),
+        }
+    }
+}
+
+fn default_progress_timeout() -> u64 {
+    zlayer_image::registry::DEFAULT_PROGRESS_TIMEOUT_SECS
+}
+
+fn default_document_timeout() -> u64 {
+    zlayer_image::registry::DEFAULT_DOCUMENT_TIMEOUT_SECS
+}
+
+fn default_retries() -> u32 {
+    zlayer_image::registry::DEFAULT_RETRIES
+}
+
+fn default_retry_budget() -> u64 {
+    zlayer_image::registry::DEFAULT_RETRY_BUDGET_SECS
 }
 
 /// Settings read from the config file.

@@ -87,6 +87,10 @@ pub(crate) fn registry_client(file: &crate::config::FileConfig) -> Result<Regist
     let mut cfg = RegistryConfig {
         insecure: file.registries.insecure.clone(),
         max_concurrent_downloads: file.max_concurrent_downloads.max(1),
+        progress_timeout_secs: file.registries.progress_timeout_secs,
+        document_timeout_secs: file.registries.document_timeout_secs,
+        retries: file.registries.retries,
+        retry_budget_secs: file.registries.retry_budget_secs,
         ..RegistryConfig::default()
     };
     for (host, c) in &file.registries.auths {
