@@ -44,12 +44,16 @@ impl Agent {
         let registry = registry_client(&config.file)?;
         let db = Arc::new(Db::open(&config.paths.root.join("agent.db"))?);
         let networking = crate::network::Networking::open(&config.paths);
+        let services = crate::services::Services::open(db.clone())?;
+        services
+            .published
+            .set_limits(config.file.published_ports.limits()?);
         Ok(Self {
             networking,
             config,
             images,
             registry,
-            services: crate::services::Services::open(db.clone())?,
+            services,
             containers: ContainerStore::new(db),
             recent_exits: parking_lot::Mutex::new(Vec::new()),
             purges: Arc::default(),

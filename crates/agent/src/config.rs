@@ -5,7 +5,9 @@
 //!                   "auths": { "myreg.lan:5000": { "username": "u", "password": "p" } },
 //!                   "progress_timeout_secs": 30, "document_timeout_secs": 60,
 //!                   "retries": 5, "retry_budget_secs": 120 },
-//!   "max_concurrent_downloads": 3 }
+//!   "max_concurrent_downloads": 3,
+//!   "published_ports": { "max_connections": 4096, "max_connections_per_client": 256,
+//!                        "idle_timeout_secs": 3600, "max_lifetime_secs": 0 } }
 //! ```
 //!
 //! See docs/pull.md for what each registry setting bounds.
@@ -91,6 +93,60 @@ pub struct FileConfig {
     pub registries: RegistrySettings,
     #[serde(default = "default_downloads")]
     pub max_concurrent_downloads: usize,
+    /// Limits of each port a service publishes (the daemon's forwarder).
+    #[serde(default)]
+    pub published_ports: PublishedPortSettings,
+}
+
+/// Limits of each published port of a service; see [`crate::services::PublishLimits`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublishedPortSettings {
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    pub idle_timeout_secs: u64,
+    /// 0: no total limit.
+    pub max_lifetime_secs: u64,
+}
+
+impl Default for PublishedPortSettings {
+    fn default() -> Self {
+        let d = crate::services::PublishLimits::default();
+        Self {
+            max_connections: d.max_connections,
+            max_connections_per_client: d.max_connections_per_client,
+            idle_timeout_secs: d.idle_timeout.as_secs(),
+            max_lifetime_secs: d.max_lifetime.map_or(0, |l| l.as_secs()),
+        }
+    }
+}
+
+impl PublishedPortSettings {
+    /// The forwarder's limits, or which setting is out of range.
+    pub fn limits(&self) -> Result<crate::services::PublishLimits> {
+        let positive = |name: &str, v: u64| {
+            if v == 0 {
+                Err(AgentError::invalid(format!(
+                    "config: published_ports.{name} must be at least 1"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        positive("max_connections", self.max_connections as u64)?;
+        positive(
+            "max_connections_per_client",
+            self.max_connections_per_client as u64,
+        )?;
+        positive("idle_timeout_secs", self.idle_timeout_secs)?;
+        Ok(crate::services::PublishLimits {
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            max_lifetime: (self.max_lifetime_secs > 0)
+                .then(|| std::time::Duration::from_secs(self.max_lifetime_secs)),
+        })
+    }
 }
 
 fn default_downloads() -> usize {
@@ -102,6 +158,7 @@ impl Default for FileConfig {
         Self {
             registries: RegistrySettings::default(),
             max_concurrent_downloads: default_downloads(),
+            published_ports: PublishedPortSettings::default(),
         }
     }
 }
@@ -121,7 +178,7 @@ impl FileConfig {
                 )))
             }
         };
-        serde_json::from_str(&text).map_err(|e| {
+        let config: Self = serde_json::from_str(&text).map_err(|e| {
             AgentError::invalid(format!(
                 "{}:{}:{}: {}",
                 path.display(),
@@ -129,7 +186,12 @@ impl FileConfig {
                 e.column(),
                 e
             ))
-        })
+        })?;
+        config
+            .published_ports
+            .limits()
+            .map_err(|e| AgentError::invalid(format!("{}: {}", path.display(), e.message)))?;
+        Ok(config)
     }
 }
 

@@ -190,9 +190,13 @@ impl TestDaemon {
         }
     }
 
+    /// `config.json` in the test's directory: `{}` unless the test wrote one (then restarted
+    /// the daemon with [`TestDaemon::stop`] and [`TestDaemon::spawn`]).
     fn write_config(&self) -> PathBuf {
         let path = self.dir.path().join("config.json");
-        std::fs::write(&path, "{}").expect("config");
+        if !path.exists() {
+            std::fs::write(&path, "{}").expect("config");
+        }
         path
     }
 
