@@ -5,7 +5,7 @@
 //!                   "auths": { "myreg.lan:5000": { "username": "u", "password": "p" } },
 //!                   "progress_timeout_secs": 30, "document_timeout_secs": 60,
 //!                   "retries": 5, "retry_budget_secs": 120 },
-//!   "max_concurrent_downloads": 3 }
+//!   "max_concurrent_downloads": 3, "min_free_space_mib": 256, "max_image_unpacked_mib": null }
 //! ```
 //!
 //! See docs/pull.md for what each registry setting bounds.
@@ -91,6 +91,17 @@ pub struct FileConfig {
     pub registries: RegistrySettings,
     #[serde(default = "default_downloads")]
     pub max_concurrent_downloads: usize,
+    /// Unpacking a pulled image stops (naming image, layer and sizes) rather than leave less
+    /// than this many MiB free on the filesystem under `--root`; 0 disables the floor.
+    #[serde(default = "default_min_free_space_mib")]
+    pub min_free_space_mib: u64,
+    /// Cap on one image's unpacked size in MiB, all layers together; none by default.
+    #[serde(default)]
+    pub max_image_unpacked_mib: Option<u64>,
+}
+
+fn default_min_free_space_mib() -> u64 {
+    zlayer_image::pull::DEFAULT_MIN_FREE_BYTES >> 20
 }
 
 fn default_downloads() -> usize {
@@ -102,6 +113,8 @@ impl Default for FileConfig {
         Self {
             registries: RegistrySettings::default(),
             max_concurrent_downloads: default_downloads(),
+            min_free_space_mib: default_min_free_space_mib(),
+            max_image_unpacked_mib: None,
         }
     }
 }
