@@ -5,7 +5,7 @@
 //!                   "auths": { "myreg.lan:5000": { "username": "u", "password": "p" } },
 //!                   "progress_timeout_secs": 30, "document_timeout_secs": 60,
 //!                   "retries": 5, "retry_budget_secs": 120 },
-//!   "max_concurrent_downloads": 3,
+//!   "max_concurrent_downloads": 3, "min_free_space_mib": 256, "max_image_unpacked_mib": null,
 //!   "published_ports": { "max_connections": 4096, "max_connections_per_client": 256,
 //!                        "idle_timeout_secs": 3600, "max_lifetime_secs": 0 } }
 //! ```
@@ -93,10 +93,23 @@ pub struct FileConfig {
     pub registries: RegistrySettings,
     #[serde(default = "default_downloads")]
     pub max_concurrent_downloads: usize,
+    /// Unpacking a pulled image stops (naming image, layer and sizes) rather than leave less
+    /// than this many MiB free on the filesystem under `--root`; 0 disables the floor.
+    #[serde(default = "default_min_free_space_mib")]
+    pub min_free_space_mib: u64,
+    /// Cap on one image's unpacked size in MiB, all layers together; none by default.
+    #[serde(default)]
+    pub max_image_unpacked_mib: Option<u64>,
     /// Limits of each port a service publishes (the daemon's forwarder).
     #[serde(default)]
     pub published_ports: PublishedPortSettings,
 }
+
+
+fn default_min_free_space_mib() -> u64 {
+    zlayer_image::pull::DEFAULT_MIN_FREE_BYTES >> 20
+}
+
 
 /// Limits of each published port of a service; see [`crate::services::PublishLimits`].
 #[derive(Debug, Clone, Deserialize)]
@@ -158,6 +171,8 @@ impl Default for FileConfig {
         Self {
             registries: RegistrySettings::default(),
             max_concurrent_downloads: default_downloads(),
+            min_free_space_mib: default_min_free_space_mib(),
+            max_image_unpacked_mib: None,
             published_ports: PublishedPortSettings::default(),
         }
     }

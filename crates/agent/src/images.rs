@@ -125,13 +125,21 @@ impl Agent {
             counter.lock().observe(&event);
             progress(event);
         };
+        let file = &self.config().file;
+        let opts = PullOptions {
+            min_free_bytes: file.min_free_space_mib.saturating_mul(1 << 20),
+            max_unpacked_bytes: file
+                .max_image_unpacked_mib
+                .map(|m| m.saturating_mul(1 << 20)),
+            ..PullOptions::default()
+        };
         // The pull holds its own GC lease and records the image under `reference` at the end.
         let result = pull::pull(
             self.images(),
             self.registry(),
             &reference,
             &platform,
-            &PullOptions::default(),
+            &opts,
             progress,
         )
         .await;

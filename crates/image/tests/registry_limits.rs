@@ -1,6 +1,7 @@
-//! Registries that never end: endless or lying bodies are cut at their cap with flat memory,
-//! stalls and silent servers fail on the progress timeout, retries stop at their budget.
-//! Against a misbehaving registry of the test's own (`common::bad_registry`), on loopback.
+//! Registries and images that never end: endless or lying bodies are cut at their cap with
+//! flat memory, stalls and silent servers fail on the progress timeout, retries stop at their
+//! budget, a small layer of zeros cannot fill the disk under the store. Against a misbehaving
+//! registry of the test's own (`common::bad_registry`), on loopback.
 
 mod common;
 
@@ -10,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::bad_registry::{Answer, BadRegistry};
 use common::*;
-use zlayer_image::registry::{Platform, RegistryConfig};
-use zlayer_image::Digest;
+use zlayer_image::pull::{pull, PullError, PullOptions, PulledImage};
+use zlayer_image::registry::{Platform, RegistryClient, RegistryConfig};
+use zlayer_image::{Digest, ImageStore, Reference};
 
 fn amd64() -> Platform {
     Platform::parse("linux/amd64").unwrap()
@@ -338,4 +340,169 @@ async fn retries_stop_when_the_retry_budget_is_spent() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A gzip layer holding one file `zeros` of `size` zero bytes (about 1 MB per GiB), streamed:
+/// never in memory. Returns (layer, diff id).
+fn zeros_layer(size: u64) -> (Vec<u8>, Digest) {
+    use sha2::Digest as _;
+    /// Hashes the tar on its way into the compressor (the DiffID).
+    struct Tee<W: std::io::Write>(W, sha2::Sha256);
+    impl<W: std::io::Write> std::io::Write for Tee<W> {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let n = self.0.write(b)?;
+            self.1.update(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.flush()
+        }
+    }
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut tar = tar::Builder::new(Tee(gz, sha2::Sha256::new()));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "zeros", std::io::repeat(0).take(size))
+        .unwrap();
+    let Tee(gz, hasher) = tar.into_inner().unwrap();
+    let diff_id = Digest::parse(&format!("sha256:{}", hex::encode(hasher.finalize()))).unwrap();
+    (gz.finish().unwrap(), diff_id)
+}
+
+/// A tmpfs of limited size on a fresh directory, unmounted (and the directory removed) on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size_mib: u64) -> Option<Tmpfs> {
+        if !zlayer_testkit::prereq::require_root() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            dir.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some(format!("size={size_mib}m").as_str()),
+        )
+        .expect("mount tmpfs");
+        Some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+async fn pull_with(
+    root: &std::path::Path,
+    reference: &str,
+    opts: &PullOptions,
+) -> Result<PulledImage, PullError> {
+    let client = RegistryClient::new(quick_config(5, 0)).unwrap();
+    pull(
+        &ImageStore::open(root).unwrap(),
+        &client,
+        &Reference::parse(reference).unwrap(),
+        &amd64(),
+        opts,
+        |_| {},
+    )
+    .await
+}
+
+/// Names of what is left under `root/snapshots` besides committed snapshots.
+fn leftover_snapshot_dirs(root: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(root.join("snapshots"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with("tmp-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_of_zeros_stops_at_the_free_space_floor() {
+    let Some(fs) = Tmpfs::mount(96) else {
+        return;
+    };
+    let reg = BadRegistry::start().await;
+    let (layer, diff_id) = tokio::task::spawn_blocking(|| zeros_layer(1 << 30))
+        .await
+        .unwrap();
+    assert!(layer.len() < 4 << 20, "{} bytes", layer.len());
+    let layer_digest = reg.honest_image("bomb/zeros", "v1", layer, &diff_id);
+    let reference = format!("{}/bomb/zeros:v1", reg.host());
+    let opts = PullOptions {
+        min_free_bytes: 32 << 20,
+        ..PullOptions::default()
+    };
+    let err = pull_with(fs.path(), &reference, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&reference), "{err}");
+    assert!(err.contains(&layer_digest.to_string()), "{err}");
+    assert!(err.contains("\"zeros\""), "{err}");
+    assert!(
+        err.contains("unpacking 1073741824 more bytes would leave"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "below the free-space floor of 33554432 bytes (daemon setting min_free_space_mib)"
+        ),
+        "{err}"
+    );
+    assert!(leftover_snapshot_dirs(fs.path()).is_empty());
+    let st = nix::sys::statvfs::statvfs(fs.path()).unwrap();
+    #[allow(clippy::unnecessary_cast)] // 32-bit on 32-bit targets
+    let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+    assert!(free >= 32 << 20, "only {free} bytes left free");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_unpacked_size_cap_is_enforced() {
+    let reg = BadRegistry::start().await;
+    let (layer, diff_id) = tokio::task::spawn_blocking(|| zeros_layer(96 << 20))
+        .await
+        .unwrap();
+    let layer_digest = reg.honest_image("bomb/capped", "v1", layer, &diff_id);
+    let reference = format!("{}/bomb/capped:v1", reg.host());
+    let root = tempfile::tempdir().unwrap();
+    let opts = PullOptions {
+        max_unpacked_bytes: Some(32 << 20),
+        ..PullOptions::default()
+    };
+    let err = pull_with(root.path(), &reference, &opts)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&layer_digest.to_string()), "{err}");
+    assert!(
+        err.contains("over the limit of 33554432 bytes (daemon setting max_image_unpacked_mib)"),
+        "{err}"
+    );
+    assert!(leftover_snapshot_dirs(root.path()).is_empty());
+
+    // Within the cap the same image pulls.
+    let opts = PullOptions {
+        max_unpacked_bytes: Some(128 << 20),
+        ..PullOptions::default()
+    };
+    let root = tempfile::tempdir().unwrap();
+    let img = pull_with(root.path(), &reference, &opts).await.unwrap();
+    assert_eq!(img.layers.len(), 1);
+    assert_eq!(img.layers[0].snapshot.size, 96 << 20);
 }
