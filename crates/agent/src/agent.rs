@@ -25,6 +25,8 @@ pub struct Agent {
     purges: Arc<crate::containers::trash::Purges>,
     /// Deployments, the supervisor's bookkeeping, events and metrics.
     pub(crate) services: crate::services::Services,
+    /// Watched shims and containers still being recovered (containers::liveness).
+    pub(crate) liveness: crate::containers::liveness::Liveness,
 }
 
 /// The last word of an auto-removed container.
@@ -57,6 +59,7 @@ impl Agent {
             containers: ContainerStore::new(db),
             recent_exits: parking_lot::Mutex::new(Vec::new()),
             purges: Arc::default(),
+            liveness: Default::default(),
         })
     }
 
@@ -66,8 +69,10 @@ impl Agent {
             self.networking.ensure_ready().await?;
         }
         self.purge_trash();
-        self.recover_containers().await?;
+        // Networking first: its leak clean-up lists the records before the (background)
+        // container recovery starts removing `--rm` ones.
         self.recover_networking().await?;
+        self.recover_containers().await?;
         self.start_supervisor();
         Ok(())
     }

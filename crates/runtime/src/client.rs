@@ -45,10 +45,59 @@ pub enum ClientError {
     NotRunning(String),
     #[error("the shim of {0} is gone and left no exit record")]
     Lost(String),
+    /// The shim accepted no connection or sent no answer in time (stopped, hung, swapped
+    /// out): the container's state is unknown to it.
+    #[error("the shim of {id} did not answer {what} within {}s (stopped or hung)", SHIM_CALL_TIMEOUT.as_secs())]
+    Unresponsive { id: String, what: String },
     #[error(transparent)]
     Bundle(#[from] bundle::BundleError),
     #[error(transparent)]
     Rootfs(#[from] rootfs::RootfsError),
+}
+
+/// How long the daemon waits for a shim to accept a connection, take a request and answer
+/// it. Streams (exec, attach, wait) have it for their handshake; a `wait` checks every
+/// period that the shim still answers. A shim answers within milliseconds; the margin is
+/// for a loaded machine.
+pub const SHIM_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Connects to a unix socket, giving up after `timeout`. A plain `connect` blocks for as long
+/// as the listener's backlog is full, which is forever when its process is stopped.
+fn connect_with_timeout(path: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match connect(fd.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => {}
+            // A unix socket says EAGAIN (never EINPROGRESS) while the backlog is full.
+            Err(Errno::EAGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(Errno::EAGAIN) => return Err(io::Error::from(io::ErrorKind::TimedOut)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let stream = UnixStream::from(fd);
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
 }
 
 impl ClientError {
@@ -322,9 +371,19 @@ impl ShimClient {
         }
     }
 
-    /// Opens a connection and sends `req`; `Ok(None)` when no shim listens.
+    fn unresponsive(&self, what: &str) -> ClientError {
+        ClientError::Unresponsive {
+            id: self.id.clone(),
+            what: what.to_string(),
+        }
+    }
+
+    /// Opens a connection and sends `req`; `Ok(None)` when no shim listens. Connect and
+    /// send have [`SHIM_CALL_TIMEOUT`], and so has every read of the answer until the caller
+    /// clears it ([`Conn::streaming`]).
     fn request(&self, req: &Request) -> Result<Option<Conn>, ClientError> {
-        let stream = match UnixStream::connect(&self.socket) {
+        let what = request_name(req);
+        let stream = match connect_with_timeout(&self.socket, SHIM_CALL_TIMEOUT) {
             Ok(s) => s,
             Err(e)
                 if matches!(
@@ -334,15 +393,24 @@ impl ShimClient {
             {
                 return Ok(None)
             }
+            Err(e) if is_timeout(&e) => return Err(self.unresponsive(what)),
             Err(e) => return Err(self.io_err(e)),
         };
         let mut w = stream.try_clone().map_err(|e| self.io_err(e))?;
-        w.write_all(&line(req)).map_err(|e| self.io_err(e))?;
+        w.write_all(&line(req)).map_err(|e| {
+            if is_timeout(&e) {
+                self.unresponsive(what)
+            } else {
+                self.io_err(e)
+            }
+        })?;
         Ok(Some(Conn {
             reader: BufReader::new(stream),
             writer: w,
             socket: self.socket.clone(),
             id: self.id.clone(),
+            what,
+            pending: String::new(),
         }))
     }
 
@@ -415,10 +483,30 @@ impl ShimClient {
         }
     }
 
-    /// Blocks until the container exited; returns its exit record.
+    /// Blocks until the container exited; returns its exit record. Never hangs on a shim
+    /// that stopped answering: every [`SHIM_CALL_TIMEOUT`] without news, a status call
+    /// checks that the shim still answers, and [`ClientError::Unresponsive`] ends the wait
+    /// when it does not.
     pub fn wait(&self) -> Result<ExitRecord, ClientError> {
-        self.wait_timeout(None)
-            .and_then(|r| r.ok_or_else(|| ClientError::Lost(self.id.clone())))
+        if let Some(r) = self.recorded_exit()? {
+            return Ok(r);
+        }
+        let Some(mut c) = self.request(&Request::Wait)? else {
+            return self.exited();
+        };
+        loop {
+            match c.next_raw() {
+                Ok(Some(Event::Exit(rec))) => return Ok(rec),
+                Err(ClientError::Io { source, .. }) if is_timeout(&source) => {
+                    match self.status()? {
+                        ShimStatus::Exited(rec) => return Ok(rec),
+                        ShimStatus::Running { .. } => continue,
+                    }
+                }
+                // Connection closed without an answer: the shim finished meanwhile.
+                _ => return self.exited(),
+            }
+        }
     }
 
     /// Like [`wait`](Self::wait) with a deadline: `Ok(None)` if still running after it.
@@ -426,6 +514,9 @@ impl ShimClient {
         &self,
         timeout: Option<Duration>,
     ) -> Result<Option<ExitRecord>, ClientError> {
+        let Some(timeout) = timeout else {
+            return self.wait().map(Some);
+        };
         if let Some(r) = self.recorded_exit()? {
             return Ok(Some(r));
         }
@@ -434,18 +525,11 @@ impl ShimClient {
         };
         c.reader
             .get_ref()
-            .set_read_timeout(timeout.map(|t| t.max(Duration::from_millis(1))))
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
             .map_err(|e| self.io_err(e))?;
-        match c.next() {
+        match c.next_raw() {
             Ok(Some(Event::Exit(rec))) => Ok(Some(rec)),
-            Err(ClientError::Io { source, .. })
-                if matches!(
-                    source.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                Ok(None)
-            }
+            Err(ClientError::Io { source, .. }) if is_timeout(&source) => Ok(None),
             // Connection closed without an answer: the shim finished meanwhile.
             _ => self.exited().map(Some),
         }
@@ -473,7 +557,10 @@ impl ShimClient {
             return Err(ClientError::NotRunning(self.id.clone()));
         };
         match c.next()? {
-            Some(Event::Started { pid }) => Ok(ExecSession { conn: c, pid }),
+            Some(Event::Started { pid }) => {
+                c.streaming()?;
+                Ok(ExecSession { conn: c, pid })
+            }
             Some(Event::Error { message }) => {
                 let exit_code = match c.next() {
                     Ok(Some(Event::ExecExit { exit_code, .. })) => Some(exit_code),
@@ -523,10 +610,24 @@ impl ShimClient {
             return Err(ClientError::NotRunning(self.id.clone()));
         };
         match c.next()? {
-            Some(Event::Ok) => Ok(AttachSession { conn: c }),
+            Some(Event::Ok) => {
+                c.streaming()?;
+                Ok(AttachSession { conn: c })
+            }
             Some(Event::Error { message }) => Err(self.shim_err(message)),
             other => Err(self.shim_err(format!("unexpected answer to attach: {other:?}"))),
         }
+    }
+}
+
+/// The name of a request in errors.
+fn request_name(req: &Request) -> &'static str {
+    match req {
+        Request::Status => "status",
+        Request::Kill { .. } => "kill",
+        Request::Wait => "wait",
+        Request::Exec(_) => "exec",
+        Request::Attach { .. } => "attach",
     }
 }
 
@@ -535,19 +636,46 @@ struct Conn {
     writer: UnixStream,
     socket: PathBuf,
     id: String,
+    /// The request, for errors.
+    what: &'static str,
+    /// A line read in part when a read timed out (kept for the next read).
+    pending: String,
 }
 
 impl Conn {
+    /// Reads the next event; a read that times out is [`ClientError::Unresponsive`].
     fn next(&mut self) -> Result<Option<Event>, ClientError> {
-        let mut l = String::new();
+        self.next_raw().map_err(|e| match e {
+            ClientError::Io { source, .. } if is_timeout(&source) => ClientError::Unresponsive {
+                id: self.id.clone(),
+                what: self.what.to_string(),
+            },
+            e => e,
+        })
+    }
+
+    /// The handshake is done: from now on reads and writes wait for as long as the stream
+    /// lasts (output may pause for hours; stdin may wait for a slow reader).
+    fn streaming(&self) -> Result<(), ClientError> {
+        let io = |source| ClientError::Io {
+            path: self.socket.clone(),
+            source,
+        };
+        self.writer.set_read_timeout(None).map_err(io)?;
+        self.writer.set_write_timeout(None).map_err(io)
+    }
+
+    /// Reads the next event; timeouts stay [`ClientError::Io`] (for `wait_timeout`).
+    fn next_raw(&mut self) -> Result<Option<Event>, ClientError> {
         let n = self
             .reader
-            .read_line(&mut l)
+            .read_line(&mut self.pending)
             .map_err(|source| ClientError::Io {
                 path: self.socket.clone(),
                 source,
             })?;
-        if n == 0 {
+        let l = std::mem::take(&mut self.pending);
+        if n == 0 && l.is_empty() {
             return Ok(None);
         }
         serde_json::from_str(&l)

@@ -12,6 +12,7 @@ pub mod client;
 pub mod device_filter;
 pub mod exit;
 pub mod logs;
+pub mod orphan;
 pub mod protocol;
 pub mod rootfs;
 pub mod safe_path;

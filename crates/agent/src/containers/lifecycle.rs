@@ -25,6 +25,9 @@ pub const DEFAULT_STOP_TIMEOUT: u64 = 10;
 /// removed anyway.
 const ATTACHED_REMOVE_FALLBACK: Duration = Duration::from_secs(60);
 
+/// How many containers the start-up recovery checks at a time.
+const RECOVERY_PARALLELISM: usize = 32;
+
 /// What `create` answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Created {
@@ -59,7 +62,7 @@ impl Agent {
         self.config().paths.containers().join(id)
     }
 
-    fn shim_client(&self, id: &str) -> ShimClient {
+    pub(crate) fn shim_client(&self, id: &str) -> ShimClient {
         ShimClient::for_container(&self.config().paths.state, &self.container_dir(id), id)
     }
 
@@ -210,7 +213,7 @@ impl Agent {
                 .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         );
         self.containers().update(&record)?;
-        self.watch_container(id.clone());
+        self.watch_container(id.clone(), launched.handle.shim_pid);
         tracing::info!(id = %short_id(&id), %name, image = %req.image, "container started");
         Ok(Created { id, name })
     }
@@ -227,25 +230,6 @@ impl Agent {
             }
         }
         Ok(format!("{base}_{}", short_id(id)))
-    }
-
-    /// Waits in the background for a running container to exit, then records its exit and,
-    /// for `--rm`, removes it.
-    pub(crate) fn watch_container(self: &Arc<Self>, id: String) {
-        let agent = Arc::clone(self);
-        tokio::spawn(async move {
-            // On the reactor, not the blocking pool: one watcher per running container must
-            // not cost a thread each (a service of 100 replicas would hold 100 threads).
-            let client = agent.shim_client(&id);
-            match client.wait_async().await {
-                Ok(rec) => {
-                    if let Err(e) = agent.record_exit(&id, &rec).await {
-                        tracing::warn!(id = %short_id(&id), "recording exit: {e}");
-                    }
-                }
-                Err(e) => tracing::warn!(id = %short_id(&id), "waiting for container: {e}"),
-            }
-        });
     }
 
     /// Writes the exit into the container's record unless it is there already; returns the
@@ -276,7 +260,7 @@ impl Agent {
         }
     }
 
-    async fn record_exit(self: &Arc<Self>, id: &str, rec: &ExitRecord) -> Result<()> {
+    pub(crate) async fn record_exit(self: &Arc<Self>, id: &str, rec: &ExitRecord) -> Result<()> {
         let Some(r) = self.store_exit(id, rec)? else {
             return Ok(());
         };
@@ -292,7 +276,7 @@ impl Agent {
                 .get("attached")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false);
-            if attached {
+            if attached && !self.liveness.client_gone(id) {
                 // The attached client's `wait` removes it once it has the output and the
                 // exit code; this is the fallback for a client that went away.
                 let agent = Arc::clone(self);
@@ -309,51 +293,91 @@ impl Agent {
     }
 
     /// Re-adopts containers after a daemon (re)start: running ones get a watcher again, ones
-    /// that ended meanwhile get their real exit record.
+    /// that ended meanwhile get their real exit record, ones whose shim is gone are cleaned up
+    /// and recorded as lost, and `--rm` ones that ended are removed, as docker does.
+    ///
+    /// Returns at once: the checks run in the background, several at a time (a lost shim
+    /// costs seconds of waiting for an exit record), so the API listens meanwhile; until its
+    /// check is done a container shows as recovering and calls on it wait for the check.
     pub async fn recover_containers(self: &Arc<Self>) -> Result<()> {
-        for r in self.containers().list()? {
-            if r.state == ContainerState::Exited {
-                if r.auto_remove {
-                    let _ = self.remove_container(&r.id, true).await;
+        let records: Vec<ContainerRecord> = self
+            .containers()
+            .list()?
+            .into_iter()
+            .filter(|r| r.state != ContainerState::Exited || r.auto_remove)
+            .collect();
+        self.liveness
+            .mark_recovering(records.iter().map(|r| r.id.clone()));
+        let limit = Arc::new(tokio::sync::Semaphore::new(RECOVERY_PARALLELISM));
+        for r in records {
+            let agent = Arc::clone(self);
+            let limit = Arc::clone(&limit);
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let id = r.id.clone();
+                if let Err(e) = agent.recover_container(r).await {
+                    tracing::warn!(id = %short_id(&id), "recovering container: {e}");
                 }
-                continue;
-            }
-            let client = self.shim_client(&r.id);
-            let status = tokio::task::spawn_blocking(move || client.status())
-                .await
-                .map_err(|e| AgentError::internal(e.to_string()))?;
-            match status {
-                Ok(ShimStatus::Running {
-                    pid, started_at, ..
-                }) => {
-                    if r.state != ContainerState::Running {
-                        // The previous daemon died while it launched this container: the shim
-                        // went on and started it, but the record still says `created`. As
-                        // such it would count as not running, and removing it would leave
-                        // its shim and process behind.
-                        let mut r = r.clone();
-                        r.state = ContainerState::Running;
-                        r.pid = Some(i64::from(pid));
-                        r.started_at =
-                            Some(started_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
-                        self.containers().update(&r)?;
-                    }
-                    tracing::info!(id = %short_id(&r.id), name = %r.name, "re-adopted running container");
-                    self.watch_container(r.id.clone());
-                }
-                Ok(ShimStatus::Exited(rec)) => {
-                    self.record_exit(&r.id, &rec).await?;
-                }
-                Err(e) => {
-                    // No shim and no exit record: it never started (daemon died mid-create).
-                    tracing::warn!(id = %short_id(&r.id), "container lost: {e}");
-                    let mut r = r;
-                    r.state = ContainerState::Exited;
-                    r.exit_code = Some(128 + 9);
-                    r.error = Some(format!("lost: {e}"));
-                    r.finished_at = Some(now());
+                agent.liveness.done_recovering(&id);
+            });
+        }
+        Ok(())
+    }
+
+    /// Recovery of one container (see [`recover_containers`](Self::recover_containers)).
+    async fn recover_container(self: &Arc<Self>, r: ContainerRecord) -> Result<()> {
+        // No client outlives the daemon it was attached to: an attached `run --rm` that
+        // ends from now on is removed at once, not after waiting for that client.
+        if r.auto_remove {
+            self.liveness.forget_client(&r.id);
+        }
+        if r.state == ContainerState::Exited {
+            // `--rm`: ended before the previous daemon could remove it.
+            self.liveness.done_recovering(&r.id);
+            return self.remove_container(&r.id, true).await;
+        }
+        let client = self.shim_client(&r.id);
+        let status = tokio::task::spawn_blocking(move || client.status())
+            .await
+            .map_err(|e| AgentError::internal(e.to_string()))?;
+        // From here on the normal paths (watcher, exit, removal) take over.
+        self.liveness.done_recovering(&r.id);
+        match status {
+            Ok(ShimStatus::Running {
+                pid,
+                started_at,
+                shim_pid,
+            }) => {
+                if r.state != ContainerState::Running {
+                    // The previous daemon died while it launched this container: the shim
+                    // went on and started it, but the record still says `created`. As
+                    // such it would count as not running, and removing it would leave
+                    // its shim and process behind.
+                    let mut r = r.clone();
+                    r.state = ContainerState::Running;
+                    r.pid = Some(i64::from(pid));
+                    r.started_at =
+                        Some(started_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
                     self.containers().update(&r)?;
+                    self.register_dns(&r.id, &r.name);
                 }
+                tracing::info!(id = %short_id(&r.id), name = %r.name, "re-adopted running container");
+                self.watch_container(r.id.clone(), shim_pid);
+            }
+            Ok(ShimStatus::Exited(rec)) => {
+                self.record_exit(&r.id, &rec).await?;
+            }
+            Err(e @ ClientError::Unresponsive { .. }) => {
+                // A stopped shim: its container may well run. Watched through its socket
+                // (no pid is known); stop, kill and rm work through the cgroup meanwhile.
+                tracing::warn!(id = %short_id(&r.id), "re-adopting container: {e}");
+                self.watch_container(r.id.clone(), 0);
+            }
+            Err(e) => {
+                // No shim and no exit record: killed while the daemon was down, or it never
+                // started (the daemon died mid-create).
+                self.shim_lost(&r.id, &format!("found gone at start-up: {e}"))
+                    .await;
             }
         }
         Ok(())
@@ -362,16 +386,24 @@ impl Agent {
     /// `stop`: the stop signal, `timeout` seconds of grace, then SIGKILL.
     pub async fn stop_container(&self, key: &str, timeout: Option<u64>) -> Result<()> {
         let r = self.containers().resolve(key)?;
+        self.await_recovered(&r).await?;
+        let r = self.containers().resolve(&r.id)?;
         if r.state != ContainerState::Running {
             return Ok(());
         }
         let signal = self.stop_signal(&r);
         let grace = Duration::from_secs(timeout.unwrap_or(DEFAULT_STOP_TIMEOUT));
         let client = self.shim_client(&r.id);
-        let rec = tokio::task::spawn_blocking(move || client.stop(grace, signal))
+        let stopped = tokio::task::spawn_blocking(move || client.stop(grace, signal))
             .await
-            .map_err(|e| AgentError::internal(e.to_string()))?
-            .map_err(runtime_err)?;
+            .map_err(|e| AgentError::internal(e.to_string()))?;
+        let rec = match stopped {
+            Ok(rec) => rec,
+            Err(e @ (ClientError::Unresponsive { .. } | ClientError::Lost(_))) => {
+                self.stop_without_shim(&r, signal, grace, &e).await?
+            }
+            Err(e) => return Err(runtime_err(e)),
+        };
         // Recorded before answering, so a `stop` followed by `ps -a` or `inspect` shows
         // the exit code (the watcher may not have got to it yet).
         self.store_exit(&r.id, &rec)?;
@@ -394,6 +426,8 @@ impl Agent {
     /// `kill -s SIG`.
     pub async fn kill_container(&self, key: &str, signal: Option<&str>) -> Result<()> {
         let r = self.containers().resolve(key)?;
+        self.await_recovered(&r).await?;
+        let r = self.containers().resolve(&r.id)?;
         let sig = match signal {
             None => 9,
             Some(s) => zlayer_runtime::bundle::parse_signal(s)
@@ -406,16 +440,21 @@ impl Agent {
             )));
         }
         let client = self.shim_client(&r.id);
-        tokio::task::spawn_blocking(move || client.kill(sig, false))
+        let killed = tokio::task::spawn_blocking(move || client.kill(sig, false))
             .await
-            .map_err(|e| AgentError::internal(e.to_string()))?
-            .map_err(runtime_err)
+            .map_err(|e| AgentError::internal(e.to_string()))?;
+        match killed {
+            Err(e @ ClientError::Unresponsive { .. }) => self.kill_without_shim(&r, sig, &e).await,
+            other => other.map_err(runtime_err),
+        }
     }
 
     /// `rm [-f]`: unmounts and deletes everything of the container.
     #[tracing::instrument(level = "debug", skip_all)]
     pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
         let r = self.containers().resolve(key)?;
+        self.await_recovered(&r).await?;
+        let r = self.containers().resolve(&r.id)?;
         self.check_no_sharers(&r)?;
         // A shim may live on while the record says otherwise (a daemon killed mid-launch, its
         // recovery racing the shim's start): whenever its socket exists, it is stopped too, so
@@ -429,12 +468,22 @@ impl Agent {
                 )));
             }
             let client = self.shim_client(&r.id);
-            let _ = tokio::task::spawn_blocking(move || client.stop(Duration::ZERO, 9)).await;
+            let stopped = tokio::task::spawn_blocking(move || client.stop(Duration::ZERO, 9)).await;
+            if let Ok(Err(e @ ClientError::Unresponsive { .. })) = stopped {
+                // Killed through the cgroup below; the shim itself must not linger either.
+                tracing::warn!(id = %short_id(&r.id), name = %r.name, "{e}: killing the container through its cgroup, and its shim");
+                self.kill_shim(&r.id);
+            }
         }
+        // Whatever became of the shim, no process of the container outlives its record, and
+        // its cgroup goes in every hierarchy; when a process survives SIGKILL the record
+        // stays and the error says so.
+        self.kill_and_remove_cgroup(&r).await?;
         self.detach_network(&r.id, &r.name).await;
         // Out of `containers/` now; unmounted and deleted in the background (see trash.rs).
         self.discard_container_dir(&r.id, &r.name).await?;
         self.containers().delete(&r.id)?;
+        self.liveness.forget(&r.id);
         tracing::info!(id = %short_id(&r.id), name = %r.name, "container removed");
         Ok(())
     }
@@ -450,6 +499,8 @@ impl Agent {
             }
             Err(e) => return Err(e),
         };
+        self.await_recovered(&r).await?;
+        let r = self.containers().resolve(&r.id)?;
         let result = if r.state == ContainerState::Exited {
             WaitResult {
                 exit_code: r.exit_code.unwrap_or(-1),

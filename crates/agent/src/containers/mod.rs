@@ -2,6 +2,7 @@
 //! their life (create, stop, kill, remove, wait) through the per-container shims.
 
 pub mod lifecycle;
+pub(crate) mod liveness;
 pub mod names;
 pub mod network;
 pub mod query;

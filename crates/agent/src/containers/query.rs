@@ -43,6 +43,10 @@ pub struct ContainerDetails {
     pub log_path: String,
     /// The network sandbox: network, IP addresses, gateway, published ports.
     pub network: Option<crate::network::SandboxInfo>,
+    /// The start-up recovery has not checked this container's shim yet: its state is the
+    /// one recorded before the daemon restarted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovering: bool,
 }
 
 fn ago(rfc3339: Option<&str>) -> String {
@@ -89,6 +93,7 @@ impl Agent {
                     .health_of(&r.id)
                     .filter(|_| r.state == ContainerState::Running);
                 let status = match r.state {
+                    _ if self.is_recovering(&r.id) => "Recovering".to_string(),
                     ContainerState::Running => match health {
                         Some(h) => format!("Up {} ({})", ago(r.started_at.as_deref()), h.as_str()),
                         None => format!("Up {}", ago(r.started_at.as_deref())),
@@ -126,6 +131,7 @@ impl Agent {
         let record = self.containers().resolve(key)?;
         let dir = self.container_dir(&record.id);
         Ok(ContainerDetails {
+            recovering: self.is_recovering(&record.id),
             network: self.networking().sandbox(&record.id),
             path: dir.display().to_string(),
             log_path: zlayer_runtime::logs::log_path(&dir).display().to_string(),
@@ -151,6 +157,12 @@ impl Agent {
     /// `stats --no-stream`.
     pub fn container_stats(&self, key: &str) -> Result<ContainerStats> {
         let r = self.containers().resolve(key)?;
+        if self.is_recovering(&r.id) {
+            return Err(AgentError::conflict(format!(
+                "container {} is still being recovered after the daemon's restart; try again",
+                r.name
+            )));
+        }
         if r.state != ContainerState::Running {
             return Err(AgentError::conflict(format!(
                 "container {} is not running",
@@ -172,6 +184,12 @@ impl Agent {
     /// The shim client of a running container, for `exec` and `attach`.
     pub fn running_shim(&self, key: &str) -> Result<(ContainerRecord, ShimClient)> {
         let r = self.containers().resolve(key)?;
+        if self.is_recovering(&r.id) {
+            return Err(AgentError::conflict(format!(
+                "container {} is still being recovered after the daemon's restart; try again",
+                r.name
+            )));
+        }
         if r.state != ContainerState::Running {
             return Err(AgentError::conflict(format!(
                 "container {} is not running",
