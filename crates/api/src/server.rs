@@ -54,11 +54,29 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/events", get(services::events))
         .route("/v1/networks", get(networks::list).post(networks::create))
         .route("/v1/networks/{name}", delete(networks::remove))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::types::MAX_JSON_BODY,
+        ))
+        .layer(axum::middleware::map_response(name_the_body_limit))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             services::track_latency,
         ))
         .with_state(agent)
+}
+
+/// axum answers an oversized body with a bare "length limit exceeded"; say which limit, in
+/// the API's JSON error shape.
+async fn name_the_body_limit(resp: Response) -> Response {
+    if resp.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return resp;
+    }
+    let body = crate::types::ErrorBody {
+        error: crate::types::body_too_large(None),
+        kind: zlayer_agent::ErrorKind::InvalidInput,
+        exit_code: None,
+    };
+    axum::response::IntoResponse::into_response((StatusCode::PAYLOAD_TOO_LARGE, Json(body)))
 }
 
 async fn version(State(agent): State<AppState>) -> Json<VersionInfo> {

@@ -22,4 +22,16 @@ pub struct ErrorBody {
 }
 
 /// The API version spoken by this build: the path prefix of every route.
+/// The largest JSON request body the API accepts (axum's default, stated here so the server's
+/// 413 answer and the client's own check before sending can both name it).
+pub const MAX_JSON_BODY: usize = 2 << 20;
+
+/// The error message for a JSON body over [`MAX_JSON_BODY`].
+pub fn body_too_large(len: Option<usize>) -> String {
+    let size = len.map(|n| format!(" ({n} bytes)")).unwrap_or_default();
+    format!(
+        "the request body{size} is larger than the {MAX_JSON_BODY} bytes (2 MiB) the API accepts"
+    )
+}
+
 pub const API_VERSION: &str = "v1";

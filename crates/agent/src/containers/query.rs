@@ -206,6 +206,7 @@ impl Agent {
 
     /// `exec` without stdin: runs `spec` to completion and returns its output.
     pub async fn exec_output(&self, key: &str, spec: ExecSpec) -> Result<ExecOutput> {
+        zlayer_runtime::bundle::validate::exec_spec(&spec).map_err(AgentError::invalid)?;
         let (_, client) = self.running_shim(key)?;
         // The exec'd process joins the container's cgroup: see attach_lock.
         zlayer_runtime::cgroups::attach_lock::warm_in_background();

@@ -77,6 +77,26 @@ fn spec_err(e: zlayer_spec::SpecErrors) -> AgentError {
 /// Checks the deployment's published ports against this node: another deployment's service,
 /// a `run -p` container, or another process holding the port is an error at the line of the
 /// `publish`. (Ports published twice within the file are caught by the spec's validation.)
+/// Every service's `image` must be a reference the puller can parse (a digest such as
+/// `busybox@sha256:zzz` is refused now, also for `--dry-run`, not when the first replica starts).
+fn check_image_references(d: &Deployment, file: &str, map: &zlayer_spec::SourceMap) -> Result<()> {
+    let mut problems = Vec::new();
+    for (name, s) in &d.services {
+        if let Err(e) = zlayer_image::Reference::parse(&s.image.name) {
+            let at = map
+                .locate(&format!("services.{name}.image"))
+                .map(|l| format!("{file}:{l}"))
+                .unwrap_or_else(|| file.to_string());
+            problems.push(format!("{at}: service \"{name}\": {e}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(AgentError::invalid(problems.join("\n")))
+    }
+}
+
 fn check_published_ports(
     agent: &Agent,
     d: &Deployment,
@@ -246,6 +266,7 @@ impl Agent {
         if let Some(base) = &req.base_dir {
             spec.resolve_relative_paths(Path::new(base));
         }
+        check_image_references(&spec, file, &map)?;
         let store = &self.services().store;
         check_published_ports(self, &spec, &store.list_deployments()?, file, &map)?;
         let env = resolve_env(&spec, &req.host_env)?;

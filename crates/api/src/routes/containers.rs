@@ -232,6 +232,8 @@ pub async fn exec(
 ) -> ApiResult<Response> {
     let spec: ExecSpec = serde_json::from_str(&q.spec)
         .map_err(|e| zlayer_agent::AgentError::invalid(format!("bad exec spec: {e}")))?;
+    zlayer_runtime::bundle::validate::exec_spec(&spec)
+        .map_err(zlayer_agent::AgentError::invalid)?;
     let (_, client) = {
         let agent = agent.clone();
         blocking(move || agent.running_shim(&id)).await?
