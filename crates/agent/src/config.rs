@@ -3,7 +3,8 @@
 //! ```json
 //! { "registries": { "insecure": ["myreg.lan:5000"],
 //!                   "auths": { "myreg.lan:5000": { "username": "u", "password": "p" } } },
-//!   "max_concurrent_downloads": 3 }
+//!   "max_concurrent_downloads": 3,
+//!   "limits": { "max_containers": 1000, "max_replicas": 1000 } }
 //! ```
 
 use std::collections::BTreeMap;
@@ -37,6 +38,31 @@ pub struct RegistrySettings {
     pub auths: BTreeMap<String, Credentials>,
 }
 
+/// Per-node limits: what one node is willing to run, so that a typo (`replicas: 100000`) is
+/// an error at once instead of a daemon that starts containers until the machine runs out.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Containers (in any state) on the node: `create`/`run` and the supervisor's replica
+    /// starts are refused beyond it. `limits.max_containers`.
+    pub max_containers: usize,
+    /// Replicas all deployments together may ask for (the sum of their services' `replicas`,
+    /// one per job or cron entry): `deploy` and `scale` are refused beyond it.
+    /// `limits.max_replicas`.
+    pub max_replicas: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // A thousand containers is far beyond what a node usually runs (each is a shim, a
+        // mount, a cgroup and often a network namespace) and far below what exhausts one.
+        Self {
+            max_containers: 1000,
+            max_replicas: 1000,
+        }
+    }
+}
+
 /// Settings read from the config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,6 +71,8 @@ pub struct FileConfig {
     pub registries: RegistrySettings,
     #[serde(default = "default_downloads")]
     pub max_concurrent_downloads: usize,
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 fn default_downloads() -> usize {
@@ -56,6 +84,7 @@ impl Default for FileConfig {
         Self {
             registries: RegistrySettings::default(),
             max_concurrent_downloads: default_downloads(),
+            limits: Limits::default(),
         }
     }
 }
