@@ -7,7 +7,8 @@
 //!                   "retries": 5, "retry_budget_secs": 120 },
 //!   "max_concurrent_downloads": 3, "min_free_space_mib": 256, "max_image_unpacked_mib": null,
 //!   "published_ports": { "max_connections": 4096, "max_connections_per_client": 256,
-//!                        "idle_timeout_secs": 3600, "max_lifetime_secs": 0 } }
+//!                        "idle_timeout_secs": 3600, "max_lifetime_secs": 0 },
+//!   "limits": { "max_containers": 1000, "max_replicas": 1000 } }
 //! ```
 //!
 //! See docs/pull.md for what each registry setting bounds.
@@ -85,6 +86,31 @@ fn default_retry_budget() -> u64 {
     zlayer_image::registry::DEFAULT_RETRY_BUDGET_SECS
 }
 
+/// Per-node limits: what one node is willing to run, so that a typo (`replicas: 100000`) is
+/// an error at once instead of a daemon that starts containers until the machine runs out.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Containers (in any state) on the node: `create`/`run` and the supervisor's replica
+    /// starts are refused beyond it. `limits.max_containers`.
+    pub max_containers: usize,
+    /// Replicas all deployments together may ask for (the sum of their services' `replicas`,
+    /// one per job or cron entry): `deploy` and `scale` are refused beyond it.
+    /// `limits.max_replicas`.
+    pub max_replicas: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // A thousand containers is far beyond what a node usually runs (each is a shim, a
+        // mount, a cgroup and often a network namespace) and far below what exhausts one.
+        Self {
+            max_containers: 1000,
+            max_replicas: 1000,
+        }
+    }
+}
+
 /// Settings read from the config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +129,8 @@ pub struct FileConfig {
     /// Limits of each port a service publishes (the daemon's forwarder).
     #[serde(default)]
     pub published_ports: PublishedPortSettings,
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 
@@ -174,6 +202,7 @@ impl Default for FileConfig {
             min_free_space_mib: default_min_free_space_mib(),
             max_image_unpacked_mib: None,
             published_ports: PublishedPortSettings::default(),
+            limits: Limits::default(),
         }
     }
 }

@@ -921,3 +921,24 @@ impl ShimClient {
             .map_err(join_err)?
     }
 }
+
+impl ShimClient {
+    /// How much of the container's output its shim could not log so far (a full disk): from
+    /// the shim while it runs, from the `log-loss.json` it left when it ended. `Ok(None)`: the
+    /// shim is gone or did not answer within `timeout` (an older shim does not know the
+    /// request), and left no record of a loss.
+    pub fn log_loss(&self, timeout: Duration) -> Result<Option<crate::logs::LogLoss>, ClientError> {
+        let from_file = || Ok(crate::logs::read_log_loss(&self.container_dir));
+        let Some(mut c) = self.request(&Request::LogStats)? else {
+            return from_file();
+        };
+        c.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .map_err(|e| self.io_err(e))?;
+        match c.next() {
+            Ok(Some(Event::LogStats(loss))) => Ok(Some(loss)),
+            _ => from_file(),
+        }
+    }
+}

@@ -81,6 +81,12 @@ impl Agent {
         if req.image.trim().is_empty() {
             return Err(AgentError::invalid("no image given"));
         }
+        // Refused before any work (a pull, a mount); checked again when the record is
+        // inserted, where concurrent creates cannot pass it together.
+        let max_containers = self.config().file.limits.max_containers;
+        if self.containers().count()? >= max_containers {
+            return Err(crate::limits::too_many_containers(max_containers));
+        }
         // The shim's cgroup write comes ~8 ms from now; start the kernel's grace period now.
         zlayer_runtime::cgroups::attach_lock::warm_in_background();
         let id = new_id()?;
@@ -110,7 +116,7 @@ impl Agent {
             finished_at: None,
             auto_remove: req.auto_remove,
         };
-        self.containers().insert(&record)?;
+        self.containers().insert_limited(&record, max_containers)?;
         // The network namespace exists before the container is created in it. A bridge
         // network's CNI ADD (tens of milliseconds of plugin execs) then runs while the
         // container is being created (overlay mount, bundle, shim, libcontainer create); the

@@ -47,6 +47,10 @@ pub struct ContainerDetails {
     /// one recorded before the daemon restarted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recovering: bool,
+    /// Output the shim could not write to the log (a full disk): bytes dropped, failed
+    /// writes, the last error. Absent when nothing was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_loss: Option<zlayer_runtime::logs::LogLoss>,
 }
 
 fn ago(rfc3339: Option<&str>) -> String {
@@ -126,12 +130,18 @@ impl Agent {
             .collect())
     }
 
-    /// `inspect`.
+    /// `inspect` (blocking: asks a running container's shim about lost log output).
     pub fn inspect_container(&self, key: &str) -> Result<ContainerDetails> {
         let record = self.containers().resolve(key)?;
         let dir = self.container_dir(&record.id);
+        let log_loss = ShimClient::for_container(&self.config().paths.state, &dir, &record.id)
+            .log_loss(std::time::Duration::from_secs(1))
+            .ok()
+            .flatten()
+            .filter(|l| l.dropped_bytes > 0 || l.failed_writes > 0);
         Ok(ContainerDetails {
             recovering: self.is_recovering(&record.id),
+            log_loss,
             network: self.networking().sandbox(&record.id),
             path: dir.display().to_string(),
             log_path: zlayer_runtime::logs::log_path(&dir).display().to_string(),

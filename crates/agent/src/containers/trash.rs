@@ -99,6 +99,7 @@ impl Agent {
 
     fn purge_in_background(&self, path: PathBuf) {
         let purges = self.purges();
+        let db = std::sync::Arc::clone(self.containers().db());
         purges.start();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = zlayer_runtime::rootfs::remove(&path) {
@@ -107,6 +108,9 @@ impl Agent {
                     path.display()
                 );
             }
+            // The space just freed first goes back to the database's reserve, if it was
+            // used up on a full disk.
+            db.replenish_reserve();
             purges.done();
         });
     }

@@ -165,6 +165,42 @@ fn check_published_ports(
     }
 }
 
+/// Refuses a deployment whose replicas, with those of the other deployments, exceed the node's
+/// `limits.max_replicas`; the error points at the largest service's `replicas`. Checked before
+/// anything is stored, so nothing is allocated or started for a request that cannot run.
+fn check_replica_limit(
+    d: &Deployment,
+    others: &[DeploymentRecord],
+    max: usize,
+    file: &str,
+    map: &zlayer_spec::SourceMap,
+) -> Result<()> {
+    let held: usize = others
+        .iter()
+        .filter(|o| o.spec.deployment != d.deployment)
+        .map(|o| crate::limits::replicas_of_deployment(&o.spec))
+        .sum();
+    let asked = crate::limits::replicas_of_deployment(d);
+    let what = match d
+        .services
+        .iter()
+        .max_by_key(|(_, s)| crate::limits::replicas_of(s))
+    {
+        Some((name, _)) => {
+            let at = map
+                .locate(&format!("services.{name}.replicas"))
+                .map(|l| format!("{file}:{l}"))
+                .unwrap_or_else(|| file.to_string());
+            format!(
+                "{at}: deployment \"{}\" (largest: service \"{name}\") asks for",
+                d.deployment
+            )
+        }
+        None => format!("{file}: deployment \"{}\" asks for", d.deployment),
+    };
+    crate::limits::check_replicas(asked, held, max, &what)
+}
+
 /// Resolves each service's environment: env files (read here, on the node), then `env`, with
 /// `from_host` values from the client.
 fn resolve_env(
@@ -268,7 +304,15 @@ impl Agent {
         }
         check_image_references(&spec, file, &map)?;
         let store = &self.services().store;
-        check_published_ports(self, &spec, &store.list_deployments()?, file, &map)?;
+        let deployed = store.list_deployments()?;
+        check_replica_limit(
+            &spec,
+            &deployed,
+            self.config().file.limits.max_replicas,
+            file,
+            &map,
+        )?;
+        check_published_ports(self, &spec, &deployed, file, &map)?;
         let env = resolve_env(&spec, &req.host_env)?;
         let current = store.get_deployment(&spec.deployment)?;
         // `scale` changes the stored replica count; a deploy of the file sets it back.
@@ -386,6 +430,27 @@ impl Agent {
         }
         let before = svc.desired_replicas();
         svc.replicas = Some(replicas);
+        let held: usize = self
+            .services()
+            .store
+            .list_deployments()?
+            .iter()
+            .filter(|o| o.spec.deployment != rec.spec.deployment)
+            .map(|o| crate::limits::replicas_of_deployment(&o.spec))
+            .sum();
+        let rest: usize = rec
+            .spec
+            .services
+            .iter()
+            .filter(|(n, _)| **n != name)
+            .map(|(_, s)| crate::limits::replicas_of(s))
+            .sum();
+        crate::limits::check_replicas(
+            replicas as usize,
+            held + rest,
+            self.config().file.limits.max_replicas,
+            &format!("scale {}/{name}", rec.spec.deployment),
+        )?;
         self.services().store.put_deployment(&rec)?;
         self.services().wake();
         Ok((rec.spec.deployment.clone(), name, before))
