@@ -27,7 +27,7 @@ pub struct RunImage {
 }
 
 /// The result of a pull, as the API reports it at the end of the progress stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PullSummary {
     pub reference: String,
     pub digest: String,

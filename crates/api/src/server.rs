@@ -23,7 +23,8 @@ use crate::routes::{containers, images, networks, services, volumes, AppState};
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/v1/version", get(version))
-        .route("/v1/ping", get(|| async { "OK" }))
+        .route("/v1/ping", get(ping))
+        .route("/v1/openapi.json", get(openapi_json))
         .route("/v1/images", get(images::list).delete(images::remove))
         .route("/v1/images/pull", post(images::pull))
         .route("/v1/images/inspect", get(images::inspect))
@@ -62,6 +63,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
             agent.clone(),
             services::track_latency,
         ))
+        .layer(axum::middleware::from_fn(crate::error::json_errors))
         .with_state(agent)
 }
 
@@ -79,7 +81,9 @@ async fn name_the_body_limit(resp: Response) -> Response {
     axum::response::IntoResponse::into_response((StatusCode::PAYLOAD_TOO_LARGE, Json(body)))
 }
 
-async fn version(State(agent): State<AppState>) -> Json<VersionInfo> {
+#[utoipa::path(get, path = "/v1/version", tag = "system", operation_id = "version",
+    responses((status = 200, description = "This daemon's version and directories", body = VersionInfo)))]
+pub(crate) async fn version(State(agent): State<AppState>) -> Json<VersionInfo> {
     let paths = &agent.config().paths;
     Json(VersionInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -87,6 +91,23 @@ async fn version(State(agent): State<AppState>) -> Json<VersionInfo> {
         root: paths.root.display().to_string(),
         state: paths.state.display().to_string(),
     })
+}
+
+/// Liveness: answers `OK` as soon as the API listens.
+#[utoipa::path(get, path = "/v1/ping", tag = "system", operation_id = "ping",
+    responses((status = 200, description = "The daemon is up", body = String, content_type = "text/plain")))]
+pub(crate) async fn ping() -> &'static str {
+    "OK"
+}
+
+/// This API's OpenAPI 3 document (see [`crate::openapi`]).
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "system", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI document of this API", body = Object)))]
+pub(crate) async fn openapi_json() -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(crate::openapi::document_json()))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 /// A response that streams JSON lines sent into the returned channel, for long operations

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::exit::ExitRecord;
 
 /// What to run with `exec`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ExecSpec {
     pub args: Vec<String>,
     /// `KEY=VALUE` added to (and overriding) the container's environment.

@@ -29,14 +29,14 @@ const ATTACHED_REMOVE_FALLBACK: Duration = Duration::from_secs(60);
 const RECOVERY_PARALLELISM: usize = 32;
 
 /// What `create` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Created {
     pub id: String,
     pub name: String,
 }
 
 /// What `wait` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WaitResult {
     pub exit_code: i64,
     pub oom_killed: bool,

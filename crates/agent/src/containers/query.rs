@@ -14,7 +14,7 @@ use crate::error::{AgentError, Result};
 use crate::Agent;
 
 /// One line of `ps`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContainerSummary {
     pub id: String,
     pub name: String,
@@ -34,7 +34,7 @@ pub struct ContainerSummary {
 }
 
 /// `inspect`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContainerDetails {
     #[serde(flatten)]
     pub record: ContainerRecord,

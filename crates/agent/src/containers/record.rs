@@ -10,7 +10,7 @@ use crate::db::Db;
 use crate::error::{AgentError, Result};
 
 /// Where a container is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerState {
     /// Recorded, shim not (yet) running.
@@ -39,7 +39,7 @@ impl ContainerState {
 }
 
 /// One container as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContainerRecord {
     pub id: String,
     pub name: String,
@@ -49,6 +49,7 @@ pub struct ContainerRecord {
     pub image_id: String,
     pub created_at: String,
     /// The run options, as the runtime crate serialises them.
+    #[schema(value_type = Object)]
     pub spec: serde_json::Value,
     pub labels: BTreeMap<String, String>,
     pub state: ContainerState,

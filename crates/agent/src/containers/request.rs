@@ -11,7 +11,7 @@ use zlayer_runtime::bundle::{NetworkMode, RunOptions, Ulimit, VolumeMount, Volum
 use crate::error::{AgentError, Result};
 
 /// A request to create and start a container.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CreateRequest {
     pub image: String,

@@ -14,7 +14,7 @@ use crate::error::{AgentError, Result};
 use crate::Agent;
 
 /// `POST /v1/deployments`: the YAML text as the client read it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct DeployRequest {
     /// The spec file's text.
@@ -32,7 +32,7 @@ pub struct DeployRequest {
 }
 
 /// What `deploy` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeployResponse {
     pub plan: Plan,
     /// The plan in words (one line per service).
@@ -41,7 +41,7 @@ pub struct DeployResponse {
 }
 
 /// One row of `services`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceInfo {
     pub deployment: String,
     pub service: String,
