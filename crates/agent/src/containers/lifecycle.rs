@@ -267,7 +267,7 @@ impl Agent {
                 .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         );
         if self.containers().mark_exited(&r)? {
-            self.unregister_dns(id, &r.name);
+            self.release_network(id, &r.name);
             tracing::info!(id = %short_id(id), exit_code = rec.exit_code, oom = rec.oom_killed, "container exited");
             Ok(Some(r))
         } else {
@@ -431,7 +431,8 @@ impl Agent {
             let client = self.shim_client(&r.id);
             let _ = tokio::task::spawn_blocking(move || client.stop(Duration::ZERO, 9)).await;
         }
-        self.detach_network(&r.id, &r.name).await;
+        // Its DNS name now, its sandbox in the background (a no-op when its exit released it).
+        self.release_network(&r.id, &r.name);
         // Out of `containers/` now; unmounted and deleted in the background (see trash.rs).
         self.discard_container_dir(&r.id, &r.name).await?;
         self.containers().delete(&r.id)?;
