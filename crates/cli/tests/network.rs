@@ -240,12 +240,17 @@ fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
     assert!(err.contains("default"), "{err}");
     let far_id = inspect(&d, "far")["id"].as_str().unwrap().to_string();
     d.ok(&["rm", "-f", "far"]);
-    assert!(!d.state().join("netns").join(&far_id).exists());
-    assert!(!d
+    // Released in the background, right after `rm` answered.
+    assert!(eventually(10, || !d
         .state()
-        .join("network/sandboxes")
-        .join(format!("{far_id}.json"))
-        .exists());
+        .join("netns")
+        .join(&far_id)
+        .exists()
+        && !d
+            .state()
+            .join("network/sandboxes")
+            .join(format!("{far_id}.json"))
+            .exists()));
     d.ok(&["network", "rm", "other"]);
     assert!(!d.ok(&["network", "ls"]).contains("other"));
     d.ok(&["rm", "-f", "web"]);
@@ -394,7 +399,180 @@ fn sandboxes_of_gone_containers_are_cleaned_after_a_daemon_sigkill() {
     assert_eq!(code, 0, "{out}\n{err}\n{}", d.log());
     assert_eq!(out.matches("kept").count(), 2, "{out}");
     d.ok(&["rm", "-f", "keep"]);
-    assert!(!netns.join(&keep_id).exists());
+    assert!(eventually(10, || !netns.join(&keep_id).exists()));
+}
+
+/// The leases host-local holds on `network` (one file per address, first line the owner).
+fn leases(d: &TestDaemon, network: &str) -> Vec<String> {
+    std::fs::read_dir(d.state().join("network/ipam").join(network))
+        .map(|rd| {
+            rd.filter_map(|e| {
+                let e = e.ok()?;
+                e.file_name().to_str()?.parse::<std::net::IpAddr>().ok()?;
+                std::fs::read_to_string(e.path()).ok()
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn exited_containers_release_their_network_and_keep_their_record() {
+    if !require_net_tools() {
+        return;
+    }
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    // Five addresses (a /29 less network, broadcast and gateway): twelve exited containers
+    // would exhaust it if each kept its lease.
+    d.ok(&["network", "create", "--subnet", "10.231.7.0/29", "small"]);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let name = format!("gone{i}");
+        let (code, out, err) = run(
+            &d,
+            &[
+                "run",
+                "--name",
+                &name,
+                "--network",
+                "small",
+                &image,
+                "sh",
+                "-c",
+                "exit 3",
+            ],
+        );
+        assert_eq!(code, 3, "run {i} on the /29: {out}\n{err}\n{}", d.log());
+        ids.push(inspect(&d, &name)["id"].as_str().unwrap().to_string());
+    }
+    let netns = d.state().join("netns");
+    let sandboxes = d.state().join("network/sandboxes");
+    for id in &ids {
+        assert!(
+            eventually(10, || !netns.join(id).exists()
+                && !sandboxes.join(format!("{id}.json")).exists()),
+            "the network of exited {id} is kept"
+        );
+    }
+    assert!(
+        eventually(10, || leases(&d, "small").is_empty()),
+        "leases of exited containers kept: {:?}",
+        leases(&d, "small")
+    );
+    // The records stay, as docker's do: `ps -a` lists them with their exit code.
+    let ps = d.ok(&["ps", "-a"]);
+    for i in 0..12 {
+        assert!(ps.contains(&format!("gone{i}")), "{ps}");
+    }
+    assert!(ps.contains("Exited (3)"), "{ps}");
+
+    // A stopped container's name leaves the network's DNS and its address goes back to the
+    // pool; a running one keeps both.
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "up",
+        "--network",
+        "small",
+        &image,
+        "sleep",
+        "1000",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "down",
+        "--network",
+        "small",
+        &image,
+        "sleep",
+        "1000",
+    ]);
+    let up_id = inspect(&d, "up")["id"].as_str().unwrap().to_string();
+    let down_id = inspect(&d, "down")["id"].as_str().unwrap().to_string();
+    d.ok(&["stop", "-t", "0", "down"]);
+    assert!(eventually(10, || !netns.join(&down_id).exists()));
+    assert!(eventually(10, || !leases(&d, "small")
+        .iter()
+        .any(|l| l.contains(&down_id))));
+    assert!(netns.join(&up_id).exists());
+    assert!(leases(&d, "small").iter().any(|l| l.contains(&up_id)));
+    let (_, out, _) = oneshot(
+        &d,
+        &image,
+        &["--network", "small"],
+        &format!("{RESOLVE}echo up=$(resolve up) down=$(resolve down)"),
+    );
+    assert!(out.contains("up=10.231.7."), "{out}");
+    assert!(out.trim_end().ends_with("down="), "{out}");
+    // Removing exited containers and then the network works at once.
+    d.ok(&["rm", "-f", "up", "down"]);
+    for i in 0..12 {
+        d.ok(&["rm", &format!("gone{i}")]);
+    }
+    d.ok(&["network", "rm", "small"]);
+}
+
+#[test]
+fn a_removed_containers_port_and_network_are_free_at_once() {
+    if !require_net_tools() {
+        return;
+    }
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    // rm answers before the CNI DEL ran: what that DEL still holds is waited for by whoever
+    // needs it next (the same host port, `network rm`), never refused.
+    d.ok(&["network", "create", "--subnet", "10.231.9.0/29", "tiny"]);
+    for round in 0..3 {
+        let name = format!("p{round}");
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "tiny",
+            "-p",
+            "8081:80",
+            &image,
+            "sleep",
+            "1000",
+        ]);
+        d.ok(&["rm", "-f", &name]);
+    }
+    // Five addresses: five running containers fill the /29; one removed makes room at once.
+    for i in 0..5 {
+        d.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &format!("f{i}"),
+            "--network",
+            "tiny",
+            &image,
+            "sleep",
+            "1000",
+        ]);
+    }
+    d.ok(&["rm", "-f", "f0"]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "f5",
+        "--network",
+        "tiny",
+        &image,
+        "sleep",
+        "1000",
+    ]);
+    d.ok(&["rm", "-f", "f1", "f2", "f3", "f4", "f5"]);
+    d.ok(&["network", "rm", "tiny"]);
 }
 
 /// Sockets opened from inside the network namespace of process `pid` (a container's), each

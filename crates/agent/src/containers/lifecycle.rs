@@ -257,7 +257,7 @@ impl Agent {
                 .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         );
         if self.containers().mark_exited(&r)? {
-            self.unregister_dns(id, &r.name);
+            self.release_network(id, &r.name);
             tracing::info!(id = %short_id(id), exit_code = rec.exit_code, oom = rec.oom_killed, "container exited");
             Ok(Some(r))
         } else {
@@ -485,7 +485,8 @@ impl Agent {
         // its cgroup goes in every hierarchy; when a process survives SIGKILL the record
         // stays and the error says so.
         self.kill_and_remove_cgroup(&r).await?;
-        self.detach_network(&r.id, &r.name).await;
+        // Its DNS name now, its sandbox in the background (a no-op when its exit released it).
+        self.release_network(&r.id, &r.name);
         // Out of `containers/` now; unmounted and deleted in the background (see trash.rs).
         self.discard_container_dir(&r.id, &r.name).await?;
         self.containers().delete(&r.id)?;
