@@ -50,6 +50,7 @@ pub fn unpack(data: &[u8]) {
         preserve_owner: mode & 2 != 0,
         sync: false,
         defer_lower: mode & 4 != 0,
+        space: None,
     };
     let result = apply_layer(&target, tar, &opts);
     if let Err(e) = &result {
