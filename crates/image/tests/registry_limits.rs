@@ -452,8 +452,8 @@ async fn layer_of_zeros_stops_at_the_free_space_floor() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains(&reference), "{err}");
-    assert!(err.contains(&layer_digest.to_string()), "{err}");
+    assert_eq!(err.matches(&reference).count(), 1, "{err}");
+    assert_eq!(err.matches(&layer_digest.to_string()).count(), 1, "{err}");
     assert!(err.contains("\"zeros\""), "{err}");
     assert!(
         err.contains("unpacking 1073741824 more bytes would leave"),
