@@ -254,6 +254,22 @@ async fn endless_token_error_and_config_bodies_are_capped() {
         err.contains("registry sent more bytes than the manifest declares"),
         "{err}"
     );
+
+    // A blob whose Content-Length is past its declared size is refused unread.
+    reg.route_first("/blobs/", Answer::Declared(100_000_000_000));
+    let (r, _) = pull_collect(
+        root.path(),
+        quick_config(5, 0),
+        &format!("{}/bad/config:v1", reg.host()),
+        &amd64(),
+    )
+    .await;
+    let err = r.unwrap_err().to_string();
+    assert!(
+        err.contains("the blob is 100000000000 bytes (Content-Length), larger than the"),
+        "{err}"
+    );
+    assert!(err.contains("allowed; not read"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
