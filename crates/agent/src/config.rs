@@ -247,3 +247,37 @@ pub struct AgentConfig {
     /// How to start a shim: the program and leading arguments (normally `[current_exe, "shim"]`).
     pub shim_command: Vec<PathBuf>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_bounds_and_disk_reserve_are_read_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, "{}").unwrap();
+        let c = FileConfig::load(&path, true).unwrap();
+        assert_eq!(c.registries.progress_timeout_secs, 30);
+        assert_eq!(c.registries.document_timeout_secs, 60);
+        assert_eq!(c.registries.retries, 5);
+        assert_eq!(c.registries.retry_budget_secs, 120);
+        assert_eq!(c.min_free_space_mib, 256);
+        assert_eq!(c.max_image_unpacked_mib, None);
+
+        std::fs::write(
+            &path,
+            r#"{"registries": {"progress_timeout_secs": 5, "document_timeout_secs": 7,
+                "retries": 2, "retry_budget_secs": 9},
+                "min_free_space_mib": 1024, "max_image_unpacked_mib": 2048}"#,
+        )
+        .unwrap();
+        let c = FileConfig::load(&path, true).unwrap();
+        assert_eq!(c.registries.progress_timeout_secs, 5);
+        assert_eq!(c.registries.document_timeout_secs, 7);
+        assert_eq!(c.registries.retries, 2);
+        assert_eq!(c.registries.retry_budget_secs, 9);
+        assert_eq!(c.min_free_space_mib, 1024);
+        assert_eq!(c.max_image_unpacked_mib, Some(2048));
+    }
+}

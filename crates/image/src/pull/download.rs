@@ -251,6 +251,9 @@ async fn fetch_into(
         Ok(b) => b,
         Err(e) => return Ok((ingest, Err(FetchError::Registry(e)), last_byte.elapsed())),
     };
+    if let Err(e) = blob.check_declared_size(&ctx.reference, desc.size) {
+        return Ok((ingest, Err(FetchError::Registry(e)), last_byte.elapsed()));
+    }
     // A registry that ignores Range sends the blob from 0: skip what we already have (it is
     // hashed already; re-downloading a prefix is cheaper than re-hashing a restarted file).
     let mut skip = offset.saturating_sub(blob.start);

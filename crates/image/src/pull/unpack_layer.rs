@@ -72,6 +72,12 @@ impl UnpackJob {
                 self.fill(dir, wait_parent.take()).map_err(|e| match e {
                     // Keep our typed error recognisable through the snapshot store's box.
                     e @ PullError::DiffIdMismatch { .. } => FillError::Pull(e),
+                    // Wrapped again below with image, layer and chain: keep only the cause,
+                    // so the message does not name them twice.
+                    PullError::Unpack { source, .. } => FillError::Other(match *source {
+                        SnapshotError::Fill { source, .. } => source.to_string(),
+                        other => other.to_string(),
+                    }),
                     other => FillError::Other(other.to_string()),
                 })
             });

@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes};
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
-use super::RegistryClient;
+use super::{RegistryClient, RetryBudget};
 use crate::digest::{Digest, DigestHasher};
 use crate::reference::Reference;
 
@@ -27,6 +27,9 @@ pub struct BlobReader {
     chunk: Bytes,
     finished: bool,
     failures: u32,
+    budget: RetryBudget,
+    /// When the last byte arrived (or the current attempt started): the time a failure lost.
+    last_progress: std::time::Instant,
 }
 
 impl BlobReader {
@@ -37,7 +40,10 @@ impl BlobReader {
         digest: Digest,
         urls: Vec<String>,
     ) -> Self {
+        let budget = RetryBudget::new(client.config().retry_budget());
         Self {
+            budget,
+            last_progress: std::time::Instant::now(),
             client,
             handle,
             reference,
@@ -94,6 +100,7 @@ impl BlobReader {
                     }
                     if !chunk.is_empty() {
                         self.failures = 0;
+                        self.last_progress = std::time::Instant::now();
                         return Ok(Some(chunk));
                     }
                 }
@@ -114,8 +121,19 @@ impl BlobReader {
         }
         let delay = self.client.backoff(self.failures);
         self.failures += 1;
+        if !self.budget.spend(self.last_progress.elapsed() + delay) {
+            return Err(io::Error::other(format!(
+                "{}: reading blob {} failed at byte {} after {} attempts: the retry budget of {} s is spent (registry setting retry_budget_secs): {error}",
+                self.reference,
+                self.digest,
+                self.position,
+                self.failures,
+                self.client.config().retry_budget_secs
+            )));
+        }
         tracing::warn!(blob = %self.digest, at = self.position, %error, "blob download interrupted, resuming");
         std::thread::sleep(delay);
+        self.last_progress = std::time::Instant::now();
         Ok(())
     }
 }

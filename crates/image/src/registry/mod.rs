@@ -243,7 +243,33 @@ pub struct BlobStream {
     pub start: u64,
     /// Bytes this response will carry, when the registry said so.
     pub len: Option<u64>,
+    /// Where the body comes from (after redirects), for errors.
+    pub url: String,
     pub stream: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
+impl BlobStream {
+    /// Refuses, before a byte is read, a body whose `Content-Length` says it reaches past
+    /// `size` (the blob's size in its manifest).
+    pub fn check_declared_size(
+        &self,
+        reference: &Reference,
+        size: u64,
+    ) -> Result<(), RegistryError> {
+        match self.len {
+            Some(len) if self.start.saturating_add(len) > size => Err(RegistryError::Http {
+                reference: reference.to_string(),
+                registry: reference.registry().to_string(),
+                source: Box::new(HttpError::DeclaredTooLarge {
+                    url: self.url.clone(),
+                    what: "blob",
+                    declared: self.start.saturating_add(len),
+                    limit: size,
+                }),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// A registry client shared by all pulls of a daemon. Cheap to clone.
@@ -664,6 +690,7 @@ impl RegistryClient {
         Ok(BlobStream {
             start,
             len: resp.content_length(),
+            url: resp.url().to_string(),
             stream: http::body_stream(resp, ep.timeouts().progress),
         })
     }
@@ -704,12 +731,7 @@ impl RegistryClient {
         let data = self
             .with_retries("fetching blob", || async {
                 let mut s = self.fetch_blob(reference, &desc.digest, 0).await?;
-                if let Some(len) = s.len.filter(|&l| l > desc.size) {
-                    return Err(bad(format!(
-                        "registry declares {len} bytes (Content-Length), the manifest {}",
-                        desc.size
-                    )));
-                }
+                s.check_declared_size(reference, desc.size)?;
                 let mut buf = Vec::with_capacity(desc.size as usize);
                 let deadline = tokio::time::Instant::now() + document_timeout;
                 loop {
