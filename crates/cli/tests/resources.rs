@@ -307,8 +307,10 @@ fn containers_over_the_configured_limit_are_refused() {
 }
 
 /// Undeploying 778 replicas took 6 min 25 s (8 at a time, each waiting for its process).
-/// Each replica here takes 1 s to stop after SIGTERM: one at a time that is 100 s, eight
-/// at a time 13 s; the supervisor's parallel removal does it in a few seconds.
+/// Each replica here takes 3 s to stop after SIGTERM: one at a time that is 300 s, eight at
+/// a time (the old code) at least 38 s; signalled all at once and removed 64 at a time, it
+/// is about 3 s plus the removals (10 s measured on the 2-core build machine at a load
+/// average of 22; the bound is generous for such load, and still below the old code's floor).
 #[test]
 fn undeploy_stops_a_hundred_replicas_in_parallel() {
     let Some(layout) = busybox_layout() else {
@@ -317,7 +319,7 @@ fn undeploy_stops_a_hundred_replicas_in_parallel() {
     let d = TestDaemon::start();
     let image = load(&d, &layout);
     let yaml = format!(
-        "version: v1\ndeployment: many\nservices:\n  w:\n    image: {image}\n    network: none\n    command: [sh, -c, \"trap 'sleep 1; exit 0' TERM; sleep 3600 & wait\"]\n    replicas: 100\n"
+        "version: v1\ndeployment: many\nservices:\n  w:\n    image: {image}\n    network: none\n    command: [sh, -c, \"trap 'sleep 3; exit 0' TERM; sleep 3600 & wait\"]\n    replicas: 100\n"
     );
     let (code, _, err) = deploy_file(&d, "many.yaml", &yaml);
     assert_eq!(code, 0, "{err}");
@@ -335,10 +337,10 @@ fn undeploy_stops_a_hundred_replicas_in_parallel() {
     let (code, out, err) = run(&d, &["undeploy", "many"]);
     let took = started.elapsed();
     assert_eq!(code, 0, "{out}{err}");
-    eprintln!("undeploy of 100 replicas (1 s stop each) took {took:?}");
+    eprintln!("undeploy of 100 replicas (3 s stop each) took {took:?}");
     assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
     assert!(
-        took < Duration::from_secs(8),
-        "undeploy took {took:?}: not parallel (sequential: 100 s, 8 at a time: 13 s)"
+        took < Duration::from_secs(25),
+        "undeploy took {took:?}: not parallel (sequential: 300 s, 8 at a time: 38 s)"
     );
 }

@@ -384,6 +384,25 @@ impl Agent {
         Ok(())
     }
 
+    /// The first half of `stop`: sends the container's stop signal and returns. The
+    /// supervisor signals every replica it removes before it waits for any (see
+    /// `remove_replicas`), so that they shut down together.
+    pub(crate) async fn signal_stop(&self, key: &str) -> Result<()> {
+        let r = self.containers().resolve(key)?;
+        if r.state != ContainerState::Running {
+            return Ok(());
+        }
+        let signal = self.stop_signal(&r);
+        let client = self.shim_client(&r.id);
+        match tokio::task::spawn_blocking(move || client.kill(signal, false))
+            .await
+            .map_err(|e| AgentError::internal(e.to_string()))?
+        {
+            Ok(()) | Err(ClientError::NotRunning(_)) => Ok(()),
+            Err(e) => Err(runtime_err(e)),
+        }
+    }
+
     fn stop_signal(&self, r: &ContainerRecord) -> i32 {
         let from_request = r
             .spec
