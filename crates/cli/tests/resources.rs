@@ -139,6 +139,38 @@ fn full_root_filesystem_keeps_shims_alive_and_rm_frees_the_space() {
     }
     let (code, _, err) = run(&d, &["exec", "keeper", "true"]);
     assert!(code != 0 && err.contains("No space left"), "{code} {err}");
+    // An attached run on the full disk ends promptly (it hung for minutes): it runs, or it
+    // fails saying why.
+    let started = Instant::now();
+    let out = std::process::Command::new("timeout")
+        .arg("60")
+        .arg(common::BIN)
+        .arg("--socket")
+        .arg(d.socket())
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &image,
+            "sh",
+            "-c",
+            "echo hi; exit 3",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(3) => assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n"),
+        Some(124) | None => panic!("attached run hung: {err}\n{}", d.log()),
+        Some(_) => assert!(err.contains("No space left"), "{err}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     // stop and wait work, and the exit is recorded on the full disk.
     let (code, _, err) = run(&d, &["stop", "-t", "1", "filler"]);
     assert_eq!(code, 0, "{err}\n{}", d.log());

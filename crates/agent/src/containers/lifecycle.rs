@@ -458,8 +458,19 @@ impl Agent {
         }
         self.detach_network(&r.id, &r.name).await;
         // Out of `containers/` now; unmounted and deleted in the background (see trash.rs).
-        self.discard_container_dir(&r.id, &r.name).await?;
-        self.containers().delete(&r.id)?;
+        let purge = self.discard_container_dir(&r.id, &r.name).await?;
+        match self.containers().delete(&r.id) {
+            // The disk is full, and the database's reserve was used up already (by whatever
+            // keeps filling it): this container's own files are the space to free. Its
+            // directory is out of `containers/` already; once it is deleted, try again.
+            Err(e) if crate::db::is_disk_full(&e) => {
+                let Some(purge) = purge else { return Err(e) };
+                tracing::warn!(name = %r.name, "{e}: freeing the container's files first");
+                let _ = purge.await;
+                self.containers().delete(&r.id)?;
+            }
+            res => res?,
+        }
         tracing::info!(id = %short_id(&r.id), name = %r.name, "container removed");
         Ok(())
     }
