@@ -94,8 +94,18 @@ fn make_reserve(path: &Path) -> std::io::Result<()> {
     }
 }
 
-fn is_disk_full(e: &rusqlite::Error) -> bool {
+fn is_sqlite_full(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull)
+}
+
+/// SQLite's text for SQLITE_FULL, which [`db_err`] puts in the message.
+const DISK_FULL_TEXT: &str = "database or disk is full";
+
+/// Whether `e` is the database's "disk full" (SQLITE_FULL after the reserve was used up).
+/// Recognised by SQLite's fixed text for the code (`sqlite3_errstr(SQLITE_FULL)`): the
+/// agent's errors carry a kind and a message, and no kind fits this one condition.
+pub fn is_disk_full(e: &AgentError) -> bool {
+    e.kind == crate::ErrorKind::Internal && e.message.contains(DISK_FULL_TEXT)
 }
 
 fn db_err(e: rusqlite::Error) -> AgentError {
@@ -151,7 +161,7 @@ impl Db {
     pub fn with<T>(&self, mut f: impl FnMut(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.conn.lock();
         match f(&conn) {
-            Err(e) if is_disk_full(&e) && self.release_reserve() => f(&conn).map_err(db_err),
+            Err(e) if is_sqlite_full(&e) && self.release_reserve() => f(&conn).map_err(db_err),
             res => res.map_err(db_err),
         }
     }

@@ -40,7 +40,7 @@ pub fn check_replicas(
     max: usize,
     what: &str,
 ) -> Result<(), AgentError> {
-    if asked.saturating_add(others) <= max {
+    if asked.checked_add(others).is_some_and(|total| total <= max) {
         return Ok(());
     }
     let context = if others > 0 {

@@ -139,6 +139,38 @@ fn full_root_filesystem_keeps_shims_alive_and_rm_frees_the_space() {
     }
     let (code, _, err) = run(&d, &["exec", "keeper", "true"]);
     assert!(code != 0 && err.contains("No space left"), "{code} {err}");
+    // An attached run on the full disk ends promptly (it hung for minutes): it runs, or it
+    // fails saying why.
+    let started = Instant::now();
+    let out = std::process::Command::new("timeout")
+        .arg("60")
+        .arg(common::BIN)
+        .arg("--socket")
+        .arg(d.socket())
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &image,
+            "sh",
+            "-c",
+            "echo hi; exit 3",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        Some(3) => assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n"),
+        Some(124) | None => panic!("attached run hung: {err}\n{}", d.log()),
+        Some(_) => assert!(err.contains("No space left"), "{err}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     // stop and wait work, and the exit is recorded on the full disk.
     let (code, _, err) = run(&d, &["stop", "-t", "1", "filler"]);
     assert_eq!(code, 0, "{err}\n{}", d.log());
@@ -307,8 +339,10 @@ fn containers_over_the_configured_limit_are_refused() {
 }
 
 /// Undeploying 778 replicas took 6 min 25 s (8 at a time, each waiting for its process).
-/// Each replica here takes 1 s to stop after SIGTERM: one at a time that is 100 s, eight
-/// at a time 13 s; the supervisor's parallel removal does it in a few seconds.
+/// Each replica here takes 3 s to stop after SIGTERM: one at a time that is 300 s, eight at
+/// a time (the old code) at least 38 s; signalled all at once and removed 64 at a time, it
+/// is about 3 s plus the removals (10 s measured on the 2-core build machine at a load
+/// average of 22; the bound is generous for such load, and still below the old code's floor).
 #[test]
 fn undeploy_stops_a_hundred_replicas_in_parallel() {
     let Some(layout) = busybox_layout() else {
@@ -317,7 +351,7 @@ fn undeploy_stops_a_hundred_replicas_in_parallel() {
     let d = TestDaemon::start();
     let image = load(&d, &layout);
     let yaml = format!(
-        "version: v1\ndeployment: many\nservices:\n  w:\n    image: {image}\n    network: none\n    command: [sh, -c, \"trap 'sleep 1; exit 0' TERM; sleep 3600 & wait\"]\n    replicas: 100\n"
+        "version: v1\ndeployment: many\nservices:\n  w:\n    image: {image}\n    network: none\n    command: [sh, -c, \"trap 'sleep 3; exit 0' TERM; sleep 3600 & wait\"]\n    replicas: 100\n"
     );
     let (code, _, err) = deploy_file(&d, "many.yaml", &yaml);
     assert_eq!(code, 0, "{err}");
@@ -335,10 +369,10 @@ fn undeploy_stops_a_hundred_replicas_in_parallel() {
     let (code, out, err) = run(&d, &["undeploy", "many"]);
     let took = started.elapsed();
     assert_eq!(code, 0, "{out}{err}");
-    eprintln!("undeploy of 100 replicas (1 s stop each) took {took:?}");
+    eprintln!("undeploy of 100 replicas (3 s stop each) took {took:?}");
     assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
     assert!(
-        took < Duration::from_secs(8),
-        "undeploy took {took:?}: not parallel (sequential: 100 s, 8 at a time: 13 s)"
+        took < Duration::from_secs(25),
+        "undeploy took {took:?}: not parallel (sequential: 300 s, 8 at a time: 38 s)"
     );
 }

@@ -416,6 +416,25 @@ impl Agent {
         Ok(())
     }
 
+    /// The first half of `stop`: sends the container's stop signal and returns. The
+    /// supervisor signals every replica it removes before it waits for any (see
+    /// `remove_replicas`), so that they shut down together.
+    pub(crate) async fn signal_stop(&self, key: &str) -> Result<()> {
+        let r = self.containers().resolve(key)?;
+        if r.state != ContainerState::Running {
+            return Ok(());
+        }
+        let signal = self.stop_signal(&r);
+        let client = self.shim_client(&r.id);
+        match tokio::task::spawn_blocking(move || client.kill(signal, false))
+            .await
+            .map_err(|e| AgentError::internal(e.to_string()))?
+        {
+            Ok(()) | Err(ClientError::NotRunning(_)) => Ok(()),
+            Err(e) => Err(runtime_err(e)),
+        }
+    }
+
     fn stop_signal(&self, r: &ContainerRecord) -> i32 {
         let from_request = r
             .spec
@@ -488,8 +507,19 @@ impl Agent {
         // Its DNS name now, its sandbox in the background (a no-op when its exit released it).
         self.release_network(&r.id, &r.name);
         // Out of `containers/` now; unmounted and deleted in the background (see trash.rs).
-        self.discard_container_dir(&r.id, &r.name).await?;
-        self.containers().delete(&r.id)?;
+        let purge = self.discard_container_dir(&r.id, &r.name).await?;
+        match self.containers().delete(&r.id) {
+            // The disk is full, and the database's reserve was used up already (by whatever
+            // keeps filling it): this container's own files are the space to free. Its
+            // directory is out of `containers/` already; once it is deleted, try again.
+            Err(e) if crate::db::is_disk_full(&e) => {
+                let Some(purge) = purge else { return Err(e) };
+                tracing::warn!(name = %r.name, "{e}: freeing the container's files first");
+                let _ = purge.await;
+                self.containers().delete(&r.id)?;
+            }
+            res => res?,
+        }
         self.liveness.forget(&r.id);
         tracing::info!(id = %short_id(&r.id), name = %r.name, "container removed");
         Ok(())

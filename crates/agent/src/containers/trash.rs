@@ -72,8 +72,14 @@ impl Agent {
     }
 
     /// Takes the container directory out of `containers/` now and unmounts and deletes it in
-    /// the background. Falls back to removing it in place when the rename fails.
-    pub(crate) async fn discard_container_dir(&self, id: &str, name: &str) -> Result<()> {
+    /// the background. Falls back to removing it in place when the rename fails. Returns the
+    /// background purge, for a caller that needs the space back before it goes on (a full
+    /// disk, see `remove_container`).
+    pub(crate) async fn discard_container_dir(
+        &self,
+        id: &str,
+        name: &str,
+    ) -> Result<Option<tokio::task::JoinHandle<()>>> {
         let dir = self.container_dir(id);
         let trash = self.trash_dir();
         let retired = {
@@ -83,22 +89,20 @@ impl Agent {
                 .map_err(|e| AgentError::internal(e.to_string()))?
         };
         match retired {
-            Ok(Some(path)) => {
-                self.purge_in_background(path);
-                Ok(())
-            }
-            Ok(None) => Ok(()),
+            Ok(Some(path)) => Ok(Some(self.purge_in_background(path))),
+            Ok(None) => Ok(None),
             Err(e) => {
                 tracing::warn!(%name, "moving {} to the trash: {e}; removing it in place", dir.display());
                 tokio::task::spawn_blocking(move || zlayer_runtime::rootfs::remove(&dir))
                     .await
                     .map_err(|e| AgentError::internal(e.to_string()))?
                     .map_err(|e| AgentError::internal(format!("removing container {name}: {e}")))
+                    .map(|()| None)
             }
         }
     }
 
-    fn purge_in_background(&self, path: PathBuf) {
+    fn purge_in_background(&self, path: PathBuf) -> tokio::task::JoinHandle<()> {
         let purges = self.purges();
         let db = std::sync::Arc::clone(self.containers().db());
         purges.start();
@@ -113,7 +117,7 @@ impl Agent {
             // used up on a full disk.
             db.replenish_reserve();
             purges.done();
-        });
+        })
     }
 
     /// At daemon start: purges what an earlier daemon left in the trash.
@@ -122,7 +126,8 @@ impl Agent {
             return;
         };
         for e in entries.flatten() {
-            self.purge_in_background(e.path());
+            // Runs on its own; nothing waits for it here.
+            drop(self.purge_in_background(e.path()));
         }
     }
 

@@ -40,6 +40,23 @@ const START_PARALLELISM: usize = 8;
 /// 100 replicas go in about the time of one.
 const REMOVE_PARALLELISM: usize = 64;
 
+/// Runs `work` for each id, at most `limit` at once. A task is spawned only when one is free,
+/// so what is held follows what runs, not how many ids there are.
+async fn for_each_bounded<F, Fut>(ids: &[String], limit: usize, work: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for id in ids {
+        if set.len() >= limit {
+            set.join_next().await;
+        }
+        set.spawn(work(id.clone()));
+    }
+    while set.join_next().await.is_some() {}
+}
+
 /// What `services` shows about a service besides counts.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct View {
@@ -404,18 +421,27 @@ impl Agent {
         Ok(())
     }
 
-    /// Stops (with a grace period) and removes containers, [`REMOVE_PARALLELISM`] at a time.
+    /// Stops (with a grace period) and removes containers: first every one gets its stop
+    /// signal, then each is waited for and removed, [`REMOVE_PARALLELISM`] at a time. So all
+    /// shut down at once, and 100 replicas that take a second to exit go in about a second,
+    /// not in 100 (one at a time) or 13 (eight at a time, as before).
     pub(crate) async fn remove_replicas(self: &Arc<Self>, ids: Vec<String>) {
-        let mut set = tokio::task::JoinSet::new();
-        for id in ids {
-            // A task only when one is free: what is held follows what runs.
-            if set.len() >= REMOVE_PARALLELISM {
-                set.join_next().await;
+        let agent = Arc::clone(self);
+        for_each_bounded(&ids, REMOVE_PARALLELISM, move |id| {
+            let agent = Arc::clone(&agent);
+            async move {
+                if let Err(e) = agent.signal_stop(&id).await {
+                    tracing::debug!(id, "stop signal before removal: {e}");
+                }
             }
-            let agent = Arc::clone(self);
-            set.spawn(async move { agent.remove_one(&id).await });
-        }
-        while set.join_next().await.is_some() {}
+        })
+        .await;
+        let agent = Arc::clone(self);
+        for_each_bounded(&ids, REMOVE_PARALLELISM, move |id| {
+            let agent = Arc::clone(&agent);
+            async move { agent.remove_one(&id).await }
+        })
+        .await;
     }
 
     async fn remove_one(&self, id: &str) {
