@@ -542,4 +542,28 @@ fn deploy_body_limit_and_dry_run_digest() {
         err.contains("digest.yaml:5") && err.contains("busybox@sha256:zzz"),
         "{err}"
     );
+
+    // A CPU quota above the node's CPUs is refused at deploy, with its place in the file.
+    std::fs::write(
+        &spec,
+        "version: v1\ndeployment: dg\nservices:\n  a:\n    image: busybox\n    resources: {cpu: 1000}\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&d, &["deploy", "--dry-run", &spec.display().to_string()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("digest.yaml:6") && err.contains("range of CPUs is from 0.01 to"),
+        "{err}"
+    );
+    std::fs::write(
+        &spec,
+        "version: v1\ndeployment: dg\nservices:\n  a:\n    image: busybox\n    storage: [{type: tmpfs, target: /proc}]\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(&d, &["deploy", "--dry-run", &spec.display().to_string()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("digest.yaml:6") && err.contains("/proc cannot be a mount destination"),
+        "{err}"
+    );
 }

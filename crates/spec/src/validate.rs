@@ -234,14 +234,24 @@ fn service(
     if let Some(cpu) = s.resources.cpu {
         if cpu.millis == 0 {
             c.err(&format!("{p}.resources.cpu"), format!("`cpu` in service \"{name}\" must be greater than 0 (leave it out for no limit)"));
+        } else if cpu.millis < 10 {
+            // Below 10m the CFS quota would be under the kernel's 1 ms minimum (docker: 0.01).
+            c.err(
+                &format!("{p}.resources.cpu"),
+                format!(
+                    "`cpu` in service \"{name}\" is {}m; the minimum is 10m (0.01 CPU)",
+                    cpu.millis
+                ),
+            );
         }
     }
     if let Some(mem) = s.resources.memory {
-        if mem.0 < 1 << 20 {
+        // The runtime's minimum (docker's): below it a container cannot start.
+        if mem.0 < 6 << 20 {
             c.err(
                 &format!("{p}.resources.memory"),
                 format!(
-                    "`memory` in service \"{name}\" is {} bytes; the minimum is 1Mi",
+                    "`memory` in service \"{name}\" is {} bytes; the minimum is 6Mi",
                     mem.0
                 ),
             );

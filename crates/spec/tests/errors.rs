@@ -90,7 +90,7 @@ fn value_type_errors() {
         [
             "t.yaml:6:25: `memory` in service \"web\" (resources): ambiguous size suffix in `64m`: write `64Mi` for binary (x1024) or `64M` for decimal (x1000) units",
             "t.yaml:6:35: `cpu` in service \"web\" (resources): invalid CPU amount `lots`: expected CPUs like `0.5` or `2`, or millicores like `500m`",
-            "t.yaml:6:47: `pids` in service \"web\" (resources): 0 is out of range, expected a whole number >= 1",
+            "t.yaml:6:47: `pids` in service \"web\" (resources): 0 is out of range, expected a whole number >= 2",
         ]
     );
     assert_eq!(

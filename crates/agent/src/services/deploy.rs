@@ -78,16 +78,43 @@ fn spec_err(e: zlayer_spec::SpecErrors) -> AgentError {
 /// a `run -p` container, or another process holding the port is an error at the line of the
 /// `publish`. (Ports published twice within the file are caught by the spec's validation.)
 /// Every service's `image` must be a reference the puller can parse (a digest such as
-/// `busybox@sha256:zzz` is refused now, also for `--dry-run`, not when the first replica starts).
-fn check_image_references(d: &Deployment, file: &str, map: &zlayer_spec::SourceMap) -> Result<()> {
+/// `busybox@sha256:zzz` is refused now, also for `--dry-run`, not when the first replica
+/// starts), and its `cpu` must fit this node.
+fn check_images_and_cpus(d: &Deployment, file: &str, map: &zlayer_spec::SourceMap) -> Result<()> {
     let mut problems = Vec::new();
     for (name, s) in &d.services {
-        if let Err(e) = zlayer_image::Reference::parse(&s.image.name) {
-            let at = map
-                .locate(&format!("services.{name}.image"))
+        let at = |field: &str| {
+            map.locate(&format!("services.{name}.{field}"))
                 .map(|l| format!("{file}:{l}"))
-                .unwrap_or_else(|| file.to_string());
-            problems.push(format!("{at}: service \"{name}\": {e}"));
+                .unwrap_or_else(|| file.to_string())
+        };
+        if let Err(e) = zlayer_image::Reference::parse(&s.image.name) {
+            problems.push(format!("{}: service \"{name}\": {e}", at("image")));
+        }
+        // Targets the runtime mounts itself (/proc, /sys, /) cannot be replaced.
+        let storage = s.storage.iter().map(|m| ("storage", m.target()));
+        let secrets = s.secrets.iter().map(|m| ("secrets", m.target.as_str()));
+        for (i, (field, target)) in storage.chain(secrets).enumerate() {
+            let index = if field == "storage" {
+                i
+            } else {
+                i - s.storage.len()
+            };
+            if let Err(e) = zlayer_runtime::bundle::validate::mount_target(field, target) {
+                let place = at(&format!("{field}[{index}].target"));
+                problems.push(format!("{place}: service \"{name}\": {e}"));
+            }
+        }
+        // Node-specific, so not in zlayer-spec's checks: a quota above the node's CPUs would
+        // make every replica's start fail (docker refuses it the same way).
+        if let Some(cpu) = s.resources.cpu {
+            use zlayer_runtime::bundle::validate;
+            if let Err(e) = validate::cpus(cpu.cpus(), validate::host_cpus()) {
+                problems.push(format!(
+                    "{}: `cpu` in service \"{name}\": {e}",
+                    at("resources.cpu")
+                ));
+            }
         }
     }
     if problems.is_empty() {
@@ -302,7 +329,7 @@ impl Agent {
         if let Some(base) = &req.base_dir {
             spec.resolve_relative_paths(Path::new(base));
         }
-        check_image_references(&spec, file, &map)?;
+        check_images_and_cpus(&spec, file, &map)?;
         let store = &self.services().store;
         let deployed = store.list_deployments()?;
         check_replica_limit(

@@ -356,7 +356,8 @@ impl Decoder<'_> {
             .map(|n| self.parsed::<ByteSize>(n, &o.child("memory")));
         let pids = o
             .get("pids")
-            .map(|n| self.uint(n, &o.child("pids"), 1, u64::from(u32::MAX)));
+            // 1 cannot work: starting a container takes two processes in its cgroup.
+            .map(|n| self.uint(n, &o.child("pids"), 2, u64::from(u32::MAX)));
         Some(Resources {
             cpu: cpu.flatten(),
             memory: memory.flatten(),
