@@ -23,6 +23,8 @@ pub struct Agent {
     recent_exits: parking_lot::Mutex<Vec<RecentExit>>,
     /// Removed containers' directories still being unmounted and deleted (containers::trash).
     purges: Arc<crate::containers::trash::Purges>,
+    /// Exited or removed containers' sandboxes being released in the background.
+    releasing: Arc<crate::containers::network::Releasing>,
     /// Deployments, the supervisor's bookkeeping, events and metrics.
     pub(crate) services: crate::services::Services,
     /// Watched shims and containers still being recovered (containers::liveness).
@@ -46,16 +48,21 @@ impl Agent {
         let registry = registry_client(&config.file)?;
         let db = Arc::new(Db::open(&config.paths.root.join("agent.db"))?);
         let networking = crate::network::Networking::open(&config.paths);
+        let services = crate::services::Services::open(db.clone())?;
+        services
+            .published
+            .set_limits(config.file.published_ports.limits()?);
         Ok(Self {
             networking,
             config,
             images,
             registry,
-            services: crate::services::Services::open(db.clone())?,
+            services,
             containers: ContainerStore::new(db),
             recent_exits: parking_lot::Mutex::new(Vec::new()),
             purges: Arc::default(),
             liveness: Default::default(),
+            releasing: Arc::default(),
         })
     }
 
@@ -96,6 +103,10 @@ impl Agent {
 
     pub(crate) fn purges(&self) -> Arc<crate::containers::trash::Purges> {
         Arc::clone(&self.purges)
+    }
+
+    pub(crate) fn releasing(&self) -> Arc<crate::containers::network::Releasing> {
+        Arc::clone(&self.releasing)
     }
 
     /// Remembers the exit of an auto-removed container for five minutes.

@@ -27,7 +27,7 @@ pub struct RunImage {
 }
 
 /// The result of a pull, as the API reports it at the end of the progress stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PullSummary {
     pub reference: String,
     pub digest: String,
@@ -87,6 +87,10 @@ pub(crate) fn registry_client(file: &crate::config::FileConfig) -> Result<Regist
     let mut cfg = RegistryConfig {
         insecure: file.registries.insecure.clone(),
         max_concurrent_downloads: file.max_concurrent_downloads.max(1),
+        progress_timeout_secs: file.registries.progress_timeout_secs,
+        document_timeout_secs: file.registries.document_timeout_secs,
+        retries: file.registries.retries,
+        retry_budget_secs: file.registries.retry_budget_secs,
         ..RegistryConfig::default()
     };
     for (host, c) in &file.registries.auths {
@@ -121,13 +125,21 @@ impl Agent {
             counter.lock().observe(&event);
             progress(event);
         };
+        let file = &self.config().file;
+        let opts = PullOptions {
+            min_free_bytes: file.min_free_space_mib.saturating_mul(1 << 20),
+            max_unpacked_bytes: file
+                .max_image_unpacked_mib
+                .map(|m| m.saturating_mul(1 << 20)),
+            ..PullOptions::default()
+        };
         // The pull holds its own GC lease and records the image under `reference` at the end.
         let result = pull::pull(
             self.images(),
             self.registry(),
             &reference,
             &platform,
-            &PullOptions::default(),
+            &opts,
             progress,
         )
         .await;

@@ -7,6 +7,7 @@ pub mod containers;
 pub mod db;
 pub mod error;
 pub mod images;
+pub mod limits;
 pub mod network;
 pub mod paths;
 pub mod services;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{AgentError, Result};
 
 /// A named volume as listed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeInfo {
     pub name: String,
     pub mountpoint: String,

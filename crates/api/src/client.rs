@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use zlayer_agent::ErrorKind;
 
 use crate::error::kind_for;
-use crate::types::ErrorBody;
+use crate::types::{ErrorBody, MAX_JSON_BODY};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +86,16 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<hyper::body::Incoming>> {
         let has_body = body.is_some();
+        // Refused here rather than half-sent: the daemon answers 413 and closes while a large
+        // body is still being written, which the client only saw as a broken connection.
+        if let Some(len) = body.as_ref().map(Vec::len).filter(|n| *n > MAX_JSON_BODY) {
+            return Err(ClientError::Api {
+                kind: ErrorKind::InvalidInput,
+                status: StatusCode::PAYLOAD_TOO_LARGE.as_u16(),
+                message: crate::types::body_too_large(Some(len)),
+                exit_code: None,
+            });
+        }
         let body = Full::new(Bytes::from(body.unwrap_or_default()))
             .map_err(|never| match never {})
             .boxed();

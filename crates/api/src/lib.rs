@@ -5,6 +5,7 @@
 pub mod client;
 pub mod error;
 pub mod frames;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod types;

@@ -23,7 +23,8 @@ use crate::routes::{containers, images, networks, services, volumes, AppState};
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/v1/version", get(version))
-        .route("/v1/ping", get(|| async { "OK" }))
+        .route("/v1/ping", get(ping))
+        .route("/v1/openapi.json", get(openapi_json))
         .route("/v1/images", get(images::list).delete(images::remove))
         .route("/v1/images/pull", post(images::pull))
         .route("/v1/images/inspect", get(images::inspect))
@@ -54,14 +55,35 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/events", get(services::events))
         .route("/v1/networks", get(networks::list).post(networks::create))
         .route("/v1/networks/{name}", delete(networks::remove))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::types::MAX_JSON_BODY,
+        ))
+        .layer(axum::middleware::map_response(name_the_body_limit))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
             services::track_latency,
         ))
+        .layer(axum::middleware::from_fn(crate::error::json_errors))
         .with_state(agent)
 }
 
-async fn version(State(agent): State<AppState>) -> Json<VersionInfo> {
+/// axum answers an oversized body with a bare "length limit exceeded"; say which limit, in
+/// the API's JSON error shape.
+async fn name_the_body_limit(resp: Response) -> Response {
+    if resp.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return resp;
+    }
+    let body = crate::types::ErrorBody {
+        error: crate::types::body_too_large(None),
+        kind: zlayer_agent::ErrorKind::InvalidInput,
+        exit_code: None,
+    };
+    axum::response::IntoResponse::into_response((StatusCode::PAYLOAD_TOO_LARGE, Json(body)))
+}
+
+#[utoipa::path(get, path = "/v1/version", tag = "system", operation_id = "version",
+    responses((status = 200, description = "This daemon's version and directories", body = VersionInfo)))]
+pub(crate) async fn version(State(agent): State<AppState>) -> Json<VersionInfo> {
     let paths = &agent.config().paths;
     Json(VersionInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -69,6 +91,23 @@ async fn version(State(agent): State<AppState>) -> Json<VersionInfo> {
         root: paths.root.display().to_string(),
         state: paths.state.display().to_string(),
     })
+}
+
+/// Liveness: answers `OK` as soon as the API listens.
+#[utoipa::path(get, path = "/v1/ping", tag = "system", operation_id = "ping",
+    responses((status = 200, description = "The daemon is up", body = String, content_type = "text/plain")))]
+pub(crate) async fn ping() -> &'static str {
+    "OK"
+}
+
+/// This API's OpenAPI 3 document (see [`crate::openapi`]).
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "system", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI document of this API", body = Object)))]
+pub(crate) async fn openapi_json() -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(crate::openapi::document_json()))
+        .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
 /// A response that streams JSON lines sent into the returned channel, for long operations

@@ -39,6 +39,7 @@ pub fn run(args: DaemonArgs, socket: PathBuf) -> anyhow::Result<()> {
         // shim start, wait, remove) log their durations: where a `run` spends its time.
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         .init();
+    raise_nofile_limit();
     if !args.root.is_absolute() || !args.state.is_absolute() {
         bail!("--root and --state must be absolute paths");
     }
@@ -100,6 +101,55 @@ fn limit_malloc_arenas() {
     // still single-threaded. A failure (returns 0) just leaves the default in place.
     unsafe {
         nix::libc::mallopt(nix::libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Through this variable the daemon hands its shims the descriptor limit it was started with,
+/// which [`restore_inherited_nofile`] puts back.
+const INHERITED_NOFILE_ENV: &str = "ZLAYER_AGENT_INHERITED_NOFILE";
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit. Every connection a container opens to
+/// the daemon's DNS servers and published ports costs a descriptor; those listeners are capped
+/// to a share of this limit (`zlayer_network::listen::FdBudget`), and a soft limit of 1024 (a
+/// common default) would leave little room. Called while the process is still
+/// single-threaded (it sets an environment variable).
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("cannot read RLIMIT_NOFILE: {e}");
+            return;
+        }
+    };
+    // Containers keep the limit the daemon was given, as with docker: programs that loop over
+    // every possible descriptor, or size tables by the limit, would suffer from a huge one.
+    std::env::set_var(INHERITED_NOFILE_ENV, soft.to_string());
+    if soft >= hard {
+        return;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => tracing::info!("descriptor limit (RLIMIT_NOFILE) raised from {soft} to {hard}"),
+        Err(e) => tracing::warn!("cannot raise RLIMIT_NOFILE from {soft} to {hard}: {e}"),
+    }
+}
+
+/// In a shim: lowers the soft `RLIMIT_NOFILE` back to what the daemon was started with (see
+/// [`raise_nofile_limit`]), so the container inherits that. Runs before any thread exists.
+pub fn restore_inherited_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Some(wanted) = std::env::var(INHERITED_NOFILE_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    std::env::remove_var(INHERITED_NOFILE_ENV);
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if wanted < soft {
+            // Lowering the soft limit always succeeds; nothing to report if it did not.
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, wanted, hard);
+        }
     }
 }
 

@@ -105,7 +105,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         // The shim must stay single-threaded: it runs before any runtime is built.
-        Command::Shim { args } => ExitCode::from(clamp_status(zlayer_runtime::shim::main(args))),
+        Command::Shim { args } => {
+            daemon::restore_inherited_nofile();
+            ExitCode::from(clamp_status(zlayer_runtime::shim::main(args)))
+        }
         Command::Daemon(args) => report(daemon::run(args, cli.socket)),
         // Runs its own runtime where it needs one (registry pulls), so not inside ours.
         Command::Wclayer(cmd) => match commands::wclayer::wclayer(cmd) {

@@ -139,6 +139,21 @@ impl DigestHasher {
     }
 }
 
+/// In the API's OpenAPI document a digest is a string of the one form [`Digest::parse`] accepts.
+impl utoipa::PartialSchema for Digest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^sha256:[0-9a-f]{64}$"))
+            .description(Some(
+                "A content digest: `sha256:` and 64 lowercase hex digits.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Digest {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

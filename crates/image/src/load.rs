@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -111,6 +111,57 @@ pub fn load_with(store: &ImageStore, path: &Path, opts: &LoadOptions) -> Result<
             path.display()
         ),
     })
+}
+
+/// What an image archive is expected to be, for errors about files that are not one.
+const EXPECTED_ARCHIVE: &str = "expected a tar archive (optionally gzip or zstd compressed) holding an OCI image layout or a `docker save` image";
+
+/// A file that cannot be read as an image archive. Names the file and what was expected, and
+/// never quotes its content: the tar crate's messages quote header fields, which for a text
+/// file (`load -i /etc/shadow`) are its first line.
+fn not_an_archive(path: &Path, e: &io::Error) -> StoreError {
+    let why = if e.raw_os_error().is_some() {
+        // An OS error (EIO, EACCES, …) says nothing about the content.
+        e.to_string()
+    } else {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof => "it ends in the middle of an entry".to_string(),
+            io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::Other => {
+                "its content is not in that format".to_string()
+            }
+            kind => format!("reading it failed ({kind})"),
+        }
+    };
+    bad(
+        path,
+        format!("not a readable image archive: {why}; {EXPECTED_ARCHIVE}"),
+    )
+}
+
+/// What is wrong with a JSON document of an archive, without quoting it: serde_json's messages
+/// quote the offending value, which may be anything the file holds.
+fn json_problem(document: &str, e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax | Category::Eof => "is not valid JSON".to_string(),
+        Category::Data => {
+            let msg = e.to_string();
+            match msg.strip_prefix("missing field ") {
+                // Our own field names (`Config`, `manifests`, …), not the file's content.
+                Some(rest) => format!(
+                    "lacks the field {}",
+                    rest.split(" at line").next().unwrap_or(rest)
+                ),
+                None => "has a value of the wrong type or form".to_string(),
+            }
+        }
+        Category::Io => "could not be read".to_string(),
+    };
+    format!(
+        "{document} {what} (at line {} column {}); expected the JSON document of that name of an OCI image layout or `docker save` image",
+        e.line(),
+        e.column()
+    )
 }
 
 fn bad(path: &Path, detail: String) -> StoreError {
@@ -232,7 +283,7 @@ struct DockerEntry {
 }
 
 fn docker_manifest(bytes: &[u8], path: &Path) -> Result<Vec<DockerEntry>> {
-    serde_json::from_slice(bytes).map_err(|e| bad(path, format!("manifest.json: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| bad(path, json_problem("manifest.json", &e)))
 }
 
 /// Checks a layout directory's marker and returns its index.json.
@@ -250,12 +301,16 @@ fn read_layout_dir(dir: &Path) -> Result<Vec<u8>> {
 
 fn check_layout_version(bytes: &[u8], path: &Path) -> Result<()> {
     let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| bad(path, format!("oci-layout: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|e| bad(path, json_problem("oci-layout", &e)))?;
     match v.get("imageLayoutVersion").and_then(|v| v.as_str()) {
         Some(s) if s.starts_with("1.") => Ok(()),
-        other => Err(bad(
+        Some(_) => Err(bad(
             path,
-            format!("oci-layout: unsupported imageLayoutVersion {other:?}"),
+            "oci-layout: unsupported imageLayoutVersion (expected 1.x)".to_string(),
+        )),
+        None => Err(bad(
+            path,
+            "oci-layout: no imageLayoutVersion (expected 1.x)".to_string(),
         )),
     }
 }
@@ -265,7 +320,7 @@ fn is_index(mt: &str) -> bool {
 }
 
 fn parse_index(bytes: &[u8], path: &Path) -> Result<Index> {
-    serde_json::from_slice(bytes).map_err(|e| bad(path, format!("image index: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| bad(path, json_problem("image index", &e)))
 }
 
 fn read_small(path: &Path) -> Result<Vec<u8>> {
@@ -297,25 +352,26 @@ fn read_archive(cs: &ContentStore, path: &Path) -> Result<ArchiveFiles> {
     let compression = Compression::detect(&head[..n]);
     let f = File::open(path).map_err(io_err("open", path))?;
     let reader = layer::decompress(BufReader::with_capacity(1 << 20, f), compression)
-        .map_err(io_err("decompress", path))?;
+        .map_err(|e| not_an_archive(path, &e))?;
     let mut archive = tar::Archive::new(reader);
     let mut files = ArchiveFiles {
         json: HashMap::new(),
         blobs: HashMap::new(),
     };
     let mut aliases: Vec<(String, String)> = Vec::new();
-    for entry in archive.entries().map_err(io_err("read archive", path))? {
-        let mut entry = entry.map_err(io_err("read archive", path))?;
+    let unreadable = |e: io::Error| not_an_archive(path, &e);
+    for entry in archive.entries().map_err(unreadable)? {
+        let mut entry = entry.map_err(unreadable)?;
         let name = entry
             .path()
-            .map_err(io_err("read archive", path))?
+            .map_err(unreadable)?
             .to_string_lossy()
             .trim_start_matches("./")
             .to_string();
         let kind = entry.header().entry_type();
         if kind.is_symlink() || kind.is_hard_link() {
             // docker save links a layer shared by two images to its first copy.
-            if let Some(target) = entry.link_name().map_err(io_err("read archive", path))? {
+            if let Some(target) = entry.link_name().map_err(unreadable)? {
                 let base = if kind.is_symlink() {
                     Path::new(&name)
                         .parent()
@@ -340,9 +396,7 @@ fn read_archive(cs: &ContentStore, path: &Path) -> Result<ArchiveFiles> {
             && (name.ends_with(".json") || name == "oci-layout" || name == "repositories");
         if small_json && named_blob.is_none() {
             let mut buf = Vec::with_capacity(size as usize);
-            entry
-                .read_to_end(&mut buf)
-                .map_err(io_err("read archive", path))?;
+            entry.read_to_end(&mut buf).map_err(unreadable)?;
             if name.ends_with(".json") && name != "manifest.json" && name != "index.json" {
                 // docker save (old format) configs: `<hex>.json`; keep them as blobs too.
                 let d = cs.write_blob(&buf)?;
@@ -507,10 +561,11 @@ impl Ctx<'_> {
                     )
                 })?;
             let config: serde_json::Value = serde_json::from_slice(&cs.read_blob(&config_digest)?)
-                .map_err(|source| StoreError::BadJson {
-                    what: "image config",
-                    digest: config_digest.clone(),
-                    source,
+                .map_err(|e| {
+                    bad(
+                        &self.source,
+                        json_problem(&format!("image config {config_path}"), &e),
+                    )
                 })?;
             let diff_ids: Vec<String> = config
                 .pointer("/rootfs/diff_ids")

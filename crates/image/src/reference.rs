@@ -36,6 +36,12 @@ pub enum ReferenceError {
     BadTag { reference: String, tag: String },
     #[error("invalid reference {reference:?}: bad registry {registry:?}")]
     BadRegistry { reference: String, registry: String },
+    #[error("invalid reference {reference:?}: registry {registry:?} has port {port:?}, which is not a number from 1 to 65535")]
+    BadPort {
+        reference: String,
+        registry: String,
+        port: String,
+    },
     #[error("invalid reference {reference:?}: repository name longer than 255 characters")]
     TooLong { reference: String },
     #[error("invalid reference {reference:?}: {source}")]
@@ -95,6 +101,15 @@ impl Reference {
                         reference: input.to_string(),
                         registry: r.to_string(),
                     });
+                }
+                if let Some(port) = registry_port(r) {
+                    if !matches!(port.parse::<u16>(), Ok(p) if p > 0) {
+                        return Err(ReferenceError::BadPort {
+                            reference: input.to_string(),
+                            registry: r.to_string(),
+                            port: port.to_string(),
+                        });
+                    }
                 }
                 r.to_string()
             }
@@ -234,6 +249,16 @@ fn split_registry(name: &str) -> (Option<&str>, &str) {
     }
 }
 
+/// The port part of `host:port` / `[v6]:port`, if the registry names one (an IPv6 literal's
+/// own colons are not a port separator).
+fn registry_port(r: &str) -> Option<&str> {
+    let after_host = match r.rfind(']') {
+        Some(i) => &r[i + 1..],
+        None => r,
+    };
+    after_host.rsplit_once(':').map(|(_, port)| port)
+}
+
 fn valid_registry(r: &str) -> bool {
     !r.is_empty()
         && r.bytes()
@@ -350,6 +375,24 @@ mod tests {
     #[test]
     fn rejects_bad_references() {
         assert_eq!(Reference::parse(""), Err(ReferenceError::Empty));
+        for bad in [
+            "127.0.0.1:99999/x",
+            "localhost:0/x",
+            "host.io:/x",
+            "host.io:5o00/x",
+        ] {
+            let err = Reference::parse(bad).unwrap_err();
+            assert!(
+                matches!(err, ReferenceError::BadPort { .. }),
+                "{bad}: {err:?}"
+            );
+            assert!(
+                err.to_string().contains("not a number from 1 to 65535"),
+                "{err}"
+            );
+        }
+        assert!(Reference::parse("127.0.0.1:65535/x").is_ok());
+        assert!(Reference::parse("[::1]:5000/x").is_ok());
         assert!(matches!(
             Reference::parse("BusyBox"),
             Err(ReferenceError::Uppercase { .. })

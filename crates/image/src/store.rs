@@ -153,7 +153,7 @@ impl Manifest {
 }
 
 /// One line of `images`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImageSummary {
     /// Normalised names (`docker.io/library/busybox:latest`); empty for a dangling image.
     pub names: Vec<String>,
@@ -191,7 +191,7 @@ impl ImageRecord {
 }
 
 /// One layer in `image inspect`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LayerDetails {
     pub digest: Digest,
     pub media_type: String,
@@ -206,7 +206,7 @@ pub struct LayerDetails {
 }
 
 /// `image inspect`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImageDetails {
     pub id: Digest,
     pub manifest_digest: Digest,
@@ -229,7 +229,7 @@ pub struct ImageDetails {
 }
 
 /// What `remove` did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RemoveReport {
     pub untagged: Vec<String>,
     /// The image (manifest digest) whose record was deleted, when no names were left.
@@ -237,7 +237,7 @@ pub struct RemoveReport {
 }
 
 /// What `prune` removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PruneReport {
     /// Dangling images (no names, not in use) whose records were deleted.
     pub images_removed: Vec<Digest>,

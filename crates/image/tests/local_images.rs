@@ -330,3 +330,62 @@ fn corrupt_layer_blob_in_layout_is_rejected_by_name() {
         .next()
         .is_none());
 }
+
+/// The whole error chain, as the daemon reports it.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// Loading a file that is not an image names the file and what was expected, and never
+/// echoes its content (`load -i /etc/shadow` printed the file's first lines).
+#[test]
+fn load_of_a_non_image_file_does_not_echo_its_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = ImageStore::open(&tmp.path().join("root")).unwrap();
+    let shadow_like = tmp.path().join("shadow");
+    let mut text = String::new();
+    for user in ["root", "daemon", "bin", "sys", "sync", "games", "man", "lp"] {
+        text.push_str(&format!(
+            "{user}:$6$SECRETSALT$SECRETHASHSECRETHASHSECRETHASHSECRETHASH:19700:0:99999:7:::\n"
+        ));
+    }
+    fs::write(&shadow_like, text.repeat(8)).unwrap();
+    // A tar whose manifest.json has the wrong shape, with a secret in the wrong place.
+    let bad_json = tmp.path().join("bad-manifest.tar");
+    {
+        let mut tar = tar::Builder::new(fs::File::create(&bad_json).unwrap());
+        let body = br#"[{"Config": ["SECRETVALUE"], "Layers": "SECRETVALUE"}]"#;
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "manifest.json", &body[..]).unwrap();
+        tar.finish().unwrap();
+    }
+    let mut inputs = vec![shadow_like, bad_json];
+    if Path::new("/etc/shadow").is_file() {
+        inputs.push(PathBuf::from("/etc/shadow"));
+    }
+    for input in inputs {
+        let err = load(&store, &input).unwrap_err();
+        let msg = chain(&err);
+        assert!(msg.contains(&input.display().to_string()), "{msg}");
+        assert!(msg.contains("expected"), "{msg}");
+        assert!(!msg.contains("SECRET"), "{msg}");
+        if input == Path::new("/etc/shadow") {
+            let content = fs::read_to_string(&input).unwrap();
+            for line in content.lines().filter(|l| l.len() > 8) {
+                assert!(!msg.contains(line), "{msg}");
+                let hash = line.split(':').nth(1).unwrap_or("");
+                assert!(hash.len() < 4 || !msg.contains(hash), "{msg}");
+            }
+        }
+    }
+}

@@ -686,3 +686,46 @@ async fn pulled_rules_fixture_matches_the_expected_tree_through_overlay() {
     nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH).unwrap();
     verified.unwrap_or_else(|e| panic!("overlay view of the pulled image differs:\n{e}"));
 }
+
+/// A partial download left behind by a pull from a corrupting registry (as a SIGKILL mid-pull
+/// leaves it) does not poison the next pull from an honest registry: the resumed blob fails
+/// verification, is discarded and downloaded again from zero within the same pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_partial_download_is_restarted_from_zero() {
+    if prerequisites().is_none() {
+        return;
+    }
+    let (reg, layout) = registry_with("busybox", "test/repartial:v1");
+    let root = tempfile::tempdir().unwrap();
+    drop(stores(root.path()));
+    let layer = &layout.layers[0];
+    let data = std::fs::read(layout.blob_path(&layer.digest)).unwrap();
+    let mut partial = data[..data.len() / 2].to_vec();
+    for b in partial.iter_mut().step_by(97) {
+        *b ^= 0x5a;
+    }
+    let hex = layer.digest.trim_start_matches("sha256:");
+    std::fs::write(
+        root.path()
+            .join("content/ingest")
+            .join(format!("{hex}.data")),
+        &partial,
+    )
+    .unwrap();
+    assert_eq!(ingest_files(root.path()).len(), 1);
+
+    let reference = format!("{}/test/repartial:v1", reg.host());
+    let (r, events) = pull_collect(root.path(), test_config(), &reference, &amd64()).await;
+    let img = r.expect("the first pull after a corrupt partial download succeeds");
+    assert_eq!(img.manifest_digest.to_string(), layout.manifest_digest);
+    let restarted = events.iter().any(|e| {
+        matches!(e, PullEvent::Retrying { layer: l, error, .. }
+            if l.to_string() == layer.digest && error.contains("starting again from zero"))
+    });
+    assert!(restarted, "no restart reported: {events:?}");
+    assert_store_consistent(root.path());
+    assert!(ingest_files(root.path()).is_empty());
+    assert!(stores(root.path())
+        .content()
+        .contains(&Digest::parse(&layer.digest).unwrap()));
+}

@@ -30,6 +30,7 @@ pub mod cni;
 pub mod dns;
 mod error;
 mod isolation;
+pub mod listen;
 mod manager;
 pub mod netns;
 mod networks;

@@ -305,6 +305,26 @@ impl NetworkManager {
         Ok(self.records()?.into_iter().map(|r| r.info).collect())
     }
 
+    /// How many addresses `network` can still lease: host-local's range is the whole subnet
+    /// but its network and broadcast addresses and the gateway; each lease is one file named
+    /// after the address in the network's data directory.
+    pub fn free_addresses(&self, network: &str) -> Result<u64> {
+        let net = self.network(network)?;
+        let size = 1u64 << (32 - u32::from(net.subnet.prefix_len()));
+        let hosts = if size > 2 { size - 2 } else { size };
+        let capacity = hosts.saturating_sub(1);
+        let dir = self.dirs.ipam().join(network);
+        let leased = match fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().parse::<IpAddr>().is_ok())
+                .count() as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(NetworkError::io("listing", &dir, e)),
+        };
+        Ok(capacity.saturating_sub(leased))
+    }
+
     /// Create a sandbox: its namespace exists and CNI ADD has succeeded when this returns, so the
     /// container can be started in `netns_path`. On failure nothing is left behind.
     /// Same as [`Self::prepare_sandbox`] followed by [`Self::attach_sandbox`].

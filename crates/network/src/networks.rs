@@ -32,13 +32,16 @@ pub const DEFAULT_POOL: &str = "10.224.0.0/12";
 pub const ISOLATION_CHAIN: &str = "ZLAYER-ISOLATION";
 
 /// A bridge network as seen by callers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NetworkInfo {
     pub name: String,
+    #[schema(value_type = String)]
     pub subnet: Ipv4Net,
+    #[schema(value_type = String)]
     pub gateway: Ipv4Addr,
     /// The Linux bridge interface in the agent's network namespace.
     pub bridge: String,
+    #[schema(value_type = String)]
     pub conflist_path: PathBuf,
 }
 

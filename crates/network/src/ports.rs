@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{NetworkError, Result};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Tcp,
@@ -26,9 +26,10 @@ impl Protocol {
 
 /// One published port: traffic to `host_ip:host_port` (all host addresses when `host_ip` is
 /// `None`) is forwarded to `container_port` in the sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PortMapping {
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub host_ip: Option<IpAddr>,
     pub host_port: u16,
     pub container_port: u16,

@@ -12,7 +12,7 @@ use crate::error::{NetworkError, Result};
 use crate::ports::PortMapping;
 
 /// How a sandbox is connected.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "mode", content = "target", rename_all = "lowercase")]
 pub enum NetworkMode {
     /// Own namespace with only loopback.
@@ -87,15 +87,18 @@ impl PreparedSandbox {
 
 /// What the runtime gets: put `netns_path` into config.json's network namespace entry (none
 /// means: stay in the host's), write `resolv_conf` to the container's /etc/resolv.conf.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SandboxInfo {
     pub id: String,
     pub mode: NetworkMode,
     /// The bridge network attached, if any (also set for `Container` mode sharing a bridged one).
     pub network: Option<String>,
+    #[schema(value_type = Option<String>)]
     pub netns_path: Option<PathBuf>,
     /// Addresses inside the sandbox, with prefix length.
+    #[schema(value_type = Vec<String>)]
     pub ips: Vec<IpNet>,
+    #[schema(value_type = Option<String>)]
     pub gateway: Option<IpAddr>,
     pub ports: Vec<PortMapping>,
     pub resolv_conf: String,

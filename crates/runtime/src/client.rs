@@ -7,6 +7,7 @@
 use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -29,6 +30,13 @@ pub enum ClientError {
     /// (127: command not found, 126: not executable).
     #[error("starting container {id}: {message}")]
     Start {
+        id: String,
+        message: String,
+        exit_code: Option<i32>,
+    },
+    /// An `exec` could not start its process (the container itself is fine).
+    #[error("exec in container {id}: {message}")]
+    Exec {
         id: String,
         message: String,
         exit_code: Option<i32>,
@@ -105,6 +113,9 @@ impl ClientError {
     pub fn exit_code(&self) -> i32 {
         match self {
             ClientError::Start {
+                exit_code: Some(c), ..
+            }
+            | ClientError::Exec {
                 exit_code: Some(c), ..
             } => *c,
             _ => 125,
@@ -286,10 +297,16 @@ pub fn launch(req: &LaunchRequest<'_>) -> Result<Launched, ClientError> {
             exit_code: None,
         });
     }
-    std::fs::create_dir_all(req.container_dir).map_err(|source| ClientError::Io {
-        path: req.container_dir.to_path_buf(),
-        source,
-    })?;
+    // 0700: config.json, logs and the upper layer hold the container's secrets and data.
+    // The rootfs dirs below keep their modes: the upper dir's mode is the container's `/`.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(req.container_dir)
+        .map_err(|source| ClientError::Io {
+            path: req.container_dir.to_path_buf(),
+            source,
+        })?;
     let res = (|| {
         let fs = rootfs::mount_overlay(req.container_dir, req.layers, false)?;
         let bundle = bundle::generate(&ContainerSpec {
@@ -566,7 +583,7 @@ impl ShimClient {
                     Ok(Some(Event::ExecExit { exit_code, .. })) => Some(exit_code),
                     _ => None,
                 };
-                Err(ClientError::Start {
+                Err(ClientError::Exec {
                     id: self.id.clone(),
                     message,
                     exit_code,
@@ -902,5 +919,26 @@ impl ShimClient {
         tokio::task::spawn_blocking(move || c.stop(grace, signal))
             .await
             .map_err(join_err)?
+    }
+}
+
+impl ShimClient {
+    /// How much of the container's output its shim could not log so far (a full disk): from
+    /// the shim while it runs, from the `log-loss.json` it left when it ended. `Ok(None)`: the
+    /// shim is gone or did not answer within `timeout` (an older shim does not know the
+    /// request), and left no record of a loss.
+    pub fn log_loss(&self, timeout: Duration) -> Result<Option<crate::logs::LogLoss>, ClientError> {
+        let from_file = || Ok(crate::logs::read_log_loss(&self.container_dir));
+        let Some(mut c) = self.request(&Request::LogStats)? else {
+            return from_file();
+        };
+        c.reader
+            .get_ref()
+            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .map_err(|e| self.io_err(e))?;
+        match c.next() {
+            Ok(Some(Event::LogStats(loss))) => Ok(Some(loss)),
+            _ => from_file(),
+        }
     }
 }

@@ -56,6 +56,22 @@ pub fn publish_exit_record(
     crate::atomic::publish_file(&exit_path(container_dir), &data)
 }
 
+/// Space for the exit record, set aside when the container starts: a container that fills
+/// the disk must not leave its own end unrecorded. Sized for any record the shim writes
+/// (a few hundred bytes; the error text of a start failure is the only variable part).
+pub fn reserve_exit_record(container_dir: &Path) -> io::Result<crate::atomic::Reservation> {
+    crate::atomic::Reservation::create(&exit_path(container_dir), 8192)
+}
+
+/// [`publish_exit_record`] into the space reserved by [`reserve_exit_record`].
+pub fn publish_reserved_exit_record(
+    reservation: crate::atomic::Reservation,
+    rec: &ExitRecord,
+) -> io::Result<crate::atomic::Unsynced> {
+    let data = serde_json::to_vec_pretty(rec).map_err(io::Error::other)?;
+    reservation.publish(&data)
+}
+
 /// Reads the record; `Ok(None)` when the container has not exited (or never started).
 pub fn read_exit_record(container_dir: &Path) -> io::Result<Option<ExitRecord>> {
     let p = exit_path(container_dir);

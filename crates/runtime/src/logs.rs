@@ -36,8 +36,58 @@ pub fn log_path(container_dir: &Path) -> PathBuf {
     container_dir.join(LOG_FILE)
 }
 
+/// Written by the shim at the end when output was lost: the [`LogLoss`] that `inspect` shows
+/// after the container exited (while it runs, the shim answers `log_stats`).
+pub const LOG_LOSS_FILE: &str = "log-loss.json";
+
+/// Space for [`LOG_LOSS_FILE`], set aside when the container starts: output is lost when the
+/// disk is full, and the record of that loss must not need new space.
+pub fn reserve_log_loss(container_dir: &Path) -> io::Result<crate::atomic::Reservation> {
+    crate::atomic::Reservation::create(&container_dir.join(LOG_LOSS_FILE), 4096)
+}
+
+/// Records `loss` in the container directory, in the space `reservation` holds if given.
+pub fn write_log_loss(
+    container_dir: &Path,
+    reservation: Option<crate::atomic::Reservation>,
+    loss: &LogLoss,
+) -> io::Result<()> {
+    let data = serde_json::to_vec(loss).map_err(io::Error::other)?;
+    match reservation {
+        Some(r) => r.publish(&data)?.sync(),
+        None => crate::atomic::write_file(&container_dir.join(LOG_LOSS_FILE), &data),
+    }
+}
+
+/// The loss the shim recorded at the end; `None` when nothing was lost (or not recorded).
+pub fn read_log_loss(container_dir: &Path) -> Option<LogLoss> {
+    let b = fs::read(container_dir.join(LOG_LOSS_FILE)).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
 fn rotated_path(container_dir: &Path, n: u32) -> PathBuf {
     container_dir.join(format!("{LOG_FILE}.{n}"))
+}
+
+/// Container output that could not be logged (a full disk, an I/O error): counted so that
+/// the loss is reported (`inspect`) instead of ending the shim or going unnoticed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogLoss {
+    /// Bytes of output that are not in the log.
+    pub dropped_bytes: u64,
+    /// Chunks of output whose writing failed.
+    pub failed_writes: u64,
+    /// The last error, e.g. "No space left on device (os error 28)".
+    pub last_error: Option<String>,
+}
+
+impl LogLoss {
+    /// Counts `bytes` lost to `err`.
+    pub fn record(&mut self, bytes: u64, err: &io::Error) {
+        self.dropped_bytes += bytes;
+        self.failed_writes += 1;
+        self.last_error = Some(err.to_string());
+    }
 }
 
 /// Appends container output to the log, rotating by size.
@@ -47,6 +97,7 @@ pub struct CriLogWriter {
     size: u64,
     max_size: u64,
     max_files: u32,
+    loss: LogLoss,
 }
 
 impl CriLogWriter {
@@ -64,7 +115,13 @@ impl CriLogWriter {
             size,
             max_size: max_size.max(4096),
             max_files: max_files.max(1),
+            loss: LogLoss::default(),
         })
+    }
+
+    /// What could not be written so far.
+    pub fn loss(&self) -> &LogLoss {
+        &self.loss
     }
 
     fn rotate(&mut self) -> io::Result<()> {
@@ -99,13 +156,21 @@ impl CriLogWriter {
         if self.size > 0 && self.size + e.len() as u64 > self.max_size {
             self.rotate()?;
         }
-        self.file.write_all(&e)?;
+        if let Err(err) = self.file.write_all(&e) {
+            // A partial write (ENOSPC half-way) would leave a torn entry that the next one
+            // is appended to: cut the file back to the last complete entry (which also gives
+            // the space back).
+            let _ = self.file.set_len(self.size);
+            return Err(err);
+        }
         self.size += e.len() as u64;
         Ok(())
     }
 
     /// Logs a chunk read from the container: complete lines as `F`, a trailing fragment
     /// as `P`. Long lines are cut into `P` pieces so one entry stays below `max_size`.
+    /// On an error the rest of the chunk is dropped and counted in [`Self::loss`]; the log
+    /// stays well-formed (whole entries only) and later chunks are tried again.
     pub fn write_chunk(&mut self, stream: Stream, data: &[u8]) -> io::Result<()> {
         let max_piece = (self.max_size / 2) as usize;
         let mut rest = data;
@@ -115,7 +180,10 @@ impl CriLogWriter {
                 _ if rest.len() > max_piece => (&rest[..max_piece], 'P', max_piece),
                 _ => (rest, 'P', rest.len()),
             };
-            self.entry(stream, tag, piece)?;
+            if let Err(e) = self.entry(stream, tag, piece) {
+                self.loss.record(rest.len() as u64, &e);
+                return Err(e);
+            }
             rest = &rest[consumed..];
         }
         Ok(())

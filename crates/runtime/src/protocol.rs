@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::exit::ExitRecord;
 
 /// What to run with `exec`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ExecSpec {
     pub args: Vec<String>,
     /// `KEY=VALUE` added to (and overriding) the container's environment.
@@ -45,6 +45,8 @@ pub enum Request {
         #[serde(default)]
         stdin: bool,
     },
+    /// How much of the container's output could not be logged so far (`Event::LogStats`).
+    LogStats,
 }
 
 /// Lines a client sends on an exec/attach stream.
@@ -99,6 +101,8 @@ pub enum Event {
     },
     /// End of the container (answer to `wait`, last line of `attach`).
     Exit(ExitRecord),
+    /// Answer to `log_stats`.
+    LogStats(crate::logs::LogLoss),
 }
 
 pub fn encode_data(b: &[u8]) -> String {

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path};
 
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
@@ -41,17 +42,74 @@ fn relative(path: &Path) -> &Path {
     path.strip_prefix("/").unwrap_or(path)
 }
 
+/// The most [`read_in_root`] reads from one file of an image: an /etc/passwd or /etc/group
+/// is a few kilobytes even on large systems; anything bigger is refused, not buffered.
+pub const MAX_ROOTFS_FILE: u64 = 4 << 20;
+
 /// Reads a file of the container's filesystem, `None` when it does not exist.
-pub fn read_in_root(root: &Path, path: &Path) -> io::Result<Option<Vec<u8>>> {
+///
+/// Image content is hostile: symlinks resolve inside the root; the file must be a regular
+/// file (a FIFO would block the open forever, a character device such as /dev/zero would be
+/// read without end) no larger than `max` bytes, checked both on the inode's size and while
+/// reading (a file growing under us).
+pub fn read_in_root(root: &Path, path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
     let rootfd = open_root(root)?;
-    match openat_in_root(&rootfd, relative(path), OFlag::O_RDONLY) {
-        Ok(fd) => {
-            let mut buf = Vec::new();
-            File::from(fd).read_to_end(&mut buf)?;
-            Ok(Some(buf))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    // O_PATH first: opening a device node for real can have effects of its own (a
+    // watchdog starts counting, a tape rewinds), so the type is checked before any open.
+    let handle = match openat_in_root(&rootfd, relative(path), OFlag::O_PATH) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = File::from(handle.try_clone()?).metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("is not a regular file but {}", describe_type(&meta)),
+        ));
+    }
+    if meta.len() > max {
+        return Err(too_big(meta.len(), max));
+    }
+    // Reopening the O_PATH descriptor through /proc opens the very inode checked above, so
+    // nothing can be swapped in between; O_NONBLOCK is belt and braces.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))?;
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(too_big(buf.len() as u64, max));
+    }
+    Ok(Some(buf))
+}
+
+fn too_big(len: u64, max: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("is larger than the {max} bytes allowed ({len} bytes)"),
+    )
+}
+
+/// "a character device", "a FIFO", ... for errors about a file of the wrong type.
+pub fn describe_type(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a regular file"
     }
 }
 
@@ -61,6 +119,17 @@ pub fn exists_in_root(root: &Path, path: &Path) -> io::Result<bool> {
     match openat_in_root(&rootfd, relative(path), OFlag::O_PATH) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// What `path` is inside the root (following symlinks within it): `None` when nothing
+/// exists there. For checks that want a clear error before the runtime fails with errno.
+pub fn metadata_in_root(root: &Path, path: &Path) -> io::Result<Option<std::fs::Metadata>> {
+    let rootfd = open_root(root)?;
+    match openat_in_root(&rootfd, relative(path), OFlag::O_PATH) {
+        Ok(fd) => File::from(fd).metadata().map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cgroups::{keyed_value, parse_cfs_quota, parse_cpu_max, parse_limit, ContainerCgroup};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContainerStats {
     /// Total CPU time consumed, in nanoseconds (compute a percentage from two samples).
     pub cpu_usage_ns: u64,

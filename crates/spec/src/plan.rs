@@ -76,7 +76,7 @@ impl Service {
 }
 
 /// What happens to one service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// New service: create `replicas` replicas (jobs run, cron entries get scheduled).
@@ -91,6 +91,7 @@ pub enum Action {
         /// Whether replicas must be replaced (rolling update / job re-run).
         replace: bool,
         /// `(from, to)` when the replica count changes.
+        #[schema(value_type = Option<Vec<u32>>)]
         scale: Option<(u32, u32)>,
     },
     /// Service no longer declared: stop and remove its replicas.
@@ -100,7 +101,7 @@ pub enum Action {
 }
 
 /// The plan for one service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServicePlan {
     /// Service name.
     pub name: String,
@@ -111,7 +112,7 @@ pub struct ServicePlan {
 }
 
 /// Everything a deploy would do, service by service (sorted by name).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Plan {
     /// The deployment's name.
     pub deployment: String,

@@ -29,14 +29,14 @@ const ATTACHED_REMOVE_FALLBACK: Duration = Duration::from_secs(60);
 const RECOVERY_PARALLELISM: usize = 32;
 
 /// What `create` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Created {
     pub id: String,
     pub name: String,
 }
 
 /// What `wait` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WaitResult {
     pub exit_code: i64,
     pub oom_killed: bool,
@@ -81,6 +81,12 @@ impl Agent {
         if req.image.trim().is_empty() {
             return Err(AgentError::invalid("no image given"));
         }
+        // Refused before any work (a pull, a mount); checked again when the record is
+        // inserted, where concurrent creates cannot pass it together.
+        let max_containers = self.config().file.limits.max_containers;
+        if self.containers().count()? >= max_containers {
+            return Err(crate::limits::too_many_containers(max_containers));
+        }
         // The shim's cgroup write comes ~8 ms from now; start the kernel's grace period now.
         zlayer_runtime::cgroups::attach_lock::warm_in_background();
         let id = new_id()?;
@@ -110,7 +116,7 @@ impl Agent {
             finished_at: None,
             auto_remove: req.auto_remove,
         };
-        self.containers().insert(&record)?;
+        self.containers().insert_limited(&record, max_containers)?;
         // The network namespace exists before the container is created in it. A bridge
         // network's CNI ADD (tens of milliseconds of plugin execs) then runs while the
         // container is being created (overlay mount, bundle, shim, libcontainer create); the
@@ -251,7 +257,7 @@ impl Agent {
                 .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         );
         if self.containers().mark_exited(&r)? {
-            self.unregister_dns(id, &r.name);
+            self.release_network(id, &r.name);
             tracing::info!(id = %short_id(id), exit_code = rec.exit_code, oom = rec.oom_killed, "container exited");
             Ok(Some(r))
         } else {
@@ -484,7 +490,8 @@ impl Agent {
         // its cgroup goes in every hierarchy; when a process survives SIGKILL the record
         // stays and the error says so.
         self.kill_and_remove_cgroup(&r).await?;
-        self.detach_network(&r.id, &r.name).await;
+        // Its DNS name now, its sandbox in the background (a no-op when its exit released it).
+        self.release_network(&r.id, &r.name);
         // Out of `containers/` now; unmounted and deleted in the background (see trash.rs).
         self.discard_container_dir(&r.id, &r.name).await?;
         self.containers().delete(&r.id)?;

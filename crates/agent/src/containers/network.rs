@@ -1,11 +1,19 @@
 //! Containers on networks: a bridge container's sandbox (namespace + CNI ADD) is made before
-//! its process starts and destroyed when the container is removed (or its start failed);
-//! `container:NAME` joins another container's sandbox (a pod). Names go into the network's DNS.
+//! its process starts and released when the container exits (as docker does: an exited
+//! container holds no address, so exited containers cannot exhaust a subnet; its record stays
+//! until `rm`), or when its start failed; `container:NAME` joins another container's sandbox (a
+//! pod). Names go into the network's DNS.
+//!
+//! The release (CNI DEL, namespace unmount, lease) runs in the background, off the path of
+//! whoever saw the exit: `run --rm` answers its client without waiting for plugin execs.
+//! Nothing is lost if the daemon dies first: at the next start every sandbox whose container is
+//! exited or gone is destroyed (see [`Agent::recover_networking`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use zlayer_runtime::bundle::{NetworkMode as RuntimeMode, RunOptions};
 
@@ -13,8 +21,8 @@ use super::record::{short_id, ContainerRecord, ContainerState};
 use super::request::CreateRequest;
 use crate::error::{AgentError, Result};
 use crate::network::{
-    net_err, Attached, NetworkInfo, NetworkManager, NetworkMode, PortMapping, SandboxInfo,
-    SandboxRequest, DEFAULT_NETWORK,
+    net_err, Attached, NetworkError, NetworkInfo, NetworkManager, NetworkMode, PortMapping,
+    SandboxInfo, SandboxRequest, DEFAULT_NETWORK,
 };
 use crate::Agent;
 use zlayer_network::PreparedSandbox;
@@ -36,6 +44,113 @@ pub fn port_text(p: &PortMapping) -> String {
         p.container_port,
         p.protocol.as_str()
     )
+}
+
+/// What a sandbox being released still holds until its CNI DEL is done.
+struct Held {
+    network: Option<String>,
+    host_ports: Vec<u16>,
+}
+
+/// Sandboxes being released in the background. An exit's release and the removal that follows
+/// do not run the same CNI DEL twice at once, and a new container that needs what a release
+/// still holds (a published host port, the last free address of a small subnet) or a
+/// `network rm` waits for it instead of failing.
+#[derive(Default)]
+pub(crate) struct Releasing {
+    held: parking_lot::Mutex<HashMap<String, Held>>,
+    changed: tokio::sync::Notify,
+}
+
+/// How long a new container or `network rm` waits for releases in flight (a CNI DEL takes tens
+/// of milliseconds; a stuck plugin must not hang the caller forever).
+const RELEASE_WAIT: Duration = Duration::from_secs(30);
+
+impl Releasing {
+    /// False when `id` is being released already.
+    fn begin(&self, id: &str, info: &SandboxInfo) -> bool {
+        let mut held = self.held.lock();
+        if held.contains_key(id) {
+            return false;
+        }
+        let owns = info.shares_with.is_none();
+        held.insert(
+            id.to_string(),
+            Held {
+                network: info.network.clone().filter(|_| owns),
+                host_ports: if owns {
+                    info.ports.iter().map(|p| p.host_port).collect()
+                } else {
+                    Vec::new()
+                },
+            },
+        );
+        true
+    }
+
+    fn end(&self, id: &str) {
+        self.held.lock().remove(id);
+        self.changed.notify_waiters();
+    }
+
+    /// Releases in flight on `network`.
+    fn on_network(&self, network: &str) -> usize {
+        self.held
+            .lock()
+            .values()
+            .filter(|h| h.network.as_deref() == Some(network))
+            .count()
+    }
+
+    /// Waits (up to [`RELEASE_WAIT`]) until no release in flight matches `blocks`.
+    async fn wait_while(&self, blocks: impl Fn(&Held) -> bool) {
+        let _ = tokio::time::timeout(RELEASE_WAIT, async {
+            loop {
+                let changed = self.changed.notified();
+                if !self.held.lock().values().any(&blocks) {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Destroys a container's sandbox (blocking: CNI DEL and namespace removal). When it shared
+/// another container's namespace and that owner has exited meanwhile (its own release was
+/// refused while sharers lived), the owner's sandbox goes too.
+fn release_sandbox(
+    mgr: &NetworkManager,
+    store: &super::record::ContainerStore,
+    id: &str,
+    shares_with: Option<&str>,
+) {
+    match mgr.destroy_sandbox(id) {
+        Ok(_) => {}
+        // Running containers share its namespace: released with the last of them.
+        Err(NetworkError::SandboxShared { .. }) => return,
+        Err(e) => {
+            tracing::warn!(id = %short_id(id), "releasing network sandbox: {e} (retried at the next daemon start)");
+            return;
+        }
+    }
+    let Some(owner) = shares_with else {
+        return;
+    };
+    let owner_done = match store.get(owner) {
+        Ok(Some(r)) => r.state == ContainerState::Exited,
+        Ok(None) => true,
+        Err(_) => false,
+    };
+    if owner_done {
+        match mgr.destroy_sandbox(owner) {
+            Ok(_) | Err(NetworkError::SandboxShared { .. }) => {}
+            Err(e) => {
+                tracing::warn!(id = %short_id(owner), "releasing network sandbox: {e} (retried at the next daemon start)")
+            }
+        }
+    }
 }
 
 /// A container's sandbox whose namespace exists but whose CNI ADD has not run yet (see
@@ -134,6 +249,9 @@ impl Agent {
             },
         };
         let mgr = self.networking().ensure_ready().await?;
+        if let NetworkMode::Bridge(net) = &mode {
+            self.await_held_by_releases(&mgr, net, &ports).await;
+        }
         let sandbox_req = SandboxRequest {
             id: id.to_string(),
             mode,
@@ -185,6 +303,65 @@ impl Agent {
         }
     }
 
+    /// Takes an exited (or removed) container off its network: its DNS name at once, its
+    /// sandbox in the background (see the module doc). A sandbox other running containers
+    /// share stays until the last of them is released.
+    pub(crate) fn release_network(&self, id: &str, name: &str) {
+        self.unregister_dns(id, name);
+        let Ok(mgr) = self.networking().manager() else {
+            return;
+        };
+        // `none`/`host` containers have no sandbox: nothing to hand to a thread.
+        let Some(info) = self.networking().sandbox(id) else {
+            return;
+        };
+        let releasing = self.releasing();
+        if !releasing.begin(id, &info) {
+            return;
+        }
+        let purges = self.purges();
+        let store = self.containers().clone();
+        purges.start();
+        let id = id.to_string();
+        tokio::task::spawn_blocking(move || {
+            release_sandbox(&mgr, &store, &id, info.shares_with.as_deref());
+            releasing.end(&id);
+            purges.done();
+        });
+    }
+
+    /// Before a bridge sandbox is reserved: waits for releases in flight that still hold one
+    /// of its host ports, or the addresses it could get (all of `network`'s free addresses are
+    /// held by releases). Costs nothing when no release is in flight.
+    async fn await_held_by_releases(
+        &self,
+        mgr: &Arc<NetworkManager>,
+        network: &str,
+        ports: &[PortMapping],
+    ) {
+        let releasing = self.releasing();
+        let wanted: Vec<u16> = ports.iter().map(|p| p.host_port).collect();
+        if !wanted.is_empty() {
+            releasing
+                .wait_while(|h| h.host_ports.iter().any(|p| wanted.contains(p)))
+                .await;
+        }
+        let in_flight = releasing.on_network(network);
+        if in_flight == 0 {
+            return;
+        }
+        let (m, n) = (Arc::clone(mgr), network.to_string());
+        let free = tokio::task::spawn_blocking(move || m.free_addresses(&n))
+            .await
+            .ok()
+            .and_then(|r| r.ok());
+        if free == Some(0) {
+            releasing
+                .wait_while(|h| h.network.as_deref() == Some(network))
+                .await;
+        }
+    }
+
     /// Refuses to remove a container whose network namespace others still use.
     pub(crate) fn check_no_sharers(&self, r: &ContainerRecord) -> Result<()> {
         let Ok(mgr) = self.networking().manager() else {
@@ -231,7 +408,13 @@ impl Agent {
             return Ok(());
         }
         let records = self.containers().list()?;
-        let live: HashSet<String> = records.iter().map(|r| r.id.clone()).collect();
+        // Exited containers hold no network (a daemon that died before releasing it leaves
+        // it to this cleanup); owners of running sharers are kept by `cleanup_leaks`.
+        let live: HashSet<String> = records
+            .iter()
+            .filter(|r| r.state != ContainerState::Exited)
+            .map(|r| r.id.clone())
+            .collect();
         let report = self.networking().cleanup_leaks(live).await?;
         if !report.sandboxes.is_empty()
             || !report.namespaces.is_empty()
@@ -312,6 +495,10 @@ impl Agent {
             )));
         }
         let mgr = self.networking().ensure_ready().await?;
+        // Containers removed (or exited) just before are still leaving it in the background.
+        self.releasing()
+            .wait_while(|h| h.network.as_deref() == Some(name))
+            .await;
         let n = name.to_string();
         let res = tokio::task::spawn_blocking(move || mgr.remove_network(&n))
             .await

@@ -14,7 +14,7 @@ use crate::error::{AgentError, Result};
 use crate::Agent;
 
 /// One line of `ps`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContainerSummary {
     pub id: String,
     pub name: String,
@@ -34,7 +34,7 @@ pub struct ContainerSummary {
 }
 
 /// `inspect`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContainerDetails {
     #[serde(flatten)]
     pub record: ContainerRecord,
@@ -47,6 +47,10 @@ pub struct ContainerDetails {
     /// one recorded before the daemon restarted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub recovering: bool,
+    /// Output the shim could not write to the log (a full disk): bytes dropped, failed
+    /// writes, the last error. Absent when nothing was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_loss: Option<zlayer_runtime::logs::LogLoss>,
 }
 
 fn ago(rfc3339: Option<&str>) -> String {
@@ -132,12 +136,18 @@ impl Agent {
             .collect())
     }
 
-    /// `inspect`.
+    /// `inspect` (blocking: asks a running container's shim about lost log output).
     pub fn inspect_container(&self, key: &str) -> Result<ContainerDetails> {
         let record = self.containers().resolve(key)?;
         let dir = self.container_dir(&record.id);
+        let log_loss = ShimClient::for_container(&self.config().paths.state, &dir, &record.id)
+            .log_loss(std::time::Duration::from_secs(1))
+            .ok()
+            .flatten()
+            .filter(|l| l.dropped_bytes > 0 || l.failed_writes > 0);
         Ok(ContainerDetails {
             recovering: self.is_recovering(&record.id),
+            log_loss,
             network: self.networking().sandbox(&record.id),
             path: dir.display().to_string(),
             log_path: zlayer_runtime::logs::log_path(&dir).display().to_string(),
@@ -212,6 +222,7 @@ impl Agent {
 
     /// `exec` without stdin: runs `spec` to completion and returns its output.
     pub async fn exec_output(&self, key: &str, spec: ExecSpec) -> Result<ExecOutput> {
+        zlayer_runtime::bundle::validate::exec_spec(&spec).map_err(AgentError::invalid)?;
         let (_, client) = self.running_shim(key)?;
         // The exec'd process joins the container's cgroup: see attach_lock.
         zlayer_runtime::cgroups::attach_lock::warm_in_background();

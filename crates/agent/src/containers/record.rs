@@ -10,7 +10,7 @@ use crate::db::Db;
 use crate::error::{AgentError, Result};
 
 /// Where a container is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ContainerState {
     /// Recorded, shim not (yet) running.
@@ -39,7 +39,7 @@ impl ContainerState {
 }
 
 /// One container as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ContainerRecord {
     pub id: String,
     pub name: String,
@@ -49,6 +49,7 @@ pub struct ContainerRecord {
     pub image_id: String,
     pub created_at: String,
     /// The run options, as the runtime crate serialises them.
+    #[schema(value_type = Object)]
     pub spec: serde_json::Value,
     pub labels: BTreeMap<String, String>,
     pub state: ContainerState,
@@ -100,12 +101,31 @@ pub struct ContainerStore {
 }
 
 impl ContainerStore {
+    /// The state database behind the store (for its disk reserve, see `db.rs`).
+    pub(crate) fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
     pub fn new(db: Arc<Db>) -> Self {
         Self { db }
     }
 
     /// Inserts a new record; a taken name is a conflict naming the holder.
+    /// How many containers (in any state) the node has.
+    pub fn count(&self) -> Result<usize> {
+        let n: i64 = self
+            .db
+            .with(|c| c.query_row("SELECT COUNT(*) FROM containers", [], |row| row.get(0)))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     pub fn insert(&self, r: &ContainerRecord) -> Result<()> {
+        self.insert_limited(r, usize::MAX)
+    }
+
+    /// Inserts `r` unless the node has `max` containers already (counted and inserted under
+    /// the database's lock, so concurrent creates cannot pass the limit together).
+    pub fn insert_limited(&self, r: &ContainerRecord, max: usize) -> Result<()> {
         if let Some(other) = self.by_name(&r.name)? {
             return Err(AgentError::conflict(format!(
                 "the container name {:?} is already in use by container {}; remove it or pick another name",
@@ -113,7 +133,12 @@ impl ContainerStore {
                 short_id(&other.id)
             )));
         }
-        self.db.with(|c| {
+        let inserted = self.db.with(|c| {
+            let count: i64 =
+                c.query_row("SELECT COUNT(*) FROM containers", [], |row| row.get(0))?;
+            if usize::try_from(count).unwrap_or(usize::MAX) >= max {
+                return Ok(false);
+            }
             c.execute(
                 "INSERT INTO containers (id, name, image, image_id, created_at, spec, labels, state,
                     pid, exit_code, oom_killed, error, started_at, finished_at, auto_remove)
@@ -135,9 +160,14 @@ impl ContainerStore {
                     r.finished_at,
                     r.auto_remove as i64,
                 ],
-            )
+            )?;
+            Ok(true)
         })?;
-        Ok(())
+        if inserted {
+            Ok(())
+        } else {
+            Err(crate::limits::too_many_containers(max))
+        }
     }
 
     /// Writes the mutable fields of `r` (state, pid, exit, times, error).

@@ -11,7 +11,7 @@ use zlayer_runtime::bundle::{NetworkMode, RunOptions, Ulimit, VolumeMount, Volum
 use crate::error::{AgentError, Result};
 
 /// A request to create and start a container.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CreateRequest {
     pub image: String,
@@ -127,7 +127,14 @@ pub fn to_run_options(req: &CreateRequest, volumes_dir: &Path) -> Result<RunOpti
             )));
         }
     }
-    Ok(RunOptions {
+    if let Some(sig) = &req.stop_signal {
+        if zlayer_runtime::bundle::parse_signal(sig).is_none() {
+            return Err(AgentError::invalid(format!(
+                "invalid --stop-signal {sig:?}: not a signal name (SIGTERM, TERM) or number (1-64)"
+            )));
+        }
+    }
+    let options = RunOptions {
         env_file: req.env_file.clone(),
         env: req.env.clone(),
         user: req.user.clone(),
@@ -151,7 +158,11 @@ pub fn to_run_options(req: &CreateRequest, volumes_dir: &Path) -> Result<RunOpti
         dns,
         interactive: req.interactive,
         ..RunOptions::default()
-    })
+    };
+    // Everything that lands in a generated file or that the runtime would refuse with an
+    // error chain of its own is checked now, before an image is pulled or a record written.
+    zlayer_runtime::bundle::validate::run_options(&options).map_err(AgentError::invalid)?;
+    Ok(options)
 }
 
 /// Names of the named volumes a request uses.
@@ -258,10 +269,13 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
         _ => (t, 1),
     };
     let v: f64 = num.parse().ok()?;
-    if !(v >= 0.0 && v.is_finite()) {
+    let bytes = v * mult as f64;
+    // Above i64::MAX a size cannot be a limit any kernel interface takes (the cast would
+    // saturate, and `as i64` turned 10e30 into -1).
+    if !(v >= 0.0 && bytes.is_finite() && bytes <= i64::MAX as f64) {
         return None;
     }
-    Some((v * mult as f64) as u64)
+    Some(bytes as u64)
 }
 
 #[cfg(test)]
@@ -276,6 +290,9 @@ mod tests {
         assert_eq!(parse_bytes("100"), Some(100));
         assert_eq!(parse_bytes("x"), None);
         assert_eq!(parse_bytes("-1m"), None);
+        assert_eq!(parse_bytes("10e30"), None);
+        assert_eq!(parse_bytes("nan"), None);
+        assert_eq!(parse_bytes("inf"), None);
     }
 
     #[test]

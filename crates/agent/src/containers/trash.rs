@@ -20,7 +20,8 @@ use tokio::sync::Notify;
 use crate::error::{AgentError, Result};
 use crate::Agent;
 
-/// Purges in flight, so a stopping daemon can wait for them.
+/// Purges in flight, so a stopping daemon can wait for them (network releases count too, see
+/// `containers::network`).
 #[derive(Default)]
 pub(crate) struct Purges {
     running: AtomicUsize,
@@ -28,11 +29,11 @@ pub(crate) struct Purges {
 }
 
 impl Purges {
-    fn start(&self) {
+    pub(crate) fn start(&self) {
         self.running.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn done(&self) {
+    pub(crate) fn done(&self) {
         if self.running.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.idle.notify_waiters();
         }
@@ -99,6 +100,7 @@ impl Agent {
 
     fn purge_in_background(&self, path: PathBuf) {
         let purges = self.purges();
+        let db = std::sync::Arc::clone(self.containers().db());
         purges.start();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = zlayer_runtime::rootfs::remove(&path) {
@@ -107,6 +109,9 @@ impl Agent {
                     path.display()
                 );
             }
+            // The space just freed first goes back to the database's reserve, if it was
+            // used up on a full disk.
+            db.replenish_reserve();
             purges.done();
         });
     }

@@ -14,7 +14,7 @@ use crate::error::{AgentError, Result};
 use crate::Agent;
 
 /// `POST /v1/deployments`: the YAML text as the client read it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default)]
 pub struct DeployRequest {
     /// The spec file's text.
@@ -32,7 +32,7 @@ pub struct DeployRequest {
 }
 
 /// What `deploy` answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeployResponse {
     pub plan: Plan,
     /// The plan in words (one line per service).
@@ -41,7 +41,7 @@ pub struct DeployResponse {
 }
 
 /// One row of `services`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceInfo {
     pub deployment: String,
     pub service: String,
@@ -77,6 +77,26 @@ fn spec_err(e: zlayer_spec::SpecErrors) -> AgentError {
 /// Checks the deployment's published ports against this node: another deployment's service,
 /// a `run -p` container, or another process holding the port is an error at the line of the
 /// `publish`. (Ports published twice within the file are caught by the spec's validation.)
+/// Every service's `image` must be a reference the puller can parse (a digest such as
+/// `busybox@sha256:zzz` is refused now, also for `--dry-run`, not when the first replica starts).
+fn check_image_references(d: &Deployment, file: &str, map: &zlayer_spec::SourceMap) -> Result<()> {
+    let mut problems = Vec::new();
+    for (name, s) in &d.services {
+        if let Err(e) = zlayer_image::Reference::parse(&s.image.name) {
+            let at = map
+                .locate(&format!("services.{name}.image"))
+                .map(|l| format!("{file}:{l}"))
+                .unwrap_or_else(|| file.to_string());
+            problems.push(format!("{at}: service \"{name}\": {e}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(AgentError::invalid(problems.join("\n")))
+    }
+}
+
 fn check_published_ports(
     agent: &Agent,
     d: &Deployment,
@@ -143,6 +163,42 @@ fn check_published_ports(
     } else {
         Err(AgentError::conflict(problems.join("\n")))
     }
+}
+
+/// Refuses a deployment whose replicas, with those of the other deployments, exceed the node's
+/// `limits.max_replicas`; the error points at the largest service's `replicas`. Checked before
+/// anything is stored, so nothing is allocated or started for a request that cannot run.
+fn check_replica_limit(
+    d: &Deployment,
+    others: &[DeploymentRecord],
+    max: usize,
+    file: &str,
+    map: &zlayer_spec::SourceMap,
+) -> Result<()> {
+    let held: usize = others
+        .iter()
+        .filter(|o| o.spec.deployment != d.deployment)
+        .map(|o| crate::limits::replicas_of_deployment(&o.spec))
+        .sum();
+    let asked = crate::limits::replicas_of_deployment(d);
+    let what = match d
+        .services
+        .iter()
+        .max_by_key(|(_, s)| crate::limits::replicas_of(s))
+    {
+        Some((name, _)) => {
+            let at = map
+                .locate(&format!("services.{name}.replicas"))
+                .map(|l| format!("{file}:{l}"))
+                .unwrap_or_else(|| file.to_string());
+            format!(
+                "{at}: deployment \"{}\" (largest: service \"{name}\") asks for",
+                d.deployment
+            )
+        }
+        None => format!("{file}: deployment \"{}\" asks for", d.deployment),
+    };
+    crate::limits::check_replicas(asked, held, max, &what)
 }
 
 /// Resolves each service's environment: env files (read here, on the node), then `env`, with
@@ -246,8 +302,17 @@ impl Agent {
         if let Some(base) = &req.base_dir {
             spec.resolve_relative_paths(Path::new(base));
         }
+        check_image_references(&spec, file, &map)?;
         let store = &self.services().store;
-        check_published_ports(self, &spec, &store.list_deployments()?, file, &map)?;
+        let deployed = store.list_deployments()?;
+        check_replica_limit(
+            &spec,
+            &deployed,
+            self.config().file.limits.max_replicas,
+            file,
+            &map,
+        )?;
+        check_published_ports(self, &spec, &deployed, file, &map)?;
         let env = resolve_env(&spec, &req.host_env)?;
         let current = store.get_deployment(&spec.deployment)?;
         // `scale` changes the stored replica count; a deploy of the file sets it back.
@@ -365,6 +430,27 @@ impl Agent {
         }
         let before = svc.desired_replicas();
         svc.replicas = Some(replicas);
+        let held: usize = self
+            .services()
+            .store
+            .list_deployments()?
+            .iter()
+            .filter(|o| o.spec.deployment != rec.spec.deployment)
+            .map(|o| crate::limits::replicas_of_deployment(&o.spec))
+            .sum();
+        let rest: usize = rec
+            .spec
+            .services
+            .iter()
+            .filter(|(n, _)| **n != name)
+            .map(|(_, s)| crate::limits::replicas_of(s))
+            .sum();
+        crate::limits::check_replicas(
+            replicas as usize,
+            held + rest,
+            self.config().file.limits.max_replicas,
+            &format!("scale {}/{name}", rec.spec.deployment),
+        )?;
         self.services().store.put_deployment(&rec)?;
         self.services().wake();
         Ok((rec.spec.deployment.clone(), name, before))

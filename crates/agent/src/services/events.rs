@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 
 /// One event. `kind` is `container` or `service`; `action` e.g. `created`, `started`, `died`,
 /// `oom`, `health_status`, `scaled`, `rolled`, `crash_loop`, `rollout_failed`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// RFC 3339 time with milliseconds.
     pub time: String,

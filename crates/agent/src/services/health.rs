@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use zlayer_spec::Health;
 
 /// A replica's health as shown by `ps`, `services` and events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     /// No result that counts yet (within start_grace, or fewer than `retries` failures).

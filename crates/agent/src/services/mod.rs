@@ -21,4 +21,5 @@ pub mod supervisor;
 
 pub use deploy::{DeployRequest, DeployResponse, ServiceInfo};
 pub use health::HealthStatus;
+pub use publish::PublishLimits;
 pub use supervisor::Services;

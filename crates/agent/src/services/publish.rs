@@ -11,6 +11,12 @@
 //! balanced over the replicas, an unhealthy or stopping replica gets no new connections, and a
 //! rollout never closes the port. The cost is a userland copy per connection (like
 //! `docker-proxy`) and that the port is closed while the daemon is down.
+//!
+//! Containers reach these ports too (through the host's addresses), so each port caps what
+//! its clients can hold ([`PublishLimits`], config `published_ports`): concurrent connections
+//! (UDP: client associations) in total and per client address, all drawing on the daemon's
+//! descriptor budget for container-reachable listeners; idle connections are closed; accept
+//! errors back off and repeated log lines are rate-limited (`zlayer_network::listen`).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -20,12 +26,54 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use zlayer_network::listen::{
+    accept_with_backoff, relay, AcceptBackoff, ConnGate, ConnLimits, ConnPermit, LogLimiter,
+    RelayTimeouts,
+};
 use zlayer_spec::{Endpoint, Protocol};
 
 /// How long a connection attempt to one replica may take before the next one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A UDP client's association with a replica ends after this long without traffic.
 const UDP_IDLE: Duration = Duration::from_secs(60);
+
+/// What each published port lets its clients hold (config `published_ports`, see
+/// docs/network.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishLimits {
+    /// Concurrent TCP connections (or UDP client associations) of one published port.
+    pub max_connections: usize,
+    /// Of those, from one client address.
+    pub max_connections_per_client: usize,
+    /// A TCP connection with no byte in either direction for this long is closed.
+    pub idle_timeout: Duration,
+    /// A TCP connection is closed this long after it was accepted (`None`: never), busy or
+    /// not.
+    pub max_lifetime: Option<Duration>,
+}
+
+impl Default for PublishLimits {
+    /// 4096 connections, 256 per client, closed after an idle hour, no total limit: as
+    /// `docker-proxy` the forwarder carries long-lived streams (databases, websockets), which
+    /// a total limit would cut; the caps are what bound the daemon's descriptors.
+    fn default() -> Self {
+        PublishLimits {
+            max_connections: 4096,
+            max_connections_per_client: 256,
+            idle_timeout: Duration::from_secs(3600),
+            max_lifetime: None,
+        }
+    }
+}
+
+impl PublishLimits {
+    fn conn_limits(&self) -> ConnLimits {
+        ConnLimits {
+            max_total: self.max_connections,
+            max_per_client: self.max_connections_per_client,
+        }
+    }
+}
 
 /// Where a published port's traffic goes: the healthy replicas' addresses and the container
 /// port. Shared between the listener task and the supervisor, which updates it.
@@ -71,9 +119,15 @@ impl Drop for Published {
 #[derive(Default)]
 pub struct Publisher {
     ports: Mutex<HashMap<(u16, Protocol), Published>>,
+    limits: RwLock<PublishLimits>,
 }
 
 impl Publisher {
+    /// Sets the limits of ports opened from now on (the daemon calls it once, at start).
+    pub fn set_limits(&self, limits: PublishLimits) {
+        *self.limits.write() = limits;
+    }
+
     /// The `deployment/service` publishing `port`, if one does.
     pub fn owner_of(&self, port: u16, protocol: Protocol) -> Option<String> {
         self.ports
@@ -117,7 +171,8 @@ impl Publisher {
                     }
                     let backends = Arc::new(Backends::default());
                     backends.port.store(ctr, Ordering::Relaxed);
-                    match listen(host, proto, Arc::clone(&backends)) {
+                    let limits = *self.limits.read();
+                    match listen(host, proto, Arc::clone(&backends), limits) {
                         Ok(task) => {
                             tracing::info!(
                                 deployment,
@@ -192,6 +247,7 @@ fn listen(
     port: u16,
     proto: Protocol,
     backends: Arc<Backends>,
+    limits: PublishLimits,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
     let in_use = |e: std::io::Error| {
@@ -211,36 +267,51 @@ fn listen(
             let l = std::net::TcpListener::bind(addr).map_err(in_use)?;
             l.set_nonblocking(true)?;
             let l = TcpListener::from_std(l)?;
-            Ok(tokio::spawn(tcp_loop(l, backends)))
+            Ok(tokio::spawn(tcp_loop(l, backends, limits)))
         }
         Protocol::Udp => {
             let s = std::net::UdpSocket::bind(addr).map_err(in_use)?;
             s.set_nonblocking(true)?;
             let s = UdpSocket::from_std(s)?;
-            Ok(tokio::spawn(udp_loop(Arc::new(s), backends)))
+            Ok(tokio::spawn(udp_loop(Arc::new(s), backends, limits)))
         }
     }
 }
 
-async fn tcp_loop(listener: TcpListener, backends: Arc<Backends>) {
+async fn tcp_loop(listener: TcpListener, backends: Arc<Backends>, limits: PublishLimits) {
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    // Two descriptors per connection: the client's and the replica's.
+    let gate = ConnGate::new(limits.conn_limits(), 2);
+    let timeouts = RelayTimeouts {
+        idle: limits.idle_timeout,
+        lifetime: limits.max_lifetime,
+    };
+    let mut backoff = AcceptBackoff::default();
+    let (accept_errors, refusals) = (LogLimiter::default(), LogLimiter::default());
+    let what = format!("published port {port}/tcp");
     loop {
-        let (client, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // EMFILE and the like: wait instead of spinning.
-                tracing::warn!("published port: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let (client, peer) =
+            accept_with_backoff(&listener, &mut backoff, &accept_errors, &what).await;
+        let permit = match gate.try_admit(peer.ip()) {
+            Ok(p) => p,
+            Err(refusal) => {
+                if let Some(suppressed) = refusals.allow() {
+                    tracing::warn!(%peer, suppressed, "{what}: connection refused: {refusal}");
+                }
                 continue;
             }
         };
         let backends = Arc::clone(&backends);
         tokio::spawn(async move {
-            let Some(mut upstream) = connect_any(&backends).await else {
+            let _permit = permit;
+            let Some(upstream) = connect_any(&backends).await else {
                 tracing::debug!(%peer, "published port: no healthy replica accepted the connection");
                 return;
             };
-            let mut client = client;
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            match relay(client, upstream, timeouts).await {
+                Ok(end) => tracing::trace!(%peer, ?end, "published port: connection ended"),
+                Err(e) => tracing::trace!(%peer, "published port: connection failed: {e}"),
+            }
         });
     }
 }
@@ -262,15 +333,27 @@ async fn connect_any(backends: &Backends) -> Option<TcpStream> {
 
 /// UDP: each client address is associated with one replica (picked round-robin on its first
 /// datagram) through a socket of its own, so the replica's answers go back to that client.
-async fn udp_loop(socket: Arc<UdpSocket>, backends: Arc<Backends>) {
+/// Associations are capped like TCP connections (each holds a socket); datagrams of clients
+/// over the cap are dropped.
+async fn udp_loop(socket: Arc<UdpSocket>, backends: Arc<Backends>, limits: PublishLimits) {
+    let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+    let gate = ConnGate::new(limits.conn_limits(), 1);
     let sessions: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
     let mut buf = vec![0u8; 65536];
+    let mut backoff = AcceptBackoff::default();
+    let (errors, refusals) = (LogLimiter::default(), LogLimiter::default());
     loop {
         let (n, client) = match socket.recv_from(&mut buf).await {
-            Ok(r) => r,
+            Ok(r) => {
+                backoff.succeeded();
+                r
+            }
             Err(e) => {
-                tracing::debug!("published port: udp recv: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                let pause = backoff.failed();
+                if let Some(suppressed) = errors.allow() {
+                    tracing::warn!(suppressed, "published port {port}/udp: receive: {e}");
+                }
+                tokio::time::sleep(pause).await;
                 continue;
             }
         };
@@ -280,6 +363,19 @@ async fn udp_loop(socket: Arc<UdpSocket>, backends: Arc<Backends>) {
             None => {
                 let Some(target) = backends.order().into_iter().next() else {
                     continue;
+                };
+                let permit = match gate.try_admit(client.ip()) {
+                    Ok(p) => p,
+                    Err(refusal) => {
+                        if let Some(suppressed) = refusals.allow() {
+                            tracing::warn!(
+                                %client,
+                                suppressed,
+                                "published port {port}/udp: datagram dropped: {refusal}"
+                            );
+                        }
+                        continue;
+                    }
                 };
                 let Ok(u) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await else {
                     continue;
@@ -294,6 +390,7 @@ async fn udp_loop(socket: Arc<UdpSocket>, backends: Arc<Backends>) {
                     Arc::clone(&socket),
                     client,
                     Arc::clone(&sessions),
+                    permit,
                 ));
                 u
             }
@@ -308,6 +405,7 @@ async fn udp_replies(
     socket: Arc<UdpSocket>,
     client: SocketAddr,
     sessions: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>>,
+    _permit: ConnPermit,
 ) {
     let mut buf = vec![0u8; 65536];
     while let Ok(Ok(n)) = tokio::time::timeout(UDP_IDLE, upstream.recv(&mut buf)).await {
@@ -410,6 +508,62 @@ mod tests {
         assert_eq!(p.owner_of(host, Protocol::Tcp), None);
         tokio::time::sleep(Duration::from_millis(50)).await;
         std::net::TcpListener::bind(("0.0.0.0", host)).expect("port released");
+    }
+
+    #[tokio::test]
+    async fn connections_are_capped_per_client_and_idle_ones_closed() {
+        // A replica that greets and then keeps the connection open.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ctr = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s.write_all(b"hi").await;
+                held.push(s);
+            }
+        });
+        let host = free_port();
+        let p = Publisher::default();
+        p.set_limits(PublishLimits {
+            max_connections: 100,
+            max_connections_per_client: 2,
+            idle_timeout: Duration::from_millis(700),
+            max_lifetime: None,
+        });
+        p.sync("d", "web", &[ep(ctr, host)], |_, _| None).unwrap();
+        p.set_backends("d", "web", &[Ipv4Addr::LOCALHOST]);
+        let mut greeted = 0;
+        let mut conns = Vec::new();
+        for _ in 0..5 {
+            let mut s = TcpStream::connect(("127.0.0.1", host)).await.unwrap();
+            let mut buf = [0u8; 2];
+            let got = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+                .await
+                .expect("a refused connection is closed at once, an admitted one greeted");
+            if matches!(got, Ok(2)) {
+                greeted += 1;
+            }
+            conns.push(s);
+        }
+        assert_eq!(greeted, 2, "two connections per client address");
+        // The admitted ones are closed once idle, which frees their places.
+        for s in conns.iter_mut().take(2) {
+            let mut rest = Vec::new();
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+                .await
+                .expect("idle connection closed");
+            assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(fetch_first(host).await, "hi");
+    }
+
+    /// The first two bytes the published port sends.
+    async fn fetch_first(port: u16) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut buf = [0u8; 2];
+        s.read_exact(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
     }
 
     #[test]

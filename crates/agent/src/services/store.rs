@@ -101,7 +101,7 @@ pub struct ServiceFacts {
 }
 
 /// One run of a job or cron entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRecord {
     pub run: u32,
     pub container: String,

@@ -33,8 +33,12 @@ use crate::Agent;
 const PASS_INTERVAL: Duration = Duration::from_millis(500);
 /// Grace period when the supervisor stops a replica.
 const STOP_GRACE_SECS: u64 = 5;
-/// How many containers a pass starts or removes at once.
-const PARALLELISM: usize = 8;
+/// How many containers a pass starts at once.
+const START_PARALLELISM: usize = 8;
+/// How many replicas are stopped and removed at once (undeploy, scale-down, a rollout): each
+/// mostly waits (for its process to exit, for a CNI DEL), so many at once cost little, and
+/// 100 replicas go in about the time of one.
+const REMOVE_PARALLELISM: usize = 64;
 
 /// What `services` shows about a service besides counts.
 #[derive(Debug, Clone, Default)]
@@ -400,17 +404,16 @@ impl Agent {
         Ok(())
     }
 
-    /// Stops (with a grace period) and removes containers, several at a time.
+    /// Stops (with a grace period) and removes containers, [`REMOVE_PARALLELISM`] at a time.
     pub(crate) async fn remove_replicas(self: &Arc<Self>, ids: Vec<String>) {
-        let sem = Arc::new(tokio::sync::Semaphore::new(PARALLELISM));
         let mut set = tokio::task::JoinSet::new();
         for id in ids {
+            // A task only when one is free: what is held follows what runs.
+            if set.len() >= REMOVE_PARALLELISM {
+                set.join_next().await;
+            }
             let agent = Arc::clone(self);
-            let sem = Arc::clone(&sem);
-            set.spawn(async move {
-                let _permit = sem.acquire().await;
-                agent.remove_one(&id).await;
-            });
+            set.spawn(async move { agent.remove_one(&id).await });
         }
         while set.join_next().await.is_some() {}
     }
@@ -948,8 +951,14 @@ impl Agent {
             });
         }
         let update = svc.update.clone().unwrap_or_default();
+        // `deploy` and `scale` refuse more, but a deployment stored before (by an older
+        // build, or under a higher limit) may ask for more: run no more than the limit.
+        let max_replicas = self.config().file.limits.max_replicas;
+        let capped = svc
+            .desired_replicas()
+            .min(u32::try_from(max_replicas).unwrap_or(u32::MAX));
         let want = Desired {
-            replicas: svc.desired_replicas(),
+            replicas: capped,
             hash: hash.clone(),
             policy: restart.policy,
             order: update.order,
@@ -1035,7 +1044,16 @@ impl Agent {
             self.services.events.publish(self.event("crash_loop", key));
         }
         st.crash_reported = crash;
-        let (state, message) = if let Some(e) = &st.publish_error {
+        let (state, message) = if capped < svc.desired_replicas() {
+            (
+                "error",
+                format!(
+                    "asks for {} replicas, over this node's limit of {max_replicas} ({}): running {capped}",
+                    svc.desired_replicas(),
+                    crate::limits::MAX_REPLICAS_KEY
+                ),
+            )
+        } else if let Some(e) = &st.publish_error {
             ("error", e.clone())
         } else if want.rollout_blocked {
             ("rollout-failed", "the new version failed; the previous replicas keep serving (deploy again to retry)".to_string())
@@ -1177,34 +1195,35 @@ impl Agent {
         slots: &[u32],
         st: &mut TaskState,
     ) {
-        let sem = Arc::new(tokio::sync::Semaphore::new(PARALLELISM));
+        // One copy of the spec for all starts, and a task only when one of the
+        // START_PARALLELISM is free: a task per desired replica, each with its own copy of the
+        // service, up front, was what took a daemon asked for 100000 replicas to 1.1 GB.
+        let svc = Arc::new(svc.clone());
+        let env = Arc::new(env.clone());
         let mut set = tokio::task::JoinSet::new();
-        for &slot in slots {
-            let owner = Owner {
-                deployment: key.0.clone(),
-                service: key.1.clone(),
-                replica: slot,
-                spec_hash: hash.to_string(),
-                kind: "service".into(),
+        let mut pending = slots.iter().copied();
+        loop {
+            while set.len() < START_PARALLELISM && !st.cancel.is_cancelled() {
+                let Some(slot) = pending.next() else { break };
+                let owner = Owner {
+                    deployment: key.0.clone(),
+                    service: key.1.clone(),
+                    replica: slot,
+                    spec_hash: hash.to_string(),
+                    kind: "service".into(),
+                };
+                let (agent, key, svc, env) = (
+                    Arc::clone(self),
+                    key.clone(),
+                    Arc::clone(&svc),
+                    Arc::clone(&env),
+                );
+                set.spawn(async move { (slot, agent.start_one(&key, &svc, &env, owner).await) });
+            }
+            let Some(res) = set.join_next().await else {
+                break;
             };
-            let (agent, key, svc, env, sem, cancel) = (
-                Arc::clone(self),
-                key.clone(),
-                svc.clone(),
-                env.clone(),
-                Arc::clone(&sem),
-                Arc::clone(&st.cancel),
-            );
-            set.spawn(async move {
-                let _permit = sem.acquire().await;
-                if cancel.is_cancelled() {
-                    return (slot, None);
-                }
-                (slot, Some(agent.start_one(&key, &svc, &env, owner).await))
-            });
-        }
-        while let Some(res) = set.join_next().await {
-            let Ok((slot, Some(res))) = res else { continue };
+            let Ok((slot, res)) = res else { continue };
             let tracker = st.tracker(slot);
             match res {
                 Ok(_) => tracker.started(Instant::now()),

@@ -12,6 +12,7 @@ use axum::Json;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
+use utoipa::IntoParams;
 use zlayer_agent::containers::{
     ContainerDetails, ContainerSummary, CreateRequest, Created, WaitResult,
 };
@@ -21,7 +22,11 @@ use zlayer_runtime::protocol::Stream;
 
 use super::{blocking, ApiResult, AppState};
 use crate::frames;
+use crate::types::{KilledResponse, RemovedResponse, StoppedResponse};
 
+#[utoipa::path(post, path = "/v1/containers", tag = "containers", operation_id = "container_create",
+    request_body = CreateRequest,
+    responses((status = 201, description = "Created and started", body = Created)))]
 pub async fn create(
     State(agent): State<AppState>,
     Json(req): Json<CreateRequest>,
@@ -30,12 +35,16 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
     pub all: bool,
 }
 
+#[utoipa::path(get, path = "/v1/containers", tag = "containers", operation_id = "container_list",
+    params(ListQuery),
+    responses((status = 200, description = "Containers, running ones only unless `all`", body = Vec<ContainerSummary>)))]
 pub async fn list(
     State(agent): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -45,6 +54,9 @@ pub async fn list(
         .map(Json)
 }
 
+#[utoipa::path(get, path = "/v1/containers/{id}", tag = "containers", operation_id = "container_inspect",
+    params(("id" = String, Path, description = "Container id, id prefix or name")),
+    responses((status = 200, description = "The container", body = ContainerDetails)))]
 pub async fn inspect(
     State(agent): State<AppState>,
     Path(id): Path<String>,
@@ -54,50 +66,65 @@ pub async fn inspect(
         .map(Json)
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StopQuery {
     /// Seconds of grace before SIGKILL.
     pub t: Option<u64>,
 }
 
+#[utoipa::path(post, path = "/v1/containers/{id}/stop", tag = "containers", operation_id = "container_stop",
+    params(("id" = String, Path, description = "Container id, id prefix or name"), StopQuery),
+    responses((status = 200, description = "Stopped", body = StoppedResponse)))]
 pub async fn stop(
     State(agent): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<StopQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<StoppedResponse>> {
     agent.stop_container(&id, q.t).await?;
-    Ok(Json(serde_json::json!({"stopped": id})))
+    Ok(Json(StoppedResponse { stopped: id }))
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct KillQuery {
     pub signal: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/containers/{id}/kill", tag = "containers", operation_id = "container_kill",
+    params(("id" = String, Path, description = "Container id, id prefix or name"), KillQuery),
+    responses((status = 200, description = "Signalled", body = KilledResponse)))]
 pub async fn kill(
     State(agent): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<KillQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<KilledResponse>> {
     agent.kill_container(&id, q.signal.as_deref()).await?;
-    Ok(Json(serde_json::json!({"killed": id})))
+    Ok(Json(KilledResponse { killed: id }))
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveQuery {
     #[serde(default)]
     pub force: bool,
 }
 
+#[utoipa::path(delete, path = "/v1/containers/{id}", tag = "containers", operation_id = "container_remove",
+    params(("id" = String, Path, description = "Container id, id prefix or name"), RemoveQuery),
+    responses((status = 200, description = "Removed", body = RemovedResponse)))]
 pub async fn remove(
     State(agent): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<RemoveQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<RemovedResponse>> {
     agent.remove_container(&id, q.force).await?;
-    Ok(Json(serde_json::json!({"removed": id})))
+    Ok(Json(RemovedResponse { removed: id }))
 }
 
+#[utoipa::path(post, path = "/v1/containers/{id}/wait", tag = "containers", operation_id = "container_wait",
+    params(("id" = String, Path, description = "Container id, id prefix or name")),
+    responses((status = 200, description = "The container exited", body = WaitResult)))]
 pub async fn wait(
     State(agent): State<AppState>,
     Path(id): Path<String>,
@@ -105,6 +132,9 @@ pub async fn wait(
     Ok(Json(agent.wait_container(&id).await?))
 }
 
+#[utoipa::path(get, path = "/v1/containers/{id}/stats", tag = "containers", operation_id = "container_stats",
+    params(("id" = String, Path, description = "Container id, id prefix or name")),
+    responses((status = 200, description = "Resource usage now", body = zlayer_runtime::stats::ContainerStats)))]
 pub async fn stats(
     State(agent): State<AppState>,
     Path(id): Path<String>,
@@ -132,7 +162,8 @@ fn stream_id(s: Stream) -> u8 {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     #[serde(default)]
     pub follow: bool,
@@ -148,6 +179,9 @@ pub struct LogsQuery {
 
 /// Log lines as stdout/stderr frames; with `follow`, until the container exits (or the
 /// client goes away); with `wait` too, then a status frame (JSON [`WaitResult`]).
+#[utoipa::path(get, path = "/v1/containers/{id}/logs", tag = "containers", operation_id = "container_logs",
+    params(("id" = String, Path, description = "Container id, id prefix or name"), LogsQuery),
+    responses((status = 200, description = "Frames: 1 byte stream id (1 stdout, 2 stderr, 3 status, 4 error), 4 bytes big-endian length, payload", body = [u8], content_type = "application/vnd.zlayer.multiplexed-stream")))]
 pub async fn logs(
     State(agent): State<AppState>,
     Path(id): Path<String>,
@@ -217,13 +251,19 @@ fn error_frame(message: &str) -> Bytes {
 
 /// The query of `exec`: the process spec travels as JSON in `spec`, so the request body can be
 /// the process's stdin.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ExecQuery {
+    /// The process to run: an `ExecSpec` as JSON (`{"args": ["sh"], "stdin": true}`).
     pub spec: String,
 }
 
 /// Runs a process in the container. Request body: its stdin (when `spec.stdin`). Response:
 /// stdout/stderr frames, then a status frame with the exit code.
+#[utoipa::path(post, path = "/v1/containers/{id}/exec", tag = "containers", operation_id = "container_exec",
+    params(("id" = String, Path, description = "Container id, id prefix or name"), ExecQuery),
+    request_body(content = [u8], content_type = "application/octet-stream", description = "The process's stdin (read when the spec's `stdin` is true)"),
+    responses((status = 200, description = "stdout/stderr frames, then a status frame `{\"exit_code\": N}`", body = [u8], content_type = "application/vnd.zlayer.multiplexed-stream")))]
 pub async fn exec(
     State(agent): State<AppState>,
     Path(id): Path<String>,
@@ -232,6 +272,8 @@ pub async fn exec(
 ) -> ApiResult<Response> {
     let spec: ExecSpec = serde_json::from_str(&q.spec)
         .map_err(|e| zlayer_agent::AgentError::invalid(format!("bad exec spec: {e}")))?;
+    zlayer_runtime::bundle::validate::exec_spec(&spec)
+        .map_err(zlayer_agent::AgentError::invalid)?;
     let (_, client) = {
         let agent = agent.clone();
         blocking(move || agent.running_shim(&id)).await?
@@ -254,6 +296,10 @@ pub async fn exec(
 
 /// Forwards the request body to the container's stdin (for `run -i`); the response ends with
 /// the container's exit status. Output is read through `logs -f`.
+#[utoipa::path(post, path = "/v1/containers/{id}/attach", tag = "containers", operation_id = "container_attach",
+    params(("id" = String, Path, description = "Container id, id prefix or name")),
+    request_body(content = [u8], content_type = "application/octet-stream", description = "Forwarded to the container's stdin"),
+    responses((status = 200, description = "A status frame with the exit code once the container exits", body = [u8], content_type = "application/vnd.zlayer.multiplexed-stream")))]
 pub async fn attach(
     State(agent): State<AppState>,
     Path(id): Path<String>,

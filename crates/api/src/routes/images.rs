@@ -4,13 +4,15 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use zlayer_image::pull::PullEvent;
 use zlayer_image::store::{ImageDetails, ImageSummary, PruneReport, RemoveReport};
 
 use super::{blocking, ApiResult, AppState};
 use crate::server::json_lines_response;
+use crate::types::UnpackResponse;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PullRequest {
     pub reference: String,
     #[serde(default)]
@@ -19,7 +21,7 @@ pub struct PullRequest {
 
 /// One line of the pull stream: a progress event, the final summary, or the error that
 /// ended the pull.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum PullLine {
     Progress(PullEvent),
@@ -32,6 +34,9 @@ pub enum PullLine {
     },
 }
 
+#[utoipa::path(post, path = "/v1/images/pull", tag = "images", operation_id = "image_pull",
+    request_body = PullRequest,
+    responses((status = 200, description = "Progress, one JSON object per line; the last line is the summary or the error that ended the pull", body = PullLine, content_type = "application/x-ndjson")))]
 pub async fn pull(State(agent): State<AppState>, Json(req): Json<PullRequest>) -> Response {
     let (tx, response) = json_lines_response::<PullLine>();
     tokio::spawn(async move {
@@ -54,11 +59,14 @@ pub async fn pull(State(agent): State<AppState>, Json(req): Json<PullRequest>) -
     response
 }
 
+#[utoipa::path(get, path = "/v1/images", tag = "images", operation_id = "image_list",
+    responses((status = 200, description = "Every image", body = Vec<ImageSummary>)))]
 pub async fn list(State(agent): State<AppState>) -> ApiResult<Json<Vec<ImageSummary>>> {
     blocking(move || agent.list_images()).await.map(Json)
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RefQuery {
     #[serde(rename = "ref")]
     pub reference: String,
@@ -66,15 +74,30 @@ pub struct RefQuery {
     pub force: bool,
 }
 
+/// The query of `GET /v1/images/inspect`.
+#[derive(Debug, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InspectQuery {
+    /// A name (`busybox`, `docker.io/library/busybox:latest`), a digest or an id prefix.
+    #[serde(rename = "ref")]
+    pub reference: String,
+}
+
+#[utoipa::path(get, path = "/v1/images/inspect", tag = "images", operation_id = "image_inspect",
+    params(InspectQuery),
+    responses((status = 200, description = "The image", body = ImageDetails)))]
 pub async fn inspect(
     State(agent): State<AppState>,
-    Query(q): Query<RefQuery>,
+    Query(q): Query<InspectQuery>,
 ) -> ApiResult<Json<ImageDetails>> {
     blocking(move || agent.inspect_image(&q.reference))
         .await
         .map(Json)
 }
 
+#[utoipa::path(delete, path = "/v1/images", tag = "images", operation_id = "image_remove",
+    params(RefQuery),
+    responses((status = 200, description = "What was untagged and deleted", body = RemoveReport)))]
 pub async fn remove(
     State(agent): State<AppState>,
     Query(q): Query<RefQuery>,
@@ -84,21 +107,26 @@ pub async fn remove(
         .map(Json)
 }
 
+#[utoipa::path(post, path = "/v1/images/prune", tag = "images", operation_id = "image_prune",
+    responses((status = 200, description = "What was removed", body = PruneReport)))]
 pub async fn prune(State(agent): State<AppState>) -> ApiResult<Json<PruneReport>> {
     agent.prune_images().await.map(Json).map_err(Into::into)
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LoadRequest {
     /// A path on the daemon's machine: an OCI layout directory, an OCI archive or a docker-save tar.
     pub path: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LoadResponse {
     pub loaded: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/v1/images/load", tag = "images", operation_id = "image_load",
+    request_body = LoadRequest,
+    responses((status = 200, description = "The images loaded", body = LoadResponse)))]
 pub async fn load(
     State(agent): State<AppState>,
     Json(req): Json<LoadRequest>,
@@ -107,18 +135,21 @@ pub async fn load(
     Ok(Json(LoadResponse { loaded }))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UnpackRequest {
     pub reference: String,
     pub dir: String,
 }
 
+#[utoipa::path(post, path = "/v1/images/unpack", tag = "images", operation_id = "image_unpack",
+    request_body = UnpackRequest,
+    responses((status = 200, description = "The image's root filesystem was written to `dir`", body = UnpackResponse)))]
 pub async fn unpack(
     State(agent): State<AppState>,
     Json(req): Json<UnpackRequest>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<UnpackResponse>> {
     agent
         .unpack_image(&req.reference, std::path::Path::new(&req.dir))
         .await?;
-    Ok(Json(serde_json::json!({"dir": req.dir})))
+    Ok(Json(UnpackResponse { dir: req.dir }))
 }

@@ -11,12 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use zlayer_agent::services::{DeployRequest, DeployResponse, ServiceInfo};
 
 use super::{blocking, ApiResult, AppState};
 
 /// Body of `POST /v1/services/scale`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ScaleRequest {
     /// `deployment/service` or a service name unique across deployments.
     pub service: String,
@@ -24,7 +25,7 @@ pub struct ScaleRequest {
 }
 
 /// Answer of `scale`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ScaleResponse {
     pub deployment: String,
     pub service: String,
@@ -33,13 +34,16 @@ pub struct ScaleResponse {
 }
 
 /// Answer of `undeploy`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UndeployResponse {
     pub deployment: String,
     /// Containers stopped and removed.
     pub removed: usize,
 }
 
+#[utoipa::path(post, path = "/v1/deployments", tag = "services", operation_id = "deploy",
+    request_body = DeployRequest,
+    responses((status = 200, description = "The plan, applied unless `dry_run`", body = DeployResponse)))]
 pub async fn deploy(
     State(agent): State<AppState>,
     Json(req): Json<DeployRequest>,
@@ -47,6 +51,9 @@ pub async fn deploy(
     blocking(move || agent.deploy(req)).await.map(Json)
 }
 
+#[utoipa::path(delete, path = "/v1/deployments/{name}", tag = "services", operation_id = "undeploy",
+    params(("name" = String, Path, description = "Deployment name")),
+    responses((status = 200, description = "Its containers were stopped and removed", body = UndeployResponse)))]
 pub async fn undeploy(
     State(agent): State<AppState>,
     Path(name): Path<String>,
@@ -61,10 +68,15 @@ pub async fn undeploy(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/services", tag = "services", operation_id = "service_list",
+    responses((status = 200, description = "Every service of every deployment", body = Vec<ServiceInfo>)))]
 pub async fn list(State(agent): State<AppState>) -> ApiResult<Json<Vec<ServiceInfo>>> {
     blocking(move || agent.list_services()).await.map(Json)
 }
 
+#[utoipa::path(post, path = "/v1/services/scale", tag = "services", operation_id = "service_scale",
+    request_body = ScaleRequest,
+    responses((status = 200, description = "The new replica count", body = ScaleResponse)))]
 pub async fn scale(
     State(agent): State<AppState>,
     Json(req): Json<ScaleRequest>,
@@ -84,6 +96,8 @@ pub async fn scale(
 
 /// `GET /v1/events`: every event from now on, one JSON object per line, until the client
 /// goes away. A subscriber that falls behind gets a `{"kind":"stream","action":"lagged"}` line.
+#[utoipa::path(get, path = "/v1/events", tag = "services", operation_id = "events",
+    responses((status = 200, description = "Every event from now on, one JSON object per line, until the client goes away", body = zlayer_agent::services::events::Event, content_type = "application/x-ndjson")))]
 pub async fn events(State(agent): State<AppState>) -> Response {
     let mut rx = agent.services().events.subscribe();
     let (tx, response) =

@@ -3,15 +3,20 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use zlayer_agent::volumes::{self, VolumeInfo};
 
 use super::{blocking, ApiResult, AppState};
+use crate::types::RemovedResponse;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct CreateVolume {
     pub name: String,
 }
 
+#[utoipa::path(post, path = "/v1/volumes", tag = "volumes", operation_id = "volume_create",
+    request_body = CreateVolume,
+    responses((status = 200, description = "The volume (created unless it existed)", body = VolumeInfo)))]
 pub async fn create(
     State(agent): State<AppState>,
     Json(req): Json<CreateVolume>,
@@ -27,16 +32,21 @@ pub async fn create(
     .map(Json)
 }
 
+#[utoipa::path(get, path = "/v1/volumes", tag = "volumes", operation_id = "volume_list",
+    responses((status = 200, description = "Every volume", body = Vec<VolumeInfo>)))]
 pub async fn list(State(agent): State<AppState>) -> ApiResult<Json<Vec<VolumeInfo>>> {
     blocking(move || volumes::list(&agent.config().paths.volumes()))
         .await
         .map(Json)
 }
 
+#[utoipa::path(delete, path = "/v1/volumes/{name}", tag = "volumes", operation_id = "volume_remove",
+    params(("name" = String, Path, description = "Volume name")),
+    responses((status = 200, description = "Removed", body = RemovedResponse)))]
 pub async fn remove(
     State(agent): State<AppState>,
     Path(name): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<RemovedResponse>> {
     blocking(move || {
         let users: Vec<String> = agent
             .containers()
@@ -54,7 +64,7 @@ pub async fn remove(
             )));
         }
         volumes::remove(&agent.config().paths.volumes(), &name)?;
-        Ok(serde_json::json!({"removed": name}))
+        Ok(RemovedResponse { removed: name })
     })
     .await
     .map(Json)

@@ -41,7 +41,7 @@ pub struct RunArgs {
     #[arg(long = "env-file")]
     pub env_file: Vec<PathBuf>,
     /// User: name, uid, name:group or uid:gid.
-    #[arg(short = 'u', long)]
+    #[arg(short = 'u', long, allow_hyphen_values = true)]
     pub user: Option<String>,
     /// Working directory inside the container.
     #[arg(short = 'w', long = "workdir")]
@@ -129,12 +129,17 @@ fn build_request(a: &RunArgs) -> anyhow::Result<CreateRequest> {
         );
     }
     let memory = match &a.memory {
-        Some(m) => Some(
-            parse_bytes(m).with_context(|| format!("invalid --memory {m:?}: use bytes or k/m/g"))?
-                as i64,
-        ),
+        Some(m) => Some(parse_bytes(m).with_context(|| {
+            format!("invalid --memory {m:?}: use bytes or a number with k/m/g/t, at most 8 EiB")
+        })? as i64),
         None => None,
     };
+    // JSON has no NaN or infinity (they would travel as null, i.e. no limit), so the CLI
+    // checks --cpus itself; the daemon checks again for API clients.
+    if let Some(c) = a.cpus {
+        use zlayer_runtime::bundle::validate;
+        validate::cpus(c, validate::host_cpus()).map_err(anyhow::Error::msg)?;
+    }
     let mut labels = std::collections::BTreeMap::new();
     for l in &a.labels {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
@@ -389,7 +394,7 @@ pub struct ExecArgs {
     pub interactive: bool,
     #[arg(short = 'e', long = "env")]
     pub env: Vec<String>,
-    #[arg(short = 'u', long)]
+    #[arg(short = 'u', long, allow_hyphen_values = true)]
     pub user: Option<String>,
     #[arg(short = 'w', long = "workdir")]
     pub workdir: Option<String>,

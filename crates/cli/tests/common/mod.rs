@@ -134,6 +134,26 @@ impl TestDaemon {
         d
     }
 
+    /// Starts a daemon in its own network namespace after `prepare` ran with the (empty) test
+    /// directory and the namespace: to write a `config.json`, or mount a small filesystem at
+    /// `root`/`state` inside the namespace (the mounts vanish with it).
+    pub fn start_in(prepare: impl FnOnce(&Path, &NetNs)) -> TestDaemon {
+        let dir = tempfile::Builder::new()
+            .prefix("zlayer-test-")
+            .tempdir()
+            .expect("temp dir");
+        let ns = NetNs::new();
+        prepare(dir.path(), &ns);
+        let mut d = TestDaemon {
+            dir,
+            child: None,
+            netns: Some(ns),
+            daemon_args: Vec::new(),
+        };
+        d.spawn();
+        d
+    }
+
     /// The daemon's namespace (panics for a host-network daemon).
     pub fn ns(&self) -> &NetNs {
         self.netns
@@ -190,9 +210,14 @@ impl TestDaemon {
         }
     }
 
+    /// `config.json` in the test's directory: `{}` unless the test wrote one before
+    /// [`TestDaemon::spawn`] (see [`TestDaemon::start_in`]), or restarted the daemon with
+    /// [`TestDaemon::stop`] and [`TestDaemon::spawn`] after writing it.
     fn write_config(&self) -> PathBuf {
         let path = self.dir.path().join("config.json");
-        std::fs::write(&path, "{}").expect("config");
+        if !path.exists() {
+            std::fs::write(&path, "{}").expect("config");
+        }
         path
     }
 

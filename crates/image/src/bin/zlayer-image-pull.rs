@@ -3,10 +3,12 @@
 //! the pull in a process of its own, and by `bench/pull.sh`.
 //!
 //! Usage: zlayer-image-pull --root DIR [--platform OS/ARCH[/VARIANT]] [--concurrency N]
-//!        [--events] [--memory-report] REFERENCE
+//!        [--events] [--memory-report] [--registry-config JSON] REFERENCE
 //!
 //! `--events` prints every progress event as a JSON line on stdout; `--memory-report` prints
-//! a final JSON line `{"vmhwm_start_kib":..,"vmhwm_end_kib":..,"vmrss_end_kib":..}`.
+//! a final JSON line `{"vmhwm_start_kib":..,"vmhwm_end_kib":..,"vmrss_end_kib":..}` (also
+//! when the pull failed); `--registry-config` takes a `RegistryConfig` as JSON (timeouts,
+//! retries) for tests.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +23,7 @@ struct Args {
     concurrency: Option<usize>,
     events: bool,
     memory_report: bool,
+    registry_config: RegistryConfig,
     reference: String,
 }
 
@@ -30,6 +33,7 @@ fn parse_args() -> Result<Args, String> {
     let mut concurrency = None;
     let mut events = false;
     let mut memory_report = false;
+    let mut registry_config = RegistryConfig::default();
     let mut reference = None;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -42,6 +46,11 @@ fn parse_args() -> Result<Args, String> {
             }
             "--events" => events = true,
             "--memory-report" => memory_report = true,
+            "--registry-config" => {
+                let v = it.next().ok_or("--registry-config needs a JSON value")?;
+                registry_config =
+                    serde_json::from_str(&v).map_err(|e| format!("bad --registry-config: {e}"))?;
+            }
             s if s.starts_with('-') => return Err(format!("unknown option {s:?}")),
             s => reference = Some(s.to_string()),
         }
@@ -52,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         concurrency,
         events,
         memory_report,
+        registry_config,
         reference: reference.ok_or("an image reference is required")?,
     })
 }
@@ -71,7 +81,7 @@ fn main() -> ExitCode {
         Ok(a) => a,
         Err(e) => {
             eprintln!("zlayer-image-pull: {e}");
-            eprintln!("usage: zlayer-image-pull --root DIR [--platform OS/ARCH] [--concurrency N] [--events] [--memory-report] REFERENCE");
+            eprintln!("usage: zlayer-image-pull --root DIR [--platform OS/ARCH] [--concurrency N] [--events] [--memory-report] [--registry-config JSON] REFERENCE");
             return ExitCode::from(2);
         }
     };
@@ -95,14 +105,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     std::fs::create_dir_all(&args.root)?;
     let store = ImageStore::open(&args.root)?;
-    let client = RegistryClient::new(RegistryConfig::default())?;
+    let client = RegistryClient::new(args.registry_config.clone())?;
     let opts = PullOptions {
         max_concurrent_downloads: args.concurrency,
         ..PullOptions::default()
     };
     let vmhwm_start = status_kib("VmHWM");
     let events = args.events;
-    let pulled = runtime.block_on(pull(
+    let result = runtime.block_on(pull(
         &store,
         &client,
         &reference,
@@ -115,7 +125,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         },
-    ))?;
+    ));
     if args.memory_report {
         println!(
             "{}",
@@ -126,6 +136,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             })
         );
     }
+    let pulled = result?;
     eprintln!(
         "pulled {} ({}, {} layers)",
         pulled.reference,

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 
 use super::{PullContext, PullError, PullEvent};
 use crate::content::{ContentError, Ingest};
-use crate::registry::{Descriptor, RegistryClient, RegistryError};
+use crate::registry::{Descriptor, RegistryClient, RegistryError, RetryBudget};
 
 /// Chunks in flight between the network task and the file writer (each at most a few tens of
 /// KiB as hyper delivers them): bounds memory per download to well under a MiB.
@@ -24,11 +24,6 @@ pub(crate) async fn download_blob(
     report: bool,
 ) -> Result<(), PullError> {
     let digest = desc.digest.clone();
-    let content_err = |source: ContentError| PullError::Content {
-        image: ctx.image.clone(),
-        digest: digest.clone(),
-        source: Box::new(source),
-    };
     if ctx.store.content().contains(&digest) {
         if report {
             ctx.emit(PullEvent::Downloading {
@@ -39,6 +34,44 @@ pub(crate) async fn download_blob(
         }
         return Ok(());
     }
+    let mut budget = RetryBudget::new(ctx.client.config().retry_budget());
+    // A partial download left by an earlier, interrupted pull is resumed. If the whole then
+    // fails verification, that partial (perhaps from a corrupting source) is the suspect: the
+    // failed commit deleted it, and the blob is downloaded once more, from zero.
+    let mut resumed_from = 0;
+    match download_attempt(ctx, desc, report, &mut budget, &mut resumed_from).await {
+        Err(e @ PullError::BlobVerification { .. }) if resumed_from > 0 => {
+            tracing::warn!(image = %ctx.image, blob = %digest, resumed_from, error = %e, "a resumed download did not verify; downloading it again from zero");
+            if report {
+                ctx.emit(PullEvent::Retrying {
+                    layer: digest.clone(),
+                    attempt: 1,
+                    error: format!(
+                        "{e} (the partial download it resumed at byte {resumed_from} is discarded; starting again from zero)"
+                    ),
+                });
+            }
+            download_attempt(ctx, desc, report, &mut budget, &mut resumed_from).await
+        }
+        other => other,
+    }
+}
+
+/// One download of `desc` into the store, resuming a partial one left by an earlier pull
+/// (`resumed_from` is set to its size).
+async fn download_attempt(
+    ctx: &PullContext,
+    desc: &Descriptor,
+    report: bool,
+    budget: &mut RetryBudget,
+    resumed_from: &mut u64,
+) -> Result<(), PullError> {
+    let digest = desc.digest.clone();
+    let content_err = |source: ContentError| PullError::Content {
+        image: ctx.image.clone(),
+        digest: digest.clone(),
+        source: Box::new(source),
+    };
     // Takes the per-digest lock (waits for a concurrent pull of the same blob), and re-hashes
     // any partial data left by an interrupted pull so we resume after it.
     let mut ingest = {
@@ -48,6 +81,11 @@ pub(crate) async fn download_blob(
             .await
             .map_err(|e| ctx.task_error("open ingest", e))?
             .map_err(content_err)?
+    };
+    *resumed_from = if ingest.is_complete() {
+        0
+    } else {
+        ingest.resumed_from()
     };
     let mut failures = 0u32;
     while !ingest.is_complete() && ingest.offset() < desc.size {
@@ -59,9 +97,15 @@ pub(crate) async fn download_blob(
                 total: desc.size,
             });
         }
-        let (back, result) = fetch_into(ctx, desc, ingest, report).await?;
+        let (back, result, stalled) = fetch_into(ctx, desc, ingest, report).await?;
         ingest = back;
         let progressed = ingest.offset() > offset;
+        let failure = Failure {
+            count: &mut failures,
+            budget: &mut *budget,
+            stalled,
+            progressed,
+        };
         match result {
             Ok(()) if ingest.offset() >= desc.size => break,
             Ok(()) => {
@@ -78,10 +122,10 @@ pub(crate) async fn download_blob(
                         ),
                     ),
                 );
-                retry_or_fail(ctx, desc, &mut failures, progressed, e, report).await?;
+                retry_or_fail(ctx, desc, failure, e, report).await?;
             }
             Err(FetchError::Registry(e)) if e.is_transient() => {
-                retry_or_fail(ctx, desc, &mut failures, progressed, e, report).await?;
+                retry_or_fail(ctx, desc, failure, e, report).await?;
             }
             Err(FetchError::Registry(e)) => return Err(e.into()),
             Err(FetchError::Write(e)) => {
@@ -133,18 +177,28 @@ pub(crate) async fn download_blob(
     }
 }
 
+/// The bookkeeping of one failed attempt.
+struct Failure<'a> {
+    /// Failures in a row without progress.
+    count: &'a mut u32,
+    budget: &'a mut RetryBudget,
+    /// How long the failed attempt went without receiving a byte.
+    stalled: Duration,
+    progressed: bool,
+}
+
 /// Counts a failure (a failure after progress restarts the count: a flaky link that keeps
-/// moving forward should finish) and sleeps the backoff, or returns the error when the retry
-/// budget is spent.
+/// moving forward should finish, within the retry budget) and sleeps the backoff, or returns
+/// the error when the retries or the retry budget are spent.
 async fn retry_or_fail(
     ctx: &PullContext,
     desc: &Descriptor,
-    failures: &mut u32,
-    progressed: bool,
+    f: Failure<'_>,
     e: RegistryError,
     report: bool,
 ) -> Result<(), PullError> {
-    if progressed {
+    let failures = f.count;
+    if f.progressed {
         *failures = 0;
     }
     if *failures >= ctx.client.config().retries {
@@ -152,6 +206,12 @@ async fn retry_or_fail(
     }
     let delay = ctx.client.backoff(*failures);
     *failures += 1;
+    if !f.budget.spend(f.stalled + delay) {
+        return Err(f
+            .budget
+            .spent_error(&format!("downloading blob {}", desc.digest), *failures, e)
+            .into());
+    }
     tracing::warn!(image = %ctx.image, blob = %desc.digest, error = %e, attempt = *failures, ?delay, "blob download failed, retrying");
     if report {
         ctx.emit(PullEvent::Retrying {
@@ -169,22 +229,27 @@ enum FetchError {
     Write(std::io::Error),
 }
 
+/// What one attempt gives back: the ingest (it holds the resume state and lock), how the
+/// transfer ended, and how long it had gone without a byte when it ended.
+type Fetched = (Ingest, Result<(), FetchError>, Duration);
+
 /// One HTTP attempt: requests the blob from the ingest's offset and streams the body into it
-/// on a blocking thread. Always gives the ingest back (it holds the resume state and lock).
+/// on a blocking thread. Always gives the ingest back.
 async fn fetch_into(
     ctx: &PullContext,
     desc: &Descriptor,
     mut ingest: Ingest,
     report: bool,
-) -> Result<(Ingest, Result<(), FetchError>), PullError> {
+) -> Result<Fetched, PullError> {
     let offset = ingest.offset();
+    let mut last_byte = Instant::now();
     let blob = match ctx
         .client
         .fetch_blob_with_urls(&ctx.reference, &desc.digest, offset, &desc.urls)
         .await
     {
         Ok(b) => b,
-        Err(e) => return Ok((ingest, Err(FetchError::Registry(e)))),
+        Err(e) => return Ok((ingest, Err(FetchError::Registry(e)), last_byte.elapsed())),
     };
     // A registry that ignores Range sends the blob from 0: skip what we already have (it is
     // hashed already; re-downloading a prefix is cheaper than re-hashing a restarted file).
@@ -209,6 +274,7 @@ async fn fetch_into(
     while let Some(item) = stream.next().await {
         match item {
             Ok(mut chunk) => {
+                last_byte = Instant::now();
                 if skip > 0 {
                     let n = skip.min(chunk.len() as u64) as usize;
                     let _ = chunk.split_to(n);
@@ -242,9 +308,10 @@ async fn fetch_into(
         }
     }
     drop(tx);
+    let stalled = last_byte.elapsed();
     let (ingest, write_result) = writer.await.map_err(|e| ctx.task_error("write blob", e))?;
     if let Err(e) = write_result {
-        return Ok((ingest, Err(FetchError::Write(e))));
+        return Ok((ingest, Err(FetchError::Write(e)), stalled));
     }
     if report {
         ctx.emit(PullEvent::Downloading {
@@ -253,5 +320,5 @@ async fn fetch_into(
             total: desc.size,
         });
     }
-    Ok((ingest, net_result))
+    Ok((ingest, net_result, stalled))
 }

@@ -10,14 +10,14 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 
 /// A layer as announced by [`PullEvent::Resolved`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LayerInfo {
     pub digest: Digest,
     pub size: u64,
 }
 
 /// What a pull is doing. Layer events name the layer by its (compressed) blob digest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum PullEvent {
     /// Asking the registry for the manifest.

@@ -34,14 +34,34 @@ use crate::snapshot::{chain_ids, Snapshot, SnapshotError};
 use crate::store::{ImageRecord, ImageStore, StoreError};
 use crate::unpack::ApplyOptions;
 
+/// Default of [`PullOptions::min_free_bytes`]: 256 MiB.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 << 20;
+
 /// Knobs of one pull.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PullOptions {
     /// Blobs downloaded at once; `None` takes the client's `max_concurrent_downloads`.
     pub max_concurrent_downloads: Option<usize>,
-    /// How layers are applied (limits, ownership, fsync). `whiteouts` and `lower_dirs` are set
-    /// by the pull itself.
+    /// How layers are applied (limits, ownership, fsync). `whiteouts`, `lower_dirs` and
+    /// `space` are set by the pull itself.
     pub apply: ApplyOptions,
+    /// Unpacking stops, naming image, layer and sizes, rather than leave less than this free
+    /// on the store's filesystem (0: no floor).
+    pub min_free_bytes: u64,
+    /// Cap on the image's unpacked size, all layers together (layers already on the node
+    /// count too).
+    pub max_unpacked_bytes: Option<u64>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self {
+            max_concurrent_downloads: None,
+            apply: ApplyOptions::default(),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            max_unpacked_bytes: None,
+        }
+    }
 }
 
 /// One layer of a pulled image.
@@ -110,6 +130,12 @@ pub enum PullError {
         layer: Digest,
         #[source]
         source: Box<SnapshotError>,
+    },
+    #[error("{image}: the layers already unpacked on this node hold {size} bytes, over the limit of {limit} bytes on an image's unpacked size (daemon setting max_image_unpacked_mib)")]
+    TooLarge {
+        image: String,
+        size: u64,
+        limit: u64,
     },
     #[error("{image}: recording the image: {source}")]
     Store {
@@ -394,6 +420,22 @@ async fn unpack_in_order(
         .unwrap_or(2)
         .clamp(1, 4);
     let permits = Arc::new(Semaphore::new(workers));
+    let space = Arc::new(crate::unpack::SpaceGuard::new(
+        opts.min_free_bytes,
+        opts.max_unpacked_bytes,
+    ));
+    if let Some(limit) = opts.max_unpacked_bytes {
+        // Layers the node already has are part of the image too.
+        let present: u64 = existing.iter().flatten().map(|s| s.size).sum();
+        space.count_present(present);
+        if present > limit {
+            return Err(PullError::TooLarge {
+                image: ctx.image.clone(),
+                size: present,
+                limit,
+            });
+        }
+    }
     let mut tasks: Vec<LayerTask> = Vec::with_capacity(layers.len());
     // Each layer tells its child whether it committed (a dropped sender means it failed).
     let mut parent_done: Option<std::sync::mpsc::Receiver<bool>> = None;
@@ -410,6 +452,7 @@ async fn unpack_in_order(
         apply.whiteouts = crate::unpack::WhiteoutMode::Overlay;
         apply.defer_lower = true;
         apply.lower_dirs = Vec::new();
+        apply.space = Some(space.clone());
         let job = unpack_layer::UnpackJob {
             image: ctx.image.clone(),
             store: ctx.store.clone(),

@@ -37,18 +37,6 @@ impl fmt::Debug for Credentials {
     }
 }
 
-impl Credentials {
-    pub(crate) fn to_oci(&self) -> oci_client::secrets::RegistryAuth {
-        use oci_client::secrets::RegistryAuth;
-        match self {
-            Credentials::Basic { username, password } => {
-                RegistryAuth::Basic(username.clone(), password.clone())
-            }
-            Credentials::Token { token } => RegistryAuth::Bearer(token.clone()),
-        }
-    }
-}
-
 /// Normalises the ways a registry is named in credential files (`https://index.docker.io/v1/`,
 /// `http://host:5000`, `host:5000/`) to the host form a [`crate::Reference`] uses.
 pub fn normalize_registry_host(key: &str) -> String {

@@ -1,9 +1,9 @@
-//! The registry client: resolves a reference to a platform-specific manifest and streams blobs,
-//! on top of the `oci-client` crate (which does the distribution protocol, the token dance and
-//! HTTP Range requests for us).
+//! The registry client: resolves a reference to a platform-specific manifest and streams blobs.
+//! The HTTP side (token dance, Range requests, bounded reads and timeouts) is in [`http`].
 
 mod auth;
 mod blob_reader;
+mod http;
 mod manifest;
 mod platform;
 
@@ -15,15 +15,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
-use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::secrets::RegistryAuth;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, RANGE};
+use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{
     default_docker_config_path, load_docker_config, normalize_registry_host, Credentials,
 };
 pub use blob_reader::BlobReader;
+use http::{Endpoint, Timeouts};
+pub use http::{HttpError, MAX_ERROR_BODY, MAX_TOKEN_RESPONSE};
 pub use manifest::{
     parse_manifest, Descriptor, ImageIndex, ImageManifest, IndexEntry, ManifestDocument,
     ACCEPTED_MANIFEST_TYPES, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG,
@@ -40,6 +41,12 @@ pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 3;
 pub const DEFAULT_RETRIES: u32 = 5;
 /// Manifests and indexes larger than this are refused (the distribution spec suggests 4 MiB).
 pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
+/// Default for [`RegistryConfig::progress_timeout_secs`].
+pub const DEFAULT_PROGRESS_TIMEOUT_SECS: u64 = 30;
+/// Default for [`RegistryConfig::document_timeout_secs`].
+pub const DEFAULT_DOCUMENT_TIMEOUT_SECS: u64 = 60;
+/// Default for [`RegistryConfig::retry_budget_secs`].
+pub const DEFAULT_RETRY_BUDGET_SECS: u64 = 120;
 
 /// The daemon's registry settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -58,9 +65,19 @@ pub struct RegistryConfig {
     /// Skip reading any docker config file (tests, or daemons that must not use a user's login).
     pub ignore_docker_config: bool,
     pub max_concurrent_downloads: usize,
+    /// Failed attempts in a row (without any progress in between) before giving up.
     pub retries: u32,
     /// First retry delay; doubled on each further attempt (capped at 8 s).
     pub retry_base_delay_ms: u64,
+    /// A request waiting this long for response headers, or a body this long without a byte,
+    /// has stalled: the attempt fails (and is retried / resumed).
+    pub progress_timeout_secs: u64,
+    /// Time allowed for a whole small document (manifest, index, config, token response,
+    /// error body) to arrive.
+    pub document_timeout_secs: u64,
+    /// Total time one request or blob download may lose to failed attempts (time without
+    /// progress plus backoff) before it gives up, however many retries are left.
+    pub retry_budget_secs: u64,
 }
 
 impl Default for RegistryConfig {
@@ -74,7 +91,24 @@ impl Default for RegistryConfig {
             max_concurrent_downloads: DEFAULT_MAX_CONCURRENT_DOWNLOADS,
             retries: DEFAULT_RETRIES,
             retry_base_delay_ms: 200,
+            progress_timeout_secs: DEFAULT_PROGRESS_TIMEOUT_SECS,
+            document_timeout_secs: DEFAULT_DOCUMENT_TIMEOUT_SECS,
+            retry_budget_secs: DEFAULT_RETRY_BUDGET_SECS,
         }
+    }
+}
+
+impl RegistryConfig {
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            progress: Duration::from_secs(self.progress_timeout_secs.max(1)),
+            document: Duration::from_secs(self.document_timeout_secs.max(1)),
+        }
+    }
+
+    /// [`Self::retry_budget_secs`] as a duration.
+    pub fn retry_budget(&self) -> Duration {
+        Duration::from_secs(self.retry_budget_secs)
     }
 }
 
@@ -117,11 +151,18 @@ pub enum RegistryError {
         detail: String,
     },
     #[error("{reference}: registry {registry}: {source}")]
-    Registry {
+    Http {
         reference: String,
         registry: String,
         #[source]
-        source: OciDistributionError,
+        source: Box<HttpError>,
+    },
+    #[error("{last} (gave up {what} after {attempts} attempts: the retry budget of {budget_secs} s is spent, registry setting retry_budget_secs)")]
+    RetryBudgetSpent {
+        what: String,
+        attempts: u32,
+        budget_secs: u64,
+        last: Box<RegistryError>,
     },
     #[error("{reference}: reading blob {digest} from registry {registry} failed: {source}")]
     BlobStream {
@@ -138,25 +179,43 @@ impl RegistryError {
     /// connections; never auth failures, unknown names or bad content.
     pub fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Registry { source, .. } => oci_error_is_transient(source),
+            RegistryError::Http { source, .. } => source.is_transient(),
             RegistryError::BlobStream { .. } => true,
             _ => false,
         }
     }
 }
 
-fn oci_error_is_transient(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
-        OciDistributionError::RequestError(r) => {
-            r.is_timeout() || r.is_connect() || r.is_request() || r.is_body() || r.is_decode()
+/// The time one operation (a request with its retries, a blob download with its resumes) may
+/// lose to failures before giving up: [`RegistryConfig::retry_budget_secs`].
+pub struct RetryBudget {
+    budget: Duration,
+    spent: Duration,
+}
+
+impl RetryBudget {
+    pub fn new(budget: Duration) -> Self {
+        Self {
+            budget,
+            spent: Duration::ZERO,
         }
-        OciDistributionError::IoError(_) => true,
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|e| matches!(e.code, oci_client::errors::OciErrorCode::Toomanyrequests)),
-        _ => false,
+    }
+
+    /// Counts `lost` (a failed attempt's time without progress, plus the backoff before the
+    /// next); false when that exceeds the budget.
+    pub fn spend(&mut self, lost: Duration) -> bool {
+        self.spent += lost;
+        self.spent <= self.budget
+    }
+
+    /// The error for giving up on `what` after `attempts` attempts, the last failing with `last`.
+    pub fn spent_error(&self, what: &str, attempts: u32, last: RegistryError) -> RegistryError {
+        RegistryError::RetryBudgetSpent {
+            what: what.to_string(),
+            attempts,
+            budget_secs: self.budget.as_secs(),
+            last: Box::new(last),
+        }
     }
 }
 
@@ -197,9 +256,9 @@ struct Inner {
     config: RegistryConfig,
     /// Daemon config auths merged over docker config auths, by normalised host.
     credentials: HashMap<String, Credentials>,
-    /// One oci-client per registry host: the plain-HTTP decision is per host, and each keeps
+    /// One endpoint per registry host: the plain-HTTP decision is per host, and each keeps
     /// its own token cache and connection pool.
-    clients: Mutex<HashMap<String, oci_client::Client>>,
+    endpoints: Mutex<HashMap<String, Arc<Endpoint>>>,
     /// Registry host -> the endpoint (a mirror or itself) that last resolved a manifest, so
     /// blobs come from where the manifest came from.
     active: Mutex<HashMap<String, String>>,
@@ -225,7 +284,7 @@ impl RegistryClient {
             inner: Arc::new(Inner {
                 config,
                 credentials,
-                clients: Mutex::new(HashMap::new()),
+                endpoints: Mutex::new(HashMap::new()),
                 active: Mutex::new(HashMap::new()),
             }),
         })
@@ -273,116 +332,76 @@ impl RegistryClient {
             .unwrap_or_else(|| reference.registry().to_string())
     }
 
-    fn oci_client(&self, endpoint: &str) -> oci_client::Client {
-        let host = endpoint.to_string();
+    /// The endpoint for `host` (created on first use).
+    fn endpoint(&self, host: &str, reference: &Reference) -> Result<Arc<Endpoint>, RegistryError> {
         // The lock only guards a map lookup/insert; a poisoned lock still holds a valid map.
-        let mut clients = self.inner.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients
-            .entry(host)
-            .or_insert_with(|| {
-                let protocol = if self.host_uses_plain_http(endpoint) {
-                    ClientProtocol::Http
-                } else {
-                    ClientProtocol::Https
-                };
-                oci_client::Client::new(ClientConfig {
-                    protocol,
-                    max_concurrent_download: self.inner.config.max_concurrent_downloads.max(1),
-                    connect_timeout: Some(Duration::from_secs(30)),
-                    // Detects a stalled (not closed) connection so it can be resumed.
-                    read_timeout: Some(Duration::from_secs(60)),
-                    ..Default::default()
-                })
-            })
-            .clone()
-    }
-
-    fn auth_for(&self, endpoint: &str) -> RegistryAuth {
-        self.inner
-            .credentials
-            .get(endpoint)
-            .map(Credentials::to_oci)
-            .unwrap_or(RegistryAuth::Anonymous)
-    }
-
-    fn oci_reference(
-        reference: &Reference,
-        digest: Option<&Digest>,
-        endpoint: &str,
-    ) -> oci_client::Reference {
-        let registry = reference.registry().to_string();
-        let repository = reference.repository().to_string();
-        let mut r = match digest.or(reference.digest()) {
-            Some(d) => oci_client::Reference::with_digest(registry, repository, d.to_string()),
-            None => {
-                oci_client::Reference::with_tag(registry, repository, reference.tag_or_digest())
-            }
-        };
-        if endpoint != reference.registry() {
-            r.set_mirror_registry(endpoint.to_string());
+        let mut endpoints = self
+            .inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = endpoints.get(host) {
+            return Ok(e.clone());
         }
-        r
+        // Docker Hub's API is not served at `docker.io` itself.
+        let network_host = if host == crate::reference::DEFAULT_REGISTRY {
+            "index.docker.io"
+        } else {
+            host
+        };
+        let endpoint = Endpoint::new(
+            network_host,
+            self.host_uses_plain_http(host),
+            self.inner.credentials.get(host).cloned(),
+            self.inner.config.timeouts(),
+        )
+        .map_err(|e| self.map_error(reference, e))?;
+        let endpoint = Arc::new(endpoint);
+        endpoints.insert(host.to_string(), endpoint.clone());
+        Ok(endpoint)
     }
 
-    fn map_error(&self, reference: &Reference, source: OciDistributionError) -> RegistryError {
+    /// `?ns=` for a mirror: which registry's repository it is asked for.
+    fn namespace<'a>(reference: &'a Reference, endpoint: &str) -> Option<&'a str> {
+        (endpoint != reference.registry()).then(|| reference.registry())
+    }
+
+    fn map_error(&self, reference: &Reference, source: HttpError) -> RegistryError {
         let registry = reference.registry().to_string();
-        match source {
-            OciDistributionError::UnauthorizedError { url } => RegistryError::Unauthorized {
-                reference: reference.to_string(),
-                had_credentials: self.inner.credentials.contains_key(&registry),
-                registry,
-                detail: url,
-            },
-            OciDistributionError::AuthenticationFailure(detail) => RegistryError::Unauthorized {
-                reference: reference.to_string(),
-                had_credentials: self.inner.credentials.contains_key(&registry),
-                registry,
-                detail,
-            },
-            OciDistributionError::RegistryError { envelope, url }
-                if envelope.errors.iter().any(|e| {
-                    use oci_client::errors::OciErrorCode::*;
-                    matches!(
-                        e.code,
-                        ManifestUnknown | NameUnknown | BlobUnknown | NotFound
-                    )
-                }) =>
+        let had_credentials = self.inner.credentials.contains_key(&registry);
+        match &source {
+            HttpError::Status { status, codes, .. }
+                if *status == 404
+                    || codes.iter().any(|c| {
+                        matches!(
+                            c.as_str(),
+                            "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" | "BLOB_UNKNOWN" | "NOT_FOUND"
+                        )
+                    }) =>
             {
                 RegistryError::NotFound {
                     reference: reference.to_string(),
                     registry,
-                    detail: format!("{envelope} at {url}"),
+                    detail: source.to_string(),
                 }
             }
-            OciDistributionError::RegistryError { envelope, url }
-                if envelope.errors.iter().any(|e| {
-                    matches!(
-                        e.code,
-                        oci_client::errors::OciErrorCode::Unauthorized
-                            | oci_client::errors::OciErrorCode::Denied
-                    )
-                }) =>
+            HttpError::Status { status, codes, .. }
+                if *status == 401
+                    || codes
+                        .iter()
+                        .any(|c| matches!(c.as_str(), "UNAUTHORIZED" | "DENIED")) =>
             {
                 RegistryError::Unauthorized {
                     reference: reference.to_string(),
-                    had_credentials: self.inner.credentials.contains_key(&registry),
                     registry,
-                    detail: format!("{envelope} at {url}"),
+                    had_credentials,
+                    detail: source.to_string(),
                 }
             }
-            OciDistributionError::ServerError {
-                code: 404,
-                url,
-                message,
-            } => RegistryError::NotFound {
+            _ => RegistryError::Http {
                 reference: reference.to_string(),
                 registry,
-                detail: format!("{url}: {message}"),
-            },
-            source => RegistryError::Registry {
-                reference: reference.to_string(),
-                registry,
-                source,
+                source: Box::new(source),
             },
         }
     }
@@ -395,12 +414,17 @@ impl RegistryClient {
         Fut: std::future::Future<Output = Result<T, RegistryError>>,
     {
         let mut attempt = 0;
+        let mut budget = RetryBudget::new(self.inner.config.retry_budget());
         loop {
+            let started = std::time::Instant::now();
             match op().await {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_transient() && attempt < self.inner.config.retries => {
                     let delay = self.backoff(attempt);
                     attempt += 1;
+                    if !budget.spend(started.elapsed() + delay) {
+                        return Err(budget.spent_error(what, attempt, e));
+                    }
                     tracing::warn!(error = %e, attempt, ?delay, "{what} failed, retrying");
                     tokio::time::sleep(delay).await;
                 }
@@ -422,15 +446,35 @@ impl RegistryClient {
         digest: Option<&Digest>,
         retry: bool,
     ) -> Result<(Bytes, Digest), RegistryError> {
-        let client = self.oci_client(endpoint);
-        let oci_ref = Self::oci_reference(reference, digest, endpoint);
-        let auth = self.auth_for(endpoint);
+        let ep = self.endpoint(endpoint, reference)?;
+        let tag_or_digest = match digest.or(reference.digest()) {
+            Some(d) => d.to_string(),
+            None => reference.tag_or_digest(),
+        };
+        let url = ep.url(
+            reference.repository(),
+            "manifests",
+            &tag_or_digest,
+            Self::namespace(reference, endpoint),
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_str(&ACCEPTED_MANIFEST_TYPES.join(", "))
+                .expect("media types are valid header text"),
+        );
         let once = || async {
-            client
-                .pull_manifest_raw(&oci_ref, &auth, ACCEPTED_MANIFEST_TYPES)
-                .await
-                .map(|(body, _)| body)
-                .map_err(|e| self.map_error(reference, e))
+            let fetched = async {
+                let resp = ep
+                    .get(&url, reference.repository(), headers.clone())
+                    .await?;
+                if resp.status() != StatusCode::OK {
+                    return Err(ep.status_error(resp).await);
+                }
+                ep.read_document(resp, MAX_MANIFEST_SIZE as u64, "manifest")
+                    .await
+            };
+            fetched.await.map_err(|e| self.map_error(reference, e))
         };
         let body = if retry {
             self.with_retries("fetching manifest", once).await?
@@ -446,16 +490,6 @@ impl RegistryClient {
                     actual,
                 });
             }
-        }
-        if body.len() > MAX_MANIFEST_SIZE {
-            return Err(RegistryError::BadManifest {
-                reference: reference.to_string(),
-                digest: actual.to_string(),
-                reason: format!(
-                    "{} bytes is larger than the {MAX_MANIFEST_SIZE} allowed",
-                    body.len()
-                ),
-            });
         }
         Ok((body, actual))
     }
@@ -591,30 +625,46 @@ impl RegistryClient {
         urls: &[String],
     ) -> Result<BlobStream, RegistryError> {
         let endpoint = self.active_endpoint(reference);
-        let client = self.oci_client(&endpoint);
-        let oci_ref = Self::oci_reference(reference, None, &endpoint);
-        client
-            .store_auth_if_needed(oci_ref.resolve_registry(), &self.auth_for(&endpoint))
-            .await;
-        let descriptor = oci_client::manifest::OciDescriptor {
-            digest: digest.to_string(),
-            urls: (!urls.is_empty()).then(|| urls.to_vec()),
-            ..Default::default()
-        };
-        // Always a Range request, even from 0: a 206 answer is not re-hashed by oci-client, and
-        // we hash every byte ourselves anyway.
-        let response = client
-            .pull_blob_stream_partial(&oci_ref, &descriptor, offset, None)
+        let ep = self.endpoint(&endpoint, reference)?;
+        let url = ep.url(
+            reference.repository(),
+            "blobs",
+            &digest.to_string(),
+            Self::namespace(reference, &endpoint),
+        );
+        // Always a Range request, even from 0: we hash every byte ourselves anyway.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            RANGE,
+            HeaderValue::from_str(&format!("bytes={offset}-")).expect("a number is header text"),
+        );
+        let mut resp = ep
+            .get(&url, reference.repository(), headers.clone())
             .await
             .map_err(|e| self.map_error(reference, e))?;
-        let (start, sized) = match response {
-            BlobResponse::Partial(s) => (offset, s),
-            BlobResponse::Full(s) => (0, s),
+        // Foreign layers: the registry may not have the blob, its `urls` may. Never with the
+        // registry's credentials (CVE-2020-15157).
+        for alt in urls {
+            if resp.status().is_success() {
+                break;
+            }
+            if !(alt.starts_with("http://") || alt.starts_with("https://")) {
+                continue;
+            }
+            resp = ep
+                .get_anonymous(alt, headers.clone())
+                .await
+                .map_err(|e| self.map_error(reference, e))?;
+        }
+        let start = match resp.status() {
+            StatusCode::PARTIAL_CONTENT => offset,
+            StatusCode::OK => 0,
+            _ => return Err(self.map_error(reference, ep.status_error(resp).await)),
         };
         Ok(BlobStream {
             start,
-            len: sized.content_length,
-            stream: sized.stream.boxed(),
+            len: resp.content_length(),
+            stream: http::body_stream(resp, ep.timeouts().progress),
         })
     }
 
@@ -650,11 +700,34 @@ impl RegistryClient {
                 desc.size
             )));
         }
+        let document_timeout = self.inner.config.timeouts().document;
         let data = self
             .with_retries("fetching blob", || async {
                 let mut s = self.fetch_blob(reference, &desc.digest, 0).await?;
+                if let Some(len) = s.len.filter(|&l| l > desc.size) {
+                    return Err(bad(format!(
+                        "registry declares {len} bytes (Content-Length), the manifest {}",
+                        desc.size
+                    )));
+                }
                 let mut buf = Vec::with_capacity(desc.size as usize);
-                while let Some(chunk) = s.stream.next().await {
+                let deadline = tokio::time::Instant::now() + document_timeout;
+                loop {
+                    let next = tokio::time::timeout_at(deadline, s.stream.next()).await;
+                    let Ok(next) = next else {
+                        return Err(Self::blob_stream_error(
+                            reference,
+                            &desc.digest,
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!(
+                                    "not received within {} s (document timeout, registry setting document_timeout_secs)",
+                                    document_timeout.as_secs()
+                                ),
+                            ),
+                        ));
+                    };
+                    let Some(chunk) = next else { break };
                     let chunk =
                         chunk.map_err(|e| Self::blob_stream_error(reference, &desc.digest, e))?;
                     if (buf.len() + chunk.len()) as u64 > desc.size {

@@ -13,6 +13,7 @@
 //! [`WhiteoutMode::Apply`] deletes, for flattening a chain into one plain directory.
 
 mod root;
+mod space;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -25,6 +26,7 @@ use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
 use root::Root;
+pub use space::{SpaceGuard, SpaceRefusal};
 
 /// The prefix tar layers use to mark a deleted name.
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -64,6 +66,9 @@ pub struct ApplyOptions {
     /// them in [`ApplyStats::deferred`] for [`apply_deferred`] to finish once the lower
     /// snapshots exist. This lets the layers of one image be unpacked in parallel.
     pub defer_lower: bool,
+    /// The free-space floor and image size cap, shared by all layers of one image (None: no
+    /// checks beyond `max_bytes`).
+    pub space: Option<std::sync::Arc<SpaceGuard>>,
 }
 
 impl Default for ApplyOptions {
@@ -76,6 +81,7 @@ impl Default for ApplyOptions {
             preserve_owner: true,
             sync: true,
             defer_lower: false,
+            space: None,
         }
     }
 }
@@ -139,6 +145,11 @@ pub enum UnpackError {
     TooLarge { path: PathBuf, limit: u64 },
     #[error("layer has more than {limit} entries (tar bomb?)")]
     TooManyEntries { limit: u64 },
+    #[error("layer entry {path:?}: {refusal}")]
+    NoSpace {
+        path: PathBuf,
+        refusal: SpaceRefusal,
+    },
 }
 
 pub type Result<T, E = UnpackError> = std::result::Result<T, E>;
@@ -352,6 +363,19 @@ impl<'a> Applier<'a> {
         self.opts.defer_lower && self.opts.whiteouts == WhiteoutMode::Overlay
     }
 
+    /// Checks the free-space floor and the image size cap before writing `size` bytes.
+    fn reserve_space(&self, dir: BorrowedFd<'_>, path: &Path, size: u64) -> Result<()> {
+        match &self.opts.space {
+            Some(guard) => guard
+                .reserve(dir, size)
+                .map_err(|refusal| UnpackError::NoSpace {
+                    path: path.to_path_buf(),
+                    refusal,
+                }),
+            None => Ok(()),
+        }
+    }
+
     fn err<'p>(
         &self,
         path: &'p Path,
@@ -563,6 +587,7 @@ impl<'a> Applier<'a> {
         }
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let (dir, name) = self.parent(path)?;
+        self.reserve_space(dir.as_fd(), path, size)?;
         let fd = match root::openat_raw(dir.as_raw_fd(), &name, flags, 0o600) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
@@ -817,6 +842,7 @@ impl<'a> Applier<'a> {
                 }
                 let mut src = std::fs::File::from(src);
                 let (dir, name) = self.parent(path)?;
+                self.reserve_space(dir.as_fd(), path, size)?;
                 self.parent_cache = None;
                 self.clear_slot(dir.as_fd(), &name, path)?;
                 let fd = root::openat_raw(

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod bad_registry;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -17,11 +17,33 @@ use tokio::task::JoinHandle;
 
 use super::DnsRegistry;
 use crate::error::{NetworkError, Result};
+use crate::listen::{
+    accept_with_backoff, AcceptBackoff, ConnGate, ConnLimits, LogLimiter, Refusal,
+};
 
 /// How long one upstream gets to answer before the next is tried.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 /// TTL of our answers: 0, because replica health changes and round-robin needs fresh queries.
 const ANSWER_TTL: u32 = 0;
+
+/// Every container of the network reaches this server, so what one of them opens must stay
+/// bounded (RFC 7766 §6.2.2 asks DNS servers to limit connections and idle time). Resolvers
+/// use TCP only for truncated answers and zone transfers: a few connections per client.
+const TCP_LIMITS: ConnLimits = ConnLimits {
+    max_total: 128,
+    max_per_client: 16,
+};
+/// A TCP connection without a query for this long is closed (unbound: 30 s, RFC 7766
+/// recommends seconds); reads and writes that stall as long end it too.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// A TCP connection is closed this long after it was accepted, busy or not.
+const TCP_LIFETIME: Duration = Duration::from_secs(60);
+/// Upstream relays in flight (one socket each, at most [`UPSTREAM_TIMEOUT`] per upstream).
+/// Over the cap a query gets SERVFAIL at once (dnsmasq's `dns-forward-max` is 150).
+const FORWARD_LIMITS: ConnLimits = ConnLimits {
+    max_total: 256,
+    max_per_client: 64,
+};
 
 /// A running DNS server; stops when dropped or on [`DnsServer::stop`].
 #[derive(Debug)]
@@ -33,6 +55,18 @@ pub struct DnsServer {
 struct Shared {
     registry: Arc<DnsRegistry>,
     upstreams: Vec<SocketAddr>,
+    /// Relays to the upstreams in flight (each holds a socket), UDP and TCP clients together.
+    forwards: Arc<ConnGate>,
+    /// Refused connections and forwards are logged at most once per interval.
+    refusals: LogLimiter,
+}
+
+impl Shared {
+    fn refused(&self, peer: SocketAddr, what: &str, refusal: Refusal) {
+        if let Some(suppressed) = self.refusals.allow() {
+            tracing::warn!(%peer, suppressed, "DNS server: {what} refused: {refusal}");
+        }
+    }
 }
 
 impl DnsServer {
@@ -53,6 +87,8 @@ impl DnsServer {
         let shared = Arc::new(Shared {
             registry,
             upstreams,
+            forwards: ConnGate::new(FORWARD_LIMITS, 1),
+            refusals: LogLimiter::default(),
         });
         let udp = Arc::new(udp);
         let udp_task = tokio::spawn(serve_udp(udp, shared.clone()));
@@ -119,93 +155,186 @@ fn bind_tcp(listen: SocketAddr) -> Result<TcpListener> {
 
 async fn serve_udp(sock: Arc<UdpSocket>, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 4096];
+    let mut backoff = AcceptBackoff::default();
+    let errors = LogLimiter::default();
     loop {
         let (len, peer) = match sock.recv_from(&mut buf).await {
-            Ok(x) => x,
+            Ok(x) => {
+                backoff.succeeded();
+                x
+            }
             Err(e) => {
-                tracing::warn!(%e, "DNS UDP receive");
+                // Never a hot loop, whatever the error.
+                let pause = backoff.failed();
+                if let Some(suppressed) = errors.allow() {
+                    tracing::warn!(%e, suppressed, "DNS UDP receive; retrying in {pause:?}");
+                }
+                tokio::time::sleep(pause).await;
                 continue;
             }
         };
-        let query = buf[..len].to_vec();
-        let sock = sock.clone();
+        let query = &buf[..len];
+        let reply = match answer_locally(&shared, query) {
+            Answer::Reply(reply) => reply,
+            Answer::Ignore => continue,
+            Answer::Forward { id, op } => match shared.forwards.try_admit(peer.ip()) {
+                // One socket per forward in flight: bounded by the gate.
+                Ok(permit) => {
+                    let query = query.to_vec();
+                    let sock = sock.clone();
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let reply = forward_or_servfail(&shared.upstreams, &query, id, op).await;
+                        drop(permit);
+                        if let Some(reply) = reply {
+                            if let Err(e) = sock.send_to(&reply, peer).await {
+                                tracing::debug!(%e, %peer, "DNS UDP reply");
+                            }
+                        }
+                    });
+                    continue;
+                }
+                Err(refusal) => {
+                    shared.refused(peer, "forward", refusal);
+                    match servfail(id, op) {
+                        Some(r) => r,
+                        None => continue,
+                    }
+                }
+            },
+        };
+        if let Err(e) = sock.send_to(&reply, peer).await {
+            tracing::debug!(%e, %peer, "DNS UDP reply");
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
+    let gate = ConnGate::new(TCP_LIMITS, 1);
+    let mut backoff = AcceptBackoff::default();
+    let accept_errors = LogLimiter::default();
+    loop {
+        let (stream, peer) =
+            accept_with_backoff(&listener, &mut backoff, &accept_errors, "DNS server (TCP)").await;
+        let permit = match gate.try_admit(peer.ip()) {
+            Ok(p) => p,
+            Err(refusal) => {
+                shared.refused(peer, "TCP connection", refusal);
+                continue;
+            }
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Some(reply) = answer(&shared, &query).await {
-                if let Err(e) = sock.send_to(&reply, peer).await {
-                    tracing::debug!(%e, %peer, "DNS UDP reply");
+            let _permit = permit;
+            match tokio::time::timeout(TCP_LIFETIME, serve_tcp_conn(stream, peer, &shared)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(%e, %peer, "DNS TCP connection"),
+                Err(_) => {
+                    tracing::debug!(%peer, "DNS TCP connection closed after {TCP_LIFETIME:?}")
                 }
             }
         });
     }
 }
 
-async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>) {
+/// RFC 1035 §4.2.2: each message is preceded by its 2-byte length. The connection is closed
+/// after [`TCP_IDLE`] without a query (RFC 7766 §6.2.3), or when a read or write stalls as long.
+async fn serve_tcp_conn(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> std::io::Result<()> {
+    let timed_out = || std::io::Error::from(std::io::ErrorKind::TimedOut);
     loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(%e, "DNS TCP accept");
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve_tcp_conn(stream, &shared).await {
-                tracing::debug!(%e, "DNS TCP connection");
-            }
-        });
-    }
-}
-
-/// RFC 1035 §4.2.2: each message is preceded by its 2-byte length.
-async fn serve_tcp_conn(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    loop {
-        let len = match stream.read_u16().await {
-            Ok(l) => l as usize,
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
+        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            Err(_) => return Ok(()),
+            Ok(Ok(l)) => l as usize,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
         };
         let mut query = vec![0u8; len];
-        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut query))
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query))
             .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        if let Some(reply) = answer(shared, &query).await {
+            .map_err(|_| timed_out())??;
+        let reply = match answer_locally(shared, &query) {
+            Answer::Reply(r) => Some(r),
+            Answer::Ignore => None,
+            Answer::Forward { id, op } => match shared.forwards.try_admit(peer.ip()) {
+                Ok(_permit) => forward_or_servfail(&shared.upstreams, &query, id, op).await,
+                Err(refusal) => {
+                    shared.refused(peer, "forward", refusal);
+                    servfail(id, op)
+                }
+            },
+        };
+        if let Some(reply) = reply {
             let len = u16::try_from(reply.len()).unwrap_or(u16::MAX);
-            stream.write_u16(len).await?;
-            stream.write_all(&reply[..len as usize]).await?;
+            let mut framed = Vec::with_capacity(2 + len as usize);
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(&reply[..len as usize]);
+            tokio::time::timeout(TCP_IDLE, stream.write_all(&framed))
+                .await
+                .map_err(|_| timed_out())??;
         }
     }
 }
 
-/// The reply to one query message, or `None` for garbage we cannot even echo an id for.
-async fn answer(shared: &Shared, query: &[u8]) -> Option<Vec<u8>> {
+/// What to do with one query message.
+enum Answer {
+    /// Send this.
+    Reply(Vec<u8>),
+    /// Garbage we cannot even echo an id for.
+    Ignore,
+    /// Not ours: relay to the upstreams.
+    Forward { id: u16, op: OpCode },
+}
+
+/// Answers from the table (or with an error) without any I/O.
+fn answer_locally(shared: &Shared, query: &[u8]) -> Answer {
+    let reply = |m: Message| m.to_vec().map_or(Answer::Ignore, Answer::Reply);
     let msg = match Message::from_vec(query) {
         Ok(m) => m,
         Err(_) if query.len() >= 2 => {
             let id = u16::from_be_bytes([query[0], query[1]]);
-            return Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)
-                .to_vec()
-                .ok();
+            return reply(Message::error_msg(id, OpCode::Query, ResponseCode::FormErr));
         }
-        Err(_) => return None,
+        Err(_) => return Answer::Ignore,
     };
     if msg.message_type() != MessageType::Query || msg.op_code() != OpCode::Query {
-        return Message::error_msg(msg.id(), msg.op_code(), ResponseCode::NotImp)
-            .to_vec()
-            .ok();
+        return reply(Message::error_msg(
+            msg.id(),
+            msg.op_code(),
+            ResponseCode::NotImp,
+        ));
     }
     if let [q] = msg.queries() {
         let name = q.name().to_ascii();
         if let Some(ips) = shared.registry.lookup(&name) {
-            return local_answer(&msg, &ips).to_vec().ok();
+            return reply(local_answer(&msg, &ips));
         }
     }
-    match forward(&shared.upstreams, query, msg.id()).await {
+    Answer::Forward {
+        id: msg.id(),
+        op: msg.op_code(),
+    }
+}
+
+fn servfail(id: u16, op: OpCode) -> Option<Vec<u8>> {
+    Message::error_msg(id, op, ResponseCode::ServFail)
+        .to_vec()
+        .ok()
+}
+
+/// The upstreams' answer, or SERVFAIL when none answers.
+async fn forward_or_servfail(
+    upstreams: &[SocketAddr],
+    query: &[u8],
+    id: u16,
+    op: OpCode,
+) -> Option<Vec<u8>> {
+    match forward(upstreams, query, id).await {
         Some(reply) => Some(reply),
-        None => Message::error_msg(msg.id(), msg.op_code(), ResponseCode::ServFail)
-            .to_vec()
-            .ok(),
+        None => servfail(id, op),
     }
 }
 

@@ -7,6 +7,7 @@ mod etc_files;
 mod options;
 pub mod seccomp;
 pub mod user;
+pub mod validate;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -116,7 +117,8 @@ pub const RESOLV_FILE: &str = "resolv.conf";
 pub enum BundleError {
     #[error("no command specified: the image has no Entrypoint or Cmd and none was given")]
     NoCommand,
-    #[error("invalid environment variable {0:?}: expected KEY=VALUE")]
+    /// The message of [`validate::env_entry`].
+    #[error("{0}")]
     InvalidEnv(String),
     #[error("{source_name}:{line}: invalid environment line {text:?}: {reason}")]
     InvalidEnvFile {
@@ -161,6 +163,9 @@ pub enum BundleError {
         #[source]
         source: std::io::Error,
     },
+    /// A run option the runtime cannot honour (see [`validate`]); the message names it.
+    #[error("{0}")]
+    InvalidOption(String),
     #[error("generated spec is invalid: {0}")]
     Spec(String),
 }
@@ -247,7 +252,9 @@ fn merge_env(env: &mut Vec<String>, entry: &str) -> Result<(), BundleError> {
         .split_once('=')
         .ok_or_else(|| BundleError::InvalidEnv(entry.to_string()))?;
     if key.is_empty() {
-        return Err(BundleError::InvalidEnv(entry.to_string()));
+        return Err(BundleError::InvalidEnv(format!(
+            "invalid environment variable {entry:?}: the name before '=' is empty"
+        )));
     }
     match env
         .iter_mut()
@@ -440,6 +447,7 @@ fn host_hostname() -> String {
 #[tracing::instrument(level = "debug", skip_all)]
 pub fn generate(input: &ContainerSpec<'_>) -> Result<GeneratedBundle, BundleError> {
     let opts = input.options;
+    validate::run_options(opts).map_err(BundleError::InvalidOption)?;
     let img = input.image.config().clone().unwrap_or_default();
 
     // --- process arguments (docker: --entrypoint clears Cmd; CMD args replace Cmd) ---
@@ -482,6 +490,9 @@ pub fn generate(input: &ContainerSpec<'_>) -> Result<GeneratedBundle, BundleErro
         }
     }
     for e in opts.env_file.iter().chain(&opts.env) {
+        // The user's entries are checked strictly; the image's only for an empty name
+        // (images in the wild carry odd names, and docker passes them through).
+        validate::env_entry(e).map_err(BundleError::InvalidEnv)?;
         merge_env(&mut env, e)?;
     }
     if !has_env(&env, "PATH") {
@@ -709,16 +720,38 @@ pub fn write_bundle(
 ) -> Result<(), BundleError> {
     // Plain writes, no fsync: a bundle only matters to a container being created; after
     // a crash it is regenerated, so paying for durability would only slow down `run`.
-    let w = |name: &str, data: &[u8]| {
+    // The etc files are bind-mounted into the container, where its non-root users read them
+    // (0644); config.json holds the environment, secrets included, so only root reads it.
+    let w = |name: &str, data: &[u8], mode: u32| {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let path = container_dir.join(name);
-        std::fs::write(&path, data).map_err(|source| BundleError::Write { path, source })
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&path)?;
+            // A file left by an earlier start keeps its old mode through open(O_CREAT).
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            f.write_all(data)
+        };
+        write().map_err(|source| BundleError::Write {
+            path: path.clone(),
+            source,
+        })
     };
-    w(HOSTNAME_FILE, format!("{}\n", bundle.hostname).as_bytes())?;
-    w(HOSTS_FILE, bundle.hosts.as_bytes())?;
-    w(RESOLV_FILE, bundle.resolv_conf.as_bytes())?;
+    w(
+        HOSTNAME_FILE,
+        format!("{}\n", bundle.hostname).as_bytes(),
+        0o644,
+    )?;
+    w(HOSTS_FILE, bundle.hosts.as_bytes(), 0o644)?;
+    w(RESOLV_FILE, bundle.resolv_conf.as_bytes(), 0o644)?;
     let json =
         serde_json::to_vec_pretty(&bundle.spec).map_err(|e| BundleError::Spec(e.to_string()))?;
-    w("config.json", &json)?;
+    w("config.json", &json, 0o600)?;
     // Also for --read-only: the spec's root.readonly is applied inside the container's
     // mount namespace, so the rootfs is still writable from here (docker does the same).
     crate::safe_path::mkdir_all_in_root(rootfs, Path::new(&bundle.workdir), 0o755).map_err(
@@ -737,8 +770,10 @@ pub fn write_bundle(
         {
             continue;
         }
+        // Anything but a directory (a regular file, a socket, a FIFO, a device node) is
+        // mounted on a file: a bind mount needs a mount point of the same kind.
         let is_file =
-            m.typ().as_deref() == Some("bind") && m.source().as_ref().is_some_and(|s| s.is_file());
+            m.typ().as_deref() == Some("bind") && m.source().as_ref().is_some_and(|s| !s.is_dir());
         let res = if is_file {
             crate::safe_path::create_file_in_root(rootfs, dest)
         } else {

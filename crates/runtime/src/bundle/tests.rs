@@ -517,3 +517,150 @@ fn v2_swap_accounting_is_read_off_a_cgroup_with_the_memory_controller() {
     let bare = tempfile::tempdir().unwrap();
     assert!(!v2_swap_accounting(bare.path()));
 }
+
+/// An image's /etc/passwd that is a FIFO or a character device is refused at once (it
+/// used to block the open forever, or read /dev/zero until the OOM killer came).
+#[test]
+fn passwd_of_the_wrong_type_is_a_quick_clear_error() {
+    let f = Fixture::new();
+    let passwd = f.dir.path().join("rootfs/etc/passwd");
+    fs::remove_file(&passwd).unwrap();
+    nix::unistd::mkfifo(&passwd, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let opts = RunOptions {
+        user: Some("web".into()),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let e = f
+        .gen(serde_json::json!({"Cmd": ["sh"]}), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("/etc/passwd") && e.contains("not a regular file but a FIFO"),
+        "{e}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    // A symlink to the host's /dev/zero resolves inside the rootfs (no such file there:
+    // the lookup sees an empty passwd), a device node in the image itself is refused.
+    fs::remove_file(&passwd).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &passwd).unwrap();
+    let e = f
+        .gen(serde_json::json!({"Cmd": ["sh"]}), &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unable to find user web"), "{e}");
+    if nix::unistd::geteuid().is_root() {
+        fs::remove_file(&passwd).unwrap();
+        nix::sys::stat::mknod(
+            &passwd,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, 5),
+        )
+        .unwrap();
+        let e = f
+            .gen(serde_json::json!({"Cmd": ["sh"]}), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a regular file but a character device"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn passwd_larger_than_the_cap_is_refused() {
+    let f = Fixture::new();
+    let passwd = f.dir.path().join("rootfs/etc/passwd");
+    let file = fs::File::create(&passwd).unwrap();
+    file.set_len(crate::safe_path::MAX_ROOTFS_FILE + 1).unwrap();
+    let e = f
+        .gen(serde_json::json!({"Cmd": ["sh"]}), &RunOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("larger than the 4194304 bytes allowed"), "{e}");
+}
+
+/// A bind mount of a socket, FIFO or device gets a file as mount point, not a directory
+/// (libcontainer cannot mount a non-directory on a directory).
+#[test]
+fn bind_mount_points_of_non_directories_are_files() {
+    let f = Fixture::new();
+    let host = f.dir.path().join("host");
+    fs::create_dir_all(&host).unwrap();
+    let sock = host.join("x.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let fifo = host.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let bind = |src: &Path, target: &str| VolumeMount {
+        source: VolumeSource::Bind(src.to_path_buf()),
+        target: target.into(),
+        read_only: false,
+    };
+    let opts = RunOptions {
+        mounts: vec![
+            bind(&sock, "/run/x.sock"),
+            bind(&fifo, "/fifo"),
+            bind(Path::new("/dev/null"), "/opt/null"),
+            bind(&host, "/hostdir"),
+        ],
+        ..Default::default()
+    };
+    let b = f.gen(serde_json::json!({"Cmd": ["sh"]}), &opts).unwrap();
+    let rootfs = f.dir.path().join("rootfs");
+    write_bundle(f.dir.path(), &rootfs, &b).unwrap();
+    for file in ["run/x.sock", "fifo", "opt/null"] {
+        assert!(rootfs.join(file).is_file(), "{file} is not a file");
+    }
+    assert!(rootfs.join("hostdir").is_dir());
+}
+
+#[test]
+fn options_that_land_in_files_or_confuse_the_runtime_are_refused() {
+    let f = Fixture::new();
+    let gen = |opts: RunOptions| {
+        f.gen(serde_json::json!({"Cmd": ["sh"]}), &opts)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let e = gen(RunOptions {
+        hostname: Some("a\n1.2.3.4 evil".into()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(
+        e.contains("--hostname") && e.contains("control character"),
+        "{e}"
+    );
+    let e = gen(RunOptions {
+        extra_hosts: vec![("db\n6.6.6.6 bank".into(), "10.0.0.1".parse().unwrap())],
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(e.contains("--add-host"), "{e}");
+    let e = gen(RunOptions {
+        user: Some("4294967295".into()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(e.contains("0-2147483647"), "{e}");
+    let tmpfs = |t: &str| VolumeMount {
+        source: VolumeSource::Tmpfs { size: None },
+        target: t.into(),
+        read_only: false,
+    };
+    let e = gen(RunOptions {
+        mounts: vec![tmpfs("/data"), tmpfs("/data/")],
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(e.contains("duplicate mount point: /data"), "{e}");
+    let e = gen(RunOptions {
+        mounts: vec![tmpfs("/proc")],
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(e.contains("/proc cannot be a mount destination"), "{e}");
+}

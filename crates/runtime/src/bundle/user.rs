@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use crate::safe_path::read_in_root;
+use super::validate::{numeric_id, MAX_ID};
+use crate::safe_path::{read_in_root, MAX_ROOTFS_FILE};
 
 /// A resolved process identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +27,10 @@ pub enum UserError {
     UnknownGroup(String),
     #[error("invalid user specification {0:?}: expected NAME|UID[:GROUP|GID]")]
     Invalid(String),
-    #[error("reading {path} of the image: {source}")]
+    /// A numeric id outside 0..=2^31-1 (`(uid_t)-1` would mean "unchanged", i.e. root).
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("reading the image's {path}: {source}")]
     Io {
         path: &'static str,
         #[source]
@@ -57,8 +61,8 @@ fn parse_passwd(text: &str) -> Vec<PasswdEntry> {
             }
             Some(PasswdEntry {
                 name: f[0].to_string(),
-                uid: f[2].trim().parse().ok()?,
-                gid: f[3].trim().parse().ok()?,
+                uid: f[2].trim().parse().ok().filter(|id| *id <= MAX_ID)?,
+                gid: f[3].trim().parse().ok().filter(|id| *id <= MAX_ID)?,
                 home: f.get(5).map(|s| s.to_string()).unwrap_or_default(),
             })
         })
@@ -75,7 +79,7 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
             }
             Some(GroupEntry {
                 name: f[0].to_string(),
-                gid: f[2].trim().parse().ok()?,
+                gid: f[2].trim().parse().ok().filter(|id| *id <= MAX_ID)?,
                 members: f
                     .get(3)
                     .map(|m| {
@@ -91,7 +95,7 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
 }
 
 fn read_text(rootfs: &Path, path: &'static str) -> Result<String, UserError> {
-    match read_in_root(rootfs, Path::new(path)) {
+    match read_in_root(rootfs, Path::new(path), MAX_ROOTFS_FILE) {
         Ok(Some(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
         Ok(None) => Ok(String::new()),
         Err(source) => Err(UserError::Io { path, source }),
@@ -119,12 +123,13 @@ fn resolve_in(
     }
     let user_part = if user_part.is_empty() { "0" } else { user_part };
 
-    let (uid, mut gid, name, home) = match user_part.parse::<u32>() {
-        Ok(uid) => match passwd.iter().find(|p| p.uid == uid) {
+    let (uid, mut gid, name, home) = match numeric_id(user_part) {
+        Some(Err(e)) => return Err(UserError::OutOfRange(e)),
+        Some(Ok(uid)) => match passwd.iter().find(|p| p.uid == uid) {
             Some(p) => (uid, p.gid, Some(p.name.clone()), p.home.clone()),
             None => (uid, 0, None, "/".to_string()),
         },
-        Err(_) => {
+        None => {
             if user_part.chars().any(|c| c.is_whitespace() || c == '/') {
                 return Err(UserError::Invalid(spec.to_string()));
             }
@@ -137,9 +142,10 @@ fn resolve_in(
     };
 
     if let Some(g) = group_part {
-        gid = match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => {
+        gid = match numeric_id(g) {
+            Some(Err(e)) => return Err(UserError::OutOfRange(e)),
+            Some(Ok(gid)) => gid,
+            None => {
                 groups
                     .iter()
                     .find(|e| e.name == g)
@@ -223,5 +229,15 @@ mod tests {
         let e = res("app:nogroup").unwrap_err().to_string();
         assert!(e.contains("unable to find group nogroup"), "{e}");
         assert!(matches!(res("app:"), Err(UserError::Invalid(_))));
+    }
+
+    #[test]
+    fn ids_outside_docker_range_are_errors_not_root() {
+        for spec in ["4294967295", "-1", "0:4294967295", "app:-5", "2147483648"] {
+            let e = res(spec).unwrap_err();
+            assert!(matches!(e, UserError::OutOfRange(_)), "{spec}: {e}");
+            assert!(e.to_string().contains("0-2147483647"), "{spec}: {e}");
+        }
+        assert_eq!(res("2147483647").unwrap().uid, 2147483647);
     }
 }

@@ -41,10 +41,16 @@ fn merge_env(env: &mut Vec<String>, entry: &str) {
 }
 
 /// Writes the exec's process.json next to config.json; returns its path.
-fn write_process(args: &ShimArgs, spec: &ExecSpec, seq: u64) -> Result<PathBuf, String> {
+fn write_process(
+    args: &ShimArgs,
+    container: &Container,
+    spec: &ExecSpec,
+    seq: u64,
+) -> Result<PathBuf, String> {
     if spec.args.is_empty() {
         return Err("exec needs a command".into());
     }
+    crate::bundle::validate::exec_spec(spec)?;
     let config = args.bundle.join("config.json");
     let oci = Spec::load(&config).map_err(|e| format!("{}: {e}", config.display()))?;
     let mut process = oci
@@ -55,11 +61,6 @@ fn write_process(args: &ShimArgs, spec: &ExecSpec, seq: u64) -> Result<PathBuf, 
     process.set_terminal(Some(false));
     let mut env = process.env().clone().unwrap_or_default();
     for e in &spec.env {
-        if !e.contains('=') {
-            return Err(format!(
-                "invalid environment variable {e:?}: expected KEY=VALUE"
-            ));
-        }
         merge_env(&mut env, e);
     }
     if let Some(u) = &spec.user {
@@ -88,25 +89,59 @@ fn write_process(args: &ShimArgs, spec: &ExecSpec, seq: u64) -> Result<PathBuf, 
         if !cwd.starts_with('/') {
             return Err(format!("working directory {cwd:?} is not an absolute path"));
         }
+        check_exec_cwd(container, cwd)?;
         process.set_cwd(PathBuf::from(cwd));
     }
     let path = args
         .bundle
         .join(format!("exec-{}-{seq}.json", std::process::id()));
     let data = serde_json::to_vec(&process).map_err(|e| e.to_string())?;
-    std::fs::write(&path, data).map_err(|e| format!("{}: {e}", path.display()))?;
+    // 0600: the process spec carries the container's environment.
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&data))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     Ok(path)
+}
+
+/// `exec -w DIR`: DIR must be a directory in the container's view (its init's root, so
+/// volumes count), else the runtime's chdir fails with a bare errno.
+fn check_exec_cwd(container: &Container, cwd: &str) -> Result<(), String> {
+    let Some(pid) = container.pid() else {
+        return Ok(());
+    };
+    let root = PathBuf::from(format!("/proc/{}/root", pid.as_raw()));
+    match crate::safe_path::metadata_in_root(&root, Path::new(cwd)) {
+        Ok(Some(m)) if m.is_dir() => Ok(()),
+        Ok(Some(m)) => Err(format!(
+            "working directory {cwd} is not a directory in the container (it is {})",
+            crate::safe_path::describe_type(&m)
+        )),
+        Ok(None) => Err(format!(
+            "working directory {cwd}: no such directory in the container"
+        )),
+        // The container's root is not reachable (e.g. it is exiting): let the runtime decide.
+        Err(_) => Ok(()),
+    }
 }
 
 static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 pub(crate) fn start_exec(
     args: &ShimArgs,
-    _container: &Container,
+    container: &Container,
     spec: &ExecSpec,
 ) -> Result<ExecPipes, String> {
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let process_path = write_process(args, spec, seq)?;
+    let process_path = write_process(args, container, spec, seq)?;
     let res = spawn_tenant(args, &process_path, spec.stdin);
     let _ = std::fs::remove_file(&process_path);
     res

@@ -21,6 +21,16 @@
 //! If anything fails before the container runs, everything the shim created is removed
 //! (cgroup, libcontainer state, socket) before it reports the error.
 
+/// Writes a diagnostic line to the shim's stderr (`shim.log` in the container directory).
+/// Never `eprintln!` in the shim: it panics when the write fails, and a full disk must not end
+/// the shim (leaving its container orphaned, unsupervised and without an exit record).
+macro_rules! shim_log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod exec;
 pub(crate) mod executor;
 pub(crate) mod seccomp_bpf;
@@ -165,7 +175,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let args = match ShimArgs::parse(&args) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("zlayer-agent shim: {e}");
+            shim_log!("zlayer-agent shim: {e}");
             return 2;
         }
     };
@@ -182,14 +192,14 @@ pub fn main(args: Vec<OsString>) -> i32 {
     unsafe {
         libc::syscall(libc::SYS_close_range, first_leaked as u32, u32::MAX, 0u32);
         if args.start_gate && libc::fcntl(START_GATE_FD, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
-            eprintln!("zlayer-agent shim: --start-gate given but descriptor 3 is not open");
+            shim_log!("zlayer-agent shim: --start-gate given but descriptor 3 is not open");
             return 2;
         }
     }
     let (r, w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("zlayer-agent shim: pipe: {e}");
+            shim_log!("zlayer-agent shim: pipe: {e}");
             return 2;
         }
     };
@@ -197,7 +207,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     // the CLI only parsed arguments), so the child may run arbitrary code.
     match unsafe { nix::unistd::fork() } {
         Err(e) => {
-            eprintln!("zlayer-agent shim: fork: {e}");
+            shim_log!("zlayer-agent shim: fork: {e}");
             2
         }
         Ok(nix::unistd::ForkResult::Parent { .. }) => {

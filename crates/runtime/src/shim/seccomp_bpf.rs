@@ -22,6 +22,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use libcontainer::oci_spec::runtime::{
@@ -342,7 +343,13 @@ fn temp_path(path: &Path) -> PathBuf {
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
     let tmp = temp_path(path);
-    let res = File::create(&tmp)
+    // 0600: this rewrites config.json, which holds the container's environment.
+    let res = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
         .and_then(|mut f| f.write_all(data))
         .and_then(|()| fs::rename(&tmp, path));
     res.map_err(|e| {

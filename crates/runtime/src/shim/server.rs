@@ -16,9 +16,10 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::ShimArgs;
+use crate::atomic::Reservation;
 use crate::cgroups::ContainerCgroup;
-use crate::exit::{publish_exit_record, ExitRecord};
-use crate::logs::CriLogWriter;
+use crate::exit::{publish_exit_record, publish_reserved_exit_record, ExitRecord};
+use crate::logs::{CriLogWriter, LogLoss};
 use crate::protocol::{
     decode_data, encode_data, line, ContainerState, Event, Request, Stream, StreamInput,
 };
@@ -254,6 +255,14 @@ pub(crate) struct Server {
     init_stdin: Option<StdinSink>,
     stdin_attached: bool,
     log: Option<CriLogWriter>,
+    /// Output lost while there was no log writer at all (the log could not be opened).
+    unlogged: LogLoss,
+    /// The last log write failed: the next success is worth a line in shim.log.
+    log_failing: bool,
+    /// Space for the exit record, set aside at start (see `exit::reserve_exit_record`).
+    exit_reservation: Option<Reservation>,
+    /// Space for the record of lost output (see `logs::reserve_log_loss`).
+    log_loss_reservation: Option<Reservation>,
     init_status: Option<(i32, Option<i32>)>,
     init_exited_at: Option<Instant>,
     execs: BTreeMap<u64, ExecProc>,
@@ -278,7 +287,27 @@ impl Server {
         let log = match CriLogWriter::open(&args.bundle, args.log_max_size, args.log_max_files) {
             Ok(l) => Some(l),
             Err(e) => {
-                eprintln!("zlayer-agent shim {}: cannot open log: {e}", args.id);
+                shim_log!("zlayer-agent shim {}: cannot open log: {e}", args.id);
+                None
+            }
+        };
+        let exit_reservation = match crate::exit::reserve_exit_record(&args.bundle) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                shim_log!(
+                    "zlayer-agent shim {}: reserving the exit record: {e}",
+                    args.id
+                );
+                None
+            }
+        };
+        let log_loss_reservation = match crate::logs::reserve_log_loss(&args.bundle) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                shim_log!(
+                    "zlayer-agent shim {}: reserving the log loss record: {e}",
+                    args.id
+                );
                 None
             }
         };
@@ -304,6 +333,10 @@ impl Server {
             init_pid,
             started_at,
             log,
+            unlogged: LogLoss::default(),
+            log_failing: false,
+            exit_reservation,
+            log_loss_reservation,
             init_status: None,
             init_exited_at: None,
             execs: BTreeMap::new(),
@@ -600,11 +633,7 @@ impl Server {
             return;
         };
         let stream = self.init_out[i].stream;
-        if let Some(log) = &mut self.log {
-            if let Err(e) = log.write_chunk(stream, &buf[..n]) {
-                eprintln!("zlayer-agent shim {}: writing log: {e}", self.args.id);
-            }
-        }
+        self.log_output(stream, &buf[..n]);
         let ev = Event::Output {
             stream,
             data: encode_data(&buf[..n]),
@@ -614,6 +643,53 @@ impl Server {
                 c.send(&ev);
             }
         }
+    }
+
+    /// Appends output to the log. A failed write (a full disk) loses that output, counted
+    /// (see [`Self::log_loss`]) and noted in shim.log once per streak of failures; the
+    /// container keeps running and being supervised, and later output is tried again.
+    fn log_output(&mut self, stream: Stream, data: &[u8]) {
+        let res = match &mut self.log {
+            Some(log) => log.write_chunk(stream, data),
+            None => {
+                self.unlogged.dropped_bytes += data.len() as u64;
+                self.unlogged.failed_writes += 1;
+                return;
+            }
+        };
+        match res {
+            Ok(()) if self.log_failing => {
+                self.log_failing = false;
+                let lost = self.log_loss().dropped_bytes;
+                shim_log!(
+                    "zlayer-agent shim {}: writing the log works again ({lost} bytes of output lost)",
+                    self.args.id
+                );
+            }
+            Ok(()) => {}
+            Err(e) if !self.log_failing => {
+                self.log_failing = true;
+                shim_log!(
+                    "zlayer-agent shim {}: writing log: {e} (output is dropped and counted until writes succeed)",
+                    self.args.id
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Everything that could not be logged so far.
+    fn log_loss(&self) -> LogLoss {
+        let mut loss = self.unlogged.clone();
+        if let Some(l) = self.log.as_ref().map(CriLogWriter::loss) {
+            loss.dropped_bytes += l.dropped_bytes;
+            loss.failed_writes += l.failed_writes;
+            loss.last_error = l.last_error.clone();
+        }
+        if self.log.is_none() && loss.dropped_bytes > 0 {
+            loss.last_error = Some("the log file could not be opened (see shim.log)".into());
+        }
+        loss
     }
 
     fn read_exec(&mut self, id: u64, i: usize) {
@@ -789,6 +865,10 @@ impl Server {
                 };
                 self.reply(id, ev, true);
             }
+            Request::LogStats => {
+                let ev = Event::LogStats(self.log_loss());
+                self.reply(id, ev, true);
+            }
             Request::Wait => {
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.role = Role::Waiter;
@@ -935,9 +1015,7 @@ impl Server {
         for i in 0..2 {
             while let Some(n) = Self::read_pipe(&mut self.init_out[i], &mut buf) {
                 let stream = self.init_out[i].stream;
-                if let Some(log) = &mut self.log {
-                    let _ = log.write_chunk(stream, &buf[..n]);
-                }
+                self.log_output(stream, &buf[..n]);
             }
         }
         let oom_killed = self.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
@@ -945,13 +1023,13 @@ impl Server {
         // delete only when that failed (see cgroups::teardown for why not always).
         let torn_down = match self.cgroup.as_ref().map(|c| c.cgroups_path()) {
             Some(p) => crate::cgroups::teardown::remove(&p).map_err(|e| {
-                eprintln!("zlayer-agent shim {}: {e}", self.args.id);
+                shim_log!("zlayer-agent shim {}: {e}", self.args.id);
             }),
             None => Err(()),
         };
         if torn_down.is_err() {
             if let Err(e) = self.container.delete(true) {
-                eprintln!(
+                shim_log!(
                     "zlayer-agent shim {}: libcontainer delete: {}",
                     self.args.id,
                     super::start::error_chain(&e)
@@ -969,11 +1047,41 @@ impl Server {
             finished_at: Utc::now(),
             error: None,
         };
+        // Before the record: whoever sees the exit sees the loss too.
+        let loss = self.log_loss();
+        let loss_reservation = self.log_loss_reservation.take();
+        if loss.dropped_bytes == 0 {
+            if let Some(r) = loss_reservation {
+                r.release();
+            }
+        } else if let Err(e) =
+            crate::logs::write_log_loss(&self.args.bundle, loss_reservation, &loss)
+        {
+            shim_log!(
+                "zlayer-agent shim {}: {} bytes of output were not logged ({}); recording that failed: {e}",
+                self.args.id,
+                loss.dropped_bytes,
+                loss.last_error.as_deref().unwrap_or("unknown error")
+            );
+        }
         // In place for readers (log followers end on it) now, on disk after the answers.
-        let unsynced = match publish_exit_record(&self.args.bundle, &rec) {
+        // Written into the space reserved at start, so that a full disk (maybe filled by
+        // this very container) does not lose it; without a reservation, as a new file.
+        let published = match self.exit_reservation.take() {
+            Some(r) => publish_reserved_exit_record(r, &rec).or_else(|e| {
+                shim_log!(
+                    "zlayer-agent shim {}: exit record (reserved): {e}",
+                    self.args.id
+                );
+                publish_exit_record(&self.args.bundle, &rec)
+            }),
+            None => publish_exit_record(&self.args.bundle, &rec),
+        };
+        let unsynced = match published {
             Ok(u) => Some(u),
             Err(e) => {
-                eprintln!("zlayer-agent shim {}: exit record: {e}", self.args.id);
+                // The waiters still get the record (below), and the daemon stores it.
+                shim_log!("zlayer-agent shim {}: exit record: {e}", self.args.id);
                 None
             }
         };
@@ -1018,7 +1126,7 @@ impl Server {
             // `rm` (of a `--rm` container, right after its waiter's answer) moved the
             // directory away meanwhile: nothing left to make durable.
             Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Some(Err(e)) => eprintln!("zlayer-agent shim {}: exit record: {e}", self.args.id),
+            Some(Err(e)) => shim_log!("zlayer-agent shim {}: exit record: {e}", self.args.id),
             _ => {}
         }
         0

@@ -99,7 +99,7 @@ pub(crate) fn run(args: ShimArgs, report_w: OwnedFd) -> i32 {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
     let fail = |w: OwnedFd, error: String, exit_code: Option<i32>| {
-        eprintln!("zlayer-agent shim {}: start failed: {error}", args.id);
+        shim_log!("zlayer-agent shim {}: start failed: {error}", args.id);
         report(
             w,
             &StartReport {

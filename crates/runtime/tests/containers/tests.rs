@@ -288,7 +288,7 @@ fn exec_works() -> R {
     let out = c.exec_output(&s, None)?;
     check(out.stdout == b"1000\nbar\n/tmp\n", format!("{out:?}"))?;
     match c.exec(&execspec(&["nosuchcmd"])) {
-        Err(ClientError::Start {
+        Err(ClientError::Exec {
             exit_code: Some(127),
             message,
             ..

@@ -1,0 +1,4 @@
+#![no_main]
+//! libFuzzer harness of zlayer_fuzz_targets::unpack (see docs/fuzzing.md).
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| zlayer_fuzz_targets::unpack(data));
