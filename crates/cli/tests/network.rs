@@ -366,6 +366,12 @@ fn sandboxes_of_gone_containers_are_cleaned_after_a_daemon_sigkill() {
     drop(db);
     std::thread::sleep(Duration::from_millis(1500));
     d.spawn();
+    // Container recovery runs in the background: wait until it removed `gone`.
+    assert!(
+        eventually(20, || !d.ok(&["ps", "-a"]).contains("gone")),
+        "{}",
+        d.log()
+    );
 
     let netns = d.state().join("netns");
     let sandboxes = d.state().join("network/sandboxes");

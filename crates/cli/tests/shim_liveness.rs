@@ -317,6 +317,13 @@ fn recovery_runs_in_the_background_and_the_api_answers_at_once() {
         listening + took < Duration::from_secs(4),
         "the API answered {listening:?} + {took:?} after start:\n{ps}"
     );
+    for (name, _, _) in &lost {
+        let line = ps.lines().find(|l| l.contains(name.as_str())).unwrap_or("");
+        assert!(
+            line.contains("(recovering)") || line.contains("Exited (137)"),
+            "{name} is shown neither as recovering nor as lost: {line:?}"
+        );
+    }
     for (name, id, init) in &lost {
         let mut last = None;
         assert!(

@@ -371,6 +371,11 @@ impl Agent {
                 self.watch_container(r.id.clone(), shim_pid);
             }
             Ok(ShimStatus::Exited(rec)) => {
+                // Its shim ended while no daemon ran; should its clean-up have failed (a full
+                // disk), the cgroup goes now.
+                if let Err(e) = self.kill_and_remove_cgroup(&r).await {
+                    tracing::warn!(id = %short_id(&r.id), "{e}");
+                }
                 self.record_exit(&r.id, &rec).await?;
             }
             Err(e @ ClientError::Unresponsive { .. }) => {

@@ -88,6 +88,8 @@ enum ShimEnd {
     Exited(ExitRecord),
     /// It is gone without one.
     Lost(String),
+    /// It ended and the container directory went with a removal meanwhile: nothing to do.
+    Removed,
 }
 
 /// Waits for the end of the shim: its `wait` answer, or its death (pidfd readable).
@@ -96,7 +98,13 @@ async fn watch_shim(
     container_dir: &std::path::Path,
     pidfd: Option<Arc<Pidfd>>,
 ) -> ShimEnd {
-    let recorded = || read_exit_record(container_dir).ok().flatten();
+    // A shim writes the record before it exits: none means it did not end normally, unless
+    // the container was removed (its directory moved away) meanwhile.
+    let after_death = || match read_exit_record(container_dir).ok().flatten() {
+        Some(rec) => ShimEnd::Exited(rec),
+        None if !container_dir.exists() => ShimEnd::Removed,
+        None => ShimEnd::Lost("it was killed or crashed".into()),
+    };
     let afd = pidfd.and_then(|p| {
         // SAFETY: the descriptor is a pidfd owned by the `Arc` this `AsyncFd` holds: open
         // and the same for the `AsyncFd`'s whole life, and `as_raw_fd` always returns it.
@@ -113,6 +121,8 @@ async fn watch_shim(
         let _ = afd.readable().await;
     };
     tokio::select! {
+        // The shim's own answer first when both are ready: it carries the exit.
+        biased;
         r = client.wait_async() => match r {
             Ok(rec) => ShimEnd::Exited(rec),
             Err(e) => {
@@ -121,17 +131,10 @@ async fn watch_shim(
                     tracing::debug!("waiting on the shim's socket: {e}; watching its process");
                 }
                 died().await;
-                match recorded() {
-                    Some(rec) => ShimEnd::Exited(rec),
-                    None => ShimEnd::Lost("it was killed or crashed".into()),
-                }
+                after_death()
             }
         },
-        _ = died() => match recorded() {
-            // A shim writes the record before it exits: none means it did not end normally.
-            Some(rec) => ShimEnd::Exited(rec),
-            None => ShimEnd::Lost("it was killed or crashed".into()),
-        },
+        _ = died() => after_death(),
     }
 }
 
@@ -172,6 +175,7 @@ impl Agent {
                     }
                 }
                 ShimEnd::Lost(why) => agent.shim_lost(&id, &why).await,
+                ShimEnd::Removed => {}
             }
         });
     }

@@ -97,7 +97,6 @@ impl Agent {
                     .health_of(&r.id)
                     .filter(|_| r.state == ContainerState::Running);
                 let status = match r.state {
-                    _ if self.is_recovering(&r.id) => "Recovering".to_string(),
                     ContainerState::Running => match health {
                         Some(h) => format!("Up {} ({})", ago(r.started_at.as_deref()), h.as_str()),
                         None => format!("Up {}", ago(r.started_at.as_deref())),
@@ -108,6 +107,13 @@ impl Agent {
                         r.exit_code.unwrap_or(-1),
                         ago(r.finished_at.as_deref())
                     ),
+                };
+                // The start-up recovery has not checked its shim yet: the state shown is the
+                // one recorded before the restart.
+                let status = if self.is_recovering(&r.id) {
+                    format!("{status} (recovering)")
+                } else {
+                    status
                 };
                 let ports = self
                     .networking()

@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The directories of the cgroup `cgroups_path` (e.g. `/zlayer-agent/<id>`): the unified one
-/// on v2, else one per v1 hierarchy in `mounts` (the text of /proc/self/mounts). Hierarchies
-/// that combine controllers (`cpu,cpuacct`) are listed once.
+/// on v2, else one per v1 hierarchy in `mounts` (the text of /proc/self/mounts), named ones
+/// (`name=systemd`) included, and the cgroup2 tree of a hybrid host too (something may have
+/// created the path there). Hierarchies that combine controllers (`cpu,cpuacct`) are listed
+/// once.
 pub fn cgroup_dirs(mounts: &str, v2: bool, cgroups_path: &str) -> Vec<PathBuf> {
     let rel = cgroups_path.trim_start_matches('/');
     if rel.is_empty() {
@@ -26,7 +28,14 @@ pub fn cgroup_dirs(mounts: &str, v2: bool, cgroups_path: &str) -> Vec<PathBuf> {
         return vec![Path::new(super::CGROUP_ROOT).join(rel)];
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
-    for (mount, _) in super::v1_hierarchies(mounts) {
+    let hybrid_v2 = mounts.lines().filter_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() >= 3 && f[2] == "cgroup2").then(|| f[1])
+    });
+    for mount in super::v1_hierarchies(mounts)
+        .map(|(mount, _)| mount)
+        .chain(hybrid_v2)
+    {
         let d = Path::new(mount).join(rel);
         if !dirs.contains(&d) {
             dirs.push(d);
@@ -116,6 +125,7 @@ mod tests {
                 PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/zlayer-agent/abc"),
                 PathBuf::from("/sys/fs/cgroup/memory/zlayer-agent/abc"),
                 PathBuf::from("/sys/fs/cgroup/systemd/zlayer-agent/abc"),
+                PathBuf::from("/sys/fs/cgroup/unified/zlayer-agent/abc"),
             ]
         );
     }
