@@ -33,6 +33,7 @@ pub fn net_err(e: NetworkError) -> AgentError {
         | NetworkError::NetworkInUse { .. }
         | NetworkError::SubnetOverlap { .. }
         | NetworkError::NoFreeSubnet { .. }
+        | NetworkError::NoDefaultBridge { .. }
         | NetworkError::SandboxExists(_)
         | NetworkError::SandboxShared { .. }
         | NetworkError::PortConflict { .. } => ErrorKind::Conflict,

@@ -2,6 +2,7 @@
 //! the client is what the CLI (and tests) use. JSON bodies everywhere; long operations (pull,
 //! logs -f, events) stream JSON lines.
 
+pub mod capped_listener;
 pub mod client;
 pub mod error;
 pub mod frames;

@@ -808,3 +808,97 @@ fn idle_connections_from_a_container_cannot_exhaust_the_daemon() {
     let (code, _, err) = oneshot(&d, &image, &[], "true");
     assert_eq!(code, 0, "{err}\n{}", d.log());
 }
+
+/// Loads the busybox fixture into `d`; returns the image name.
+fn load_busybox(d: &TestDaemon) -> String {
+    let layout = zlayer_testkit::cached("busybox").expect("busybox fixture");
+    let out = d.ok(&["load", "-i", &layout.dir.display().to_string()]);
+    out.lines()
+        .find_map(|l| l.strip_prefix("Loaded image: "))
+        .expect("loaded image name")
+        .trim()
+        .to_string()
+}
+
+/// Issue 11 item 10: a daemon on a fresh `--root` in a namespace where an earlier root left
+/// `zlayer0` adopts that bridge when it is idle, and takes another bridge and a free subnet
+/// when containers of the earlier root still use it. (All inside the test's namespace.)
+#[test]
+fn a_fresh_root_adopts_an_idle_zlayer0_and_avoids_a_busy_one() {
+    if !require_net_tools() {
+        return;
+    }
+    let Some((mut first, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let (code, out, err) = oneshot(&first, &image, &[], "cat /etc/resolv.conf");
+    assert_eq!(code, 0, "{out}{err}");
+    first.stop();
+    let link = first
+        .ns()
+        .exec(&["ip", "-o", "-4", "addr", "show", "dev", "zlayer0"]);
+    let link = String::from_utf8_lossy(&link.stdout).into_owned();
+    assert!(
+        link.contains("10.213.0.1/16"),
+        "zlayer0 left behind: {link}"
+    );
+
+    // A fresh root in the same namespace: the idle zlayer0 is adopted.
+    let mut second = TestDaemon::start_in(first.netns.take().expect("namespace"));
+    let image2 = load_busybox(&second);
+    let (code, out, err) = oneshot(
+        &second,
+        &image2,
+        &[],
+        "ip -4 -o addr show eth0; cat /etc/resolv.conf",
+    );
+    assert_eq!(
+        code,
+        0,
+        "bridge container on a fresh root: {out}{err}\n{}",
+        second.log()
+    );
+    assert!(
+        out.contains("inet 10.213.") && out.contains("nameserver 10.213.0.1"),
+        "{out}"
+    );
+    assert!(second.log().contains("adopting"), "{}", second.log());
+
+    // A container of that root keeps running (its veth on zlayer0) while its daemon is
+    // stopped: a third root must not share the bridge (its leases would collide).
+    second.ok(&["run", "-d", "--name", "stays", &image2, "sleep", "1000"]);
+    second.stop();
+    let mut third = TestDaemon::start_in(second.netns.take().expect("namespace"));
+    let image3 = load_busybox(&third);
+    let (code, out, err) = oneshot(
+        &third,
+        &image3,
+        &[],
+        "ip -4 -o addr show eth0; cat /etc/resolv.conf",
+    );
+    assert_eq!(
+        code,
+        0,
+        "bridge container beside a busy zlayer0: {out}{err}\n{}",
+        third.log()
+    );
+    assert!(
+        out.contains("inet 10.224.0.") && out.contains("nameserver 10.224.0.1"),
+        "{out}"
+    );
+    let nets = third.ok(&["network", "ls"]);
+    assert!(
+        nets.contains("zlayer0") && nets.contains("10.224.0.0/16"),
+        "{nets}"
+    );
+    let link = third.ns().exec(&["ip", "-o", "link", "show", "zlayer1"]);
+    assert!(
+        link.status.success(),
+        "the default network's bridge is zlayer1"
+    );
+
+    // Clean up: the second daemon removes its container.
+    third.stop();
+    second.netns = third.netns.take();
+    second.spawn();
+}

@@ -39,14 +39,22 @@ pub enum NetworkError {
         name: String,
         sandboxes: Vec<String>,
     },
-    #[error("subnet {subnet} overlaps {other} ({owner})")]
+    #[error("subnet {subnet} overlaps {other} ({owner}); choose another subnet, or remove what uses that range")]
     SubnetOverlap {
         subnet: String,
         other: String,
         owner: String,
     },
-    #[error("no free /16 left in the subnet pool {pool}")]
+    #[error(
+        "no free /16 left in the subnet pool {pool}; remove unused networks or give a --subnet"
+    )]
     NoFreeSubnet { pool: String },
+    #[error(
+        "no usable bridge for the default network zlayer0: {tried}. Stop the other zlayer-agent \
+         daemon using it, or delete a bridge it left behind that no container uses \
+         (`ip link delete zlayer0`), then retry"
+    )]
+    NoDefaultBridge { tried: String },
     #[error("sandbox {0:?} already exists")]
     SandboxExists(String),
     #[error("sandbox {0:?} does not exist")]

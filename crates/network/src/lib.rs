@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+mod bridges;
 pub mod cni;
 pub mod dns;
 mod error;

@@ -23,7 +23,7 @@ use crate::networks::{self, NetworkInfo, DEFAULT_NETWORK, DEFAULT_POOL, DEFAULT_
 use crate::ports;
 use crate::sandbox::{validate_id, NetworkMode, PreparedSandbox, SandboxInfo, SandboxRequest};
 use crate::state::{self, CachedAttachment, SandboxRecord, StateDirs};
-use crate::{isolation, netns};
+use crate::{bridges, isolation, netns};
 
 /// Interface name of the sandbox side of a bridge attachment.
 pub const SANDBOX_IFNAME: &str = "eth0";
@@ -161,7 +161,7 @@ impl NetworkManager {
         let info = if path.exists() {
             networks::read(&path)?
         } else {
-            self.create_locked(DEFAULT_NETWORK, Some(self.opts.default_subnet))?
+            self.create_default_locked()?
         };
         self.apply_isolation()?;
         Ok(info)
@@ -183,6 +183,76 @@ impl NetworkManager {
         Ok(info)
     }
 
+    /// The default network on a root that has none: on `zlayer0`, adopting it when an earlier
+    /// root left it behind idle, else on the first of `zlayer1`.. that is free or adoptable
+    /// (see [`networks::judge_default_bridge`]). A new bridge gets the default subnet, or the
+    /// first free /16 of the pool when something on this host overlaps it.
+    fn create_default_locked(&self) -> Result<NetworkInfo> {
+        let existing = networks::list(&self.opts.config_dir)?;
+        let mut skipped = Vec::new();
+        for bridge in networks::default_bridge_candidates() {
+            let link = bridges::inspect(&bridge)?;
+            let choice = networks::judge_default_bridge(
+                link.as_ref(),
+                bridges::dns_port_in_use,
+                self.opts.default_subnet,
+                self.opts.subnet_pool,
+            );
+            // This bridge's own route (if it has one) is not a conflict: it is what we use.
+            let mut own: Vec<String> = existing.iter().map(|n| n.bridge.clone()).collect();
+            own.push(bridge.clone());
+            let routes = networks::host_routes(&own);
+            let subnet = match choice {
+                networks::BridgeChoice::Skip(why) => {
+                    skipped.push(format!("{bridge} {why}"));
+                    continue;
+                }
+                networks::BridgeChoice::Create => {
+                    let wanted = self.opts.default_subnet;
+                    match networks::check_overlap(wanted, &existing, &routes) {
+                        Ok(()) => wanted,
+                        Err(taken) => {
+                            let free =
+                                networks::pick_free(self.opts.subnet_pool, &existing, &routes)?;
+                            tracing::warn!(%free, "default subnet unusable ({taken}); using {free}");
+                            free
+                        }
+                    }
+                }
+                networks::BridgeChoice::Adopt(subnet) => {
+                    if let Err(e) = networks::check_overlap(subnet, &existing, &routes) {
+                        skipped.push(format!("{bridge}: {e}"));
+                        continue;
+                    }
+                    tracing::info!(
+                        %bridge,
+                        %subnet,
+                        "adopting the idle bridge an earlier zlayer-agent root left behind"
+                    );
+                    subnet
+                }
+            };
+            return self.write_network(DEFAULT_NETWORK, &bridge, subnet);
+        }
+        Err(NetworkError::NoDefaultBridge {
+            tried: skipped.join("; "),
+        })
+    }
+
+    fn write_network(&self, name: &str, bridge: &str, subnet: Ipv4Net) -> Result<NetworkInfo> {
+        let path = networks::conflist_path(&self.opts.config_dir, name);
+        let conf = networks::conflist_on(
+            bridge,
+            name,
+            subnet,
+            self.cni.cni_version(),
+            &self.dirs.ipam(),
+        );
+        networks::write(&path, &conf)?;
+        tracing::info!(network = name, %bridge, %subnet, "created network");
+        networks::read(&path)
+    }
+
     fn create_locked(&self, name: &str, subnet: Option<Ipv4Net>) -> Result<NetworkInfo> {
         networks::validate_name(name)?;
         let path = networks::conflist_path(&self.opts.config_dir, name);
@@ -199,10 +269,7 @@ impl NetworkManager {
             }
             None => networks::pick_free(self.opts.subnet_pool, &existing, &routes)?,
         };
-        let conf = networks::conflist(name, subnet, self.cni.cni_version(), &self.dirs.ipam());
-        networks::write(&path, &conf)?;
-        tracing::info!(network = name, %subnet, "created network");
-        networks::read(&path)
+        self.write_network(name, &networks::bridge_name(name), subnet)
     }
 
     /// All networks, sorted by name.

@@ -87,7 +87,16 @@ pub fn bridge_name(network: &str) -> String {
 ///   per-network rules of [`crate::isolation`] (`ZLAYER-FORWARD`: isolation first, then accept
 ///   traffic from the bridge and replies/published-port traffic to it) give the same filtering
 ///   once per network, as Docker does.
-pub fn conflist(name: &str, subnet: Ipv4Net, cni_version: &str, ipam_dir: &Path) -> Value {
+///
+/// `bridge` is normally [`bridge_name`]`(name)`; the default network's may be another than
+/// `zlayer0` (see [`default_bridge_candidates`]).
+pub fn conflist_on(
+    bridge: &str,
+    name: &str,
+    subnet: Ipv4Net,
+    cni_version: &str,
+    ipam_dir: &Path,
+) -> Value {
     let gateway = gateway_of(subnet);
     json!({
         "cniVersion": cni_version,
@@ -95,7 +104,7 @@ pub fn conflist(name: &str, subnet: Ipv4Net, cni_version: &str, ipam_dir: &Path)
         "plugins": [
             {
                 "type": "bridge",
-                "bridge": bridge_name(name),
+                "bridge": bridge,
                 "isGateway": true,
                 "ipMasq": false,
                 "hairpinMode": true,
@@ -109,6 +118,71 @@ pub fn conflist(name: &str, subnet: Ipv4Net, cni_version: &str, ipam_dir: &Path)
             {"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}
         ]
     })
+}
+
+/// Bridge interfaces the default network may use, in order: `zlayer0`, then `zlayer1` ..
+/// `zlayer9` when an earlier root's bridge of that name is still in use.
+pub fn default_bridge_candidates() -> impl Iterator<Item = String> {
+    (0..10).map(|i| format!("zlayer{i}"))
+}
+
+/// What to do with one candidate bridge of the default network (see [`crate::bridges`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BridgeChoice {
+    /// No such interface (or a bridge without address): create it on a subnet of our choice.
+    Create,
+    /// An idle bridge of ours left by an earlier root: use it with its subnet.
+    Adopt(Ipv4Net),
+    /// Not usable, and why.
+    Skip(String),
+}
+
+/// Decides about a candidate bridge: adopted only when it is ours (a bridge whose one IPv4
+/// address is the gateway of the default subnet or of a /16 of the pool, as our conflists make
+/// them) and idle (no interface attached, no DNS server of a running agent on its address).
+pub fn judge_default_bridge(
+    link: Option<&crate::bridges::LinkState>,
+    dns_in_use: impl Fn(Ipv4Addr) -> bool,
+    default_subnet: Ipv4Net,
+    pool: Ipv4Net,
+) -> BridgeChoice {
+    let Some(link) = link else {
+        return BridgeChoice::Create;
+    };
+    if !link.is_bridge {
+        return BridgeChoice::Skip("exists and is not a bridge".into());
+    }
+    if link.ports > 0 {
+        return BridgeChoice::Skip(format!(
+            "is in use: {} interface(s) attached (containers of another zlayer-agent root?)",
+            link.ports
+        ));
+    }
+    let addr = match link.ipv4.as_slice() {
+        [] => return BridgeChoice::Create,
+        [one] => *one,
+        many => {
+            return BridgeChoice::Skip(format!("has {} IPv4 addresses; ours have one", many.len()))
+        }
+    };
+    let subnet = addr.trunc();
+    if addr.addr() != gateway_of(subnet) {
+        return BridgeChoice::Skip(format!(
+            "has address {addr}, not its subnet's gateway: not made by zlayer-agent"
+        ));
+    }
+    if subnet != default_subnet && !(pool.contains(&subnet) && subnet.prefix_len() == 16) {
+        return BridgeChoice::Skip(format!(
+            "has subnet {subnet}, neither the default {default_subnet} nor a /16 of the pool {pool}"
+        ));
+    }
+    if dns_in_use(addr.addr()) {
+        return BridgeChoice::Skip(format!(
+            "is in use: a running daemon's DNS server listens on {}:53",
+            addr.addr()
+        ));
+    }
+    BridgeChoice::Adopt(subnet)
 }
 
 /// The chain actually run for one sandbox: the network's conflist without the plugins that would
@@ -340,7 +414,13 @@ mod tests {
     #[test]
     fn conflist_round_trips() {
         let subnet: Ipv4Net = "10.214.0.0/16".parse().unwrap();
-        let v = conflist("front", subnet, "1.0.0", Path::new("/x/ipam"));
+        let v = conflist_on(
+            &bridge_name("front"),
+            "front",
+            subnet,
+            "1.0.0",
+            Path::new("/x/ipam"),
+        );
         let info = parse(Path::new("/c/front.conflist"), &v).unwrap();
         assert_eq!(info.name, "front");
         assert_eq!(info.subnet, subnet);
@@ -351,7 +431,13 @@ mod tests {
     #[test]
     fn chain_skips_plugins_with_nothing_to_do() {
         let subnet: Ipv4Net = "10.214.0.0/16".parse().unwrap();
-        let mut v = conflist("front", subnet, "1.0.0", Path::new("/x/ipam"));
+        let mut v = conflist_on(
+            &bridge_name("front"),
+            "front",
+            subnet,
+            "1.0.0",
+            Path::new("/x/ipam"),
+        );
         // As written by older agents.
         v["plugins"]
             .as_array_mut()
@@ -368,6 +454,51 @@ mod tests {
         assert_eq!(types(&chain_for(&v, false)), ["bridge"]);
         assert_eq!(types(&chain_for(&v, true)), ["bridge", "portmap"]);
         assert_eq!(chain_for(&v, true)["name"], "front");
+    }
+
+    #[test]
+    fn default_bridge_is_adopted_only_when_ours_and_idle() {
+        use crate::bridges::LinkState;
+        let default: Ipv4Net = DEFAULT_SUBNET.parse().unwrap();
+        let pool: Ipv4Net = DEFAULT_POOL.parse().unwrap();
+        let bridge = |addrs: &[&str], ports| LinkState {
+            is_bridge: true,
+            ipv4: addrs.iter().map(|a| a.parse().unwrap()).collect(),
+            ports,
+        };
+        let judge = |l: Option<&LinkState>| judge_default_bridge(l, |_| false, default, pool);
+        assert_eq!(judge(None), BridgeChoice::Create);
+        assert_eq!(judge(Some(&bridge(&[], 0))), BridgeChoice::Create);
+        assert_eq!(
+            judge(Some(&bridge(&["10.213.0.1/16"], 0))),
+            BridgeChoice::Adopt(default)
+        );
+        assert_eq!(
+            judge(Some(&bridge(&["10.225.0.1/16"], 0))),
+            BridgeChoice::Adopt("10.225.0.0/16".parse().unwrap())
+        );
+        let skipped = |l: &LinkState| matches!(judge(Some(l)), BridgeChoice::Skip(_));
+        assert!(
+            skipped(&bridge(&["10.213.0.1/16"], 1)),
+            "containers attached"
+        );
+        assert!(skipped(&bridge(&["10.213.0.7/16"], 0)), "not the gateway");
+        assert!(skipped(&bridge(&["192.168.5.1/24"], 0)), "foreign subnet");
+        assert!(skipped(&bridge(&["10.213.0.1/16", "10.9.0.1/16"], 0)));
+        let mut veth = bridge(&["10.213.0.1/16"], 0);
+        veth.is_bridge = false;
+        assert!(skipped(&veth));
+        // A running agent's DNS server on the address.
+        let busy = judge_default_bridge(
+            Some(&bridge(&["10.213.0.1/16"], 0)),
+            |_| true,
+            default,
+            pool,
+        );
+        assert!(
+            matches!(busy, BridgeChoice::Skip(ref w) if w.contains("DNS")),
+            "{busy:?}"
+        );
     }
 
     #[test]

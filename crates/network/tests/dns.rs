@@ -173,3 +173,75 @@ netns_test!(dns_answers_service_names_round_robin_and_forwards, {
         mgr.destroy_sandbox(id).unwrap();
     }
 });
+
+/// Whether the server closed `s` at once (EOF or reset within 300 ms) rather than keeping it.
+fn closed_at_once(s: &TcpStream) -> bool {
+    use std::io::ErrorKind::{TimedOut, WouldBlock};
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    let mut reader = s;
+    match reader.read(&mut b) {
+        Ok(n) => n == 0,
+        Err(e) => !matches!(e.kind(), WouldBlock | TimedOut),
+    }
+}
+
+netns_test!(
+    dns_tcp_connections_are_capped_per_client_and_idle_ones_closed,
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let table = Arc::new(DnsRegistry::new());
+        table.set_service("demo", "web", vec![Ipv4Addr::new(10, 0, 0, 5)]);
+        let server = rt
+            .block_on(DnsServer::start(
+                "127.0.0.1:0".parse().unwrap(),
+                table,
+                vec![],
+            ))
+            .unwrap();
+        let addr = server.local_addr();
+        // One client address: 16 connections are kept, the rest closed at once.
+        let opened = std::time::Instant::now();
+        let conns: Vec<TcpStream> = (0..20)
+            .map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(3)).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let refused = conns.iter().filter(|s| closed_at_once(s)).count();
+        assert_eq!(refused, 4, "16 connections per client address");
+        // Another client address is still served.
+        let other =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        other
+            .bind(&SocketAddr::from(([127, 0, 0, 2], 0)).into())
+            .unwrap();
+        other.connect(&addr.into()).unwrap();
+        let mut other: TcpStream = other.into();
+        other
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let q = query("web.demo.", RecordType::A);
+        other.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+        other.write_all(&q).unwrap();
+        let mut len = [0u8; 2];
+        other.read_exact(&mut len).unwrap();
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        other.read_exact(&mut buf).unwrap();
+        assert_eq!(a_records(&Message::from_vec(&buf).unwrap()).len(), 1);
+        // Idle connections are closed 10 s after their last query (here: after accept).
+        let mut held = conns
+            .iter()
+            .find(|s| !closed_at_once(s))
+            .expect("a kept connection");
+        held.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        assert!(matches!(held.read(&mut b), Ok(0) | Err(_)));
+        let waited = opened.elapsed();
+        assert!(
+            waited >= Duration::from_secs(9) && waited < Duration::from_secs(16),
+            "closed {waited:?} after it was opened"
+        );
+        drop(server);
+    }
+);

@@ -160,6 +160,6 @@ pub async fn serve_metrics(addr: SocketAddr, agent: AppState) -> anyhow::Result<
         .await
         .map_err(|e| anyhow::anyhow!("binding the metrics listener {addr}: {e}"))?;
     tracing::info!(%addr, "metrics listening");
-    axum::serve(listener, app).await?;
+    axum::serve(crate::capped_listener::CappedListener::new(listener), app).await?;
     Ok(())
 }

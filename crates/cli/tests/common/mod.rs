@@ -108,6 +108,12 @@ impl TestDaemon {
         Self::start_with(Some(NetNs::new()), &[])
     }
 
+    /// Starts a daemon (fresh root) in an existing namespace, e.g. one an earlier daemon of the
+    /// test used (take it with `earlier.netns.take()` after stopping that one).
+    pub fn start_in(ns: NetNs) -> TestDaemon {
+        Self::start_with(Some(ns), &[])
+    }
+
     /// Starts a daemon in the host's network namespace (to reach a registry on the host's
     /// loopback). Such a daemon must not run bridge containers.
     pub fn start_host_net() -> TestDaemon {
