@@ -8,6 +8,7 @@ packages=(
   docker-registry skopeo umoci runc           # tests: a local registry; benchmarks: peers
   containernetworking-plugins iproute2 iptables  # CNI networking
   hyperfine curl ca-certificates git
+  python3-venv                                # tests: schemathesis (below) runs in a venv
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -32,3 +33,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 cargo --version
+
+# schemathesis (PyPI) checks a live daemon against its OpenAPI document
+# (crates/cli/tests/openapi.rs). Pinned; installed in a venv of its own under ~/.cache.
+SCHEMATHESIS_VERSION=4.32.5
+venv="$HOME/.cache/zlayer-schemathesis"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "version $SCHEMATHESIS_VERSION\$"; then
+  echo "installing schemathesis $SCHEMATHESIS_VERSION in $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+fi

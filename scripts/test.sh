@@ -13,3 +13,17 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --all-targets --quiet
 cargo test --workspace --no-fail-fast 2>&1
+
+# A short run of every libFuzzer harness (docs/fuzzing.md); the corpora themselves are replayed
+# by the cargo test of zlayer-fuzz-targets above. The instrumented build is cached in
+# fuzz/target (the first one takes a while).
+fuzz_log=$(mktemp)
+for target in $(fuzz/run.sh --list); do
+  if ! nice -n 10 fuzz/run.sh "$target" 20 >"$fuzz_log" 2>&1; then
+    tail -n 80 "$fuzz_log"
+    echo "fuzz target $target failed: see fuzz/artifacts/$target/" >&2
+    exit 1
+  fi
+  echo "fuzz $target: $(grep -E '^stat::number_of_executed_units' "$fuzz_log" | tr -s ' ')"
+done
+rm -f "$fuzz_log"

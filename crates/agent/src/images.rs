@@ -58,6 +58,12 @@ fn registry_kind(e: &RegistryError) -> ErrorKind {
         ErrorKind::NotFound
     } else if text.contains("invalid platform") || text.contains("no matching platform") {
         ErrorKind::InvalidInput
+    } else if text.contains("error sending request") {
+        // The registry could not be reached (name resolution, connect, TLS, timeouts): the image
+        // is not available from here. Docker's create answers 404 for a missing image, and a
+        // pull that cannot reach the registry the client named leaves it just as missing; a
+        // 5xx would blame the agent for the client's choice of registry.
+        ErrorKind::NotFound
     } else {
         ErrorKind::Internal
     }
