@@ -157,3 +157,30 @@ pub struct AgentConfig {
     /// How to start a shim: the program and leading arguments (normally `[current_exe, "shim"]`).
     pub shim_command: Vec<PathBuf>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_port_limits_default_and_are_checked() {
+        let d = FileConfig::default().published_ports.limits().unwrap();
+        assert_eq!(d, crate::services::PublishLimits::default());
+        let c: FileConfig = serde_json::from_str(
+            r#"{"published_ports": {"idle_timeout_secs": 5, "max_lifetime_secs": 60}}"#,
+        )
+        .unwrap();
+        let l = c.published_ports.limits().unwrap();
+        assert_eq!(l.idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(l.max_lifetime, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(l.max_connections, 4096);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, r#"{"published_ports": {"max_connections": 0}}"#).unwrap();
+        let err = FileConfig::load(&path, true).unwrap_err().to_string();
+        assert!(err.contains("published_ports.max_connections"), "{err}");
+        std::fs::write(&path, r#"{"published_ports": {"max_conns": 1}}"#).unwrap();
+        let err = FileConfig::load(&path, true).unwrap_err().to_string();
+        assert!(err.contains("max_conns"), "{err}");
+    }
+}
