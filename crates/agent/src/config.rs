@@ -280,4 +280,26 @@ mod tests {
         assert_eq!(c.min_free_space_mib, 1024);
         assert_eq!(c.max_image_unpacked_mib, Some(2048));
     }
+
+    #[test]
+    fn published_port_limits_default_and_are_checked() {
+        let d = FileConfig::default().published_ports.limits().unwrap();
+        assert_eq!(d, crate::services::PublishLimits::default());
+        let c: FileConfig = serde_json::from_str(
+            r#"{"published_ports": {"idle_timeout_secs": 5, "max_lifetime_secs": 60}}"#,
+        )
+        .unwrap();
+        let l = c.published_ports.limits().unwrap();
+        assert_eq!(l.idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(l.max_lifetime, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(l.max_connections, 4096);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, r#"{"published_ports": {"max_connections": 0}}"#).unwrap();
+        let err = FileConfig::load(&path, true).unwrap_err().to_string();
+        assert!(err.contains("published_ports.max_connections"), "{err}");
+        std::fs::write(&path, r#"{"published_ports": {"max_conns": 1}}"#).unwrap();
+        let err = FileConfig::load(&path, true).unwrap_err().to_string();
+        assert!(err.contains("max_conns"), "{err}");
+    }
 }

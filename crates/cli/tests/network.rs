@@ -844,7 +844,7 @@ fn a_fresh_root_adopts_an_idle_zlayer0_and_avoids_a_busy_one() {
     );
 
     // A fresh root in the same namespace: the idle zlayer0 is adopted.
-    let mut second = TestDaemon::start_in(first.netns.take().expect("namespace"));
+    let mut second = TestDaemon::start_in_ns(first.netns.take().expect("namespace"));
     let image2 = load_busybox(&second);
     let (code, out, err) = oneshot(
         &second,
@@ -868,7 +868,7 @@ fn a_fresh_root_adopts_an_idle_zlayer0_and_avoids_a_busy_one() {
     // stopped: a third root must not share the bridge (its leases would collide).
     second.ok(&["run", "-d", "--name", "stays", &image2, "sleep", "1000"]);
     second.stop();
-    let mut third = TestDaemon::start_in(second.netns.take().expect("namespace"));
+    let mut third = TestDaemon::start_in_ns(second.netns.take().expect("namespace"));
     let image3 = load_busybox(&third);
     let (code, out, err) = oneshot(
         &third,

@@ -110,7 +110,7 @@ impl TestDaemon {
 
     /// Starts a daemon (fresh root) in an existing namespace, e.g. one an earlier daemon of the
     /// test used (take it with `earlier.netns.take()` after stopping that one).
-    pub fn start_in(ns: NetNs) -> TestDaemon {
+    pub fn start_in_ns(ns: NetNs) -> TestDaemon {
         Self::start_with(Some(ns), &[])
     }
 
