@@ -645,6 +645,7 @@ fn request_name(req: &Request) -> &'static str {
         Request::Wait => "wait",
         Request::Exec(_) => "exec",
         Request::Attach { .. } => "attach",
+        Request::LogStats => "log_stats",
     }
 }
 
