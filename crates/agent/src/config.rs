@@ -133,11 +133,9 @@ pub struct FileConfig {
     pub limits: Limits,
 }
 
-
 fn default_min_free_space_mib() -> u64 {
     zlayer_image::pull::DEFAULT_MIN_FREE_BYTES >> 20
 }
-
 
 /// Limits of each published port of a service; see [`crate::services::PublishLimits`].
 #[derive(Debug, Clone, Deserialize)]

@@ -645,7 +645,7 @@ fn request_name(req: &Request) -> &'static str {
         Request::Wait => "wait",
         Request::Exec(_) => "exec",
         Request::Attach { .. } => "attach",
-        Request::LogStats => "log stats",
+        Request::LogStats => "log_stats",
     }
 }
 

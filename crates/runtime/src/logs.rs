@@ -71,7 +71,9 @@ fn rotated_path(container_dir: &Path, n: u32) -> PathBuf {
 
 /// Container output that could not be logged (a full disk, an I/O error): counted so that
 /// the loss is reported (`inspect`) instead of ending the shim or going unnoticed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 pub struct LogLoss {
     /// Bytes of output that are not in the log.
     pub dropped_bytes: u64,
