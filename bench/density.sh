@@ -29,7 +29,7 @@ cleanup() {
   fi
   "$BIN" --socket "$sock" ps -aq 2>/dev/null | xargs -r "$BIN" --socket "$sock" rm -f >/dev/null 2>&1 || true
   kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true
-  grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r umount -l
+  grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r umount -l || true
   rm -rf "$work"
 }
 trap cleanup EXIT
