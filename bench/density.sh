@@ -29,7 +29,7 @@ cleanup() {
   fi
   "$BIN" --socket "$sock" ps -aq 2>/dev/null | xargs -r "$BIN" --socket "$sock" rm -f >/dev/null 2>&1 || true
   kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true
-  grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r umount -l
+  grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r umount -l || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -55,5 +55,6 @@ printf '%s\n' "${pss[@]}" | sort -n | awk -v n="$N" -v s="$start" -v e="$end" '
   {v[NR]=$1; t+=$1}
   END{printf "density: %d `sleep` containers started with run -d in %.2f s (%.1f ms each)\n", n, e-s, (e-s)*1000/n;
       printf "  zlayer-agent shim PSS: mean %.0f KiB, median %d KiB, max %d KiB, total %.1f MiB over %d shims\n", t/NR, v[int((NR+1)/2)], v[NR], t/1024, NR}'
-echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg); PSS by mapping of one shim (pid $last_shim, KiB):"
-awk '/^[0-9a-f]+-[0-9a-f]+ /{name=($6==""?"[anon]":$6) " " $2} /^Pss:/{p[name]+=$2} END{for (k in p) if (p[k]>0) printf "    %6d  %s\n", p[k], k}' "/proc/$last_shim/smaps" | sort -rn
+echo "  load average: $(cut -d' ' -f1-3 /proc/loadavg); one shim (pid $last_shim) by mapping, KiB: PSS, private dirty:"
+awk '/^[0-9a-f]+-[0-9a-f]+ /{name=($6==""?"[anon]":$6) " " $2} /^Pss:/{p[name]+=$2} /^Private_Dirty:/{d[name]+=$2}
+  END{for (k in p) if (p[k]>0) printf "    %6d %6d  %s\n", p[k], d[k], k}' "/proc/$last_shim/smaps" | sort -rn

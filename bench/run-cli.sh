@@ -27,7 +27,7 @@ daemon=$!
 cleanup() {
   kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null
   # The daemon keeps its containers' network namespaces mounted (as `ip netns` does).
-  grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r umount -l
+  grep -o " $work[^ ]*" /proc/mounts | sort -r | xargs -r umount -l || true
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -102,6 +102,13 @@ enum ClientCommand {
 }
 
 fn main() -> ExitCode {
+    // The daemon starts every shim as `zlayer-agent shim ARGS`. Straight there, without clap:
+    // building the whole command tree allocates and touches memory (heap, relocated tables)
+    // that each long-lived shim would otherwise keep as private pages.
+    let mut argv = std::env::args_os();
+    if argv.nth(1).as_deref() == Some(std::ffi::OsStr::new("shim")) {
+        return ExitCode::from(clamp_status(zlayer_runtime::shim::main(argv.collect())));
+    }
     let cli = Cli::parse();
     match cli.command {
         // The shim must stay single-threaded: it runs before any runtime is built.
