@@ -1,9 +1,6 @@
 //! The API's JSON bodies: what axum's `Json` extractor hands each handler, followed by the
 //! checks the handler runs before it changes anything.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use serde::de::DeserializeOwned;
 use zlayer_agent::containers::request::{to_run_options, CreateRequest};
 use zlayer_agent::services::DeployRequest;
@@ -15,22 +12,6 @@ use zlayer_image::registry::Platform;
 use zlayer_image::Reference;
 use zlayer_network::PortMapping;
 use zlayer_runtime::protocol::ExecSpec;
-
-/// Where `to_run_options` may create named volumes' directories (emptied after each input).
-fn volumes_dir() -> &'static PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        DIR.get_or_init(|| {
-            tempfile::Builder::new()
-                .prefix("zlayer-fuzz-volumes-")
-                .tempdir()
-                .expect("creating the fuzz volumes directory")
-        })
-        .path()
-        .join("volumes")
-    })
-}
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
     match serde_json::from_slice(body) {
@@ -102,9 +83,12 @@ fn create_container(body: &[u8]) {
     let Some(req) = decode::<CreateRequest>(body) else {
         return;
     };
-    let dir = volumes_dir();
-    let _ = to_run_options(&req, dir).map_err(|e| e.to_string());
-    let _ = std::fs::remove_dir_all(dir);
+    // Named volumes' directories are created here; removed with it.
+    let dir = tempfile::Builder::new()
+        .prefix("zlayer-fuzz-volumes-")
+        .tempdir()
+        .expect("creating the volumes directory");
+    let _ = to_run_options(&req, &dir.path().join("volumes")).map_err(|e| e.to_string());
     for p in &req.publish {
         let _ = p.parse::<PortMapping>().map_err(|e| e.to_string());
     }

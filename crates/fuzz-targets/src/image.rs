@@ -1,26 +1,9 @@
 //! Targets of the image crate: layer tars, references, manifests/indexes/configs.
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
 use zlayer_image::registry::{parse_manifest, ManifestDocument, Platform, ACCEPTED_MANIFEST_TYPES};
 use zlayer_image::store::{ImageConfiguration, Manifest};
 use zlayer_image::unpack::{apply_layer, ApplyOptions, WhiteoutMode};
 use zlayer_image::{Digest, Reference};
-
-/// A directory all unpack runs of this process happen under (removed with the process's
-/// temp dir; each input gets a fresh subdirectory that is removed after it).
-fn scratch() -> &'static PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        tempfile::Builder::new()
-            .prefix("zlayer-fuzz-unpack-")
-            .tempdir()
-            .expect("creating the fuzz scratch directory")
-    });
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| DIR.get().expect("initialised above").path().to_path_buf())
-}
 
 /// The layer unpacker: the first byte picks the mode (overlay or apply whiteouts, deferred
 /// lower-layer work, owners kept), the rest is the tar. Limits are small so a fuzzed tar bomb
@@ -30,9 +13,11 @@ pub fn unpack(data: &[u8]) {
     let Some((&mode, tar)) = data.split_first() else {
         return;
     };
+    // A fresh directory per input, removed when it drops (a static one would outlive the
+    // process: statics are never dropped).
     let work = tempfile::Builder::new()
-        .prefix("in-")
-        .tempdir_in(scratch())
+        .prefix("zlayer-fuzz-unpack-")
+        .tempdir()
         .expect("creating a per-input directory");
     let target = work.path().join("rootfs");
     let outside = work.path().join("outside");
