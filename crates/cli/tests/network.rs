@@ -375,10 +375,14 @@ fn sandboxes_of_gone_containers_are_cleaned_after_a_daemon_sigkill() {
 
     let netns = d.state().join("netns");
     let sandboxes = d.state().join("network/sandboxes");
+    // Sandboxes are released in the background after the removal.
     for gone in [&gone_id, &orphan_id] {
-        assert!(!netns.join(gone).exists(), "namespace of {gone} leaked");
         assert!(
-            !sandboxes.join(format!("{gone}.json")).exists(),
+            eventually(20, || !netns.join(gone).exists()),
+            "namespace of {gone} leaked"
+        );
+        assert!(
+            eventually(20, || !sandboxes.join(format!("{gone}.json")).exists()),
             "sandbox {gone} leaked"
         );
     }
