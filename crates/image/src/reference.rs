@@ -199,12 +199,14 @@ impl Reference {
     }
 
     /// The shortest form docker would print (`busybox:latest`, `127.0.0.1:5000/a/b:t`).
+    /// `library/` is dropped only when one path component remains: `library/a/b` must keep
+    /// it, since `a/b` names `docker.io/a/b` (found by the `reference` fuzz target).
     pub fn familiar(&self) -> String {
         let mut s = if self.registry == DEFAULT_REGISTRY {
-            self.repository
-                .strip_prefix("library/")
-                .unwrap_or(&self.repository)
-                .to_string()
+            match self.repository.strip_prefix("library/") {
+                Some(official) if !official.contains('/') => official.to_string(),
+                _ => self.repository.clone(),
+            }
         } else {
             self.name()
         };
@@ -341,6 +343,13 @@ mod tests {
     #[test]
     fn normalises_like_docker() {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
+        let deep = Reference::parse("library/a/lpine").unwrap();
+        assert_eq!(deep.familiar(), "library/a/lpine:latest");
+        assert_eq!(Reference::parse(&deep.familiar()).unwrap(), deep);
+        assert_eq!(
+            Reference::parse("busybox").unwrap().familiar(),
+            "busybox:latest"
+        );
         assert_eq!(norm("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(norm("user/app"), "docker.io/user/app:latest");
         assert_eq!(
