@@ -22,11 +22,15 @@ fuzz_seconds=${FUZZ_SECONDS:-20}
 fuzz_log=$(mktemp)
 for target in $(fuzz/run.sh --list); do
   [ "$fuzz_seconds" = 0 ] && break
-  if ! nice -n 10 fuzz/run.sh "$target" "$fuzz_seconds" >"$fuzz_log" 2>&1; then
+  # A fixed seed: the same inputs in the same order on every run, so a red suite is a
+  # reproducible finding, not chance; the ten-minute runs (docs/fuzzing.md) explore further.
+  if ! nice -n 10 fuzz/run.sh "$target" "$fuzz_seconds" -seed=1 >"$fuzz_log" 2>&1; then
     tail -n 80 "$fuzz_log"
     echo "fuzz target $target failed: see fuzz/artifacts/$target/" >&2
     exit 1
   fi
   echo "fuzz $target: $(grep -E '^stat::number_of_executed_units' "$fuzz_log" | tr -s ' ')"
+  fuzz_passed=$((${fuzz_passed:-0} + 1))
 done
 rm -f "$fuzz_log"
+echo "fuzz: ${fuzz_passed:-0} passed, 0 failed"
