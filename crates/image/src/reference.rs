@@ -200,12 +200,18 @@ impl Reference {
 
     /// The shortest form docker would print (`busybox:latest`, `127.0.0.1:5000/a/b:t`).
     /// `library/` is dropped only when one path component remains: `library/a/b` must keep
-    /// it, since `a/b` names `docker.io/a/b` (found by the `reference` fuzz target).
+    /// it, since `a/b` names `docker.io/a/b`. `docker.io/` stays when the path's first
+    /// component would read as a registry (`docker.io/x.io/y`). Both found by the `reference`
+    /// fuzz target: the short form must name the same image.
     pub fn familiar(&self) -> String {
         let mut s = if self.registry == DEFAULT_REGISTRY {
-            match self.repository.strip_prefix("library/") {
-                Some(official) if !official.contains('/') => official.to_string(),
-                _ => self.repository.clone(),
+            let short = match self.repository.strip_prefix("library/") {
+                Some(official) if !official.contains('/') => official,
+                _ => self.repository.as_str(),
+            };
+            match split_registry(short) {
+                (None, _) => short.to_string(),
+                (Some(_), _) => self.name(),
             }
         } else {
             self.name()
@@ -346,6 +352,9 @@ mod tests {
         let deep = Reference::parse("library/a/lpine").unwrap();
         assert_eq!(deep.familiar(), "library/a/lpine:latest");
         assert_eq!(Reference::parse(&deep.familiar()).unwrap(), deep);
+        let hostlike = Reference::parse("docker.io/lyb.io/x").unwrap();
+        assert_eq!(hostlike.familiar(), "docker.io/lyb.io/x:latest");
+        assert_eq!(Reference::parse(&hostlike.familiar()).unwrap(), hostlike);
         assert_eq!(
             Reference::parse("busybox").unwrap().familiar(),
             "busybox:latest"
