@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{daemon_with_busybox, run, TestDaemon, BIN};
+use common::{daemon_with_busybox, run, run_within, TestDaemon};
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p)
@@ -42,45 +42,6 @@ fn as_nobody(args: &[&str]) -> bool {
         .status()
         .expect("running setpriv (util-linux)")
         .success()
-}
-
-/// Runs the CLI, killing it after `secs` (a hang is a failure, not a stuck test).
-fn run_within(d: &TestDaemon, secs: u64, args: &[&str]) -> (i32, String, String) {
-    let mut child = Command::new(BIN)
-        .arg("--socket")
-        .arg(d.socket())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running the CLI");
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut out = String::new();
-            let mut err = String::new();
-            child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return (status.code().unwrap_or(-1), out, err);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("zlayer-agent {args:?} still running after {secs} s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn daemon_rss_kib(d: &TestDaemon) -> u64 {
@@ -289,7 +250,7 @@ fn image_etc_files_of_the_wrong_type_fail_fast() {
             }
             args.push(image);
             let started = Instant::now();
-            let (code, out, err) = run_within(&d, 60, &args);
+            let (code, out, err, _) = run_within(&d, &args, Duration::from_secs(60));
             assert_ne!(code, 0, "{image}: {out}");
             assert!(
                 err.contains("not a regular file but") && err.contains(what),

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{daemon_with_busybox, eventually, TestDaemon, BIN};
+use common::{daemon_with_busybox, eventually, run_within, TestDaemon, BIN};
 use serde_json::Value;
 
 /// A command that ends promptly on SIGTERM (a bare `sleep` as PID 1 ignores it).
@@ -91,39 +91,6 @@ fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
         }
     }
     found
-}
-
-/// Runs the CLI, killing it after `limit`: (exit code, stdout, stderr, elapsed). A hang is a
-/// test failure, not a hung test.
-fn run_within(d: &TestDaemon, args: &[&str], limit: Duration) -> (i32, String, String, Duration) {
-    let start = Instant::now();
-    let mut child = Command::new(BIN)
-        .arg("--socket")
-        .arg(d.socket())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("zlayer-agent {args:?} hung for {limit:?}\n{}", d.log());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        start.elapsed(),
-    )
 }
 
 fn run_detached(

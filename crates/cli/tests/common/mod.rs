@@ -414,3 +414,40 @@ pub fn run_with_stdin(d: &TestDaemon, args: &[&str], input: &[u8]) -> (i32, Stri
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs the CLI, killing it after `limit`: (exit code, stdout, stderr, elapsed). A hang is a
+/// test failure, not a hung test.
+pub fn run_within(
+    d: &TestDaemon,
+    args: &[&str],
+    limit: Duration,
+) -> (i32, String, String, Duration) {
+    let start = Instant::now();
+    let mut child = Command::new(BIN)
+        .arg("--socket")
+        .arg(d.socket())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("zlayer-agent {args:?} hung for {limit:?}\n{}", d.log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        start.elapsed(),
+    )
+}
