@@ -19,7 +19,8 @@ use oci_spec::image::ImageConfiguration;
 use crate::bundle::{self, ContainerSpec, GeneratedBundle, RunOptions};
 use crate::exit::{read_exit_record, ExitRecord};
 use crate::protocol::{
-    decode_data, encode_data, line, ContainerState, Event, ExecSpec, Request, Stream, StreamInput,
+    decode_data, encode_data, line, ContainerState, ErrorKind, Event, ExecSpec, Request, Stream,
+    StreamInput,
 };
 use crate::rootfs;
 use crate::shim::{socket_path, ShimArgs, StartReport, START_GATE_FD};
@@ -472,7 +473,7 @@ impl ShimClient {
                 shim_pid,
                 started_at,
             }),
-            Some(Event::Error { message }) => Err(self.shim_err(message)),
+            Some(Event::Error { message, .. }) => Err(self.shim_err(message)),
             // Exited, or the shim went away while answering: the record tells.
             _ => self.exited().map(ShimStatus::Exited),
         }
@@ -492,10 +493,11 @@ impl ShimClient {
         };
         match c.next()? {
             Some(Event::Ok) => Ok(()),
-            Some(Event::Error { message }) if message.contains("not running") => {
-                Err(ClientError::NotRunning(self.id.clone()))
-            }
-            Some(Event::Error { message }) => Err(self.shim_err(message)),
+            Some(Event::Error {
+                kind: ErrorKind::NotRunning,
+                ..
+            }) => Err(ClientError::NotRunning(self.id.clone())),
+            Some(Event::Error { message, .. }) => Err(self.shim_err(message)),
             _ => Err(ClientError::NotRunning(self.id.clone())),
         }
     }
@@ -578,7 +580,7 @@ impl ShimClient {
                 c.streaming()?;
                 Ok(ExecSession { conn: c, pid })
             }
-            Some(Event::Error { message }) => {
+            Some(Event::Error { message, .. }) => {
                 let exit_code = match c.next() {
                     Ok(Some(Event::ExecExit { exit_code, .. })) => Some(exit_code),
                     _ => None,
@@ -631,7 +633,7 @@ impl ShimClient {
                 c.streaming()?;
                 Ok(AttachSession { conn: c })
             }
-            Some(Event::Error { message }) => Err(self.shim_err(message)),
+            Some(Event::Error { message, .. }) => Err(self.shim_err(message)),
             other => Err(self.shim_err(format!("unexpected answer to attach: {other:?}"))),
         }
     }
@@ -763,9 +765,9 @@ fn stream_event(c: &mut Conn) -> Result<Option<StreamEvent>, ClientError> {
         return match c.next()? {
             None => Ok(None),
             Some(Event::Output { stream, data }) => {
-                let d = decode_data(&data).map_err(|message| ClientError::Shim {
+                let d = decode_data(&data).map_err(|e| ClientError::Shim {
                     id: c.id.clone(),
-                    message,
+                    message: e.to_string(),
                 })?;
                 Ok(Some(StreamEvent::Output(stream, d)))
             }
@@ -779,7 +781,7 @@ fn stream_event(c: &mut Conn) -> Result<Option<StreamEvent>, ClientError> {
                 signal: rec.signal,
                 record: Some(rec),
             })),
-            Some(Event::Error { message }) => Err(ClientError::Shim {
+            Some(Event::Error { message, .. }) => Err(ClientError::Shim {
                 id: c.id.clone(),
                 message,
             }),

@@ -4,6 +4,9 @@
 //! when the container exits; `exec` and `attach` turn the connection into a stream: the
 //! shim sends [`Event::Output`] lines and finally [`Event::Exit`], the client may send
 //! [`StreamInput`] lines (stdin data, stdin close). Binary data travels base64-encoded.
+//!
+//! A failure is [`Event::Error`]: a message for people and an [`ErrorKind`] for the client,
+//! which decides by the kind, never by the wording.
 
 use serde::{Deserialize, Serialize};
 
@@ -71,12 +74,41 @@ pub enum ContainerState {
     Exited,
 }
 
+/// What kind of failure an [`Event::Error`] reports.
+///
+/// A shim started by an older binary sends no kind, and a newer one may send a kind this
+/// binary does not know: both read as [`ErrorKind::Other`] (a daemon upgrade meets the shims
+/// of running containers, which were started by the previous binary).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The container's init has exited; the request needs a running container.
+    NotRunning,
+    /// The request itself is wrong: unreadable, an invalid signal, an exec spec that cannot
+    /// be run as given (no command, a relative or missing working directory, unknown user).
+    BadRequest,
+    /// `attach` with stdin to a container that was not started with an open stdin (`-i`).
+    StdinNotOpen,
+    /// `attach` with stdin while another client holds the container's stdin.
+    StdinTaken,
+    /// The runtime could not start the exec'd process (e.g. command not found); an
+    /// [`Event::ExecExit`] with docker's status may follow.
+    ExecFailed,
+    /// Anything not listed above. Must stay last (`serde(other)`).
+    #[default]
+    #[serde(other)]
+    Other,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Ok,
     Error {
         message: String,
+        /// Absent from shims older than this field: reads as [`ErrorKind::Other`].
+        #[serde(default)]
+        kind: ErrorKind,
     },
     Status {
         id: String,
@@ -110,11 +142,14 @@ pub fn encode_data(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-pub fn decode_data(s: &str) -> Result<Vec<u8>, String> {
+/// Stream data that is not base64.
+#[derive(Debug, thiserror::Error)]
+#[error("bad base64 data: {0}")]
+pub struct BadData(#[from] base64::DecodeError);
+
+pub fn decode_data(s: &str) -> Result<Vec<u8>, BadData> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .map_err(|e| format!("bad base64 data: {e}"))
+    Ok(base64::engine::general_purpose::STANDARD.decode(s)?)
 }
 
 /// Serialises one message as a line.
@@ -151,6 +186,47 @@ mod tests {
         assert_eq!(
             decode_data(&encode_data(b"\x00\xffhi")).unwrap(),
             b"\x00\xffhi"
+        );
+        assert!(decode_data("not base64!").is_err());
+    }
+
+    #[test]
+    fn error_kind_crosses_the_socket() {
+        let e = Event::Error {
+            message: "container is not running".into(),
+            kind: ErrorKind::NotRunning,
+        };
+        let back: Event = serde_json::from_slice(&line(&e)).unwrap();
+        assert_eq!(back, e);
+        assert_eq!(
+            String::from_utf8(line(&e)).unwrap(),
+            "{\"type\":\"error\",\"message\":\"container is not running\",\"kind\":\"not_running\"}\n"
+        );
+    }
+
+    #[test]
+    fn errors_of_older_and_newer_shims_read_as_other() {
+        // A shim started by the previous binary sends no kind.
+        let old: Event =
+            serde_json::from_str(r#"{"type":"error","message":"container is not running"}"#)
+                .unwrap();
+        assert_eq!(
+            old,
+            Event::Error {
+                message: "container is not running".into(),
+                kind: ErrorKind::Other,
+            }
+        );
+        // A kind this binary does not know yet.
+        let newer: Event =
+            serde_json::from_str(r#"{"type":"error","message":"m","kind":"quota_exceeded"}"#)
+                .unwrap();
+        assert_eq!(
+            newer,
+            Event::Error {
+                message: "m".into(),
+                kind: ErrorKind::Other,
+            }
         );
     }
 }

@@ -17,10 +17,46 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::waitpid;
 use nix::unistd::{pipe2, ForkResult, Pid};
 
+use super::error::{error_chain, start_error_code, IoFailure};
 use super::executor::{reset_signals, ShimExecutor};
-use super::start::error_chain;
 use super::ShimArgs;
-use crate::protocol::ExecSpec;
+use crate::protocol::{ErrorKind, ExecSpec};
+
+/// Why an exec's process did not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ExecError {
+    /// The request cannot be run as given (no command, a bad working directory or user).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The container's config.json cannot serve as the exec's template.
+    #[error("{}: {problem}", path.display())]
+    Config { path: PathBuf, problem: String },
+    #[error(transparent)]
+    Io(#[from] IoFailure),
+    /// The runtime could not start the process: libcontainer's error chain, which crossed
+    /// the helper's pipe as text.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+impl ExecError {
+    /// The kind the client gets with this error.
+    pub(crate) fn kind(&self) -> ErrorKind {
+        match self {
+            ExecError::BadRequest(_) => ErrorKind::BadRequest,
+            _ => ErrorKind::ExecFailed,
+        }
+    }
+
+    /// Docker's status for an exec whose command could not run (127 not found, 126 not
+    /// executable); `None` for other failures.
+    pub(crate) fn exit_code(&self) -> Option<i32> {
+        match self {
+            ExecError::Runtime(message) => start_error_code(message),
+            _ => None,
+        }
+    }
+}
 
 pub(crate) struct ExecPipes {
     pub pid: Pid,
@@ -46,17 +82,20 @@ fn write_process(
     container: &Container,
     spec: &ExecSpec,
     seq: u64,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, ExecError> {
     if spec.args.is_empty() {
-        return Err("exec needs a command".into());
+        return Err(ExecError::BadRequest("exec needs a command".into()));
     }
-    crate::bundle::validate::exec_spec(spec)?;
+    crate::bundle::validate::exec_spec(spec).map_err(|e| ExecError::BadRequest(e.to_string()))?;
     let config = args.bundle.join("config.json");
-    let oci = Spec::load(&config).map_err(|e| format!("{}: {e}", config.display()))?;
-    let mut process = oci
-        .process()
-        .clone()
-        .ok_or("the container's config.json has no process")?;
+    let oci = Spec::load(&config).map_err(|e| ExecError::Config {
+        path: config.clone(),
+        problem: e.to_string(),
+    })?;
+    let mut process = oci.process().clone().ok_or_else(|| ExecError::Config {
+        path: config.clone(),
+        problem: "the container's config.json has no process".into(),
+    })?;
     process.set_args(Some(spec.args.clone()));
     process.set_terminal(Some(false));
     let mut env = process.env().clone().unwrap_or_default();
@@ -74,20 +113,23 @@ fn write_process(
         } else {
             args.bundle.join(root)
         };
-        let r = crate::bundle::resolve_user(&root, u).map_err(|e| e.to_string())?;
+        let r = crate::bundle::resolve_user(&root, u)
+            .map_err(|e| ExecError::BadRequest(e.to_string()))?;
         let user = UserBuilder::default()
             .uid(r.uid)
             .gid(r.gid)
             .additional_gids(r.additional_gids)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ExecError::Runtime(e.to_string()))?;
         process.set_user(user);
         merge_env(&mut env, &format!("HOME={}", r.home));
     }
     process.set_env(Some(env));
     if let Some(cwd) = &spec.cwd {
         if !cwd.starts_with('/') {
-            return Err(format!("working directory {cwd:?} is not an absolute path"));
+            return Err(ExecError::BadRequest(format!(
+                "working directory {cwd:?} is not an absolute path"
+            )));
         }
         check_exec_cwd(container, cwd)?;
         process.set_cwd(PathBuf::from(cwd));
@@ -95,7 +137,7 @@ fn write_process(
     let path = args
         .bundle
         .join(format!("exec-{}-{seq}.json", std::process::id()));
-    let data = serde_json::to_vec(&process).map_err(|e| e.to_string())?;
+    let data = serde_json::to_vec(&process).map_err(|e| ExecError::Runtime(e.to_string()))?;
     // 0600: the process spec carries the container's environment.
     {
         use std::io::Write;
@@ -107,27 +149,27 @@ fn write_process(
             .mode(0o600)
             .open(&path)
             .and_then(|mut f| f.write_all(&data))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| IoFailure::new(path.display().to_string(), e))?;
     }
     Ok(path)
 }
 
 /// `exec -w DIR`: DIR must be a directory in the container's view (its init's root, so
 /// volumes count), else the runtime's chdir fails with a bare errno.
-fn check_exec_cwd(container: &Container, cwd: &str) -> Result<(), String> {
+fn check_exec_cwd(container: &Container, cwd: &str) -> Result<(), ExecError> {
     let Some(pid) = container.pid() else {
         return Ok(());
     };
     let root = PathBuf::from(format!("/proc/{}/root", pid.as_raw()));
     match crate::safe_path::metadata_in_root(&root, Path::new(cwd)) {
         Ok(Some(m)) if m.is_dir() => Ok(()),
-        Ok(Some(m)) => Err(format!(
+        Ok(Some(m)) => Err(ExecError::BadRequest(format!(
             "working directory {cwd} is not a directory in the container (it is {})",
             crate::safe_path::describe_type(&m)
-        )),
-        Ok(None) => Err(format!(
+        ))),
+        Ok(None) => Err(ExecError::BadRequest(format!(
             "working directory {cwd}: no such directory in the container"
-        )),
+        ))),
         // The container's root is not reachable (e.g. it is exiting): let the runtime decide.
         Err(_) => Ok(()),
     }
@@ -139,7 +181,7 @@ pub(crate) fn start_exec(
     args: &ShimArgs,
     container: &Container,
     spec: &ExecSpec,
-) -> Result<ExecPipes, String> {
+) -> Result<ExecPipes, ExecError> {
     let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let process_path = write_process(args, container, spec, seq)?;
     let res = spawn_tenant(args, &process_path, spec.stdin);
@@ -151,8 +193,8 @@ fn spawn_tenant(
     args: &ShimArgs,
     process_path: &Path,
     want_stdin: bool,
-) -> Result<ExecPipes, String> {
-    let p = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+) -> Result<ExecPipes, ExecError> {
+    let p = || pipe2(OFlag::O_CLOEXEC).map_err(|e| IoFailure::new("pipe", e));
     let (out_r, out_w) = p()?;
     let (err_r, err_w) = p()?;
     let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if want_stdin {
@@ -161,7 +203,7 @@ fn spawn_tenant(
     } else {
         (
             File::open("/dev/null")
-                .map_err(|e| format!("/dev/null: {e}"))?
+                .map_err(|e| IoFailure::new("/dev/null", e))?
                 .into(),
             None,
         )
@@ -169,7 +211,7 @@ fn spawn_tenant(
     let (res_r, res_w) = p()?;
 
     // SAFETY: the shim is single-threaded, so the child may run arbitrary code.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+    match unsafe { nix::unistd::fork() }.map_err(|e| IoFailure::new("fork", e))? {
         ForkResult::Child => {
             drop(res_r);
             drop(stdin_w);
@@ -221,7 +263,7 @@ fn spawn_tenant(
                 let pid: i32 = pid
                     .trim()
                     .parse()
-                    .map_err(|_| format!("exec helper reported {s:?}"))?;
+                    .map_err(|_| ExecError::Runtime(format!("exec helper reported {s:?}")))?;
                 Ok(ExecPipes {
                     pid: Pid::from_raw(pid),
                     stdout: out_r,
@@ -229,9 +271,11 @@ fn spawn_tenant(
                     stdin: stdin_w,
                 })
             } else if let Some(err) = s.strip_prefix("err ") {
-                Err(err.to_string())
+                Err(ExecError::Runtime(err.to_string()))
             } else {
-                Err("the exec helper died without reporting".into())
+                Err(ExecError::Runtime(
+                    "the exec helper died without reporting".into(),
+                ))
             }
         }
     }

@@ -58,7 +58,7 @@ impl Executor for ShimExecutor {
         if let Some(filter) = &self.seccomp {
             filter
                 .install()
-                .map_err(ExecutorValidationError::ArgValidationError)?;
+                .map_err(|e| ExecutorValidationError::ArgValidationError(e.to_string()))?;
         }
         Ok(())
     }

@@ -31,6 +31,11 @@ macro_rules! shim_log {
     }};
 }
 
+// Layers, each using only those above it in this list:
+// error (describing failures) -> seccomp_bpf, executor (what runs in the container's
+// process) -> exec, start (creating processes) -> server (the event loop) -> this module,
+// which hands the started container from `start` to `server`.
+pub(crate) mod error;
 mod exec;
 pub(crate) mod executor;
 pub(crate) mod seccomp_bpf;
@@ -61,6 +66,21 @@ pub struct ShimArgs {
     pub start_gate: bool,
 }
 
+/// Arguments `zlayer-agent shim` cannot run with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ArgsError {
+    #[error("non UTF-8 argument {0:?}")]
+    NotUtf8(OsString),
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    #[error("{0}: not a number")]
+    NotANumber(String),
+    #[error("unknown shim argument {0:?}")]
+    Unknown(String),
+    #[error("{0} is required")]
+    Required(&'static str),
+}
+
 /// The descriptor a gated shim gets its start gate on (`--start-gate`).
 pub const START_GATE_FD: i32 = 3;
 
@@ -88,7 +108,7 @@ impl ShimArgs {
         v
     }
 
-    pub fn parse(args: &[OsString]) -> Result<ShimArgs, String> {
+    pub fn parse(args: &[OsString]) -> Result<ShimArgs, ArgsError> {
         let mut id = None;
         let mut bundle = None;
         let mut state = None;
@@ -98,13 +118,11 @@ impl ShimArgs {
         let mut start_gate = false;
         let mut it = args.iter();
         while let Some(a) = it.next() {
-            let a = a
-                .to_str()
-                .ok_or_else(|| format!("non UTF-8 argument {a:?}"))?;
+            let a = a.to_str().ok_or_else(|| ArgsError::NotUtf8(a.clone()))?;
             let mut val = |name: &str| {
                 it.next()
                     .cloned()
-                    .ok_or_else(|| format!("{name} needs a value"))
+                    .ok_or_else(|| ArgsError::MissingValue(name.to_string()))
             };
             match a {
                 "--id" => id = Some(val(a)?.to_string_lossy().into_owned()),
@@ -114,23 +132,23 @@ impl ShimArgs {
                     log_max_size = val(a)?
                         .to_string_lossy()
                         .parse()
-                        .map_err(|_| "--log-max-size: not a number".to_string())?
+                        .map_err(|_| ArgsError::NotANumber(a.to_string()))?
                 }
                 "--log-max-files" => {
                     log_max_files = val(a)?
                         .to_string_lossy()
                         .parse()
-                        .map_err(|_| "--log-max-files: not a number".to_string())?
+                        .map_err(|_| ArgsError::NotANumber(a.to_string()))?
                 }
                 "--stdin" => stdin = true,
                 "--start-gate" => start_gate = true,
-                other => return Err(format!("unknown shim argument {other:?}")),
+                other => return Err(ArgsError::Unknown(other.to_string())),
             }
         }
         Ok(ShimArgs {
-            id: id.ok_or("--id is required")?,
-            bundle: bundle.ok_or("--bundle is required")?,
-            state: state.ok_or("--state is required")?,
+            id: id.ok_or(ArgsError::Required("--id"))?,
+            bundle: bundle.ok_or(ArgsError::Required("--bundle"))?,
+            state: state.ok_or(ArgsError::Required("--state"))?,
             log_max_size,
             log_max_files,
             stdin,
@@ -220,7 +238,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         Ok(nix::unistd::ForkResult::Child) => {
             drop(r);
-            let code = start::run(args, w);
+            let code = match start::run(args, w) {
+                Some(started) => server::Server::new(started).run(),
+                None => 1,
+            };
             // Leave without running the spawner's atexit handlers or flushing its stdio.
             // SAFETY: _exit is always safe to call.
             unsafe { libc::_exit(code) }
@@ -259,5 +280,43 @@ fn relay_report(r: OwnedFd) -> i32 {
         0
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn args_roundtrip_and_errors_name_the_argument() {
+        let a = ShimArgs {
+            id: "abc".into(),
+            bundle: "/b".into(),
+            state: "/s".into(),
+            log_max_size: 10,
+            log_max_files: 2,
+            stdin: true,
+            start_gate: false,
+        };
+        let back = ShimArgs::parse(&a.to_args()).unwrap();
+        assert_eq!(back.to_args(), a.to_args());
+        assert_eq!(
+            ShimArgs::parse(&os(&["--id"])).unwrap_err(),
+            ArgsError::MissingValue("--id".into())
+        );
+        assert_eq!(
+            ShimArgs::parse(&os(&["--id", "x", "--bundle", "/b"])).unwrap_err(),
+            ArgsError::Required("--state")
+        );
+        let e = ShimArgs::parse(&os(&["--log-max-size", "big"])).unwrap_err();
+        assert_eq!(e.to_string(), "--log-max-size: not a number");
+        assert_eq!(
+            ShimArgs::parse(&os(&["--nope"])).unwrap_err(),
+            ArgsError::Unknown("--nope".into())
+        );
     }
 }

@@ -35,6 +35,8 @@ use libseccomp::{
 };
 use sha2::{Digest, Sha256};
 
+use super::error::IoFailure;
+
 /// The profile taken out of config.json, as it was there (JSON).
 pub(crate) const PROFILE_FILE: &str = "seccomp.json";
 /// config.json annotation: sha256 (hex) of [`PROFILE_FILE`]; present iff the shim applies it.
@@ -43,6 +45,51 @@ pub(crate) const PROFILE_ANNOTATION: &str = "org.zlayer.seccomp.sha256";
 const TRANSLATION_VERSION: &str = "zlayer-seccomp-bpf-2";
 /// The kernel's limit on a classic BPF program (BPF_MAXINSNS).
 const MAX_INSNS: usize = 4096;
+
+/// Why the container's seccomp filter could not be prepared or installed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SeccompError {
+    #[error(transparent)]
+    Io(#[from] IoFailure),
+    /// config.json or the saved profile cannot be read as what it should be.
+    #[error("{}: {problem}", path.display())]
+    Config { path: PathBuf, problem: String },
+    /// The saved profile is not the one config.json names.
+    #[error("seccomp profile {} has sha256 {actual}, but {} expects {expected}", path.display(), config.display())]
+    ProfileChanged {
+        path: PathBuf,
+        config: PathBuf,
+        actual: String,
+        expected: String,
+    },
+    /// libseccomp refused part of the profile.
+    #[error("{what}: {source}")]
+    Compile {
+        what: String,
+        #[source]
+        source: libseccomp::error::SeccompError,
+    },
+    #[error("seccomp trace value {0} too large")]
+    TraceValue(i32),
+    #[error("seccomp notify actions are applied by libcontainer")]
+    Notify,
+    /// Bytes that are not a classic BPF program the kernel would take.
+    #[error("{0} bytes is not a program of 1 to {MAX_INSNS} BPF instructions")]
+    NotAProgram(usize),
+    #[error("libseccomp's program: {0}")]
+    Libseccomp(Box<SeccompError>),
+    #[error("installing the container's seccomp filter ({insns} instructions, flags {flags:#x}): {source}")]
+    Install {
+        insns: usize,
+        flags: libc::c_ulong,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The helper process of [`prepare_in_child`] failed (its message, which crossed a
+    /// pipe as text) or answered something unreadable.
+    #[error("{0}")]
+    Helper(String),
+}
 
 /// A compiled filter ready to install, and the seccomp(2) flags the profile asked for.
 #[derive(Debug)]
@@ -54,7 +101,7 @@ pub(crate) struct SeccompProgram {
 impl SeccompProgram {
     /// Installs the filter on the calling thread (the container process is single-threaded
     /// at this point). Needs no_new_privileges (checked before the profile was taken over).
-    pub(crate) fn install(&self) -> Result<(), String> {
+    pub(crate) fn install(&self) -> Result<(), SeccompError> {
         let prog = libc::sock_fprog {
             len: self.insns.len() as libc::c_ushort,
             filter: self.insns.as_ptr() as *mut libc::sock_filter,
@@ -70,12 +117,11 @@ impl SeccompProgram {
             )
         };
         if rc != 0 {
-            return Err(format!(
-                "installing the container's seccomp filter ({} instructions, flags {:#x}): {}",
-                self.insns.len(),
-                self.flags,
-                std::io::Error::last_os_error()
-            ));
+            return Err(SeccompError::Install {
+                insns: self.insns.len(),
+                flags: self.flags,
+                source: std::io::Error::last_os_error(),
+            });
         }
         Ok(())
     }
@@ -83,15 +129,20 @@ impl SeccompProgram {
 
 /// Prepares the bundle for a start or an exec and returns the filter the shim must install,
 /// or `None` when there is none to install by us (no profile, or libcontainer applies it).
-pub(crate) fn prepare(bundle: &Path, state: &Path) -> Result<Option<SeccompProgram>, String> {
+pub(crate) fn prepare(bundle: &Path, state: &Path) -> Result<Option<SeccompProgram>, SeccompError> {
     let config_path = bundle.join("config.json");
-    let raw = fs::read(&config_path).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let mut config: serde_json::Value = serde_json::from_slice(&raw)
-        .map_err(|e| format!("{}: invalid JSON: {e}", config_path.display()))?;
+    let bad_config = |problem: String| SeccompError::Config {
+        path: config_path.clone(),
+        problem,
+    };
+    let raw =
+        fs::read(&config_path).map_err(|e| IoFailure::new(config_path.display().to_string(), e))?;
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&raw).map_err(|e| bad_config(format!("invalid JSON: {e}")))?;
     let profile_json = match config.pointer("/linux/seccomp") {
         Some(v) if !v.is_null() => {
             let profile: LinuxSeccomp = serde_json::from_value(v.clone())
-                .map_err(|e| format!("{}: linux.seccomp: {e}", config_path.display()))?;
+                .map_err(|e| bad_config(format!("linux.seccomp: {e}")))?;
             let nnp = config
                 .pointer("/process/noNewPrivileges")
                 .and_then(|v| v.as_bool())
@@ -99,7 +150,7 @@ pub(crate) fn prepare(bundle: &Path, state: &Path) -> Result<Option<SeccompProgr
             if !nnp || !is_covered(&profile) {
                 return Ok(None);
             }
-            let bytes = serde_json::to_vec(v).map_err(|e| e.to_string())?;
+            let bytes = serde_json::to_vec(v).map_err(|e| bad_config(e.to_string()))?;
             let sum = hex::encode(Sha256::digest(&bytes));
             write_atomic(&bundle.join(PROFILE_FILE), &bytes)?;
             // Remove it from what libcontainer reads; remember which profile replaces it.
@@ -108,15 +159,15 @@ pub(crate) fn prepare(bundle: &Path, state: &Path) -> Result<Option<SeccompProgr
             }
             let obj = config
                 .as_object_mut()
-                .ok_or_else(|| format!("{}: not a JSON object", config_path.display()))?;
+                .ok_or_else(|| bad_config("not a JSON object".into()))?;
             let ann = obj
                 .entry("annotations")
                 .or_insert_with(|| serde_json::json!({}));
-            let ann = ann.as_object_mut().ok_or_else(|| {
-                format!("{}: annotations is not an object", config_path.display())
-            })?;
+            let ann = ann
+                .as_object_mut()
+                .ok_or_else(|| bad_config("annotations is not an object".into()))?;
             ann.insert(PROFILE_ANNOTATION.into(), sum.into());
-            let out = serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?;
+            let out = serde_json::to_vec_pretty(&config).map_err(|e| bad_config(e.to_string()))?;
             write_atomic(&config_path, &out)?;
             bytes
         }
@@ -129,25 +180,32 @@ pub(crate) fn prepare(bundle: &Path, state: &Path) -> Result<Option<SeccompProgr
             };
             let path = bundle.join(PROFILE_FILE);
             let bytes = fs::read(&path).map_err(|e| {
-                format!(
-                    "{} names seccomp profile {sum}, but {} cannot be read: {e}",
-                    config_path.display(),
-                    path.display()
+                IoFailure::new(
+                    format!(
+                        "{} names seccomp profile {sum}, but {} cannot be read",
+                        config_path.display(),
+                        path.display()
+                    ),
+                    e,
                 )
             })?;
             let actual = hex::encode(Sha256::digest(&bytes));
             if actual != sum {
-                return Err(format!(
-                    "seccomp profile {} has sha256 {actual}, but {} expects {sum}",
-                    path.display(),
-                    config_path.display()
-                ));
+                return Err(SeccompError::ProfileChanged {
+                    path,
+                    config: config_path,
+                    actual,
+                    expected: sum.to_string(),
+                });
             }
             bytes
         }
     };
-    let profile: LinuxSeccomp = serde_json::from_slice(&profile_json)
-        .map_err(|e| format!("{}: {e}", bundle.join(PROFILE_FILE).display()))?;
+    let profile: LinuxSeccomp =
+        serde_json::from_slice(&profile_json).map_err(|e| SeccompError::Config {
+            path: bundle.join(PROFILE_FILE),
+            problem: e.to_string(),
+        })?;
     let insns = cached_program(&profile, &profile_json, &state.join("seccomp"))?;
     Ok(Some(SeccompProgram {
         insns,
@@ -162,13 +220,13 @@ pub(crate) fn prepare(bundle: &Path, state: &Path) -> Result<Option<SeccompProgr
 pub(crate) fn prepare_in_child(
     bundle: &Path,
     state: &Path,
-) -> Result<Option<SeccompProgram>, String> {
+) -> Result<Option<SeccompProgram>, SeccompError> {
     use std::os::fd::OwnedFd;
     let (r, w): (OwnedFd, OwnedFd) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| IoFailure::new("pipe", e))?;
     // SAFETY: the shim is single-threaded, so the child may run arbitrary code; it leaves
     // through _exit without running the shim's exit paths.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+    match unsafe { nix::unistd::fork() }.map_err(|e| IoFailure::new("fork", e))? {
         nix::unistd::ForkResult::Child => {
             drop(r);
             let msg = match prepare(bundle, state) {
@@ -186,7 +244,7 @@ pub(crate) fn prepare_in_child(
                     }
                     m
                 }
-                Err(e) => [b"E".as_slice(), e.as_bytes()].concat(),
+                Err(e) => [b"E".as_slice(), e.to_string().as_bytes()].concat(),
             };
             let ok = File::from(w).write_all(&msg).is_ok();
             // SAFETY: leaving the forked child without running the shim's exit paths.
@@ -204,36 +262,39 @@ pub(crate) fn prepare_in_child(
 }
 
 /// The parent's side of [`prepare_in_child`]'s pipe.
-fn read_answer(f: &mut File) -> Result<Option<SeccompProgram>, String> {
+fn read_answer(f: &mut File) -> Result<Option<SeccompProgram>, SeccompError> {
     use std::io::Read;
     let mut tag = [0u8; 1];
     let res = f.read_exact(&mut tag);
+    let helper = SeccompError::Helper;
     match (res, tag[0]) {
-        (Err(e), _) => Err(format!("the seccomp helper died without answering ({e})")),
+        (Err(e), _) => Err(helper(format!(
+            "the seccomp helper died without answering ({e})"
+        ))),
         (Ok(()), b'N') => Ok(None),
         (Ok(()), b'E') => {
             let mut m = String::new();
             let _ = f.read_to_string(&mut m);
-            Err(m)
+            Err(helper(m))
         }
         (Ok(()), b'P') => {
             let mut head = [0u8; 12];
             f.read_exact(&mut head)
-                .map_err(|e| format!("reading the seccomp helper's answer: {e}"))?;
+                .map_err(|e| IoFailure::new("reading the seccomp helper's answer", e))?;
             let flags = u64::from_le_bytes(head[..8].try_into().unwrap_or_default());
             let n = u32::from_le_bytes(head[8..].try_into().unwrap_or_default()) as usize;
             if n == 0 || n > MAX_INSNS {
-                return Err(format!("the seccomp helper sent {n} instructions"));
+                return Err(helper(format!("the seccomp helper sent {n} instructions")));
             }
             let mut bytes = vec![0u8; n * std::mem::size_of::<libc::sock_filter>()];
             f.read_exact(&mut bytes)
-                .map_err(|e| format!("reading the seccomp helper's answer: {e}"))?;
+                .map_err(|e| IoFailure::new("reading the seccomp helper's answer", e))?;
             Ok(Some(SeccompProgram {
                 insns: decode(&bytes)?,
                 flags: flags as libc::c_ulong,
             }))
         }
-        (Ok(()), t) => Err(format!("the seccomp helper answered {t:#x}")),
+        (Ok(()), t) => Err(helper(format!("the seccomp helper answered {t:#x}"))),
     }
 }
 
@@ -276,7 +337,7 @@ fn cached_program(
     profile: &LinuxSeccomp,
     profile_json: &[u8],
     dir: &Path,
-) -> Result<Vec<libc::sock_filter>, String> {
+) -> Result<Vec<libc::sock_filter>, SeccompError> {
     let mut key = Sha256::new();
     key.update(TRANSLATION_VERSION.as_bytes());
     key.update(b"\0");
@@ -296,18 +357,26 @@ fn cached_program(
             Err(e) => tracing::warn!("ignoring cached seccomp program {}: {e}", path.display()),
         }
     }
-    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    fs::create_dir_all(dir)
+        .map_err(|e| IoFailure::new(format!("creating {}", dir.display()), e))?;
     let ctx = compile(profile)?;
     let tmp = temp_path(&path);
     let result = (|| {
-        let f = File::create(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
-        ctx.export_bpf(&f)
-            .map_err(|e| format!("exporting the seccomp program: {e}"))?;
+        let f = File::create(&tmp)
+            .map_err(|e| IoFailure::new(format!("creating {}", tmp.display()), e))?;
+        ctx.export_bpf(&f).map_err(|source| SeccompError::Compile {
+            what: "exporting the seccomp program".into(),
+            source,
+        })?;
         drop(f);
-        let bytes = fs::read(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        let insns = decode(&bytes).map_err(|e| format!("libseccomp's program: {e}"))?;
-        fs::rename(&tmp, &path)
-            .map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), path.display()))?;
+        let bytes = fs::read(&tmp).map_err(|e| IoFailure::new(tmp.display().to_string(), e))?;
+        let insns = decode(&bytes).map_err(|e| SeccompError::Libseccomp(Box::new(e)))?;
+        fs::rename(&tmp, &path).map_err(|e| {
+            IoFailure::new(
+                format!("renaming {} to {}", tmp.display(), path.display()),
+                e,
+            )
+        })?;
         Ok(insns)
     })();
     if result.is_err() {
@@ -316,13 +385,10 @@ fn cached_program(
     result
 }
 
-fn decode(bytes: &[u8]) -> Result<Vec<libc::sock_filter>, String> {
+fn decode(bytes: &[u8]) -> Result<Vec<libc::sock_filter>, SeccompError> {
     const INSN: usize = std::mem::size_of::<libc::sock_filter>();
     if bytes.is_empty() || bytes.len() % INSN != 0 || bytes.len() / INSN > MAX_INSNS {
-        return Err(format!(
-            "{} bytes is not a program of 1 to {MAX_INSNS} BPF instructions",
-            bytes.len()
-        ));
+        return Err(SeccompError::NotAProgram(bytes.len()));
     }
     Ok(bytes
         .chunks_exact(INSN)
@@ -341,7 +407,7 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
+fn write_atomic(path: &Path, data: &[u8]) -> Result<(), IoFailure> {
     let tmp = temp_path(path);
     // 0600: this rewrites config.json, which holds the container's environment.
     let res = fs::OpenOptions::new()
@@ -354,7 +420,7 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
         .and_then(|()| fs::rename(&tmp, path));
     res.map_err(|e| {
         let _ = fs::remove_file(&tmp);
-        format!("writing {}: {e}", path.display())
+        IoFailure::new(format!("writing {}", path.display()), e)
     })
 }
 
@@ -362,13 +428,16 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
 /// it: errno defaults to EPERM, rules with the default action are dropped (libseccomp
 /// rejects them), names unknown on this host are skipped, and several conditions on the
 /// same argument become separate rules (libseccomp cannot AND them).
-fn compile(p: &LinuxSeccomp) -> Result<ScmpFilterContext, String> {
+fn compile(p: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
+    let refused = |what: String| move |source| SeccompError::Compile { what, source };
     let default = action(p.default_action(), p.default_errno_ret())?;
-    let mut ctx = ScmpFilterContext::new(default)
-        .map_err(|e| format!("seccomp default action {:?}: {e}", p.default_action()))?;
+    let mut ctx = ScmpFilterContext::new(default).map_err(refused(format!(
+        "seccomp default action {:?}",
+        p.default_action()
+    )))?;
     for &arch in p.architectures().iter().flatten() {
         ctx.add_arch(scmp_arch(arch))
-            .map_err(|e| format!("seccomp architecture {arch:?}: {e}"))?;
+            .map_err(refused(format!("seccomp architecture {arch:?}")))?;
     }
     for rule in p.syscalls().iter().flatten() {
         let act = action(rule.action(), rule.errno_ret())?;
@@ -398,13 +467,13 @@ fn compile(p: &LinuxSeccomp) -> Result<ScmpFilterContext, String> {
             } else {
                 ctx.add_rule_conditional(act, sc, &conds).map(|_| ())
             };
-            added.map_err(|e| format!("seccomp rule for {name} ({act:?}): {e}"))?;
+            added.map_err(refused(format!("seccomp rule for {name} ({act:?})")))?;
         }
     }
     Ok(ctx)
 }
 
-fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, String> {
+fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, SeccompError> {
     let errno = errno.map(|e| e as i32).unwrap_or(libc::EPERM);
     Ok(match a {
         LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
@@ -413,14 +482,12 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<ScmpAction, Strin
         LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
         LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
         LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno),
-        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(
-            u16::try_from(errno).map_err(|_| format!("seccomp trace value {errno} too large"))?,
-        ),
+        LinuxSeccompAction::ScmpActTrace => {
+            ScmpAction::Trace(u16::try_from(errno).map_err(|_| SeccompError::TraceValue(errno))?)
+        }
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
-        LinuxSeccompAction::ScmpActNotify => {
-            return Err("seccomp notify actions are applied by libcontainer".into())
-        }
+        LinuxSeccompAction::ScmpActNotify => return Err(SeccompError::Notify),
     })
 }
 
@@ -527,7 +594,8 @@ mod tests {
         bytes.push(b' ');
         fs::write(&side, bytes).unwrap();
         let err = prepare(b.path(), state.path()).unwrap_err();
-        assert!(err.contains("sha256"), "{err}");
+        assert!(matches!(err, SeccompError::ProfileChanged { .. }), "{err}");
+        assert!(err.to_string().contains("sha256"), "{err}");
     }
 
     #[test]

@@ -1,56 +1,104 @@
 //! Starting the container inside the detached shim, and reporting the outcome.
+//!
+//! Below the server in the shim's layers: [`run`] hands the started container
+//! ([`Started`]) to its caller, which serves it (see `super::main`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::fcntl::OFlag;
 use nix::unistd::{dup2, pipe2};
 
+use super::error::{error_chain, start_error_code, IoFailure};
 use super::executor::ShimExecutor;
-use super::server::{InitIo, Server};
+use super::seccomp_bpf::SeccompError;
 use super::{ShimArgs, StartReport};
 use crate::exit::{write_exit_record, ExitRecord};
+
+/// The container init's stdio, owned by the shim.
+pub(crate) struct InitIo {
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    pub stdin: Option<OwnedFd>,
+}
+
+/// A container that runs, and what the shim serves it with.
+pub(crate) struct Started {
+    pub args: ShimArgs,
+    pub listener: UnixListener,
+    pub container: Container,
+    pub io: InitIo,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Why the container did not start. Its text is the start error the daemon reports.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StartError {
+    #[error(transparent)]
+    Io(#[from] IoFailure),
+    #[error("a shim is already serving {} (container exists)", .0.display())]
+    AlreadyServed(PathBuf),
+    #[error("{} does not exist", .0.display())]
+    NoConfig(PathBuf),
+    /// config.json or libcontainer's state of the container cannot be read.
+    #[error("{context}: {source}")]
+    Spec {
+        context: String,
+        #[source]
+        source: libcontainer::oci_spec::OciSpecError,
+    },
+    #[error("seccomp: {0}")]
+    Seccomp(#[source] SeccompError),
+    /// libcontainer failed (its error chain); `exit_code` is docker's status for a command
+    /// that could not run (127, 126).
+    #[error("{message}")]
+    Runtime {
+        message: String,
+        exit_code: Option<i32>,
+    },
+    #[error("bringing up loopback in the container failed ({0})")]
+    Loopback(String),
+    #[error("{0}")]
+    DeviceFilter(String),
+    /// The spawner closed the start gate or wrote something other than `go`.
+    #[error("{}", match .0 {
+        None => "start cancelled: the daemon closed the start gate (network attachment failed or the daemon went away)".to_string(),
+        Some(why) => format!("start cancelled by the daemon: {why}"),
+    })]
+    Cancelled(Option<String>),
+    #[error("start gate: {0:?} is not an IP address")]
+    GateAddress(String),
+}
+
+impl StartError {
+    /// A libcontainer failure, with docker's status when its command could not run.
+    fn runtime(e: &dyn std::error::Error) -> Self {
+        let message = error_chain(e);
+        StartError::Runtime {
+            exit_code: start_error_code(&message),
+            message,
+        }
+    }
+
+    fn exit_code(&self) -> Option<i32> {
+        match self {
+            StartError::Runtime { exit_code, .. } => *exit_code,
+            _ => None,
+        }
+    }
+}
 
 fn report(w: OwnedFd, r: &StartReport) {
     let mut f = File::from(w);
     let _ = f.write_all(&crate::protocol::line(r));
     // dropping `f` closes the pipe: the spawner-facing process then exits
-}
-
-/// Maps a libcontainer start error to docker's exit status: 127 when the command was
-/// not found, 126 when it is not executable.
-pub(crate) fn start_error_code(msg: &str) -> Option<i32> {
-    let exec_failed = msg.contains("executing") || msg.contains("execvp");
-    if msg.contains("not found in $PATH") || (exec_failed && msg.contains("ENOENT")) {
-        Some(127)
-    } else if msg.contains("does not have correct permissions")
-        || (exec_failed && msg.contains("EACCES"))
-    {
-        Some(126)
-    } else {
-        None
-    }
-}
-
-/// Full chain of an error, so "failed to create container" comes with its cause.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 fn redirect_stdio(args: &ShimArgs) {
@@ -68,8 +116,10 @@ fn redirect_stdio(args: &ShimArgs) {
     }
 }
 
-/// Body of the detached shim. Returns its exit status.
-pub(crate) fn run(args: ShimArgs, report_w: OwnedFd) -> i32 {
+/// The detached shim's start: the container running and reported to the spawner, or
+/// `None` when it could not start (reported, and everything created removed: the shim
+/// exits with status 1).
+pub(crate) fn run(args: ShimArgs, report_w: OwnedFd) -> Option<Started> {
     let _ = nix::unistd::setsid();
     redirect_stdio(&args);
     // libcontainer explains failures only through `tracing`: send its errors to
@@ -111,14 +161,16 @@ pub(crate) fn run(args: ShimArgs, report_w: OwnedFd) -> i32 {
                 exit_code,
             },
         );
-        1
     };
 
     // The socket first: a second shim for the same id must fail before touching anything.
     let sock = args.socket_path();
     let listener = match bind_socket(&sock) {
         Ok(l) => l,
-        Err(e) => return fail(report_w, e, None),
+        Err(e) => {
+            fail(report_w, e.to_string(), None);
+            return None;
+        }
     };
     let remove_sock = || {
         let _ = fs::remove_file(&sock);
@@ -139,12 +191,18 @@ pub(crate) fn run(args: ShimArgs, report_w: OwnedFd) -> i32 {
                     exit_code: None,
                 },
             );
-            let server = Server::new(args, listener, container, io, started_at);
-            server.run()
+            Some(Started {
+                args,
+                listener,
+                container,
+                io,
+                started_at,
+            })
         }
-        Err(StartFailure { message, exit_code }) => {
+        Err(e) => {
             remove_sock();
-            let message = with_log_details(&args, message);
+            let exit_code = e.exit_code();
+            let message = with_log_details(&args, e.to_string());
             if let Some(code) = exit_code {
                 // docker keeps the 127/126 of a command that could not run; so do we.
                 let now = Utc::now();
@@ -161,7 +219,8 @@ pub(crate) fn run(args: ShimArgs, report_w: OwnedFd) -> i32 {
                     },
                 );
             }
-            fail(report_w, message, exit_code)
+            fail(report_w, message, exit_code);
+            None
         }
     }
 }
@@ -183,23 +242,22 @@ fn with_log_details(args: &ShimArgs, message: String) -> String {
     }
 }
 
-fn bind_socket(sock: &std::path::Path) -> Result<UnixListener, String> {
+fn bind_socket(sock: &std::path::Path) -> Result<UnixListener, StartError> {
     if let Some(dir) = sock.parent() {
-        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        fs::create_dir_all(dir)
+            .map_err(|e| IoFailure::new(format!("creating {}", dir.display()), e))?;
     }
     if sock.exists() {
         // A live shim answers; a stale file from a crashed one may be replaced.
         if std::os::unix::net::UnixStream::connect(sock).is_ok() {
-            return Err(format!(
-                "a shim is already serving {} (container exists)",
-                sock.display()
-            ));
+            return Err(StartError::AlreadyServed(sock.to_path_buf()));
         }
         let _ = fs::remove_file(sock);
     }
-    let l = UnixListener::bind(sock).map_err(|e| format!("binding {}: {e}", sock.display()))?;
+    let l = UnixListener::bind(sock)
+        .map_err(|e| IoFailure::new(format!("binding {}", sock.display()), e))?;
     l.set_nonblocking(true)
-        .map_err(|e| format!("socket {}: {e}", sock.display()))?;
+        .map_err(|e| IoFailure::new(format!("socket {}", sock.display()), e))?;
     Ok(l)
 }
 
@@ -224,13 +282,16 @@ fn copy_pending(fd: &OwnedFd) {
 /// On cgroup v2, attaches our device filter to the container's cgroup before its process
 /// runs (libcontainer applies none there, see [`crate::device_filter`]). v1 hosts get the
 /// same rules from libcontainer's devices controller.
-fn device_filter_if_v2(args: &ShimArgs, container: &Container) -> Result<(), String> {
+fn device_filter_if_v2(args: &ShimArgs, container: &Container) -> Result<(), StartError> {
     use libcontainer::oci_spec::runtime::Spec;
     if !crate::cgroups::is_v2() {
         return Ok(());
     }
     let config = args.bundle.join("config.json");
-    let spec = Spec::load(&config).map_err(|e| format!("reading {}: {e}", config.display()))?;
+    let spec = Spec::load(&config).map_err(|source| StartError::Spec {
+        context: format!("reading {}", config.display()),
+        source,
+    })?;
     let devices = spec
         .linux()
         .as_ref()
@@ -243,17 +304,21 @@ fn device_filter_if_v2(args: &ShimArgs, container: &Container) -> Result<(), Str
     }
     let cgroup_path = container
         .spec()
-        .map_err(|e| format!("reading the container's state: {e}"))?
+        .map_err(|e| StartError::DeviceFilter(format!("reading the container's state: {e}")))?
         .cgroup_path;
     let dir = crate::cgroups::ContainerCgroup::new(&cgroup_path.to_string_lossy())
         .dir("")
-        .ok_or("no cgroup v2 directory")?;
-    crate::device_filter::attach(&dir, &rules)
+        .ok_or_else(|| StartError::DeviceFilter("no cgroup v2 directory".into()))?;
+    crate::device_filter::attach(&dir, &rules).map_err(|e| StartError::DeviceFilter(e.to_string()))
 }
 
-fn loopback_if_private_netns(args: &ShimArgs, container: &Container) -> Result<(), String> {
+fn loopback_if_private_netns(args: &ShimArgs, container: &Container) -> Result<(), StartError> {
     use libcontainer::oci_spec::runtime::{LinuxNamespaceType, Spec};
-    let spec = Spec::load(args.bundle.join("config.json")).map_err(|e| e.to_string())?;
+    let config = args.bundle.join("config.json");
+    let spec = Spec::load(&config).map_err(|source| StartError::Spec {
+        context: format!("reading {}", config.display()),
+        source,
+    })?;
     let private = spec
         .linux()
         .as_ref()
@@ -269,10 +334,10 @@ fn loopback_if_private_netns(args: &ShimArgs, container: &Container) -> Result<(
         return Ok(());
     }
     let ns = File::open(format!("/proc/{pid}/ns/net"))
-        .map_err(|e| format!("opening the container's network namespace: {e}"))?;
+        .map_err(|e| IoFailure::new("opening the container's network namespace", e))?;
     // setns changes the calling thread's namespace: do it in a throwaway child.
     // SAFETY: the shim is single-threaded; the child only makes syscalls and _exits.
-    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+    match unsafe { nix::unistd::fork() }.map_err(|e| IoFailure::new("fork", e))? {
         nix::unistd::ForkResult::Child => {
             let ok =
                 nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).is_ok() && set_lo_up();
@@ -281,9 +346,7 @@ fn loopback_if_private_netns(args: &ShimArgs, container: &Container) -> Result<(
         }
         nix::unistd::ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None) {
             Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok(()),
-            other => Err(format!(
-                "bringing up loopback in the container failed ({other:?})"
-            )),
+            other => Err(StartError::Loopback(format!("{other:?}"))),
         },
     }
 }
@@ -315,7 +378,7 @@ fn set_lo_up() -> bool {
 /// or `go IP` with the container's address, which is added to the container's /etc/hosts (it
 /// was not known when the bundle was written). Anything else, or EOF (the attachment failed,
 /// the spawner died), cancels the start: the container process never runs.
-fn pass_start_gate(args: &ShimArgs) -> Result<(), String> {
+fn pass_start_gate(args: &ShimArgs) -> Result<(), StartError> {
     use std::io::{BufRead, Read};
     use std::os::fd::FromRawFd;
     // SAFETY: main() kept START_GATE_FD open for exactly this read; nothing else owns it,
@@ -324,70 +387,67 @@ fn pass_start_gate(args: &ShimArgs) -> Result<(), String> {
     let mut line = String::new();
     std::io::BufReader::new(gate.take(512))
         .read_line(&mut line)
-        .map_err(|e| format!("reading the start gate: {e}"))?;
+        .map_err(|e| IoFailure::new("reading the start gate", e))?;
     let mut words = line.split_whitespace();
     if words.next() != Some("go") {
-        return Err(if line.trim().is_empty() {
-            "start cancelled: the daemon closed the start gate (network attachment failed or the daemon went away)".to_string()
-        } else {
-            format!("start cancelled by the daemon: {}", line.trim())
-        });
+        let why = line.trim();
+        return Err(StartError::Cancelled(
+            (!why.is_empty()).then(|| why.to_string()),
+        ));
     }
     if let Some(ip) = words.next() {
         let ip: std::net::IpAddr = ip
             .parse()
-            .map_err(|_| format!("start gate: {ip:?} is not an IP address"))?;
+            .map_err(|_| StartError::GateAddress(ip.to_string()))?;
         let hosts = args.bundle.join(crate::bundle::HOSTS_FILE);
         let hostname = fs::read_to_string(args.bundle.join(crate::bundle::HOSTNAME_FILE))
-            .map_err(|e| format!("reading the container's hostname file: {e}"))?;
+            .map_err(|e| IoFailure::new("reading the container's hostname file", e))?;
         // Appended in place: the file is already bind-mounted into the container by inode.
         OpenOptions::new()
             .append(true)
             .open(&hosts)
             .and_then(|mut f| f.write_all(format!("{ip}\t{}\n", hostname.trim()).as_bytes()))
-            .map_err(|e| format!("adding the container's address to {}: {e}", hosts.display()))?;
+            .map_err(|e| {
+                IoFailure::new(
+                    format!("adding the container's address to {}", hosts.display()),
+                    e,
+                )
+            })?;
     }
     Ok(())
 }
 
-struct StartFailure {
-    message: String,
-    exit_code: Option<i32>,
-}
-
-fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure> {
-    let plain = |message: String| StartFailure {
-        message,
-        exit_code: None,
-    };
+/// Creates and starts the container; on failure removes what was created.
+fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartError> {
     let config = args.bundle.join("config.json");
     if !config.is_file() {
-        return Err(plain(format!("{} does not exist", config.display())));
+        return Err(StartError::NoConfig(config));
     }
     let root = args.runtime_root();
-    fs::create_dir_all(&root).map_err(|e| plain(format!("creating {}: {e}", root.display())))?;
+    fs::create_dir_all(&root)
+        .map_err(|e| IoFailure::new(format!("creating {}", root.display()), e))?;
 
-    let p = || pipe2(OFlag::O_CLOEXEC).map_err(|e| plain(format!("pipe: {e}")));
+    let p = || pipe2(OFlag::O_CLOEXEC).map_err(|e| IoFailure::new("pipe", e));
     let (out_r, out_w) = p()?;
     let (err_r, err_w) = p()?;
     let (stdin_r, stdin_w): (OwnedFd, Option<OwnedFd>) = if args.stdin {
         let (r, w) = p()?;
         (r, Some(w))
     } else {
-        let null = File::open("/dev/null").map_err(|e| plain(format!("/dev/null: {e}")))?;
+        let null = File::open("/dev/null").map_err(|e| IoFailure::new("/dev/null", e))?;
         (null.into(), None)
     };
 
     // Before libcontainer reads config.json: takes the seccomp profile out of it.
     let seccomp = super::seccomp_bpf::prepare_in_child(&args.bundle, &args.state)
-        .map_err(|e| plain(format!("seccomp: {e}")))?;
+        .map_err(StartError::Seccomp)?;
     let builder = ContainerBuilder::new(args.id.clone(), SyscallType::default())
         .with_executor(ShimExecutor {
             seccomp: seccomp.map(std::rc::Rc::new),
         })
         .with_root_path(&root)
         .and_then(|b| b.validate_id())
-        .map_err(|e| plain(error_chain(&e)))?
+        .map_err(|e| StartError::runtime(&e))?
         .with_stdin(stdin_r)
         .with_stdout(out_w)
         .with_stderr(err_w);
@@ -401,47 +461,15 @@ fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure>
         // move that into shim.log, where with_log_details finds it.
         copy_pending(&err_r);
         copy_pending(&out_r);
-        let message = error_chain(&e);
-        let exit_code = start_error_code(&message);
         // libcontainer removed its own cgroup and state after a failed create; make
         // sure of the state directory (e.g. when validation failed before that).
         let _ = fs::remove_dir_all(root.join(&args.id));
-        StartFailure { message, exit_code }
+        StartError::runtime(&e)
     })?;
-    if let Err(message) = loopback_if_private_netns(args, &container) {
+    if let Err(e) = prepare_and_start(args, &mut container) {
         let _ = container.delete(true);
         let _ = fs::remove_dir_all(root.join(&args.id));
-        return Err(StartFailure {
-            message,
-            exit_code: None,
-        });
-    }
-    if let Err(message) = device_filter_if_v2(args, &container) {
-        let _ = container.delete(true);
-        let _ = fs::remove_dir_all(root.join(&args.id));
-        return Err(StartFailure {
-            message,
-            exit_code: None,
-        });
-    }
-    if args.start_gate {
-        if let Err(message) = pass_start_gate(args) {
-            let _ = container.delete(true);
-            let _ = fs::remove_dir_all(root.join(&args.id));
-            return Err(StartFailure {
-                message,
-                exit_code: None,
-            });
-        }
-    }
-    if let Err(e) = container.start() {
-        let message = error_chain(&e);
-        let _ = container.delete(true);
-        let _ = fs::remove_dir_all(root.join(&args.id));
-        return Err(StartFailure {
-            exit_code: start_error_code(&message),
-            message,
-        });
+        return Err(e);
     }
     Ok((
         container,
@@ -453,24 +481,39 @@ fn start_container(args: &ShimArgs) -> Result<(Container, InitIo), StartFailure>
     ))
 }
 
+/// The steps between libcontainer's create and start: loopback, device filter, the start
+/// gate; then the start. The caller removes the container when one fails.
+fn prepare_and_start(args: &ShimArgs, container: &mut Container) -> Result<(), StartError> {
+    loopback_if_private_netns(args, container)?;
+    device_filter_if_v2(args, container)?;
+    if args.start_gate {
+        pass_start_gate(args)?;
+    }
+    container.start().map_err(|e| StartError::runtime(&e))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::start_error_code;
+    use super::StartError;
 
     #[test]
-    fn docker_exit_codes_for_start_errors() {
+    fn start_errors_keep_their_wording_and_exit_status() {
         assert_eq!(
-            start_error_code("error in executing process : executable 'x' not found in $PATH"),
-            Some(127)
+            StartError::Cancelled(None).to_string(),
+            "start cancelled: the daemon closed the start gate (network attachment failed or the daemon went away)"
         );
         assert_eq!(
-            start_error_code("executable 'x' at path '/x' does not have correct permissions"),
-            Some(126)
+            StartError::Cancelled(Some("no".into())).to_string(),
+            "start cancelled by the daemon: no"
         );
-        // an unrelated missing file is not "command not found"
+        let e = StartError::runtime(&std::io::Error::other(
+            "error in executing process : executable 'x' not found in $PATH",
+        ));
+        assert_eq!(e.exit_code(), Some(127));
         assert_eq!(
-            start_error_code("oci spec error: io operation failed: No such file or directory"),
-            None
+            e.to_string(),
+            "error in executing process : executable 'x' not found in $PATH"
         );
+        assert_eq!(StartError::GateAddress("x".into()).exit_code(), None);
     }
 }
