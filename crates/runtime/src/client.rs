@@ -497,6 +497,13 @@ impl ShimClient {
                 kind: ErrorKind::NotRunning,
                 ..
             }) => Err(ClientError::NotRunning(self.id.clone())),
+            // A shim of the previous binary sends no kind: ask whether its container ended.
+            Some(Event::Error {
+                kind: ErrorKind::Other,
+                ..
+            }) if matches!(self.status(), Ok(ShimStatus::Exited(_))) => {
+                Err(ClientError::NotRunning(self.id.clone()))
+            }
             Some(Event::Error { message, .. }) => Err(self.shim_err(message)),
             _ => Err(ClientError::NotRunning(self.id.clone())),
         }

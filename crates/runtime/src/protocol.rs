@@ -229,4 +229,58 @@ mod tests {
             }
         );
     }
+
+    /// Answers every connection to `socket` with `answer` (one line), `n` times.
+    fn fake_shim(socket: &std::path::Path, answer: &'static str, n: usize) {
+        use std::io::{BufRead, Write};
+        let l = std::os::unix::net::UnixListener::bind(socket).unwrap();
+        std::thread::spawn(move || {
+            for s in l.incoming().take(n) {
+                let mut s = s.unwrap();
+                let mut req = String::new();
+                std::io::BufReader::new(&s).read_line(&mut req).unwrap();
+                s.write_all(answer.as_bytes()).unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn kill_tells_not_running_by_kind_and_asks_a_shim_without_kinds() {
+        use crate::client::{ClientError, ShimClient};
+        let dir = tempfile::tempdir().unwrap();
+        let new_sock = dir.path().join("new.sock");
+        fake_shim(
+            &new_sock,
+            "{\"type\":\"error\",\"message\":\"reworded\",\"kind\":\"not_running\"}\n",
+            1,
+        );
+        let c = ShimClient::new(&new_sock, dir.path(), "c1");
+        assert!(matches!(c.kill(15, false), Err(ClientError::NotRunning(_))));
+
+        // A shim of the previous binary: no kind. Whether the container ended decides.
+        let old_sock = dir.path().join("old.sock");
+        fake_shim(
+            &old_sock,
+            "{\"type\":\"error\",\"message\":\"container is not running\"}\n",
+            3,
+        );
+        let running = tempfile::tempdir().unwrap();
+        let c = ShimClient::new(&old_sock, running.path(), "c2");
+        // No exit record, and the status answer is no status: not taken for an exit.
+        let e = c.kill(15, false).unwrap_err();
+        assert!(matches!(e, ClientError::Shim { .. }), "{e}");
+        let exited = tempfile::tempdir().unwrap();
+        let rec = ExitRecord {
+            exit_code: 0,
+            signal: None,
+            oom_killed: false,
+            pid: None,
+            started_at: None,
+            finished_at: chrono::Utc::now(),
+            error: None,
+        };
+        crate::exit::write_exit_record(exited.path(), &rec).unwrap();
+        let c = ShimClient::new(&old_sock, exited.path(), "c2");
+        assert!(matches!(c.kill(15, false), Err(ClientError::NotRunning(_))));
+    }
 }
