@@ -19,8 +19,8 @@ use oci_spec::image::ImageConfiguration;
 use crate::bundle::{self, ContainerSpec, GeneratedBundle, RunOptions};
 use crate::exit::{read_exit_record, ExitRecord};
 use crate::protocol::{
-    decode_data, encode_data, line, ContainerState, ErrorKind, Event, ExecSpec, Request, Stream,
-    StreamInput,
+    decode_data, encode_data, line, ContainerState, Event, ExecSpec, Request, ShimErrorKind,
+    Stream, StreamInput,
 };
 use crate::rootfs;
 use crate::shim::{socket_path, ShimArgs, StartReport, START_GATE_FD};
@@ -494,12 +494,12 @@ impl ShimClient {
         match c.next()? {
             Some(Event::Ok) => Ok(()),
             Some(Event::Error {
-                kind: ErrorKind::NotRunning,
+                kind: ShimErrorKind::NotRunning,
                 ..
             }) => Err(ClientError::NotRunning(self.id.clone())),
             // A shim of the previous binary sends no kind: ask whether its container ended.
             Some(Event::Error {
-                kind: ErrorKind::Other,
+                kind: ShimErrorKind::Other,
                 ..
             }) if matches!(self.status(), Ok(ShimStatus::Exited(_))) => {
                 Err(ClientError::NotRunning(self.id.clone()))

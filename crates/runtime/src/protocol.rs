@@ -5,7 +5,7 @@
 //! shim sends [`Event::Output`] lines and finally [`Event::Exit`], the client may send
 //! [`StreamInput`] lines (stdin data, stdin close). Binary data travels base64-encoded.
 //!
-//! A failure is [`Event::Error`]: a message for people and an [`ErrorKind`] for the client,
+//! A failure is [`Event::Error`]: a message for people and an [`ShimErrorKind`] for the client,
 //! which decides by the kind, never by the wording.
 
 use serde::{Deserialize, Serialize};
@@ -77,11 +77,11 @@ pub enum ContainerState {
 /// What kind of failure an [`Event::Error`] reports.
 ///
 /// A shim started by an older binary sends no kind, and a newer one may send a kind this
-/// binary does not know: both read as [`ErrorKind::Other`] (a daemon upgrade meets the shims
+/// binary does not know: both read as [`ShimErrorKind::Other`] (a daemon upgrade meets the shims
 /// of running containers, which were started by the previous binary).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
+pub enum ShimErrorKind {
     /// The container's init has exited; the request needs a running container.
     NotRunning,
     /// The request itself is wrong: unreadable, an invalid signal, an exec spec that cannot
@@ -106,9 +106,9 @@ pub enum Event {
     Ok,
     Error {
         message: String,
-        /// Absent from shims older than this field: reads as [`ErrorKind::Other`].
+        /// Absent from shims older than this field: reads as [`ShimErrorKind::Other`].
         #[serde(default)]
-        kind: ErrorKind,
+        kind: ShimErrorKind,
     },
     Status {
         id: String,
@@ -194,7 +194,7 @@ mod tests {
     fn error_kind_crosses_the_socket() {
         let e = Event::Error {
             message: "container is not running".into(),
-            kind: ErrorKind::NotRunning,
+            kind: ShimErrorKind::NotRunning,
         };
         let back: Event = serde_json::from_slice(&line(&e)).unwrap();
         assert_eq!(back, e);
@@ -214,7 +214,7 @@ mod tests {
             old,
             Event::Error {
                 message: "container is not running".into(),
-                kind: ErrorKind::Other,
+                kind: ShimErrorKind::Other,
             }
         );
         // A kind this binary does not know yet.
@@ -225,7 +225,7 @@ mod tests {
             newer,
             Event::Error {
                 message: "m".into(),
-                kind: ErrorKind::Other,
+                kind: ShimErrorKind::Other,
             }
         );
     }

@@ -20,7 +20,7 @@ use nix::unistd::{pipe2, ForkResult, Pid};
 use super::error::{error_chain, start_error_code, IoFailure};
 use super::executor::{reset_signals, ShimExecutor};
 use super::ShimArgs;
-use crate::protocol::{ErrorKind, ExecSpec};
+use crate::protocol::{ExecSpec, ShimErrorKind};
 
 /// Why an exec's process did not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,10 +41,10 @@ pub(crate) enum ExecError {
 
 impl ExecError {
     /// The kind the client gets with this error.
-    pub(crate) fn kind(&self) -> ErrorKind {
+    pub(crate) fn kind(&self) -> ShimErrorKind {
         match self {
-            ExecError::BadRequest(_) => ErrorKind::BadRequest,
-            _ => ErrorKind::ExecFailed,
+            ExecError::BadRequest(_) => ShimErrorKind::BadRequest,
+            _ => ShimErrorKind::ExecFailed,
         }
     }
 

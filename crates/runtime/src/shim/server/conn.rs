@@ -4,7 +4,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 
 use super::Server;
-use crate::protocol::{decode_data, line, ErrorKind, Event, Request, StreamInput};
+use crate::protocol::{decode_data, line, Event, Request, ShimErrorKind, StreamInput};
 
 /// A connection that does not read its stream is dropped beyond this much backlog
 /// (attach) or stops the process's output (exec) — the log never waits for clients.
@@ -174,7 +174,7 @@ impl Server {
                     id,
                     Event::Error {
                         message: format!("bad request: {e}"),
-                        kind: ErrorKind::BadRequest,
+                        kind: ShimErrorKind::BadRequest,
                     },
                     true,
                 ),

@@ -10,7 +10,7 @@ use super::conn::Role;
 use super::pipes::{set_nonblocking, OutPipe, StdinSink, READ_CHUNK};
 use super::requests::error_event;
 use super::{Server, DRAIN_GRACE};
-use crate::protocol::{encode_data, ErrorKind, Event, ExecSpec, Stream};
+use crate::protocol::{encode_data, Event, ExecSpec, ShimErrorKind, Stream};
 use crate::shim::exec::{start_exec, ExecPipes};
 
 /// Exec output is not read while its client has this much unsent.
@@ -60,7 +60,7 @@ impl Server {
     /// not run (127, 126).
     pub(super) fn exec(&mut self, id: u64, spec: &ExecSpec) {
         if self.init_status.is_some() {
-            let ev = error_event(ErrorKind::NotRunning, "container is not running");
+            let ev = error_event(ShimErrorKind::NotRunning, "container is not running");
             return self.reply(id, ev, true);
         }
         match start_exec(&self.args, &self.container, spec) {

@@ -4,7 +4,7 @@ use nix::sys::signal::Signal;
 
 use super::conn::Role;
 use super::Server;
-use crate::protocol::{ContainerState, ErrorKind, Event, Request};
+use crate::protocol::{ContainerState, Event, Request, ShimErrorKind};
 use crate::shim::error::error_chain;
 
 /// Why a `kill` request failed.
@@ -22,17 +22,17 @@ pub(super) enum KillError {
 }
 
 impl KillError {
-    fn kind(&self) -> ErrorKind {
+    fn kind(&self) -> ShimErrorKind {
         match self {
-            KillError::NotRunning => ErrorKind::NotRunning,
-            KillError::InvalidSignal(_) => ErrorKind::BadRequest,
-            KillError::Runtime(_) | KillError::Os(_) => ErrorKind::Other,
+            KillError::NotRunning => ShimErrorKind::NotRunning,
+            KillError::InvalidSignal(_) => ShimErrorKind::BadRequest,
+            KillError::Runtime(_) | KillError::Os(_) => ShimErrorKind::Other,
         }
     }
 }
 
 /// An error answer.
-pub(super) fn error_event(kind: ErrorKind, message: impl ToString) -> Event {
+pub(super) fn error_event(kind: ShimErrorKind, message: impl ToString) -> Event {
     Event::Error {
         message: message.to_string(),
         kind,
@@ -86,14 +86,14 @@ impl Server {
     fn attach(&mut self, id: u64, stdin: bool) {
         if stdin && self.init_stdin.is_none() {
             let ev = error_event(
-                ErrorKind::StdinNotOpen,
+                ShimErrorKind::StdinNotOpen,
                 "the container was not started with an open stdin (-i)",
             );
             return self.reply(id, ev, true);
         }
         if stdin && self.stdin_attached {
             let ev = error_event(
-                ErrorKind::StdinTaken,
+                ShimErrorKind::StdinTaken,
                 "another client is attached to the container's stdin",
             );
             return self.reply(id, ev, true);
@@ -131,14 +131,14 @@ mod tests {
             error_event(e.kind(), &e),
             Event::Error {
                 message: "container is not running".into(),
-                kind: ErrorKind::NotRunning,
+                kind: ShimErrorKind::NotRunning,
             }
         );
         let e = KillError::InvalidSignal(99);
         assert_eq!(e.to_string(), "invalid signal 99");
-        assert_eq!(e.kind(), ErrorKind::BadRequest);
+        assert_eq!(e.kind(), ShimErrorKind::BadRequest);
         let e = KillError::from(nix::errno::Errno::ESRCH);
         assert!(e.to_string().starts_with("kill: "), "{e}");
-        assert_eq!(e.kind(), ErrorKind::Other);
+        assert_eq!(e.kind(), ShimErrorKind::Other);
     }
 }
