@@ -17,9 +17,9 @@ use nix::fcntl::OFlag;
 use nix::sys::wait::waitpid;
 use nix::unistd::{pipe2, ForkResult, Pid};
 
+use super::args::ShimArgs;
 use super::error::{error_chain, start_error_code, IoFailure};
 use super::executor::{reset_signals, ShimExecutor};
-use super::ShimArgs;
 use crate::protocol::{ExecSpec, ShimErrorKind};
 
 /// Why an exec's process did not start.

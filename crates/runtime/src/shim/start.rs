@@ -16,10 +16,10 @@ use libcontainer::syscall::syscall::SyscallType;
 use nix::fcntl::OFlag;
 use nix::unistd::{dup2, pipe2};
 
+use super::args::{ShimArgs, StartReport, START_GATE_FD};
 use super::error::{error_chain, start_error_code, IoFailure};
 use super::executor::ShimExecutor;
 use super::seccomp_bpf::SeccompError;
-use super::{ShimArgs, StartReport};
 use crate::exit::{write_exit_record, ExitRecord};
 
 /// The container init's stdio, owned by the shim.
@@ -372,7 +372,7 @@ fn set_lo_up() -> bool {
     }
 }
 
-/// Waits at the start gate ([`super::START_GATE_FD`]). The spawner lets the shim create the
+/// Waits at the start gate ([`START_GATE_FD`]). The spawner lets the shim create the
 /// container (the slow part: libcontainer's clone, mounts, cgroups) while it still attaches
 /// the container's network namespace (CNI ADD), and writes one line when that succeeded: `go`,
 /// or `go IP` with the container's address, which is added to the container's /etc/hosts (it
@@ -383,7 +383,7 @@ fn pass_start_gate(args: &ShimArgs) -> Result<(), StartError> {
     use std::os::fd::FromRawFd;
     // SAFETY: main() kept START_GATE_FD open for exactly this read; nothing else owns it,
     // and the File closes it when dropped.
-    let gate = unsafe { File::from_raw_fd(super::START_GATE_FD) };
+    let gate = unsafe { File::from_raw_fd(START_GATE_FD) };
     let mut line = String::new();
     std::io::BufReader::new(gate.take(512))
         .read_line(&mut line)
