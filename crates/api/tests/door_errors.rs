@@ -31,13 +31,23 @@ fn open_agent(dir: &std::path::Path) -> Arc<Agent> {
 
 /// A container recorded in `state`, with no shim behind it.
 fn record(agent: &Agent, name: &str, id: &str, state: ContainerState) {
+    record_with_spec(agent, name, id, state, serde_json::json!({}));
+}
+
+fn record_with_spec(
+    agent: &Agent,
+    name: &str,
+    id: &str,
+    state: ContainerState,
+    spec: serde_json::Value,
+) {
     let record = ContainerRecord {
         id: format!("{id:0>64}"),
         name: name.to_string(),
         image: "busybox".into(),
         image_id: "sha256:00".into(),
         created_at: "2026-12-03T00:00:00Z".into(),
-        spec: serde_json::json!({}),
+        spec,
         labels: Default::default(),
         state,
         pid: None,
@@ -189,4 +199,41 @@ async fn exec_without_a_command_is_invalid_at_every_door() {
         api_answer(&agent, "POST", &uri).await,
         (StatusCode::BAD_REQUEST, ErrorKind::InvalidInput)
     );
+}
+
+/// `volume rm` of a volume a container names is refused at both doors, by the same check
+/// (it moved from the route into the agent), and succeeds once the container is gone.
+#[tokio::test]
+async fn a_volume_in_use_is_a_conflict_at_every_door() {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = open_agent(dir.path());
+    let created = agent.create_volume("cache").await.expect("volume create");
+    assert!(created.mountpoint.ends_with("cache/_data"), "{created:?}");
+    record_with_spec(
+        &agent,
+        "user1",
+        "b1",
+        ContainerState::Exited,
+        serde_json::json!({"image": "busybox", "volumes": ["cache:/data"]}),
+    );
+    let err = agent
+        .remove_volume("cache")
+        .await
+        .expect_err("volume in use");
+    assert_eq!(err.kind, ErrorKind::Conflict);
+    assert!(
+        err.message.contains("user1"),
+        "names the user: {}",
+        err.message
+    );
+    assert_eq!(
+        api_answer(&agent, "DELETE", "/v1/volumes/cache").await,
+        (StatusCode::CONFLICT, ErrorKind::Conflict)
+    );
+    agent
+        .containers()
+        .delete(&format!("{:0>64}", "b1"))
+        .expect("forgetting the container");
+    agent.remove_volume("cache").await.expect("volume rm");
+    assert!(agent.list_volumes().await.unwrap().is_empty());
 }
