@@ -1,5 +1,6 @@
 //! Containers as the agent knows them: records in the state database, names and ids, and
-//! their life (create, stop, kill, remove, wait) through the per-container shims.
+//! their life (create, stop, kill, remove, wait) through the per-container shims; `exec` and
+//! `attach` sessions, log streams and stats, as async calls every front end shares.
 
 pub mod lifecycle;
 pub(crate) mod liveness;
