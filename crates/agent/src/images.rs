@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use zlayer_image::pull::{self, PullError, PullEvent, PullOptions};
+use zlayer_image::pull::{self, PullError, PullOptions};
 use zlayer_image::registry::{Platform, RegistryClient, RegistryConfig, RegistryError};
-use zlayer_image::store::{
-    ImageConfiguration, ImageDetails, ImageStore, ImageSummary, PruneReport, RemoveReport,
-    StoreError,
-};
+use zlayer_image::store::{ImageConfiguration, ImageStore, StoreError};
 use zlayer_image::Reference;
+
+/// The image crate's types the front ends speak in (they depend on the agent only).
+pub use zlayer_image::pull::PullEvent;
+pub use zlayer_image::store::{ImageDetails, ImageSummary, PruneReport, RemoveReport};
 
 use crate::error::{error_chain, AgentError, ErrorKind, Result};
 use crate::Agent;

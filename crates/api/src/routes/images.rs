@@ -5,8 +5,7 @@ use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use zlayer_image::pull::PullEvent;
-use zlayer_image::store::{ImageDetails, ImageSummary, PruneReport, RemoveReport};
+use zlayer_agent::images::{ImageDetails, ImageSummary, PruneReport, PullEvent, RemoveReport};
 
 use super::{ApiResult, AppState};
 use crate::server::json_lines_response;
