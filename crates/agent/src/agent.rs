@@ -8,7 +8,7 @@ use zlayer_image::store::ImageStore;
 use crate::config::AgentConfig;
 use crate::containers::ContainerStore;
 use crate::db::Db;
-use crate::error::Result;
+use crate::error::{AgentError, Result};
 use crate::images::{registry_client, store_err};
 
 /// The node agent. Shared as `Arc<Agent>`; every method is safe to call concurrently.
@@ -107,6 +107,19 @@ impl Agent {
 
     pub(crate) fn releasing(&self) -> Arc<crate::containers::network::Releasing> {
         Arc::clone(&self.releasing)
+    }
+
+    /// Runs blocking work (the state database, files, a shim's socket) on tokio's blocking
+    /// pool: the agent's public calls are async, and the agent, not each front end, knows
+    /// which of them block.
+    pub(crate) async fn run_blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Agent) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let agent = Arc::clone(self);
+        tokio::task::spawn_blocking(move || work(&agent))
+            .await
+            .map_err(|e| AgentError::internal(format!("blocking task failed: {e}")))?
     }
 
     /// Remembers the exit of an auto-removed container for five minutes.

@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use zlayer_image::pull::{self, PullError, PullEvent, PullOptions};
+use zlayer_image::pull::{self, PullError, PullOptions};
 use zlayer_image::registry::{Platform, RegistryClient, RegistryConfig, RegistryError};
-use zlayer_image::store::{
-    ImageConfiguration, ImageDetails, ImageStore, ImageSummary, PruneReport, RemoveReport,
-    StoreError,
-};
+use zlayer_image::store::{ImageConfiguration, ImageStore, StoreError};
 use zlayer_image::Reference;
 
-use crate::error::{AgentError, ErrorKind, Result};
+/// The image crate's types the front ends speak in (they depend on the agent only).
+pub use zlayer_image::pull::PullEvent;
+pub use zlayer_image::store::{ImageDetails, ImageSummary, PruneReport, RemoveReport};
+
+use crate::error::{error_chain, AgentError, ErrorKind, Result};
 use crate::Agent;
 
 /// An image ready to run: its id, config and snapshot directories (topmost first, the order
@@ -67,21 +68,6 @@ fn registry_kind(e: &RegistryError) -> ErrorKind {
     } else {
         ErrorKind::Internal
     }
-}
-
-/// "a: b: c" from an error and its sources, skipping repeats (transparent wrappers).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 fn parse_reference(s: &str) -> Result<Reference> {
@@ -159,18 +145,18 @@ impl Agent {
         })
     }
 
-    pub fn list_images(&self) -> Result<Vec<ImageSummary>> {
+    pub(crate) fn list_images_blocking(&self) -> Result<Vec<ImageSummary>> {
         self.images().list().map_err(store_err)
     }
 
-    pub fn inspect_image(&self, query: &str) -> Result<ImageDetails> {
+    pub(crate) fn inspect_image_blocking(&self, query: &str) -> Result<ImageDetails> {
         self.images().inspect(query).map_err(store_err)
     }
 
     /// `rmi`: untags `query`; deletes the image when no names are left. An image used by a
     /// container is refused unless `force` (and even then its blobs stay until no container
     /// uses them: `prune` decides).
-    pub fn remove_image(&self, query: &str, force: bool) -> Result<RemoveReport> {
+    pub(crate) fn remove_image_blocking(&self, query: &str, force: bool) -> Result<RemoveReport> {
         let used: HashSet<String> = self
             .containers()
             .list()?

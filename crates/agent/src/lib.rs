@@ -14,8 +14,9 @@ pub mod services;
 pub mod volumes;
 
 mod agent;
+mod offload;
 
 pub use agent::Agent;
 pub use config::AgentConfig;
-pub use error::{AgentError, ErrorKind};
+pub use error::{error_chain, AgentError, ErrorKind};
 pub use paths::Paths;

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use zlayer_network::dns::{DnsRegistry, DnsServer};
+/// The network crate's capped listeners, for a front end's own sockets (the metrics listener).
+pub use zlayer_network::listen;
 pub use zlayer_network::{
     LeakReport, NetworkError, NetworkInfo, NetworkManager, NetworkMode, NetworkOptions,
     PortMapping, SandboxInfo, SandboxRequest, DEFAULT_NETWORK,

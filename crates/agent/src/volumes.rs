@@ -70,3 +70,46 @@ pub fn remove(volumes_dir: &Path, name: &str) -> Result<()> {
     std::fs::remove_dir_all(&dir)
         .map_err(|e| AgentError::internal(format!("removing volume {}: {e}", dir.display())))
 }
+
+impl crate::Agent {
+    /// `volume create`: the volume, created unless it existed.
+    pub async fn create_volume(self: &std::sync::Arc<Self>, name: &str) -> Result<VolumeInfo> {
+        let name = name.to_string();
+        self.run_blocking(move |a| {
+            let dir = ensure_volume_dir(&a.config().paths.volumes(), &name)?;
+            Ok(VolumeInfo {
+                name,
+                mountpoint: dir.display().to_string(),
+            })
+        })
+        .await
+    }
+
+    /// `volume ls`.
+    pub async fn list_volumes(self: &std::sync::Arc<Self>) -> Result<Vec<VolumeInfo>> {
+        self.run_blocking(|a| list(&a.config().paths.volumes()))
+            .await
+    }
+
+    /// `volume rm`: refused while a container (running or not) names the volume.
+    pub async fn remove_volume(self: &std::sync::Arc<Self>, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.run_blocking(move |a| {
+            let users: Vec<String> = a
+                .containers()
+                .list()?
+                .into_iter()
+                .filter(|c| crate::containers::request::named_volumes_of(&c.spec).contains(&name))
+                .map(|c| c.name)
+                .collect();
+            if !users.is_empty() {
+                return Err(AgentError::conflict(format!(
+                    "volume {name} is in use by container(s) {}; remove them first",
+                    users.join(", ")
+                )));
+            }
+            remove(&a.config().paths.volumes(), &name)
+        })
+        .await
+    }
+}

@@ -1,6 +1,6 @@
 //! The opt-in metrics listener (`daemon --metrics-addr`) as containers may reach it (bound to
 //! `0.0.0.0` or a bridge address): capped like the daemon's other container-reachable
-//! listeners (`zlayer_network::listen`), so idle connections cannot exhaust the daemon.
+//! listeners (`zlayer_agent::network::listen`), so idle connections cannot exhaust the daemon.
 //!
 //! axum's own `TcpListener` accepts without limit and its server sets no read timeout; this
 //! listener admits a bounded number of connections (in total and per client address) and
@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
-use zlayer_network::listen::{
+use zlayer_agent::network::listen::{
     accept_with_backoff, AcceptBackoff, ConnGate, ConnLimits, ConnPermit, LogLimiter,
 };
 

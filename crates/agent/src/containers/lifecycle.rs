@@ -43,14 +43,21 @@ pub struct WaitResult {
     pub error: Option<String>,
 }
 
-fn runtime_err(e: ClientError) -> AgentError {
+/// The agent's error for a failed call to a shim, the same whichever operation or door
+/// asked: a container that is not running is a conflict (as the check before each call says),
+/// a bundle the request made impossible or an exec'd process that could not start is the
+/// caller's input, anything else is the agent's. Each carries the status a CLI exits with
+/// (docker's: 125 unless the process said 126 or 127) and keeps the shim error as its source.
+pub(super) fn runtime_err(e: ClientError) -> AgentError {
     let code = e.exit_code();
     let kind = match &e {
         ClientError::NotRunning(_) => crate::ErrorKind::Conflict,
-        ClientError::Bundle(_) => crate::ErrorKind::InvalidInput,
+        ClientError::Bundle(_) | ClientError::Exec { .. } => crate::ErrorKind::InvalidInput,
         _ => crate::ErrorKind::Internal,
     };
-    AgentError::new(kind, e.to_string()).with_exit_code(Some(code))
+    AgentError::new(kind, e.to_string())
+        .with_exit_code(Some(code))
+        .with_source(e)
 }
 
 fn now() -> String {

@@ -1,16 +1,25 @@
 //! Containers as the agent knows them: records in the state database, names and ids, and
-//! their life (create, stop, kill, remove, wait) through the per-container shims.
+//! their life (create, stop, kill, remove, wait) through the per-container shims; `exec` and
+//! `attach` sessions, log streams and stats, as async calls every front end shares.
 
 pub mod lifecycle;
 pub(crate) mod liveness;
+pub mod logs;
 pub mod names;
 pub mod network;
 pub mod query;
 pub mod record;
 pub mod request;
+pub mod session;
 pub(crate) mod trash;
 
 pub use lifecycle::{Created, WaitResult};
+pub use logs::{LogEntry, LogOptions, LogStream};
 pub use query::{ContainerDetails, ContainerSummary};
 pub use record::{ContainerRecord, ContainerState, ContainerStore};
 pub use request::CreateRequest;
+pub use session::{Session, SessionEvent, SessionStdin};
+/// Types of the runtime the front ends speak in (they depend on the agent only).
+pub use zlayer_runtime::logs::LogLoss;
+pub use zlayer_runtime::protocol::{ExecSpec, Stream as OutputStream};
+pub use zlayer_runtime::stats::ContainerStats;

@@ -1,12 +1,11 @@
-//! Read-only views of containers: `ps`, `inspect`, `logs`, `stats`, and `exec`.
+//! Read-only views of containers: `ps`, `inspect`, `stats`, and the shim of a running one
+//! (for `exec` and `attach`, see `session`). The state database and the shim are blocking:
+//! the public calls run them on tokio's blocking pool, so no front end has to know.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use zlayer_runtime::client::{ExecOutput, ShimClient};
-use zlayer_runtime::logs::LogReader;
-use zlayer_runtime::protocol::ExecSpec;
+use zlayer_runtime::client::ShimClient;
 use zlayer_runtime::stats::ContainerStats;
 
 use super::record::{ContainerRecord, ContainerState};
@@ -85,7 +84,11 @@ fn command_of(r: &ContainerRecord) -> String {
 
 impl Agent {
     /// `ps [-a]`.
-    pub fn list_containers(&self, all: bool) -> Result<Vec<ContainerSummary>> {
+    pub async fn list_containers(self: &Arc<Self>, all: bool) -> Result<Vec<ContainerSummary>> {
+        self.run_blocking(move |a| a.container_summaries(all)).await
+    }
+
+    fn container_summaries(&self, all: bool) -> Result<Vec<ContainerSummary>> {
         Ok(self
             .containers()
             .list()?
@@ -136,8 +139,13 @@ impl Agent {
             .collect())
     }
 
-    /// `inspect` (blocking: asks a running container's shim about lost log output).
-    pub fn inspect_container(&self, key: &str) -> Result<ContainerDetails> {
+    /// `inspect` (asks a running container's shim about lost log output).
+    pub async fn inspect_container(self: &Arc<Self>, key: &str) -> Result<ContainerDetails> {
+        let key = key.to_string();
+        self.run_blocking(move |a| a.container_details(&key)).await
+    }
+
+    fn container_details(&self, key: &str) -> Result<ContainerDetails> {
         let record = self.containers().resolve(key)?;
         let dir = self.container_dir(&record.id);
         let log_loss = ShimClient::for_container(&self.config().paths.state, &dir, &record.id)
@@ -155,23 +163,14 @@ impl Agent {
         })
     }
 
-    /// A reader of the container's log (`logs [-f] [--tail N]`); blocking: use it from a
-    /// blocking task. `cancel` stops a follow when the client goes away.
-    pub fn open_logs(
-        &self,
-        key: &str,
-        follow: bool,
-        tail: Option<usize>,
-        cancel: Arc<AtomicBool>,
-    ) -> Result<LogReader> {
-        let r = self.containers().resolve(key)?;
-        let dir = self.container_dir(&r.id);
-        LogReader::open(&dir, tail, follow, Some(cancel))
-            .map_err(|e| AgentError::internal(format!("reading logs of {}: {e}", r.name)))
+    /// `stats --no-stream`: the container's resource usage now, from its cgroup.
+    pub async fn container_stats(self: &Arc<Self>, key: &str) -> Result<ContainerStats> {
+        let key = key.to_string();
+        self.run_blocking(move |a| a.read_container_stats(&key))
+            .await
     }
 
-    /// `stats --no-stream`.
-    pub fn container_stats(&self, key: &str) -> Result<ContainerStats> {
+    fn read_container_stats(&self, key: &str) -> Result<ContainerStats> {
         let r = self.containers().resolve(key)?;
         if self.is_recovering(&r.id) {
             return Err(AgentError::conflict(format!(
@@ -194,11 +193,11 @@ impl Agent {
             AgentError::internal(format!("{} names no linux.cgroupsPath", config.display()))
         })?;
         zlayer_runtime::stats::read_stats(cgroups_path)
-            .map_err(|e| AgentError::internal(e.to_string()))
+            .map_err(|e| AgentError::internal(e.to_string()).with_source(e))
     }
 
     /// The shim client of a running container, for `exec` and `attach`.
-    pub fn running_shim(&self, key: &str) -> Result<(ContainerRecord, ShimClient)> {
+    pub(crate) fn running_shim(&self, key: &str) -> Result<(ContainerRecord, ShimClient)> {
         let r = self.containers().resolve(key)?;
         if self.is_recovering(&r.id) {
             return Err(AgentError::conflict(format!(
@@ -218,20 +217,5 @@ impl Agent {
             &r.id,
         );
         Ok((r, client))
-    }
-
-    /// `exec` without stdin: runs `spec` to completion and returns its output.
-    pub async fn exec_output(&self, key: &str, spec: ExecSpec) -> Result<ExecOutput> {
-        zlayer_runtime::bundle::validate::exec_spec(&spec).map_err(AgentError::invalid)?;
-        let (_, client) = self.running_shim(key)?;
-        // The exec'd process joins the container's cgroup: see attach_lock.
-        zlayer_runtime::cgroups::attach_lock::warm_in_background();
-        tokio::task::spawn_blocking(move || client.exec_output(&spec, None))
-            .await
-            .map_err(|e| AgentError::internal(e.to_string()))?
-            .map_err(|e| {
-                let code = e.exit_code();
-                AgentError::internal(e.to_string()).with_exit_code(Some(code))
-            })
     }
 }

@@ -161,8 +161,16 @@ pub fn to_run_options(req: &CreateRequest, volumes_dir: &Path) -> Result<RunOpti
     };
     // Everything that lands in a generated file or that the runtime would refuse with an
     // error chain of its own is checked now, before an image is pulled or a record written.
-    zlayer_runtime::bundle::validate::run_options(&options).map_err(AgentError::invalid)?;
+    zlayer_runtime::bundle::validate::run_options(&options)
+        .map_err(|e| AgentError::invalid(e.to_string()))?;
     Ok(options)
+}
+
+/// `--cpus` against this host's CPU count, as the daemon checks it: for a CLI that checks
+/// before sending (JSON has no NaN or infinity, so a bad value could not travel as such).
+pub fn check_cpus(cpus: f64) -> Result<()> {
+    use zlayer_runtime::bundle::validate;
+    validate::cpus(cpus, validate::host_cpus()).map_err(|e| AgentError::invalid(e.to_string()))
 }
 
 /// Names of the named volumes a request uses.

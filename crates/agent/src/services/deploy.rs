@@ -318,7 +318,7 @@ impl Agent {
     /// `deploy`: parses and validates the spec (errors carry `file:line:col`), computes the
     /// plan against what is deployed, and (unless `dry_run`) stores it as the desired state.
     /// Deploying the same file again changes nothing.
-    pub fn deploy(&self, req: DeployRequest) -> Result<DeployResponse> {
+    pub(crate) fn deploy_blocking(&self, req: DeployRequest) -> Result<DeployResponse> {
         let file = if req.file.is_empty() {
             "deployment.yaml"
         } else {
@@ -442,7 +442,7 @@ impl Agent {
     }
 
     /// `scale SERVICE N`.
-    pub fn scale(&self, key: &str, replicas: u32) -> Result<(String, String, u32)> {
+    pub(crate) fn scale_blocking(&self, key: &str, replicas: u32) -> Result<(String, String, u32)> {
         let (mut rec, name) = self.find_service(key)?;
         let svc: &mut Service = rec
             .spec

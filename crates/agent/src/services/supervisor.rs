@@ -1600,7 +1600,7 @@ impl Agent {
     }
 
     /// `services`: one row per declared service.
-    pub fn list_services(&self) -> Result<Vec<super::deploy::ServiceInfo>> {
+    pub(crate) fn list_services_blocking(&self) -> Result<Vec<super::deploy::ServiceInfo>> {
         let records = self.containers().list()?;
         let mut out = Vec::new();
         for d in self.services.store.list_deployments()? {

@@ -1,26 +1,21 @@
 //! `/v1/containers...`: create (run), list, inspect, stop, kill, remove, wait, logs, exec,
 //! attach, stats.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use axum::Json;
-use futures_util::StreamExt;
+use futures_util::{stream, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use utoipa::IntoParams;
 use zlayer_agent::containers::{
-    ContainerDetails, ContainerSummary, CreateRequest, Created, WaitResult,
+    ContainerDetails, ContainerStats, ContainerSummary, CreateRequest, Created, ExecSpec,
+    LogOptions, OutputStream, Session, SessionEvent, WaitResult,
 };
-use zlayer_runtime::client::StreamEvent;
-use zlayer_runtime::protocol::ExecSpec;
-use zlayer_runtime::protocol::Stream;
+use zlayer_agent::AgentError;
 
-use super::{blocking, ApiResult, AppState};
+use super::{ApiResult, AppState};
 use crate::frames;
 use crate::types::{KilledResponse, RemovedResponse, StoppedResponse};
 
@@ -49,9 +44,7 @@ pub async fn list(
     State(agent): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<ContainerSummary>>> {
-    blocking(move || agent.list_containers(q.all))
-        .await
-        .map(Json)
+    Ok(Json(agent.list_containers(q.all).await?))
 }
 
 #[utoipa::path(get, path = "/v1/containers/{id}", tag = "containers", operation_id = "container_inspect",
@@ -61,9 +54,7 @@ pub async fn inspect(
     State(agent): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ContainerDetails>> {
-    blocking(move || agent.inspect_container(&id))
-        .await
-        .map(Json)
+    Ok(Json(agent.inspect_container(&id).await?))
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, IntoParams)]
@@ -134,32 +125,38 @@ pub async fn wait(
 
 #[utoipa::path(get, path = "/v1/containers/{id}/stats", tag = "containers", operation_id = "container_stats",
     params(("id" = String, Path, description = "Container id, id prefix or name")),
-    responses((status = 200, description = "Resource usage now", body = zlayer_runtime::stats::ContainerStats)))]
+    responses((status = 200, description = "Resource usage now", body = ContainerStats)))]
 pub async fn stats(
     State(agent): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<zlayer_runtime::stats::ContainerStats>> {
-    blocking(move || agent.container_stats(&id)).await.map(Json)
+) -> ApiResult<Json<ContainerStats>> {
+    Ok(Json(agent.container_stats(&id).await?))
 }
 
-fn framed_response(rx: mpsc::Receiver<Bytes>) -> Response {
-    let stream =
-        tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+/// A chunked response of frames (see [`frames`]).
+fn framed_response(frames: impl Stream<Item = Bytes> + Send + 'static) -> Response {
     Response::builder()
         .status(StatusCode::OK)
         .header(
             header::CONTENT_TYPE,
             "application/vnd.zlayer.multiplexed-stream",
         )
-        .body(Body::from_stream(stream))
+        .body(Body::from_stream(
+            frames.map(Ok::<_, std::convert::Infallible>),
+        ))
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 
-fn stream_id(s: Stream) -> u8 {
+fn stream_id(s: OutputStream) -> u8 {
     match s {
-        Stream::Stdout => frames::STDOUT,
-        Stream::Stderr => frames::STDERR,
+        OutputStream::Stdout => frames::STDOUT,
+        OutputStream::Stderr => frames::STDERR,
     }
+}
+
+fn error_frame(message: &str) -> Bytes {
+    let msg = serde_json::json!({ "error": message }).to_string();
+    frames::encode(frames::ERROR, msg.as_bytes())
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, IntoParams)]
@@ -187,66 +184,31 @@ pub async fn logs(
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
-    let cancel = Arc::new(AtomicBool::new(false));
-    let mut reader = {
-        let agent = agent.clone();
-        let cancel = cancel.clone();
-        let id = id.clone();
-        blocking(move || agent.open_logs(&id, q.follow, q.tail, cancel)).await?
+    let opts = LogOptions {
+        follow: q.follow,
+        tail: q.tail,
     };
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let status_tx = tx.clone();
-    // Says whether the client is still there (true) or went away (false). Sent before the
-    // reader is dropped: closing a follower's inotify descriptor waits for an SRCU grace
-    // period in the kernel (5-15 ms here), which must not sit between the container's exit
-    // and the status frame of an attached `run`.
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<bool>();
-    tokio::task::spawn_blocking(move || {
-        let client_there = loop {
-            match reader.next_entry() {
-                Ok(Some(entry)) => {
-                    let frame =
-                        frames::encode(stream_id(entry.stream), &entry.format(q.timestamps));
-                    if tx.blocking_send(frame).is_err() {
-                        cancel.store(true, Ordering::Relaxed);
-                        break false;
-                    }
-                }
-                Ok(None) => break true,
-                Err(e) => {
-                    let msg =
-                        serde_json::json!({"error": format!("reading logs: {e}")}).to_string();
-                    let _ = tx.blocking_send(frames::encode(frames::ERROR, msg.as_bytes()));
-                    break true;
-                }
-            }
-        };
-        // Without `wait` the response ends with the last sender: before the slow drop too.
-        drop(tx);
-        let _ = done_tx.send(client_there);
-        drop(reader);
+    let lines = agent.container_logs(&id, opts).await?;
+    let timestamps = q.timestamps;
+    let frames = lines.map(move |line| match line {
+        Ok(entry) => frames::encode(stream_id(entry.stream), &entry.format(timestamps)),
+        Err(e) => error_frame(&e.message),
     });
-    if q.follow && q.wait {
-        tokio::spawn(async move {
-            if !matches!(done_rx.await, Ok(true)) || status_tx.is_closed() {
-                return;
-            }
-            let frame = match agent.wait_container(&id).await {
-                Ok(res) => match serde_json::to_vec(&res) {
-                    Ok(json) => frames::encode(frames::STATUS, &json),
-                    Err(e) => error_frame(&e.to_string()),
-                },
-                Err(e) => error_frame(&e.message),
-            };
-            let _ = status_tx.send(frame).await;
-        });
+    if !(q.follow && q.wait) {
+        return Ok(framed_response(frames));
     }
-    Ok(framed_response(rx))
-}
-
-fn error_frame(message: &str) -> Bytes {
-    let msg = serde_json::json!({ "error": message }).to_string();
-    frames::encode(frames::ERROR, msg.as_bytes())
+    // Polled only after the last line went out: a client that went away drops the body,
+    // and with it this wait.
+    let status = stream::once(async move {
+        match agent.wait_container(&id).await {
+            Ok(res) => match serde_json::to_vec(&res) {
+                Ok(json) => frames::encode(frames::STATUS, &json),
+                Err(e) => error_frame(&e.to_string()),
+            },
+            Err(e) => error_frame(&e.message),
+        }
+    });
+    Ok(framed_response(frames.chain(status)))
 }
 
 /// The query of `exec`: the process spec travels as JSON in `spec`, so the request body can be
@@ -271,27 +233,9 @@ pub async fn exec(
     body: Body,
 ) -> ApiResult<Response> {
     let spec: ExecSpec = serde_json::from_str(&q.spec)
-        .map_err(|e| zlayer_agent::AgentError::invalid(format!("bad exec spec: {e}")))?;
-    zlayer_runtime::bundle::validate::exec_spec(&spec)
-        .map_err(zlayer_agent::AgentError::invalid)?;
-    let (_, client) = {
-        let agent = agent.clone();
-        blocking(move || agent.running_shim(&id)).await?
-    };
-    let want_stdin = spec.stdin;
-    // The exec'd process joins the container's cgroup: see attach_lock.
-    zlayer_runtime::cgroups::attach_lock::warm_in_background();
-    let session = tokio::task::spawn_blocking(move || client.exec(&spec))
-        .await
-        .map_err(|e| zlayer_agent::AgentError::internal(e.to_string()))?
-        .map_err(|e| {
-            let code = e.exit_code();
-            zlayer_agent::AgentError::invalid(e.to_string()).with_exit_code(Some(code))
-        })?;
-    Ok(pump_session(
-        SessionKind::Exec(session),
-        want_stdin.then_some(body),
-    ))
+        .map_err(|e| AgentError::invalid(format!("bad exec spec: {e}")).with_source(e))?;
+    let session = agent.exec_container(&id, spec).await?;
+    Ok(session_response(session, body))
 }
 
 /// Forwards the request body to the container's stdin (for `run -i`); the response ends with
@@ -305,93 +249,32 @@ pub async fn attach(
     Path(id): Path<String>,
     body: Body,
 ) -> ApiResult<Response> {
-    let (_, client) = {
-        let agent = agent.clone();
-        blocking(move || agent.running_shim(&id)).await?
-    };
-    let session = tokio::task::spawn_blocking(move || client.attach(true))
-        .await
-        .map_err(|e| zlayer_agent::AgentError::internal(e.to_string()))?
-        .map_err(|e| zlayer_agent::AgentError::internal(e.to_string()))?;
-    Ok(pump_session(SessionKind::Attach(session), Some(body)))
+    // Attach output duplicates what `logs -f` shows: only the exit is forwarded.
+    let session = agent.attach_container(&id, false).await?;
+    Ok(session_response(session, body))
 }
 
-enum SessionKind {
-    Exec(zlayer_runtime::client::ExecSession),
-    Attach(zlayer_runtime::client::AttachSession),
-}
-
-impl SessionKind {
-    fn next_event(&mut self) -> Result<Option<StreamEvent>, zlayer_runtime::client::ClientError> {
-        match self {
-            SessionKind::Exec(s) => s.next_event(),
-            SessionKind::Attach(s) => s.next_event(),
-        }
-    }
-    fn stdin(
-        &self,
-    ) -> Result<zlayer_runtime::client::StdinWriter, zlayer_runtime::client::ClientError> {
-        match self {
-            SessionKind::Exec(s) => s.stdin(),
-            SessionKind::Attach(s) => s.stdin(),
-        }
-    }
-    /// Attach output duplicates what `logs -f` shows; only its exit is forwarded.
-    fn forwards_output(&self) -> bool {
-        matches!(self, SessionKind::Exec(_))
-    }
-}
-
-fn pump_session(mut session: SessionKind, stdin: Option<Body>) -> Response {
-    if let Some(body) = stdin {
-        match session.stdin() {
-            Ok(mut writer) => {
-                let handle = tokio::runtime::Handle::current();
-                tokio::task::spawn_blocking(move || {
-                    let mut data = body.into_data_stream();
-                    while let Some(Ok(chunk)) = handle.block_on(data.next()) {
-                        if writer.write(&chunk).is_err() {
-                            return;
-                        }
-                    }
-                    let _ = writer.close();
-                });
+/// The request body into the session's stdin (when it has one); the session's events out as
+/// frames, ending with the exit status or an error.
+fn session_response(mut session: Session, body: Body) -> Response {
+    if let Some(stdin) = session.take_stdin() {
+        tokio::spawn(async move {
+            let mut data = body.into_data_stream();
+            while let Some(Ok(chunk)) = data.next().await {
+                if stdin.write(chunk).await.is_err() {
+                    return;
+                }
             }
-            Err(e) => tracing::warn!("exec stdin: {e}"),
-        }
+            stdin.close();
+        });
     }
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
-    tokio::task::spawn_blocking(move || {
-        let forward = session.forwards_output();
-        loop {
-            let frame = match session.next_event() {
-                Ok(Some(StreamEvent::Output(s, data))) => {
-                    if !forward {
-                        continue;
-                    }
-                    frames::encode(stream_id(s), &data)
-                }
-                Ok(Some(StreamEvent::Exit { exit_code, .. })) => {
-                    let msg = serde_json::json!({"exit_code": exit_code}).to_string();
-                    let _ = tx.blocking_send(frames::encode(frames::STATUS, msg.as_bytes()));
-                    return;
-                }
-                Ok(None) => {
-                    let msg =
-                        serde_json::json!({"error": "the container's shim went away"}).to_string();
-                    let _ = tx.blocking_send(frames::encode(frames::ERROR, msg.as_bytes()));
-                    return;
-                }
-                Err(e) => {
-                    let msg = serde_json::json!({"error": e.to_string()}).to_string();
-                    let _ = tx.blocking_send(frames::encode(frames::ERROR, msg.as_bytes()));
-                    return;
-                }
-            };
-            if tx.blocking_send(frame).is_err() {
-                return;
-            }
+    let frames = session.map(|event| match event {
+        Ok(SessionEvent::Output { stream, data }) => frames::encode(stream_id(stream), &data),
+        Ok(SessionEvent::Exit { exit_code, .. }) => {
+            let msg = serde_json::json!({ "exit_code": exit_code }).to_string();
+            frames::encode(frames::STATUS, msg.as_bytes())
         }
+        Err(e) => error_frame(&e.message),
     });
-    framed_response(rx)
+    framed_response(frames)
 }

@@ -5,10 +5,9 @@ use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use zlayer_image::pull::PullEvent;
-use zlayer_image::store::{ImageDetails, ImageSummary, PruneReport, RemoveReport};
+use zlayer_agent::images::{ImageDetails, ImageSummary, PruneReport, PullEvent, RemoveReport};
 
-use super::{blocking, ApiResult, AppState};
+use super::{ApiResult, AppState};
 use crate::server::json_lines_response;
 use crate::types::UnpackResponse;
 
@@ -62,7 +61,7 @@ pub async fn pull(State(agent): State<AppState>, Json(req): Json<PullRequest>) -
 #[utoipa::path(get, path = "/v1/images", tag = "images", operation_id = "image_list",
     responses((status = 200, description = "Every image", body = Vec<ImageSummary>)))]
 pub async fn list(State(agent): State<AppState>) -> ApiResult<Json<Vec<ImageSummary>>> {
-    blocking(move || agent.list_images()).await.map(Json)
+    Ok(Json(agent.list_images().await?))
 }
 
 #[derive(Debug, Serialize, Deserialize, IntoParams)]
@@ -90,9 +89,7 @@ pub async fn inspect(
     State(agent): State<AppState>,
     Query(q): Query<InspectQuery>,
 ) -> ApiResult<Json<ImageDetails>> {
-    blocking(move || agent.inspect_image(&q.reference))
-        .await
-        .map(Json)
+    Ok(Json(agent.inspect_image(&q.reference).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/images", tag = "images", operation_id = "image_remove",
@@ -102,9 +99,7 @@ pub async fn remove(
     State(agent): State<AppState>,
     Query(q): Query<RefQuery>,
 ) -> ApiResult<Json<RemoveReport>> {
-    blocking(move || agent.remove_image(&q.reference, q.force))
-        .await
-        .map(Json)
+    Ok(Json(agent.remove_image(&q.reference, q.force).await?))
 }
 
 #[utoipa::path(post, path = "/v1/images/prune", tag = "images", operation_id = "image_prune",

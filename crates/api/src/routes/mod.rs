@@ -8,7 +8,7 @@ pub mod volumes;
 
 use std::sync::Arc;
 
-use zlayer_agent::{Agent, AgentError};
+use zlayer_agent::Agent;
 
 use crate::error::ApiError;
 
@@ -17,13 +17,3 @@ pub type AppState = Arc<Agent>;
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
-
-/// Runs blocking agent work off the async workers.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, AgentError> + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError(AgentError::internal(format!("request task failed: {e}"))))?
-        .map_err(ApiError)
-}

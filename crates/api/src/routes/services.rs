@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zlayer_agent::services::{DeployRequest, DeployResponse, ServiceInfo};
 
-use super::{blocking, ApiResult, AppState};
+use super::{ApiResult, AppState};
 
 /// Body of `POST /v1/services/scale`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -48,7 +48,7 @@ pub async fn deploy(
     State(agent): State<AppState>,
     Json(req): Json<DeployRequest>,
 ) -> ApiResult<Json<DeployResponse>> {
-    blocking(move || agent.deploy(req)).await.map(Json)
+    Ok(Json(agent.deploy(req).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/deployments/{name}", tag = "services", operation_id = "undeploy",
@@ -71,7 +71,7 @@ pub async fn undeploy(
 #[utoipa::path(get, path = "/v1/services", tag = "services", operation_id = "service_list",
     responses((status = 200, description = "Every service of every deployment", body = Vec<ServiceInfo>)))]
 pub async fn list(State(agent): State<AppState>) -> ApiResult<Json<Vec<ServiceInfo>>> {
-    blocking(move || agent.list_services()).await.map(Json)
+    Ok(Json(agent.list_services().await?))
 }
 
 #[utoipa::path(post, path = "/v1/services/scale", tag = "services", operation_id = "service_scale",
@@ -81,17 +81,13 @@ pub async fn scale(
     State(agent): State<AppState>,
     Json(req): Json<ScaleRequest>,
 ) -> ApiResult<Json<ScaleResponse>> {
-    blocking(move || {
-        let (deployment, service, from) = agent.scale(&req.service, req.replicas)?;
-        Ok(ScaleResponse {
-            deployment,
-            service,
-            from,
-            to: req.replicas,
-        })
-    })
-    .await
-    .map(Json)
+    let (deployment, service, from) = agent.scale(&req.service, req.replicas).await?;
+    Ok(Json(ScaleResponse {
+        deployment,
+        service,
+        from,
+        to: req.replicas,
+    }))
 }
 
 /// `GET /v1/events`: every event from now on, one JSON object per line, until the client

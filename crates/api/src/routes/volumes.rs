@@ -4,9 +4,9 @@ use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use zlayer_agent::volumes::{self, VolumeInfo};
+use zlayer_agent::volumes::VolumeInfo;
 
-use super::{blocking, ApiResult, AppState};
+use super::{ApiResult, AppState};
 use crate::types::RemovedResponse;
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -21,23 +21,13 @@ pub async fn create(
     State(agent): State<AppState>,
     Json(req): Json<CreateVolume>,
 ) -> ApiResult<Json<VolumeInfo>> {
-    blocking(move || {
-        let dir = volumes::ensure_volume_dir(&agent.config().paths.volumes(), &req.name)?;
-        Ok(VolumeInfo {
-            name: req.name,
-            mountpoint: dir.display().to_string(),
-        })
-    })
-    .await
-    .map(Json)
+    Ok(Json(agent.create_volume(&req.name).await?))
 }
 
 #[utoipa::path(get, path = "/v1/volumes", tag = "volumes", operation_id = "volume_list",
     responses((status = 200, description = "Every volume", body = Vec<VolumeInfo>)))]
 pub async fn list(State(agent): State<AppState>) -> ApiResult<Json<Vec<VolumeInfo>>> {
-    blocking(move || volumes::list(&agent.config().paths.volumes()))
-        .await
-        .map(Json)
+    Ok(Json(agent.list_volumes().await?))
 }
 
 #[utoipa::path(delete, path = "/v1/volumes/{name}", tag = "volumes", operation_id = "volume_remove",
@@ -47,25 +37,6 @@ pub async fn remove(
     State(agent): State<AppState>,
     Path(name): Path<String>,
 ) -> ApiResult<Json<RemovedResponse>> {
-    blocking(move || {
-        let users: Vec<String> = agent
-            .containers()
-            .list()?
-            .into_iter()
-            .filter(|c| {
-                zlayer_agent::containers::request::named_volumes_of(&c.spec).contains(&name)
-            })
-            .map(|c| c.name)
-            .collect();
-        if !users.is_empty() {
-            return Err(zlayer_agent::AgentError::conflict(format!(
-                "volume {name} is in use by container(s) {}; remove them first",
-                users.join(", ")
-            )));
-        }
-        volumes::remove(&agent.config().paths.volumes(), &name)?;
-        Ok(RemovedResponse { removed: name })
-    })
-    .await
-    .map(Json)
+    agent.remove_volume(&name).await?;
+    Ok(Json(RemovedResponse { removed: name }))
 }

@@ -10,13 +10,13 @@ use clap::Args;
 use hyper::Method;
 use tokio::sync::mpsc;
 use zlayer_agent::containers::request::parse_bytes;
+use zlayer_agent::containers::ExecSpec;
 use zlayer_agent::containers::{
     ContainerDetails, ContainerSummary, CreateRequest, Created, WaitResult,
 };
 use zlayer_api::client::{encode_query, ClientError};
 use zlayer_api::frames;
 use zlayer_api::Client;
-use zlayer_runtime::protocol::ExecSpec;
 
 use super::{each, exit_status, CmdResult};
 use crate::output::{human_size, print_json, print_table, Format};
@@ -137,8 +137,7 @@ fn build_request(a: &RunArgs) -> anyhow::Result<CreateRequest> {
     // JSON has no NaN or infinity (they would travel as null, i.e. no limit), so the CLI
     // checks --cpus itself; the daemon checks again for API clients.
     if let Some(c) = a.cpus {
-        use zlayer_runtime::bundle::validate;
-        validate::cpus(c, validate::host_cpus()).map_err(anyhow::Error::msg)?;
+        zlayer_agent::containers::request::check_cpus(c).map_err(anyhow::Error::msg)?;
     }
     let mut labels = std::collections::BTreeMap::new();
     for l in &a.labels {
@@ -562,7 +561,7 @@ pub async fn stats(client: &Client, args: StatsArgs) -> CmdResult {
         let mut rows = Vec::new();
         let mut json = Vec::new();
         for c in &args.containers {
-            let s: zlayer_runtime::stats::ContainerStats = client
+            let s: zlayer_agent::containers::ContainerStats = client
                 .get(&format!("/v1/containers/{}/stats", encode_query(c)))
                 .await?;
             let now = std::time::Instant::now();
