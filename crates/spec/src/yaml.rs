@@ -314,18 +314,15 @@ fn build_document(b: &mut Builder<'_>) -> Result<Option<Node>, BuildError> {
 mod tests {
     use super::*;
 
-    fn tree(src: &str) -> Result<Option<Node>, String> {
+    use crate::error::SpecErrors;
+
+    fn tree(src: &str) -> Result<Option<Node>, SpecErrors> {
         let mut sink = Sink::new(Some("t.yaml"));
         let n = parse(src, &mut sink);
         if sink.errors.is_empty() {
             Ok(n)
         } else {
-            Err(sink
-                .errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"))
+            Err(SpecErrors(sink.errors))
         }
     }
 
@@ -378,7 +375,7 @@ mod tests {
 
     #[test]
     fn duplicate_keys_rejected() {
-        let err = tree("a: 1\nb: 2\na: 3\n").unwrap_err();
+        let err = tree("a: 1\nb: 2\na: 3\n").unwrap_err().to_string();
         assert_eq!(
             err,
             "t.yaml:3:1: duplicate key `a` (first defined at line 1)"
@@ -387,7 +384,7 @@ mod tests {
 
     #[test]
     fn syntax_error_has_position() {
-        let err = tree("a: [1, 2\nb: 3\n").unwrap_err();
+        let err = tree("a: [1, 2\nb: 3\n").unwrap_err().to_string();
         assert!(err.starts_with("t.yaml:"), "{err}");
         assert!(err.contains("YAML syntax error"), "{err}");
     }
@@ -413,13 +410,13 @@ mod tests {
             let p = i - 1;
             src.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
         }
-        let err = tree(&src).unwrap_err();
+        let err = tree(&src).unwrap_err().to_string();
         assert!(err.contains("document too large"), "{err}");
     }
 
     #[test]
     fn multiple_documents_rejected() {
-        let err = tree("a: 1\n---\nb: 2\n").unwrap_err();
+        let err = tree("a: 1\n---\nb: 2\n").unwrap_err().to_string();
         assert!(err.contains("only one YAML document"), "{err}");
     }
 
