@@ -83,6 +83,8 @@ fn label_problem(s: &str) -> String {
     }
 }
 
+/// A portable variable name (letters, digits and `_`, not starting with a digit): the rule for
+/// `env` keys, `from_host` names and the names in a service's `env_file`.
 pub(crate) fn is_env_name(s: &str) -> bool {
     let mut b = s.bytes();
     matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
