@@ -175,8 +175,14 @@ fn lock_root(paths: &Paths) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
+/// `flock(fd, LOCK_EX | LOCK_NB)`: the daemon's single-instance lock.
+///
+/// # Safety
+/// `fd` must be an open file descriptor the caller owns for as long as the lock is wanted.
 unsafe fn libc_flock(fd: i32) -> i32 {
-    nix::libc::flock(fd, nix::libc::LOCK_EX | nix::libc::LOCK_NB)
+    // SAFETY: the caller guarantees `fd` is an open descriptor it owns; flock(2) only takes
+    // a lock on it and touches no memory of ours.
+    unsafe { nix::libc::flock(fd, nix::libc::LOCK_EX | nix::libc::LOCK_NB) }
 }
 
 async fn shutdown_signal() {

@@ -329,3 +329,63 @@ fn privileged_containers_get_the_hosts_devices_and_capabilities() {
         "{caps}"
     );
 }
+
+/// `run --env-file` reads files as `docker run --env-file` does: values literally, a bare name
+/// from the CLI's own environment (left out when unset there), `-e` on top; a bad line is
+/// refused naming the file and line, before anything is created.
+#[test]
+fn env_file_is_read_like_docker() {
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let dir = d.dir.path().join("envfiles");
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("app.env");
+    std::fs::write(
+        &good,
+        "# comment\n\nA=1\n  B=\"quoted\" $A \nFROM_CALLER\nNOT_IN_CALLER\nC=file\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .arg("--socket")
+        .arg(d.socket())
+        .args(["run", "--rm", "--env-file"])
+        .arg(&good)
+        .args(["-e", "C=flag", &image, "sh", "-c"])
+        .arg("echo \"[$A][$B][$FROM_CALLER][${NOT_IN_CALLER-unset}][$C]\"")
+        .env("FROM_CALLER", "from the caller")
+        .env_remove("NOT_IN_CALLER")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim_end(),
+        "[1][\"quoted\" $A ][from the caller][unset][flag]"
+    );
+
+    let bad = dir.join("bad.env");
+    std::fs::write(&bad, "A=1\nBAD KEY=2\n=3\n").unwrap();
+    let bad_name = bad.display().to_string();
+    let (code, _, err) = run(
+        &d,
+        &["run", "--rm", "--env-file", &bad_name, &image, "true"],
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{bad_name}:2:1: variable name `BAD KEY` contains whitespace"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{bad_name}:3:1: no variable name before `=`")),
+        "{err}"
+    );
+    assert_eq!(d.ok(&["ps", "-aq"]).trim(), "");
+}

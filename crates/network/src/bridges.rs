@@ -29,49 +29,47 @@ pub struct LinkState {
     pub ports: usize,
 }
 
-fn ip_json(args: &[&str]) -> Result<std::result::Result<Value, String>> {
+/// Runs `ip ARGS` and reads its JSON output. A failure of `ip` itself is a
+/// [`NetworkError::Command`] with its stderr, except that `Ok(None)` is returned when `missing_ok`
+/// and the object asked about does not exist.
+fn ip_json(args: &[&str], missing_ok: bool) -> Result<Option<Value>> {
+    let command = || format!("ip {}", args.join(" "));
     let out = Command::new("ip")
         .args(args)
         .output()
         .map_err(|e| NetworkError::Command {
-            command: format!("ip {}", args.join(" ")),
+            command: command(),
             reason: e.to_string(),
         })?;
     if !out.status.success() {
-        return Ok(Err(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if missing_ok && stderr.contains("does not exist") {
+            return Ok(None);
+        }
+        return Err(NetworkError::Command {
+            command: command(),
+            reason: stderr,
+        });
     }
     serde_json::from_slice(&out.stdout)
-        .map(Ok)
+        .map(Some)
         .map_err(|e| NetworkError::Command {
-            command: format!("ip {}", args.join(" ")),
+            command: command(),
             reason: format!("unreadable JSON: {e}"),
         })
 }
 
 /// The link `name` of the calling namespace, or `None` if there is none.
 pub fn inspect(name: &str) -> Result<Option<LinkState>> {
-    let link = match ip_json(&["-j", "-d", "addr", "show", "dev", name])? {
-        Ok(v) => v,
-        Err(stderr) if stderr.contains("does not exist") => return Ok(None),
-        Err(stderr) => {
-            return Err(NetworkError::Command {
-                command: format!("ip -j -d addr show dev {name}"),
-                reason: stderr,
-            })
-        }
+    let Some(link) = ip_json(&["-j", "-d", "addr", "show", "dev", name], true)? else {
+        return Ok(None);
     };
     let Some(link) = link.as_array().and_then(|a| a.first()) else {
         return Ok(None);
     };
-    let ports = match ip_json(&["-j", "link", "show", "master", name])? {
-        Ok(v) => v.as_array().map_or(0, Vec::len),
-        Err(stderr) => {
-            return Err(NetworkError::Command {
-                command: format!("ip -j link show master {name}"),
-                reason: stderr,
-            })
-        }
-    };
+    let ports = ip_json(&["-j", "link", "show", "master", name], false)?
+        .and_then(|v| v.as_array().map(Vec::len))
+        .unwrap_or(0);
     Ok(Some(parse_link(link, ports)))
 }
 

@@ -59,9 +59,13 @@ pub fn create(dir: &Path, name: &str) -> Result<PathBuf> {
     let target = path.clone();
     let outcome = std::thread::Builder::new()
         .name("netns-create".into())
-        .spawn(move || -> std::result::Result<(), String> {
-            unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare(CLONE_NEWNET): {e}"))?;
-            loopback_up().map_err(|e| format!("bringing lo up: {e}"))?;
+        .spawn(move || -> Result<()> {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| netns_err(&target, "unshare(CLONE_NEWNET)", e))?;
+            loopback_up().map_err(|e| NetworkError::Netns {
+                path: target.clone(),
+                reason: format!("bringing lo up: {e}"),
+            })?;
             mount(
                 Some("/proc/thread-self/ns/net"),
                 &target,
@@ -69,20 +73,20 @@ pub fn create(dir: &Path, name: &str) -> Result<PathBuf> {
                 MsFlags::MS_BIND,
                 None::<&str>,
             )
-            .map_err(|e| format!("bind-mounting /proc/thread-self/ns/net: {e}"))
+            .map_err(|e| netns_err(&target, "bind-mounting /proc/thread-self/ns/net", e))
         })
         .map_err(|e| NetworkError::io("spawning the netns-create thread for", &path, e))?
         .join();
     let failure = match outcome {
         Ok(Ok(())) => return Ok(path),
-        Ok(Err(reason)) => reason,
-        Err(_) => "the netns-create thread panicked".to_string(),
+        Ok(Err(e)) => e,
+        Err(_) => NetworkError::Netns {
+            path: path.clone(),
+            reason: "the netns-create thread panicked".to_string(),
+        },
     };
     let _ = fs::remove_file(&path);
-    Err(NetworkError::Netns {
-        path,
-        reason: failure,
-    })
+    Err(failure)
 }
 
 /// Unmount and remove a namespace file. Missing or already-unmounted files are not an error, so

@@ -18,7 +18,25 @@ use std::str::FromStr;
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, NaiveDate, TimeZone, Timelike, Utc};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::units::HumanDuration;
+use crate::units::{HumanDuration, UnitError};
+
+/// Why a `schedule` was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    /// `@every` with an interval that is not a duration.
+    #[error(transparent)]
+    Interval(#[from] UnitError),
+    /// The expression is not a schedule; the message says what is wrong and what is accepted.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A [`ScheduleError::Invalid`] with a `format!` message.
+macro_rules! sched_err {
+    ($($arg:tt)*) => {
+        ScheduleError::Invalid(format!($($arg)*))
+    };
+}
 
 /// A parsed schedule. Keeps its source text for display and serialization.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +109,7 @@ const FIELDS: [FieldSpec; 5] = [
 ];
 
 impl FieldSpec {
-    fn value(&self, s: &str) -> Result<u32, String> {
+    fn value(&self, s: &str) -> Result<u32, ScheduleError> {
         if let Some(i) = self.names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
             // Month names start at 1, weekday names at 0 (SUN).
             return Ok(i as u32 + self.min);
@@ -102,31 +120,35 @@ impl FieldSpec {
             } else {
                 format!(" or a name like {}", self.names[0])
             };
-            format!(
+            sched_err!(
                 "invalid {} `{s}`: expected a number {}-{}{names}",
-                self.name, self.min, self.max
+                self.name,
+                self.min,
+                self.max
             )
         })?;
         if v < self.min || v > self.max {
-            return Err(format!(
+            return Err(sched_err!(
                 "{} {v} is out of range {}-{}",
-                self.name, self.min, self.max
+                self.name,
+                self.min,
+                self.max
             ));
         }
         Ok(v)
     }
 
     /// Parses one field into a bit set (bit N = value N).
-    fn parse(&self, field: &str) -> Result<u64, String> {
+    fn parse(&self, field: &str) -> Result<u64, ScheduleError> {
         let mut bits = 0u64;
         for part in field.split(',') {
             let (range, step) = match part.split_once('/') {
                 Some((r, s)) => {
                     let step: u32 = s
                         .parse()
-                        .map_err(|_| format!("invalid step `{s}` in {} `{field}`", self.name))?;
+                        .map_err(|_| sched_err!("invalid step `{s}` in {} `{field}`", self.name))?;
                     if step == 0 {
-                        return Err(format!("step 0 in {} `{field}`", self.name));
+                        return Err(sched_err!("step 0 in {} `{field}`", self.name));
                     }
                     (r, Some(step))
                 }
@@ -137,11 +159,11 @@ impl FieldSpec {
             } else if let Some((a, b)) = range.split_once('-') {
                 let (a, b) = (self.value(a)?, self.value(b)?);
                 if a > b {
-                    return Err(format!("{} range `{range}` goes backwards", self.name));
+                    return Err(sched_err!("{} range `{range}` goes backwards", self.name));
                 }
                 (a, b)
             } else if range.is_empty() {
-                return Err(format!("empty item in {} `{field}`", self.name));
+                return Err(sched_err!("empty item in {} `{field}`", self.name));
             } else {
                 let a = self.value(range)?;
                 // `N/STEP` means from N to the end of the range.
@@ -159,9 +181,9 @@ impl FieldSpec {
 }
 
 impl FromStr for Schedule {
-    type Err = String;
+    type Err = ScheduleError;
 
-    fn from_str(s: &str) -> Result<Schedule, String> {
+    fn from_str(s: &str) -> Result<Schedule, ScheduleError> {
         let text = s.trim();
         let expanded = match text.to_ascii_lowercase().as_str() {
             "@yearly" | "@annually" => "0 0 1 1 *",
@@ -169,16 +191,16 @@ impl FromStr for Schedule {
             "@weekly" => "0 0 * * 0",
             "@daily" | "@midnight" => "0 0 * * *",
             "@hourly" => "0 * * * *",
-            "@reboot" => return Err("`@reboot` is not supported: use a job (kind: job) instead".to_owned()),
+            "@reboot" => return Err(ScheduleError::Invalid("`@reboot` is not supported: use a job (kind: job) instead".to_owned())),
             lower if lower.starts_with("@every") => {
                 let d: HumanDuration = text["@every".len()..].trim().parse()?;
                 if d.0 < std::time::Duration::from_secs(1) {
-                    return Err(format!("`{text}`: the interval must be at least 1s"));
+                    return Err(sched_err!("`{text}`: the interval must be at least 1s"));
                 }
                 return Ok(Schedule { source: text.to_owned(), kind: ScheduleKind::Every(d) });
             }
             lower if lower.starts_with('@') => {
-                return Err(format!(
+                return Err(sched_err!(
                     "unknown schedule `{text}`: use @yearly, @monthly, @weekly, @daily, @hourly, @every DURATION or 5 cron fields"
                 ))
             }
@@ -186,7 +208,7 @@ impl FromStr for Schedule {
         };
         let parts: Vec<&str> = expanded.split_whitespace().collect();
         if parts.len() != 5 {
-            return Err(format!(
+            return Err(sched_err!(
                 "schedule `{text}` has {} fields; expected 5 (minute hour day-of-month month day-of-week) or a macro like @daily",
                 parts.len()
             ));
@@ -499,7 +521,7 @@ mod tests {
 
     #[test]
     fn errors() {
-        let e = |s: &str| s.parse::<Schedule>().unwrap_err();
+        let e = |s: &str| s.parse::<Schedule>().unwrap_err().to_string();
         assert!(e("* * * *").contains("has 4 fields; expected 5"));
         assert!(e("60 * * * *").contains("minute 60 is out of range 0-59"));
         assert!(e("* 24 * * *").contains("hour 24 is out of range 0-23"));

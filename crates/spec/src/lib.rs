@@ -41,7 +41,7 @@ use std::path::Path;
 
 pub use cron::Schedule;
 pub use decode::SourceMap;
-pub use envfile::parse_env_file;
+pub use envfile::{env_file_entries, parse_env_file};
 pub use error::{Location, SpecError, SpecErrors};
 pub use model::*;
 pub use plan::{plan, Action, Plan, ServicePlan};

@@ -10,6 +10,34 @@ use std::time::Duration;
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
+/// Which kind of value failed to parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitKind {
+    /// A [`ByteSize`].
+    Size,
+    /// A [`HumanDuration`].
+    Duration,
+    /// A [`Cpu`] amount.
+    Cpu,
+}
+
+/// A size, duration or CPU amount that could not be read; the message says what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct UnitError {
+    /// What was being read.
+    pub kind: UnitKind,
+    /// What is wrong and what is accepted, in words a user can act on.
+    pub message: String,
+}
+
+/// A [`UnitError`] of `kind` with a `format!` message.
+macro_rules! unit_err {
+    ($kind:expr, $($arg:tt)*) => {
+        UnitError { kind: $kind, message: format!($($arg)*) }
+    };
+}
+
 /// A number of bytes, written `1048576`, `64Mi`, `1G`, `512k`, `1.5Gi`.
 ///
 /// Suffixes follow Kubernetes: `k`/`K`, `M`, `G`, `T`, `P`, `E` (optionally followed by `B`) are
@@ -86,13 +114,14 @@ fn scale_decimal(num: &str, unit: u128) -> Option<u128> {
 }
 
 impl FromStr for ByteSize {
-    type Err = String;
+    type Err = UnitError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnitError> {
         let t = s.trim();
         let (num, suffix) = split_number(t);
         if num.is_empty() {
-            return Err(format!(
+            return Err(unit_err!(
+                UnitKind::Size,
                 "invalid size `{s}`: expected a number of bytes like `64Mi`, `1G` or `1048576`"
             ));
         }
@@ -102,20 +131,22 @@ impl FromStr for ByteSize {
         ) {
             let upper = suffix.to_ascii_uppercase();
             let letter = &upper[..1];
-            return Err(format!(
+            return Err(unit_err!(
+                UnitKind::Size,
                 "ambiguous size suffix in `{s}`: write `{num}{letter}i` for binary (x1024) or `{num}{letter}` for decimal (x1000) units"
             ));
         }
         let Some((_, unit)) = SIZE_SUFFIXES.iter().find(|(name, _)| *name == suffix) else {
-            return Err(format!(
+            return Err(unit_err!(
+                UnitKind::Size,
                 "invalid size suffix `{suffix}` in `{s}`: use one of Ki, Mi, Gi, Ti (x1024) or k, M, G, T (x1000), or none for bytes"
             ));
         };
-        let bytes =
-            scale_decimal(num, u128::from(*unit)).ok_or_else(|| format!("invalid size `{s}`"))?;
+        let bytes = scale_decimal(num, u128::from(*unit))
+            .ok_or_else(|| unit_err!(UnitKind::Size, "invalid size `{s}`"))?;
         u64::try_from(bytes)
             .map(ByteSize)
-            .map_err(|_| format!("size `{s}` is too large"))
+            .map_err(|_| unit_err!(UnitKind::Size, "size `{s}` is too large"))
     }
 }
 
@@ -206,16 +237,16 @@ const DURATION_UNITS: &[(&str, u128)] = &[
 ];
 
 impl FromStr for HumanDuration {
-    type Err = String;
+    type Err = UnitError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnitError> {
         let t = s.trim();
         let usage = "expected a duration like `500ms`, `2s`, `1m30s` or `1h`";
         if t == "0" {
             return Ok(HumanDuration(Duration::ZERO));
         }
         if t.is_empty() {
-            return Err(format!("empty duration: {usage}"));
+            return Err(unit_err!(UnitKind::Duration, "empty duration: {usage}"));
         }
         let mut rest = t;
         let mut total: u128 = 0;
@@ -223,35 +254,40 @@ impl FromStr for HumanDuration {
         while !rest.is_empty() {
             let (num, after) = split_number(rest);
             if num.is_empty() {
-                return Err(format!("invalid duration `{s}`: {usage}"));
+                return Err(unit_err!(
+                    UnitKind::Duration,
+                    "invalid duration `{s}`: {usage}"
+                ));
             }
             let unit_len = after
                 .find(|c: char| c.is_ascii_digit() || c == '.')
                 .unwrap_or(after.len());
             let unit_text = &after[..unit_len];
             if unit_text.is_empty() {
-                return Err(format!(
+                return Err(unit_err!(
+                    UnitKind::Duration,
                     "duration `{s}` needs a unit (ns, us, ms, s, m, h, d), e.g. `{num}s`"
                 ));
             }
             let Some((_, unit)) = DURATION_UNITS.iter().find(|(u, _)| *u == unit_text) else {
-                return Err(format!(
+                return Err(unit_err!(
+                    UnitKind::Duration,
                     "invalid duration unit `{unit_text}` in `{s}`: use ns, us, ms, s, m, h or d"
                 ));
             };
             if *unit >= last_unit {
-                return Err(format!("invalid duration `{s}`: write units from largest to smallest, each once (e.g. `1m30s`)"));
+                return Err(unit_err!(UnitKind::Duration, "invalid duration `{s}`: write units from largest to smallest, each once (e.g. `1m30s`)"));
             }
             last_unit = *unit;
             let nanos = scale_decimal(num, *unit)
-                .ok_or_else(|| format!("invalid duration `{s}`: {usage}"))?;
+                .ok_or_else(|| unit_err!(UnitKind::Duration, "invalid duration `{s}`: {usage}"))?;
             total = total
                 .checked_add(nanos)
-                .ok_or_else(|| format!("duration `{s}` is too large"))?;
+                .ok_or_else(|| unit_err!(UnitKind::Duration, "duration `{s}` is too large"))?;
             rest = &after[unit_len..];
         }
         let secs = u64::try_from(total / 1_000_000_000)
-            .map_err(|_| format!("duration `{s}` is too large"))?;
+            .map_err(|_| unit_err!(UnitKind::Duration, "duration `{s}` is too large"))?;
         Ok(HumanDuration(Duration::new(
             secs,
             (total % 1_000_000_000) as u32,
@@ -311,12 +347,12 @@ impl Cpu {
 }
 
 impl FromStr for Cpu {
-    type Err = String;
+    type Err = UnitError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, UnitError> {
         let t = s.trim();
         let bad = || {
-            format!("invalid CPU amount `{s}`: expected CPUs like `0.5` or `2`, or millicores like `500m`")
+            unit_err!(UnitKind::Cpu, "invalid CPU amount `{s}`: expected CPUs like `0.5` or `2`, or millicores like `500m`")
         };
         let millis = if let Some(m) = t.strip_suffix('m') {
             if m.is_empty() || !m.bytes().all(|b| b.is_ascii_digit()) {
@@ -330,7 +366,8 @@ impl FromStr for Cpu {
             }
             let (_, frac) = num.split_once('.').unwrap_or((num, ""));
             if frac.len() > 3 && frac[3..].bytes().any(|b| b != b'0') {
-                return Err(format!(
+                return Err(unit_err!(
+                    UnitKind::Cpu,
                     "CPU amount `{s}` is finer than a millicore (0.001)"
                 ));
             }
@@ -409,16 +446,19 @@ mod tests {
 
     #[test]
     fn size_errors() {
-        let e = "64m".parse::<ByteSize>().unwrap_err();
+        let err = "64m".parse::<ByteSize>().unwrap_err();
+        assert_eq!(err.kind, UnitKind::Size);
+        let e = err.to_string();
         assert!(
             e.contains("ambiguous") && e.contains("`64Mi`") && e.contains("`64M`"),
             "{e}"
         );
-        let e = "1g".parse::<ByteSize>().unwrap_err();
+        let e = "1g".parse::<ByteSize>().unwrap_err().message;
         assert!(e.contains("`1Gi`"), "{e}");
         assert!("64Xi"
             .parse::<ByteSize>()
             .unwrap_err()
+            .message
             .contains("invalid size suffix `Xi`"));
         assert!("Mi".parse::<ByteSize>().is_err());
         assert!("-1".parse::<ByteSize>().is_err());
@@ -426,6 +466,7 @@ mod tests {
         assert!("16Ei"
             .parse::<ByteSize>()
             .unwrap_err()
+            .message
             .contains("too large"));
     }
 
@@ -461,7 +502,9 @@ mod tests {
 
     #[test]
     fn duration_errors() {
-        let e = "30".parse::<HumanDuration>().unwrap_err();
+        let err = "30".parse::<HumanDuration>().unwrap_err();
+        assert_eq!(err.kind, UnitKind::Duration);
+        let e = err.message;
         assert_eq!(
             e,
             "duration `30` needs a unit (ns, us, ms, s, m, h, d), e.g. `30s`"
@@ -469,10 +512,12 @@ mod tests {
         assert!("5x"
             .parse::<HumanDuration>()
             .unwrap_err()
+            .message
             .contains("unit `x`"));
         assert!("30s1m"
             .parse::<HumanDuration>()
             .unwrap_err()
+            .message
             .contains("largest to smallest"));
         assert!("1s1s".parse::<HumanDuration>().is_err());
         assert!("".parse::<HumanDuration>().is_err());
@@ -499,6 +544,7 @@ mod tests {
         assert!("0.0001"
             .parse::<Cpu>()
             .unwrap_err()
+            .message
             .contains("finer than a millicore"));
         assert!("abc".parse::<Cpu>().is_err());
         assert!("m".parse::<Cpu>().is_err());

@@ -83,7 +83,9 @@ fn label_problem(s: &str) -> String {
     }
 }
 
-fn is_env_name(s: &str) -> bool {
+/// A portable variable name (letters, digits and `_`, not starting with a digit): the rule for
+/// `env` keys, `from_host` names and the names in a service's `env_file`.
+pub(crate) fn is_env_name(s: &str) -> bool {
     let mut b = s.bytes();
     matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
         && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
@@ -139,9 +141,20 @@ fn service(
     s: &Service,
 ) {
     let p = join("services", name);
+    command_and_env(c, &p, name, s);
+    mounts(c, &p, name, s);
+    resources(c, &p, name, s);
+    endpoints(c, &p, name, s);
+    timing(c, &p, s);
+    depends(c, d, declared, &p, name, s);
+    init_and_identity(c, &p, s);
+}
+
+/// The image name, the command and the environment.
+fn command_and_env(c: &mut Checker<'_>, p: &str, name: &str, s: &Service) {
     if s.image.name.chars().any(char::is_whitespace) {
         c.err(
-            &join(&p, "image"),
+            &join(p, "image"),
             format!(
                 "image `{}` in service \"{name}\" contains whitespace",
                 s.image.name
@@ -168,6 +181,10 @@ fn service(
             }
         }
     }
+}
+
+/// Secrets and storage: valid names, absolute targets, no target mounted twice.
+fn mounts(c: &mut Checker<'_>, p: &str, name: &str, s: &Service) {
     let mut secret_names: HashMap<&str, usize> = HashMap::new();
     let mut targets: HashMap<&str, String> = HashMap::new();
     for (i, sec) in s.secrets.iter().enumerate() {
@@ -231,6 +248,10 @@ fn service(
             }
         }
     }
+}
+
+/// CPU and memory limits within what the kernel and the runtime accept.
+fn resources(c: &mut Checker<'_>, p: &str, name: &str, s: &Service) {
     if let Some(cpu) = s.resources.cpu {
         if cpu.millis == 0 {
             c.err(&format!("{p}.resources.cpu"), format!("`cpu` in service \"{name}\" must be greater than 0 (leave it out for no limit)"));
@@ -257,6 +278,10 @@ fn service(
             );
         }
     }
+}
+
+/// Endpoint names and ports unique in the service; `publish` only where it can work.
+fn endpoints(c: &mut Checker<'_>, p: &str, name: &str, s: &Service) {
     let mut ep_names: HashMap<&str, usize> = HashMap::new();
     let mut ep_ports: HashMap<(u16, Protocol), usize> = HashMap::new();
     for (i, e) in s.endpoints.iter().enumerate() {
@@ -292,6 +317,10 @@ fn service(
             );
         }
     }
+}
+
+/// Health checks, backoffs, timeouts and schedules that can take effect.
+fn timing(c: &mut Checker<'_>, p: &str, s: &Service) {
     if let Some(h) = &s.health {
         let hp = format!("{p}.health");
         match &h.check {
@@ -369,6 +398,17 @@ fn service(
             );
         }
     }
+}
+
+/// Each dependency names another declared service with a condition it can meet.
+fn depends(
+    c: &mut Checker<'_>,
+    d: &Deployment,
+    declared: &BTreeSet<String>,
+    p: &str,
+    name: &str,
+    s: &Service,
+) {
     let mut seen_deps: HashMap<&str, usize> = HashMap::new();
     for (i, dep) in s.depends.iter().enumerate() {
         let dp = format!("{p}.depends[{i}]");
@@ -436,6 +476,10 @@ fn service(
             _ => {}
         }
     }
+}
+
+/// Init steps, user, hostname and network.
+fn init_and_identity(c: &mut Checker<'_>, p: &str, s: &Service) {
     for (i, step) in s.init.iter().enumerate() {
         let ip = format!("{p}.init[{i}]");
         match &step.action {

@@ -128,86 +128,8 @@ impl<'a> Builder<'a> {
                 };
                 (Node { value, loc: at }, anchor)
             }
-            Event::SequenceStart(anchor, _tag) => {
-                let mut items = Vec::new();
-                loop {
-                    let (ev, span) = self.next()?;
-                    if ev == Event::SequenceEnd {
-                        break;
-                    }
-                    items.push(self.node(ev, span)?);
-                }
-                (
-                    Node {
-                        value: Value::Seq(items),
-                        loc: at,
-                    },
-                    anchor,
-                )
-            }
-            Event::MappingStart(anchor, _tag) => {
-                let mut entries: Vec<(Node, Node)> = Vec::new();
-                let mut merges = Vec::new();
-                loop {
-                    let (ev, span) = self.next()?;
-                    if ev == Event::MappingEnd {
-                        break;
-                    }
-                    // Keys are names: `null:` or `~:` is the string, not a null.
-                    let key = match ev {
-                        Event::Scalar(text, style, _, _) => {
-                            self.count(loc(&span), 1)?;
-                            let value = Value::Scalar {
-                                text: text.into_owned(),
-                                plain: style == ScalarStyle::Plain,
-                            };
-                            Node {
-                                value,
-                                loc: loc(&span),
-                            }
-                        }
-                        ev => self.node(ev, span)?,
-                    };
-                    let (ev, span) = self.next()?;
-                    let value = self.node(ev, span)?;
-                    if key.as_key().is_none() {
-                        return Err(BuildError(
-                            key.loc,
-                            format!(
-                                "mapping keys must be plain strings, found {}",
-                                key.kind_name()
-                            ),
-                        ));
-                    }
-                    if matches!(&key.value, Value::Scalar { text, plain: true } if text == "<<") {
-                        merges.push(value);
-                        continue;
-                    }
-                    if let Some((first, _)) =
-                        entries.iter().find(|(k, _)| k.as_key() == key.as_key())
-                    {
-                        return Err(BuildError(
-                            key.loc,
-                            format!(
-                                "duplicate key `{}` (first defined at line {})",
-                                key.as_key().unwrap_or_default(),
-                                first.loc.line
-                            ),
-                        ));
-                    }
-                    entries.push((key, value));
-                }
-                for merge in merges {
-                    merge_into(&mut entries, merge)?;
-                }
-                (
-                    Node {
-                        value: Value::Map(entries),
-                        loc: at,
-                    },
-                    anchor,
-                )
-            }
+            Event::SequenceStart(anchor, _tag) => (self.sequence(at)?, anchor),
+            Event::MappingStart(anchor, _tag) => (self.mapping(at)?, anchor),
             Event::Alias(id) => {
                 let Some(target) = self.anchors.get(&id).cloned() else {
                     return Err(BuildError(
@@ -224,6 +146,88 @@ impl<'a> Builder<'a> {
             self.anchors.insert(anchor, node.clone());
         }
         Ok(node)
+    }
+
+    /// The items of a sequence whose start event was read, up to its end.
+    fn sequence(&mut self, at: Location) -> Result<Node, BuildError> {
+        let mut items = Vec::new();
+        loop {
+            let (ev, span) = self.next()?;
+            if ev == Event::SequenceEnd {
+                break;
+            }
+            items.push(self.node(ev, span)?);
+        }
+        Ok(Node {
+            value: Value::Seq(items),
+            loc: at,
+        })
+    }
+
+    /// The entries of a mapping whose start event was read, up to its end, with merge keys
+    /// applied; duplicate and non-string keys are errors.
+    fn mapping(&mut self, at: Location) -> Result<Node, BuildError> {
+        let mut entries: Vec<(Node, Node)> = Vec::new();
+        let mut merges = Vec::new();
+        loop {
+            let (ev, span) = self.next()?;
+            if ev == Event::MappingEnd {
+                break;
+            }
+            let key = self.map_key(ev, span)?;
+            let (ev, span) = self.next()?;
+            let value = self.node(ev, span)?;
+            if key.as_key().is_none() {
+                return Err(BuildError(
+                    key.loc,
+                    format!(
+                        "mapping keys must be plain strings, found {}",
+                        key.kind_name()
+                    ),
+                ));
+            }
+            if matches!(&key.value, Value::Scalar { text, plain: true } if text == "<<") {
+                merges.push(value);
+                continue;
+            }
+            if let Some((first, _)) = entries.iter().find(|(k, _)| k.as_key() == key.as_key()) {
+                return Err(BuildError(
+                    key.loc,
+                    format!(
+                        "duplicate key `{}` (first defined at line {})",
+                        key.as_key().unwrap_or_default(),
+                        first.loc.line
+                    ),
+                ));
+            }
+            entries.push((key, value));
+        }
+        for merge in merges {
+            merge_into(&mut entries, merge)?;
+        }
+        Ok(Node {
+            value: Value::Map(entries),
+            loc: at,
+        })
+    }
+
+    /// A mapping key that starts with `ev`. Keys are names: `null:` or `~:` is the string, not
+    /// a null.
+    fn map_key(&mut self, ev: Event<'a>, span: Span) -> Result<Node, BuildError> {
+        Ok(match ev {
+            Event::Scalar(text, style, _, _) => {
+                self.count(loc(&span), 1)?;
+                let value = Value::Scalar {
+                    text: text.into_owned(),
+                    plain: style == ScalarStyle::Plain,
+                };
+                Node {
+                    value,
+                    loc: loc(&span),
+                }
+            }
+            ev => self.node(ev, span)?,
+        })
     }
 }
 
@@ -314,18 +318,15 @@ fn build_document(b: &mut Builder<'_>) -> Result<Option<Node>, BuildError> {
 mod tests {
     use super::*;
 
-    fn tree(src: &str) -> Result<Option<Node>, String> {
+    use crate::error::SpecErrors;
+
+    fn tree(src: &str) -> Result<Option<Node>, SpecErrors> {
         let mut sink = Sink::new(Some("t.yaml"));
         let n = parse(src, &mut sink);
         if sink.errors.is_empty() {
             Ok(n)
         } else {
-            Err(sink
-                .errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"))
+            Err(SpecErrors(sink.errors))
         }
     }
 
@@ -378,7 +379,7 @@ mod tests {
 
     #[test]
     fn duplicate_keys_rejected() {
-        let err = tree("a: 1\nb: 2\na: 3\n").unwrap_err();
+        let err = tree("a: 1\nb: 2\na: 3\n").unwrap_err().to_string();
         assert_eq!(
             err,
             "t.yaml:3:1: duplicate key `a` (first defined at line 1)"
@@ -387,7 +388,7 @@ mod tests {
 
     #[test]
     fn syntax_error_has_position() {
-        let err = tree("a: [1, 2\nb: 3\n").unwrap_err();
+        let err = tree("a: [1, 2\nb: 3\n").unwrap_err().to_string();
         assert!(err.starts_with("t.yaml:"), "{err}");
         assert!(err.contains("YAML syntax error"), "{err}");
     }
@@ -413,13 +414,13 @@ mod tests {
             let p = i - 1;
             src.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
         }
-        let err = tree(&src).unwrap_err();
+        let err = tree(&src).unwrap_err().to_string();
         assert!(err.contains("document too large"), "{err}");
     }
 
     #[test]
     fn multiple_documents_rejected() {
-        let err = tree("a: 1\n---\nb: 2\n").unwrap_err();
+        let err = tree("a: 1\n---\nb: 2\n").unwrap_err().to_string();
         assert!(err.contains("only one YAML document"), "{err}");
     }
 

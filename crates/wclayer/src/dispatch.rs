@@ -115,20 +115,7 @@ pub fn write_layer<R: Read>(
         }
 
         if let Some(removed) = base.strip_prefix(WHITEOUT_PREFIX) {
-            if base == OPAQUE_WHITEOUT {
-                writer.opaque(&name)?;
-            } else {
-                let dir = parent(&name);
-                let target = if dir.is_empty() {
-                    removed.to_string()
-                } else {
-                    format!("{dir}/{removed}")
-                };
-                if removed.is_empty() {
-                    return Err(Error::entry(&name, "whiteout names nothing"));
-                }
-                writer.remove(&target, &name)?;
-            }
+            write_whiteout(writer, &name, base, removed)?;
             continue;
         }
 
@@ -141,93 +128,152 @@ pub fn write_layer<R: Read>(
             continue;
         }
 
-        let is_file = kind.is_file() || kind.is_contiguous();
-        let is_symlink = kind.is_symlink();
-        let is_dir = kind.is_dir();
-        if kind.is_gnu_sparse() {
-            return Err(Error::entry(
-                &name,
-                "GNU sparse entries are not supported in Windows layers",
-            ));
-        }
-        if !(is_file || is_symlink || is_dir) {
-            return Err(Error::entry(
-                &name,
-                format!("entry type {kind:?} has no Windows equivalent"),
-            ));
-        }
-
-        let records = pax_records(&mut entry, &name)?;
-        let header = entry.header();
-        let mtime = header
-            .mtime()
-            .map_err(|e| Error::entry(&name, format!("bad mtime: {e}")))?;
-        let (atime, ctime) = match header.as_gnu() {
-            Some(g) => (
-                g.atime().ok().filter(|t| *t != 0),
-                g.ctime().ok().filter(|t| *t != 0),
-            ),
-            None => (None, None),
-        };
-        let meta = pax::read_meta(&name, is_dir, (mtime, atime, ctime), &records)?;
-
-        let mut sink = writer.add(&name, &meta.info)?;
-        if let Some((_, bak)) = MUTATED_FILES.iter().find(|(n, _)| *n == name) {
-            let backup = host.restore(
-                writer.layer_root(),
-                bak,
-                &meta.info,
-                RestoreOptions {
-                    is_dir: false,
-                    process_security: true,
-                    replace_existing: true,
-                },
-            )?;
-            sink = Box::new(TeeSink {
-                primary: sink,
-                copy: backup,
-                name: name.clone(),
-            });
-        }
-
-        if let Some(sd) = &meta.security_descriptor {
-            let bytes = match sd {
-                SecurityDescriptor::Raw(b) => b.clone(),
-                SecurityDescriptor::Sddl(text) => host.sddl_to_security_descriptor(&name, text)?,
-            };
-            sink.write_record(
-                &StreamHeader::unnamed(StreamId::Security, bytes.len() as u64),
-                &mut &bytes[..],
-            )?;
-        }
-        if !meta.xattrs.is_empty() {
-            let bytes = ea::encode(&name, &meta.xattrs)?;
-            sink.write_record(
-                &StreamHeader::unnamed(StreamId::Ea, bytes.len() as u64),
-                &mut &bytes[..],
-            )?;
-        }
-        if is_symlink {
-            let target = entry
-                .link_name_bytes()
-                .ok_or_else(|| Error::entry(&name, "symbolic link without a target"))?;
-            let target = std::str::from_utf8(&target)
-                .map_err(|_| Error::entry(&name, "link target is not UTF-8"))?
-                .to_string();
-            let bytes = reparse::encode(&name, &target, meta.mountpoint)?;
-            sink.write_record(
-                &StreamHeader::unnamed(StreamId::Reparse, bytes.len() as u64),
-                &mut &bytes[..],
-            )?;
-        }
-        if is_file {
-            let size = entry.size();
-            sink.write_record(&StreamHeader::unnamed(StreamId::Data, size), &mut entry)?;
-        }
+        let sink = add_entry(&mut entry, &name, kind, writer, host)?;
         open = Some(OpenAdd { name, sink });
     }
     if let Some(prev) = open.take() {
         prev.sink.finish()?;
+    }
+    Ok(())
+}
+
+/// A whiteout entry: `.wh..wh..opq` marks its directory opaque, `.wh.NAME` removes `NAME`.
+fn write_whiteout(
+    writer: &mut dyn LayerWriter,
+    name: &str,
+    base: &str,
+    removed: &str,
+) -> Result<()> {
+    if base == OPAQUE_WHITEOUT {
+        writer.opaque(name)?;
+    } else {
+        let dir = parent(name);
+        let target = if dir.is_empty() {
+            removed.to_string()
+        } else {
+            format!("{dir}/{removed}")
+        };
+        if removed.is_empty() {
+            return Err(Error::entry(name, "whiteout names nothing"));
+        }
+        writer.remove(&target, name)?;
+    }
+    Ok(())
+}
+
+/// A file, directory or symlink entry: opens its add in `writer` and writes its backup streams
+/// (security descriptor, EAs, reparse point, data). Returns the sink, kept open for the
+/// `name:stream` entries that may follow.
+fn add_entry<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    name: &str,
+    kind: tar::EntryType,
+    writer: &mut dyn LayerWriter,
+    host: &dyn LayerHost,
+) -> Result<Box<dyn BackupSink>> {
+    let is_file = kind.is_file() || kind.is_contiguous();
+    let is_symlink = kind.is_symlink();
+    let is_dir = kind.is_dir();
+    if kind.is_gnu_sparse() {
+        return Err(Error::entry(
+            name,
+            "GNU sparse entries are not supported in Windows layers",
+        ));
+    }
+    if !(is_file || is_symlink || is_dir) {
+        return Err(Error::entry(
+            name,
+            format!("entry type {kind:?} has no Windows equivalent"),
+        ));
+    }
+
+    let records = pax_records(entry, name)?;
+    let header = entry.header();
+    let mtime = header
+        .mtime()
+        .map_err(|e| Error::entry(name, format!("bad mtime: {e}")))?;
+    let (atime, ctime) = match header.as_gnu() {
+        Some(g) => (
+            g.atime().ok().filter(|t| *t != 0),
+            g.ctime().ok().filter(|t| *t != 0),
+        ),
+        None => (None, None),
+    };
+    let meta = pax::read_meta(name, is_dir, (mtime, atime, ctime), &records)?;
+
+    let mut sink = open_sink(writer, host, name, &meta)?;
+    write_metadata_streams(sink.as_mut(), host, name, &meta)?;
+    if is_symlink {
+        let target = entry
+            .link_name_bytes()
+            .ok_or_else(|| Error::entry(name, "symbolic link without a target"))?;
+        let target = std::str::from_utf8(&target)
+            .map_err(|_| Error::entry(name, "link target is not UTF-8"))?
+            .to_string();
+        let bytes = reparse::encode(name, &target, meta.mountpoint)?;
+        sink.write_record(
+            &StreamHeader::unnamed(StreamId::Reparse, bytes.len() as u64),
+            &mut &bytes[..],
+        )?;
+    }
+    if is_file {
+        let size = entry.size();
+        sink.write_record(&StreamHeader::unnamed(StreamId::Data, size), entry)?;
+    }
+    Ok(sink)
+}
+
+/// The add's sink; for the boot files in [`MUTATED_FILES`] it also writes the backup copy.
+fn open_sink(
+    writer: &mut dyn LayerWriter,
+    host: &dyn LayerHost,
+    name: &str,
+    meta: &pax::NtfsMeta,
+) -> Result<Box<dyn BackupSink>> {
+    let mut sink = writer.add(name, &meta.info)?;
+    if let Some((_, bak)) = MUTATED_FILES.iter().find(|(n, _)| *n == name) {
+        let backup = host.restore(
+            writer.layer_root(),
+            bak,
+            &meta.info,
+            RestoreOptions {
+                is_dir: false,
+                process_security: true,
+                replace_existing: true,
+            },
+        )?;
+        sink = Box::new(TeeSink {
+            primary: sink,
+            copy: backup,
+            name: name.to_string(),
+        });
+    }
+    Ok(sink)
+}
+
+/// The security descriptor and extended attributes of an add, from its PAX records.
+fn write_metadata_streams(
+    sink: &mut dyn BackupSink,
+    host: &dyn LayerHost,
+    name: &str,
+    meta: &pax::NtfsMeta,
+) -> Result<()> {
+    if let Some(sd) = &meta.security_descriptor {
+        let bytes = match sd {
+            SecurityDescriptor::Raw(b) => b.clone(),
+            SecurityDescriptor::Sddl(text) => host.sddl_to_security_descriptor(name, text)?,
+        };
+        sink.write_record(
+            &StreamHeader::unnamed(StreamId::Security, bytes.len() as u64),
+            &mut &bytes[..],
+        )?;
+    }
+    if !meta.xattrs.is_empty() {
+        let bytes = ea::encode(name, &meta.xattrs)?;
+        sink.write_record(
+            &StreamHeader::unnamed(StreamId::Ea, bytes.len() as u64),
+            &mut &bytes[..],
+        )?;
     }
     Ok(())
 }

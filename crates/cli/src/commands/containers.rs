@@ -122,7 +122,7 @@ fn build_request(a: &RunArgs) -> anyhow::Result<CreateRequest> {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("reading env file {}", f.display()))?;
         env_file.extend(
-            zlayer_runtime::bundle::parse_env_file(&text, &f.display().to_string(), |k| {
+            zlayer_spec::env_file_entries(&text, &f.display().to_string(), |k| {
                 std::env::var(k).ok()
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?,

@@ -120,13 +120,6 @@ pub enum BundleError {
     /// The message of [`validate::env_entry`].
     #[error("{0}")]
     InvalidEnv(String),
-    #[error("{source_name}:{line}: invalid environment line {text:?}: {reason}")]
-    InvalidEnvFile {
-        source_name: String,
-        line: usize,
-        text: String,
-        reason: &'static str,
-    },
     #[error("working directory {0:?} is not an absolute path")]
     RelativeWorkdir(String),
     #[error("mount target {0:?} is not an absolute path")]
@@ -193,42 +186,6 @@ pub struct GeneratedBundle {
     pub stop_signal: i32,
     /// The resolved working directory (created by [`write_bundle`] when missing).
     pub workdir: String,
-}
-
-/// Parses `--env-file` content: `KEY=VALUE` lines, `#` comments and blank lines skipped,
-/// a bare `KEY` takes the value from `lookup` (docker takes it from the client's
-/// environment) and is dropped when unset. `source_name` names the file in errors.
-pub fn parse_env_file(
-    text: &str,
-    source_name: &str,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<Vec<String>, BundleError> {
-    let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim_start();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let err = |reason| BundleError::InvalidEnvFile {
-            source_name: source_name.to_string(),
-            line: i + 1,
-            text: raw.to_string(),
-            reason,
-        };
-        let key = line.split('=').next().unwrap_or_default();
-        if key.is_empty() {
-            return Err(err("empty variable name"));
-        }
-        if key.chars().any(char::is_whitespace) {
-            return Err(err("variable name contains whitespace"));
-        }
-        if line.contains('=') {
-            out.push(line.to_string());
-        } else if let Some(v) = lookup(key) {
-            out.push(format!("{key}={v}"));
-        }
-    }
-    Ok(out)
 }
 
 /// Parses a signal given as a name (`SIGTERM`, `TERM`, any case) or a number.

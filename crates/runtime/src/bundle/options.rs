@@ -80,7 +80,7 @@ impl Ulimit {
 /// Options of `run` (and of a service's container) that shape the OCI spec.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// `--env-file` entries (already parsed, see [`super::parse_env_file`]), applied before `env`.
+    /// `--env-file` entries (already parsed: `KEY=VALUE`, see `zlayer_spec::env_file_entries`), applied before `env`.
     pub env_file: Vec<String>,
     /// `-e KEY=VALUE`, in order; later ones win.
     pub env: Vec<String>,

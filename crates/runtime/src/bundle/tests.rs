@@ -134,19 +134,6 @@ fn env_order_image_then_file_then_flags_with_default_path() {
 }
 
 #[test]
-fn env_file_parsing_reports_line() {
-    let v = parse_env_file("# c\n\nA=1\nB\nC\n", "my.env", |k| {
-        (k == "B").then(|| "x".into())
-    })
-    .unwrap();
-    assert_eq!(v, sv(&["A=1", "B=x"]));
-    let e = parse_env_file("A=1\nBAD KEY=2\n", "my.env", |_| None)
-        .unwrap_err()
-        .to_string();
-    assert!(e.starts_with("my.env:2:"), "{e}");
-}
-
-#[test]
 fn user_from_image_or_flag_with_groups() {
     let f = Fixture::new();
     let img = serde_json::json!({"User": "web", "Cmd": ["sh"]});

@@ -281,7 +281,10 @@ impl<'s> Decoder<'s> {
     }
 
     /// A scalar parsed with `FromStr` (sizes, durations, CPU, schedules).
-    fn parsed<T: FromStr<Err = String>>(&mut self, n: &Node, path: &str) -> Option<T> {
+    fn parsed<T: FromStr>(&mut self, n: &Node, path: &str) -> Option<T>
+    where
+        T::Err: std::fmt::Display,
+    {
         let text = self.string(n, path)?;
         match text.parse() {
             Ok(v) => Some(v),

@@ -10,37 +10,65 @@ use std::collections::BTreeMap;
 
 use super::{join, Decoder, Obj};
 
+/// The fields a service entry may have.
+const SERVICE_FIELDS: &[&str] = &[
+    "kind",
+    "image",
+    "command",
+    "env",
+    "env_file",
+    "secrets",
+    "resources",
+    "replicas",
+    "endpoints",
+    "health",
+    "restart",
+    "depends",
+    "init",
+    "storage",
+    "user",
+    "hostname",
+    "network",
+    "update",
+    "retries",
+    "backoff",
+    "timeout",
+    "schedule",
+    "concurrency",
+    "history",
+];
+
+/// Fields that only make sense for some kinds: (field, the kinds that take it, how to say so).
+const KIND_ONLY: &[(&str, &[Kind], &str)] = &[
+    ("replicas", &[Kind::Service], "kind: service"),
+    ("health", &[Kind::Service], "kind: service"),
+    (
+        "restart",
+        &[Kind::Service],
+        "kind: service (jobs and cron entries use `retries` and `backoff`)",
+    ),
+    ("update", &[Kind::Service], "kind: service"),
+    (
+        "retries",
+        &[Kind::Job, Kind::Cron],
+        "kind: job or cron (services use `restart`)",
+    ),
+    (
+        "backoff",
+        &[Kind::Job, Kind::Cron],
+        "kind: job or cron (services use `restart.backoff`)",
+    ),
+    ("timeout", &[Kind::Job, Kind::Cron], "kind: job or cron"),
+    ("schedule", &[Kind::Cron], "kind: cron"),
+    ("concurrency", &[Kind::Cron], "kind: cron"),
+    ("history", &[Kind::Cron], "kind: cron"),
+];
+
 impl Decoder<'_> {
     /// `None` only when the entry is not a mapping or its `kind` is invalid (the kind decides
     /// which other fields are allowed); other failures leave defaults in place (errors recorded).
     pub(super) fn service(&mut self, n: &Node, path: &str) -> Option<Service> {
-        const FIELDS: &[&str] = &[
-            "kind",
-            "image",
-            "command",
-            "env",
-            "env_file",
-            "secrets",
-            "resources",
-            "replicas",
-            "endpoints",
-            "health",
-            "restart",
-            "depends",
-            "init",
-            "storage",
-            "user",
-            "hostname",
-            "network",
-            "update",
-            "retries",
-            "backoff",
-            "timeout",
-            "schedule",
-            "concurrency",
-            "history",
-        ];
-        let o = self.obj(n, path, FIELDS)?;
+        let o = self.obj(n, path, SERVICE_FIELDS)?;
         let kind = match o.get("kind") {
             None => Kind::Service,
             Some(k) => match self.choice(k, &o.child("kind"), &["service", "job", "cron"])? {
@@ -49,32 +77,23 @@ impl Decoder<'_> {
                 _ => Kind::Service,
             },
         };
-        // Fields that only make sense for some kinds.
-        let only: &[(&str, &[Kind], &str)] = &[
-            ("replicas", &[Kind::Service], "kind: service"),
-            ("health", &[Kind::Service], "kind: service"),
-            (
-                "restart",
-                &[Kind::Service],
-                "kind: service (jobs and cron entries use `retries` and `backoff`)",
-            ),
-            ("update", &[Kind::Service], "kind: service"),
-            (
-                "retries",
-                &[Kind::Job, Kind::Cron],
-                "kind: job or cron (services use `restart`)",
-            ),
-            (
-                "backoff",
-                &[Kind::Job, Kind::Cron],
-                "kind: job or cron (services use `restart.backoff`)",
-            ),
-            ("timeout", &[Kind::Job, Kind::Cron], "kind: job or cron"),
-            ("schedule", &[Kind::Cron], "kind: cron"),
-            ("concurrency", &[Kind::Cron], "kind: cron"),
-            ("history", &[Kind::Cron], "kind: cron"),
-        ];
-        for (key, kinds, what) in only {
+        self.fields_of_other_kinds(&o, kind, path);
+        let mut s = self.common_fields(&o, kind);
+        if kind == Kind::Service {
+            self.service_fields(&o, &mut s);
+        }
+        if matches!(kind, Kind::Job | Kind::Cron) {
+            self.run_fields(&o, &mut s);
+        }
+        if kind == Kind::Cron {
+            self.cron_fields(&o, path, &mut s);
+        }
+        Some(s)
+    }
+
+    /// Reports each field written that this kind does not take.
+    fn fields_of_other_kinds(&mut self, o: &Obj<'_>, kind: Kind, path: &str) {
+        for (key, kinds, what) in KIND_ONLY {
             if o.has(key) && !kinds.contains(&kind) {
                 let loc = o.key_loc(key).unwrap_or(o.loc);
                 self.err(
@@ -87,9 +106,12 @@ impl Decoder<'_> {
                 );
             }
         }
+    }
 
+    /// The fields every kind has; the kind-specific ones are left unset.
+    fn common_fields(&mut self, o: &Obj<'_>, kind: Kind) -> Service {
         let image = self
-            .require(&o, "image")
+            .require(o, "image")
             .and_then(|n| self.image(n, &o.child("image")));
         let command = o.get("command").map_or(Some(Command::default()), |n| {
             self.command(n, &o.child("command"))
@@ -125,76 +147,7 @@ impl Decoder<'_> {
             .map(|s| Network::parse(&s))
             .unwrap_or_default();
 
-        let is_service = kind == Kind::Service;
-        let is_run = matches!(kind, Kind::Job | Kind::Cron);
-        let is_cron = kind == Kind::Cron;
-        let replicas = is_service.then(|| {
-            o.get("replicas").map_or(Some(defaults::REPLICAS), |n| {
-                self.u32(n, &o.child("replicas"))
-            })
-        });
-        let health = match o.get("health") {
-            Some(n) if is_service => Some(self.health(n, &o.child("health"))),
-            _ => None,
-        };
-        let restart = is_service.then(|| {
-            o.get("restart").map_or(
-                Some(Restart {
-                    policy: RestartPolicy::Always,
-                    backoff: Backoff::default(),
-                }),
-                |n| self.restart(n, &o.child("restart")),
-            )
-        });
-        let update = is_service.then(|| {
-            o.get("update").map_or(Some(Update::default()), |n| {
-                self.update(n, &o.child("update"))
-            })
-        });
-        let retries = is_run.then(|| {
-            o.get("retries")
-                .map_or(Some(0), |n| self.u32(n, &o.child("retries")))
-        });
-        let backoff = is_run.then(|| {
-            o.get("backoff").map_or(Some(Backoff::default()), |n| {
-                self.backoff(n, &o.child("backoff"))
-            })
-        });
-        let timeout = if is_run {
-            o.get("timeout")
-                .map(|n| self.duration(n, &o.child("timeout")))
-        } else {
-            None
-        };
-        let schedule = if is_cron {
-            match o.get("schedule") {
-                Some(n) => Some(self.parsed::<Schedule>(n, &o.child("schedule"))),
-                None => {
-                    let loc = o.key_loc("kind").unwrap_or(o.loc);
-                    self.err(loc, &o.child("schedule"), format!("{} is kind: cron but has no `schedule` (e.g. schedule: \"0 3 * * *\" or \"@hourly\")", describe(path)));
-                    Some(None)
-                }
-            }
-        } else {
-            None
-        };
-        let concurrency = is_cron.then(|| match o.get("concurrency") {
-            None => Some(Concurrency::Forbid),
-            Some(n) => self
-                .choice(n, &o.child("concurrency"), &["forbid", "allow", "replace"])
-                .map(|c| match c {
-                    "allow" => Concurrency::Allow,
-                    "replace" => Concurrency::Replace,
-                    _ => Concurrency::Forbid,
-                }),
-        });
-        let history = is_cron.then(|| {
-            o.get("history").map_or(Some(defaults::CRON_HISTORY), |n| {
-                self.u32(n, &o.child("history"))
-            })
-        });
-
-        Some(Service {
+        Service {
             kind,
             image: image.unwrap_or(Image {
                 name: String::new(),
@@ -205,24 +158,82 @@ impl Decoder<'_> {
             env_file,
             secrets: secrets.unwrap_or_default(),
             resources: resources.unwrap_or_default(),
-            replicas: replicas.flatten(),
+            replicas: None,
             endpoints: endpoints.unwrap_or_default(),
-            health: health.flatten(),
-            restart: restart.flatten(),
+            health: None,
+            restart: None,
             depends: depends.unwrap_or_default(),
             init: init.unwrap_or_default(),
             storage: storage.unwrap_or_default(),
             user,
             hostname,
             network,
-            update: update.flatten(),
-            retries: retries.flatten(),
-            backoff: backoff.flatten(),
-            timeout: timeout.flatten(),
-            schedule: schedule.flatten(),
-            concurrency: concurrency.flatten(),
-            history: history.flatten(),
-        })
+            update: None,
+            retries: None,
+            backoff: None,
+            timeout: None,
+            schedule: None,
+            concurrency: None,
+            history: None,
+        }
+    }
+
+    /// `replicas`, `health`, `restart` and `update` of a `kind: service`, with their defaults.
+    fn service_fields(&mut self, o: &Obj<'_>, s: &mut Service) {
+        s.replicas = o.get("replicas").map_or(Some(defaults::REPLICAS), |n| {
+            self.u32(n, &o.child("replicas"))
+        });
+        s.health = o
+            .get("health")
+            .and_then(|n| self.health(n, &o.child("health")));
+        s.restart = o.get("restart").map_or(
+            Some(Restart {
+                policy: RestartPolicy::Always,
+                backoff: Backoff::default(),
+            }),
+            |n| self.restart(n, &o.child("restart")),
+        );
+        s.update = o.get("update").map_or(Some(Update::default()), |n| {
+            self.update(n, &o.child("update"))
+        });
+    }
+
+    /// `retries`, `backoff` and `timeout` of a job or cron entry, with their defaults.
+    fn run_fields(&mut self, o: &Obj<'_>, s: &mut Service) {
+        s.retries = o
+            .get("retries")
+            .map_or(Some(0), |n| self.u32(n, &o.child("retries")));
+        s.backoff = o.get("backoff").map_or(Some(Backoff::default()), |n| {
+            self.backoff(n, &o.child("backoff"))
+        });
+        s.timeout = o
+            .get("timeout")
+            .and_then(|n| self.duration(n, &o.child("timeout")));
+    }
+
+    /// `schedule` (required), `concurrency` and `history` of a cron entry.
+    fn cron_fields(&mut self, o: &Obj<'_>, path: &str, s: &mut Service) {
+        s.schedule = match o.get("schedule") {
+            Some(n) => self.parsed::<Schedule>(n, &o.child("schedule")),
+            None => {
+                let loc = o.key_loc("kind").unwrap_or(o.loc);
+                self.err(loc, &o.child("schedule"), format!("{} is kind: cron but has no `schedule` (e.g. schedule: \"0 3 * * *\" or \"@hourly\")", describe(path)));
+                None
+            }
+        };
+        s.concurrency = match o.get("concurrency") {
+            None => Some(Concurrency::Forbid),
+            Some(n) => self
+                .choice(n, &o.child("concurrency"), &["forbid", "allow", "replace"])
+                .map(|c| match c {
+                    "allow" => Concurrency::Allow,
+                    "replace" => Concurrency::Replace,
+                    _ => Concurrency::Forbid,
+                }),
+        };
+        s.history = o.get("history").map_or(Some(defaults::CRON_HISTORY), |n| {
+            self.u32(n, &o.child("history"))
+        });
     }
 
     fn image(&mut self, n: &Node, path: &str) -> Option<Image> {
