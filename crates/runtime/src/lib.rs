@@ -11,12 +11,14 @@ pub mod cgroups;
 pub mod client;
 pub mod device_filter;
 pub mod exit;
+pub mod launch;
 pub mod logs;
 pub mod orphan;
 pub mod protocol;
 pub mod rootfs;
 pub mod safe_path;
 pub mod shim;
+pub mod spawn;
 pub mod stats;
 
 /// The oci-spec crate (with the `image` and `runtime` features) this crate's API uses.

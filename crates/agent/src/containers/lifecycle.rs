@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use zlayer_runtime::client::{self as shim, ClientError, LaunchRequest, ShimClient, ShimStatus};
+use zlayer_runtime::client::{ClientError, ShimClient, ShimStatus};
 use zlayer_runtime::exit::ExitRecord;
+use zlayer_runtime::launch::{self as shim, LaunchRequest};
 
 use super::names::{generated_name, new_id, validate_name};
 use super::record::{short_id, ContainerRecord, ContainerState};

@@ -17,7 +17,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use zlayer_runtime::bundle::{self, ContainerSpec, RunOptions};
-use zlayer_runtime::client::{launch, LaunchRequest, ShimClient};
+use zlayer_runtime::client::ShimClient;
+use zlayer_runtime::launch::{launch, LaunchRequest};
 use zlayer_runtime::oci_spec::image::ImageConfiguration;
 use zlayer_runtime::rootfs;
 

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
 use zlayer_runtime::bundle::RunOptions;
-use zlayer_runtime::client::{launch, LaunchRequest, Launched, ShimClient};
+use zlayer_runtime::client::ShimClient;
+use zlayer_runtime::launch::{launch, LaunchRequest, Launched};
 use zlayer_runtime::oci_spec::image::ImageConfiguration;
 
 pub const BUSYBOX: &str = "/bin/busybox";
