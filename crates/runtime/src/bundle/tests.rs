@@ -4,6 +4,7 @@ use std::fs;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use super::host::v2_swap_accounting;
 use super::*;
 
 struct Fixture {

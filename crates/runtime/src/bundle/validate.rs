@@ -230,6 +230,14 @@ pub fn mount_target(option: &str, target: &str) -> Result<PathBuf, String> {
 /// Every check of this module that applies to `opts`, in the order the options appear on
 /// docker's command line; the first failure is returned.
 pub fn run_options(opts: &super::RunOptions) -> Result<(), String> {
+    run_options_with(opts, &host_cpus)
+}
+
+/// [`run_options`] with the host's CPU count from `host_cpus` (asked only for `--cpus`).
+pub fn run_options_with(
+    opts: &super::RunOptions,
+    host_cpus: &dyn Fn() -> usize,
+) -> Result<(), String> {
     if let Some(h) = &opts.hostname {
         hostname(h)?;
     }
