@@ -60,7 +60,7 @@ use crate::types::ErrorBody;
         networks::create,
         networks::remove,
     ),
-    components(schemas(ErrorBody, zlayer_runtime::protocol::ExecSpec)),
+    components(schemas(ErrorBody, zlayer_runtime::ExecSpec)),
     modifiers(&CommonErrors),
     tags(
         (name = "system", description = "Version, liveness, this document"),

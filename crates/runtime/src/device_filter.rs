@@ -118,6 +118,7 @@ pub fn rules_for(spec_devices: &[LinuxDeviceCgroup]) -> Vec<DeviceRule> {
     rules
 }
 
+#[cfg(test)]
 fn rule_matches(r: &DeviceRule, kind: u32, major: u32, minor: u32, access: u32) -> bool {
     r.kind.is_none_or(|k| k == kind)
         && access & ACC_ALL & !r.access == 0
@@ -127,6 +128,7 @@ fn rule_matches(r: &DeviceRule, kind: u32, major: u32, minor: u32, access: u32) 
 
 /// Whether `rules` allow `access` to a device: what the generated program computes,
 /// as plain Rust (the reference its tests compare with).
+#[cfg(test)]
 pub fn decide(rules: &[DeviceRule], kind: u32, major: u32, minor: u32, access: u32) -> bool {
     rules
         .iter()

@@ -17,9 +17,9 @@ use parking_lot::Mutex;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Notify;
-use zlayer_runtime::client::{ClientError, ShimClient};
-use zlayer_runtime::exit::{read_exit_record, ExitRecord};
 use zlayer_runtime::orphan::{self, Pidfd};
+use zlayer_runtime::{read_exit_record, ExitRecord};
+use zlayer_runtime::{ClientError, ShimClient};
 
 use super::record::{short_id, ContainerRecord};
 use crate::error::{AgentError, Result};

@@ -4,10 +4,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use zlayer_runtime::client::{ExecOutput, ShimClient};
 use zlayer_runtime::logs::LogReader;
-use zlayer_runtime::protocol::ExecSpec;
-use zlayer_runtime::stats::ContainerStats;
+use zlayer_runtime::ContainerStats;
+use zlayer_runtime::ExecSpec;
+use zlayer_runtime::{ExecOutput, ShimClient};
 
 use super::record::{ContainerRecord, ContainerState};
 use crate::error::{AgentError, Result};
@@ -193,8 +193,7 @@ impl Agent {
         let cgroups_path = spec["linux"]["cgroupsPath"].as_str().ok_or_else(|| {
             AgentError::internal(format!("{} names no linux.cgroupsPath", config.display()))
         })?;
-        zlayer_runtime::stats::read_stats(cgroups_path)
-            .map_err(|e| AgentError::internal(e.to_string()))
+        zlayer_runtime::read_stats(cgroups_path).map_err(|e| AgentError::internal(e.to_string()))
     }
 
     /// The shim client of a running container, for `exec` and `attach`.
@@ -222,7 +221,7 @@ impl Agent {
 
     /// `exec` without stdin: runs `spec` to completion and returns its output.
     pub async fn exec_output(&self, key: &str, spec: ExecSpec) -> Result<ExecOutput> {
-        zlayer_runtime::bundle::validate::exec_spec(&spec).map_err(AgentError::invalid)?;
+        zlayer_runtime::validate::exec_spec(&spec).map_err(AgentError::invalid)?;
         let (_, client) = self.running_shim(key)?;
         // The exec'd process joins the container's cgroup: see attach_lock.
         zlayer_runtime::cgroups::attach_lock::warm_in_background();

@@ -16,9 +16,9 @@ use utoipa::IntoParams;
 use zlayer_agent::containers::{
     ContainerDetails, ContainerSummary, CreateRequest, Created, WaitResult,
 };
-use zlayer_runtime::client::StreamEvent;
-use zlayer_runtime::protocol::ExecSpec;
-use zlayer_runtime::protocol::Stream;
+use zlayer_runtime::ExecSpec;
+use zlayer_runtime::Stream;
+use zlayer_runtime::StreamEvent;
 
 use super::{blocking, ApiResult, AppState};
 use crate::frames;
@@ -134,11 +134,11 @@ pub async fn wait(
 
 #[utoipa::path(get, path = "/v1/containers/{id}/stats", tag = "containers", operation_id = "container_stats",
     params(("id" = String, Path, description = "Container id, id prefix or name")),
-    responses((status = 200, description = "Resource usage now", body = zlayer_runtime::stats::ContainerStats)))]
+    responses((status = 200, description = "Resource usage now", body = zlayer_runtime::ContainerStats)))]
 pub async fn stats(
     State(agent): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<zlayer_runtime::stats::ContainerStats>> {
+) -> ApiResult<Json<zlayer_runtime::ContainerStats>> {
     blocking(move || agent.container_stats(&id)).await.map(Json)
 }
 
@@ -272,8 +272,7 @@ pub async fn exec(
 ) -> ApiResult<Response> {
     let spec: ExecSpec = serde_json::from_str(&q.spec)
         .map_err(|e| zlayer_agent::AgentError::invalid(format!("bad exec spec: {e}")))?;
-    zlayer_runtime::bundle::validate::exec_spec(&spec)
-        .map_err(zlayer_agent::AgentError::invalid)?;
+    zlayer_runtime::validate::exec_spec(&spec).map_err(zlayer_agent::AgentError::invalid)?;
     let (_, client) = {
         let agent = agent.clone();
         blocking(move || agent.running_shim(&id)).await?
@@ -317,20 +316,18 @@ pub async fn attach(
 }
 
 enum SessionKind {
-    Exec(zlayer_runtime::client::ExecSession),
-    Attach(zlayer_runtime::client::AttachSession),
+    Exec(zlayer_runtime::ExecSession),
+    Attach(zlayer_runtime::AttachSession),
 }
 
 impl SessionKind {
-    fn next_event(&mut self) -> Result<Option<StreamEvent>, zlayer_runtime::client::ClientError> {
+    fn next_event(&mut self) -> Result<Option<StreamEvent>, zlayer_runtime::ClientError> {
         match self {
             SessionKind::Exec(s) => s.next_event(),
             SessionKind::Attach(s) => s.next_event(),
         }
     }
-    fn stdin(
-        &self,
-    ) -> Result<zlayer_runtime::client::StdinWriter, zlayer_runtime::client::ClientError> {
+    fn stdin(&self) -> Result<zlayer_runtime::StdinWriter, zlayer_runtime::ClientError> {
         match self {
             SessionKind::Exec(s) => s.stdin(),
             SessionKind::Attach(s) => s.stdin(),

@@ -16,7 +16,7 @@ use zlayer_agent::containers::{
 use zlayer_api::client::{encode_query, ClientError};
 use zlayer_api::frames;
 use zlayer_api::Client;
-use zlayer_runtime::protocol::ExecSpec;
+use zlayer_runtime::ExecSpec;
 
 use super::{each, exit_status, CmdResult};
 use crate::output::{human_size, print_json, print_table, Format};
@@ -122,7 +122,7 @@ fn build_request(a: &RunArgs) -> anyhow::Result<CreateRequest> {
         let text = std::fs::read_to_string(f)
             .with_context(|| format!("reading env file {}", f.display()))?;
         env_file.extend(
-            zlayer_runtime::bundle::parse_env_file(&text, &f.display().to_string(), |k| {
+            zlayer_runtime::parse_env_file(&text, &f.display().to_string(), |k| {
                 std::env::var(k).ok()
             })
             .map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -137,7 +137,7 @@ fn build_request(a: &RunArgs) -> anyhow::Result<CreateRequest> {
     // JSON has no NaN or infinity (they would travel as null, i.e. no limit), so the CLI
     // checks --cpus itself; the daemon checks again for API clients.
     if let Some(c) = a.cpus {
-        use zlayer_runtime::bundle::validate;
+        use zlayer_runtime::validate;
         validate::cpus(c, validate::host_cpus()).map_err(anyhow::Error::msg)?;
     }
     let mut labels = std::collections::BTreeMap::new();
@@ -562,7 +562,7 @@ pub async fn stats(client: &Client, args: StatsArgs) -> CmdResult {
         let mut rows = Vec::new();
         let mut json = Vec::new();
         for c in &args.containers {
-            let s: zlayer_runtime::stats::ContainerStats = client
+            let s: zlayer_runtime::ContainerStats = client
                 .get(&format!("/v1/containers/{}/stats", encode_query(c)))
                 .await?;
             let now = std::time::Instant::now();

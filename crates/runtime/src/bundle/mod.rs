@@ -21,7 +21,7 @@ pub use etc_files::{hosts_file, resolv_conf};
 pub use host::HostFacts;
 pub use options::{NetworkMode, RunOptions, Ulimit, VolumeMount, VolumeSource};
 pub use spec::{generate, generate_with};
-pub use user::{resolve_user, ImageUsers, ResolvedUser, UserError};
+pub use user::{resolve_user, ImageUsers, UserError};
 
 /// PATH docker sets when the image has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -289,15 +289,6 @@ fn normalize_cap(name: &str) -> Result<String, BundleError> {
     }
 }
 
-/// Docker's capability arithmetic: start from the default set (or all when privileged),
-/// drop `--cap-drop` (ALL empties it), then add `--cap-add` (ALL adds every one).
-///
-/// "All" means every capability this process may grant: a runtime that itself runs
-/// with a reduced bounding set (nested in another container) cannot hand out more.
-pub fn effective_caps(opts: &RunOptions) -> Result<Vec<String>, BundleError> {
-    effective_caps_within(opts, own_bounding_set())
-}
-
 /// The calling process's capability bounding set as a bit mask (all bits if unknown).
 pub fn own_bounding_set() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -310,6 +301,13 @@ pub fn own_bounding_set() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// Docker's capability arithmetic: start from the default set (or all when privileged),
+/// drop `--cap-drop` (ALL empties it), then add `--cap-add` (ALL adds every one).
+///
+/// "All" means every capability this process may grant: a runtime that itself runs
+/// with a reduced bounding set (nested in another container) cannot hand out more.
+/// `available`: the capabilities this process may grant (its bounding set, see
+/// [`own_bounding_set`]).
 fn effective_caps_within(opts: &RunOptions, available: u64) -> Result<Vec<String>, BundleError> {
     // ALL_CAPS is in kernel numbering order: index = capability number.
     let all_available = || {

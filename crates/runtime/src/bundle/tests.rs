@@ -54,6 +54,11 @@ fn env(s: &Spec) -> Vec<String> {
     s.process().as_ref().unwrap().env().clone().unwrap()
 }
 
+/// The capability arithmetic with this process's bounding set, as a start computes it.
+fn effective_caps(opts: &RunOptions) -> Result<Vec<String>, BundleError> {
+    effective_caps_within(opts, own_bounding_set())
+}
+
 fn sv(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
