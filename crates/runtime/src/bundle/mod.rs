@@ -120,9 +120,9 @@ pub const RESOLV_FILE: &str = "resolv.conf";
 pub enum BundleError {
     #[error("no command specified: the image has no Entrypoint or Cmd and none was given")]
     NoCommand,
-    /// The message of [`validate::env_entry`].
-    #[error("{0}")]
-    InvalidEnv(String),
+    /// A `-e`/`--env-file` entry [`validate::env_entry`] (or the image's Env) refuses.
+    #[error(transparent)]
+    InvalidEnv(validate::InvalidOption),
     #[error("{source_name}:{line}: invalid environment line {text:?}: {reason}")]
     InvalidEnvFile {
         source_name: String,
@@ -167,8 +167,8 @@ pub enum BundleError {
         source: std::io::Error,
     },
     /// A run option the runtime cannot honour (see [`validate`]); the message names it.
-    #[error("{0}")]
-    InvalidOption(String),
+    #[error(transparent)]
+    InvalidOption(validate::InvalidOption),
     #[error("generated spec is invalid: {0}")]
     Spec(String),
 }
@@ -253,10 +253,11 @@ pub fn parse_signal(s: &str) -> Option<i32> {
 fn merge_env(env: &mut Vec<String>, entry: &str) -> Result<(), BundleError> {
     let (key, _) = entry
         .split_once('=')
-        .ok_or_else(|| BundleError::InvalidEnv(entry.to_string()))?;
+        .ok_or_else(|| BundleError::InvalidEnv(validate::InvalidOption::new("-e", entry)))?;
     if key.is_empty() {
-        return Err(BundleError::InvalidEnv(format!(
-            "invalid environment variable {entry:?}: the name before '=' is empty"
+        return Err(BundleError::InvalidEnv(validate::InvalidOption::new(
+            "-e",
+            format!("invalid environment variable {entry:?}: the name before '=' is empty"),
         )));
     }
     match env

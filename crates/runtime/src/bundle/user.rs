@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::validate::{numeric_id, MAX_ID};
+use super::validate::{numeric_id, InvalidOption, MAX_ID};
 use crate::safe_path::{read_in_root, MAX_ROOTFS_FILE};
 
 /// A resolved process identity.
@@ -28,8 +28,8 @@ pub enum UserError {
     #[error("invalid user specification {0:?}: expected NAME|UID[:GROUP|GID]")]
     Invalid(String),
     /// A numeric id outside 0..=2^31-1 (`(uid_t)-1` would mean "unchanged", i.e. root).
-    #[error("{0}")]
-    OutOfRange(String),
+    #[error(transparent)]
+    OutOfRange(InvalidOption),
     #[error("reading the image's {path}: {source}")]
     Io {
         path: &'static str,
