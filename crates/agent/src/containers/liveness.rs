@@ -260,7 +260,7 @@ impl Agent {
         let code = tokio::task::spawn_blocking(move || {
             let path = orphan::cgroups_path(&dir)
                 .ok_or_else(|| format!("no cgroup is known for {}", dir.display()))?;
-            orphan::stop(&path, signal, init, grace)
+            orphan::stop(&path, signal, init, grace).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| AgentError::internal(e.to_string()))?

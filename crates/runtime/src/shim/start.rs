@@ -248,7 +248,7 @@ fn device_filter_if_v2(args: &ShimArgs, container: &Container) -> Result<(), Str
     let dir = crate::cgroups::ContainerCgroup::new(&cgroup_path.to_string_lossy())
         .dir("")
         .ok_or("no cgroup v2 directory")?;
-    crate::device_filter::attach(&dir, &rules)
+    crate::device_filter::attach(&dir, &rules).map_err(|e| e.to_string())
 }
 
 fn loopback_if_private_netns(args: &ShimArgs, container: &Container) -> Result<(), String> {
