@@ -369,7 +369,7 @@ pub(crate) fn rlimit_type(name: &str) -> Option<&'static str> {
 }
 
 /// The cgroup controllers the resource options of `opts` need (checked before a start so
-/// a missing one is a clear error, see [`crate::cgroups::check_controllers`]).
+/// a missing one is a clear error, see [`crate::cgroups::Controllers::check`]).
 pub fn controller_needs(opts: &RunOptions) -> Vec<crate::cgroups::ControllerNeed> {
     use crate::cgroups::ControllerNeed;
     let mut needs = Vec::new();

@@ -252,7 +252,7 @@ const PROC_FILES_ALLOWED: &[&str] = &[
 ];
 
 /// A mount destination the runtime can honour: not `/` (the rootfs itself), not /proc or
-/// under it (except [`PROC_FILES_ALLOWED`]), not /sys (replacing sysfs as a whole). `option`
+/// under it (except the files of `PROC_FILES_ALLOWED`), not /sys (replacing sysfs as a whole). `option`
 /// names the flag in the message (`-v`, `--tmpfs`).
 pub fn mount_target(option: &str, target: &str) -> Result<PathBuf, InvalidOption> {
     no_control_chars(option, target)?;

@@ -79,7 +79,7 @@ pub struct MissingController {
 }
 
 /// The first of `needs` whose controller is not in `available` (pure; see
-/// [`check_controllers`]).
+/// [`Controllers::check`]).
 pub fn first_missing<'a>(
     needs: &'a [ControllerNeed],
     available: &[String],
@@ -89,22 +89,14 @@ pub fn first_missing<'a>(
         .find(|n| !available.iter().any(|a| a == n.controller))
 }
 
-/// Fails when a controller one of `needs` requires is missing on this host.
+/// The cgroup controllers this host offers a container, as far as a start needs to know:
+/// read by [`Controllers::read`], judged by the pure [`Controllers::check`].
 ///
 /// Why we check ourselves: on v2 libcgroups enables whatever the root offers and then
 /// writes e.g. `memory.max` into the new cgroup; without the controller that file does not
 /// exist and the start fails deep inside libcontainer with "failed to open .../memory.max:
 /// No such file or directory", after the rootfs and the shim were already set up. Checking
 /// first gives an error that names the option and the controller, and nothing is created.
-pub fn check_controllers(needs: &[ControllerNeed]) -> Result<(), MissingController> {
-    if needs.is_empty() {
-        return Ok(());
-    }
-    Controllers::read(needs).check(needs)
-}
-
-/// The cgroup controllers this host offers a container, as far as a start needs to know:
-/// read by [`Controllers::read`], judged by the pure [`Controllers::check`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Controllers {
     /// Controller names (on v1: those of the asked-for ones that have a hierarchy).
