@@ -11,7 +11,7 @@ use zlayer_api::routes::volumes::CreateVolume;
 use zlayer_image::registry::Platform;
 use zlayer_image::Reference;
 use zlayer_network::PortMapping;
-use zlayer_runtime::protocol::ExecSpec;
+use zlayer_runtime::ExecSpec;
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Option<T> {
     match serde_json::from_slice(body) {

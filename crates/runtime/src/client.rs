@@ -1,29 +1,28 @@
-//! The daemon's side of the shim: spawning it, talking to its socket, and `launch`
-//! (mount + bundle + shim, with full rollback on failure).
+//! The daemon's client of a container's shim: one connection per request over the shim's
+//! socket (status, kill, wait, exec, attach, log stats), with a timeout on every answer so
+//! a stopped or hung shim is an error, never a hang. When the shim is gone, the exit
+//! record it left answers instead. [`ClientError`] is the error of the whole launch path
+//! ([`crate::launch`], [`crate::spawn`]) too.
 //!
 //! Everything here is blocking and never calls libcontainer, so it is safe in the tokio
 //! daemon: call it from `tokio::task::spawn_blocking`, or use the `*_async` wrappers.
 
-use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use oci_spec::image::ImageConfiguration;
 
-use crate::bundle::{self, ContainerSpec, GeneratedBundle, RunOptions};
+use crate::bundle;
 use crate::exit::{read_exit_record, ExitRecord};
 use crate::protocol::{
     decode_data, encode_data, line, ContainerState, Event, ExecSpec, Request, ShimErrorKind,
     Stream, StreamInput,
 };
 use crate::rootfs;
-use crate::shim::{socket_path, ShimArgs, StartReport, START_GATE_FD};
+use crate::shim::socket_path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -122,222 +121,6 @@ impl ClientError {
             _ => 125,
         }
     }
-}
-
-/// How to start a shim.
-#[derive(Debug, Clone)]
-pub struct SpawnOptions {
-    /// The shim command, e.g. `[current_exe, "shim"]`.
-    pub shim_cmd: Vec<OsString>,
-    pub id: String,
-    /// Container directory holding config.json (written by [`bundle::write_bundle`]).
-    pub container_dir: PathBuf,
-    /// State root (`--state`).
-    pub state_dir: PathBuf,
-    pub log_max_size: u64,
-    pub log_max_files: u32,
-    /// Keep a stdin pipe for the container (`run -i`).
-    pub stdin: bool,
-    /// Read end of a start-gate pipe: the shim creates the container, then waits until the
-    /// caller writes `go` (or `go IP`, the container's address for its /etc/hosts) and
-    /// starts it; EOF without `go` cancels the start. The caller writes from another thread
-    /// (spawn_shim blocks until the container runs) and keeps this descriptor open until
-    /// spawn_shim returns. `None`: start right after create.
-    pub start_gate: Option<RawFd>,
-}
-
-impl SpawnOptions {
-    pub fn new(shim_cmd: Vec<OsString>, id: &str, container_dir: &Path, state_dir: &Path) -> Self {
-        SpawnOptions {
-            shim_cmd,
-            id: id.to_string(),
-            container_dir: container_dir.to_path_buf(),
-            state_dir: state_dir.to_path_buf(),
-            log_max_size: crate::logs::DEFAULT_MAX_SIZE,
-            log_max_files: crate::logs::DEFAULT_MAX_FILES,
-            stdin: false,
-            start_gate: None,
-        }
-    }
-}
-
-/// A running container's shim.
-#[derive(Debug, Clone)]
-pub struct ShimHandle {
-    pub id: String,
-    pub socket: PathBuf,
-    pub container_dir: PathBuf,
-    pub init_pid: i32,
-    pub shim_pid: i32,
-    pub started_at: DateTime<Utc>,
-}
-
-impl ShimHandle {
-    pub fn client(&self) -> ShimClient {
-        ShimClient::new(&self.socket, &self.container_dir, &self.id)
-    }
-}
-
-/// Starts the shim and waits until the container runs, or returns the start error.
-/// On error nothing of the shim remains (process, socket, cgroup, libcontainer state).
-#[tracing::instrument(level = "debug", skip_all)]
-pub fn spawn_shim(opts: &SpawnOptions) -> Result<ShimHandle, ClientError> {
-    let (prog, pre) = opts
-        .shim_cmd
-        .split_first()
-        .ok_or_else(|| ClientError::Start {
-            id: opts.id.clone(),
-            message: "empty shim command".into(),
-            exit_code: None,
-        })?;
-    let args = ShimArgs {
-        id: opts.id.clone(),
-        bundle: opts.container_dir.clone(),
-        state: opts.state_dir.clone(),
-        log_max_size: opts.log_max_size,
-        log_max_files: opts.log_max_files,
-        stdin: opts.stdin,
-        start_gate: opts.start_gate.is_some(),
-    };
-    let mut cmd = Command::new(prog);
-    if let Some(gate) = opts.start_gate {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: runs in the forked child before exec and only makes async-signal-safe
-        // calls (dup2, fcntl) on descriptors; dup2 clears close-on-exec on the copy.
-        unsafe {
-            cmd.pre_exec(move || {
-                let ok = if gate == START_GATE_FD {
-                    libc::fcntl(gate, libc::F_SETFD, 0) == 0
-                } else {
-                    libc::dup2(gate, START_GATE_FD) == START_GATE_FD
-                };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(io::Error::last_os_error())
-                }
-            });
-        }
-    }
-    let out = cmd
-        .args(pre)
-        .args(args.to_args())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| ClientError::Start {
-            id: opts.id.clone(),
-            message: format!("running shim {}: {e}", Path::new(prog).display()),
-            exit_code: None,
-        })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let report: StartReport =
-        serde_json::from_str(text.trim()).map_err(|_| ClientError::Start {
-            id: opts.id.clone(),
-            message: format!(
-                "shim failed ({}): {}{}",
-                out.status,
-                text.trim(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-            exit_code: None,
-        })?;
-    if !report.ok {
-        return Err(ClientError::Start {
-            id: opts.id.clone(),
-            message: report.error.unwrap_or_else(|| "unknown error".into()),
-            exit_code: report.exit_code,
-        });
-    }
-    Ok(ShimHandle {
-        id: opts.id.clone(),
-        socket: args.socket_path(),
-        container_dir: opts.container_dir.clone(),
-        init_pid: report.pid.unwrap_or(0),
-        shim_pid: report.shim_pid.unwrap_or(0),
-        started_at: report.started_at.unwrap_or_else(Utc::now),
-    })
-}
-
-/// What [`launch`] needs.
-pub struct LaunchRequest<'a> {
-    pub id: &'a str,
-    /// `--root/containers/<id>`; created by launch, must not exist yet.
-    pub container_dir: &'a Path,
-    pub state_dir: &'a Path,
-    /// The image's snapshot directories, topmost first.
-    pub layers: &'a [PathBuf],
-    pub image: &'a ImageConfiguration,
-    pub options: &'a RunOptions,
-    pub shim_cmd: &'a [OsString],
-    pub log_max_size: u64,
-    pub log_max_files: u32,
-    /// See [`SpawnOptions::start_gate`].
-    pub start_gate: Option<BorrowedFd<'a>>,
-}
-
-/// A started container.
-#[derive(Debug, Clone)]
-pub struct Launched {
-    pub handle: ShimHandle,
-    pub bundle: GeneratedBundle,
-}
-
-/// Creates and starts a container: container directory, overlay rootfs, bundle, shim.
-/// On any failure everything created is removed again (mount, directory, shim state),
-/// and the error carries docker's exit status (see [`ClientError::exit_code`]).
-pub fn launch(req: &LaunchRequest<'_>) -> Result<Launched, ClientError> {
-    if req.container_dir.exists() {
-        return Err(ClientError::Start {
-            id: req.id.to_string(),
-            message: format!(
-                "container directory {} already exists",
-                req.container_dir.display()
-            ),
-            exit_code: None,
-        });
-    }
-    // 0700: config.json, logs and the upper layer hold the container's secrets and data.
-    // The rootfs dirs below keep their modes: the upper dir's mode is the container's `/`.
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(req.container_dir)
-        .map_err(|source| ClientError::Io {
-            path: req.container_dir.to_path_buf(),
-            source,
-        })?;
-    let res = (|| {
-        let fs = rootfs::mount_overlay(req.container_dir, req.layers, false)?;
-        let bundle = bundle::generate(&ContainerSpec {
-            id: req.id,
-            container_dir: req.container_dir,
-            rootfs: &fs.target,
-            image: req.image,
-            options: req.options,
-        })?;
-        bundle::write_bundle(req.container_dir, &fs.target, &bundle)?;
-        if req.options.read_only {
-            rootfs::remount_read_only(&fs.target)?;
-        }
-        let mut so = SpawnOptions::new(
-            req.shim_cmd.to_vec(),
-            req.id,
-            req.container_dir,
-            req.state_dir,
-        );
-        so.log_max_size = req.log_max_size;
-        so.log_max_files = req.log_max_files;
-        so.stdin = req.options.interactive;
-        so.start_gate = req.start_gate.map(|fd| fd.as_raw_fd());
-        let handle = spawn_shim(&so)?;
-        Ok(Launched { handle, bundle })
-    })();
-    if res.is_err() {
-        let _ = rootfs::remove(req.container_dir);
-    }
-    res
 }
 
 /// State of a container as its shim (or its exit record) tells.
@@ -853,18 +636,11 @@ impl AttachSession {
     }
 }
 
-fn join_err(e: tokio::task::JoinError) -> ClientError {
+pub(crate) fn join_err(e: tokio::task::JoinError) -> ClientError {
     ClientError::Shim {
         id: String::new(),
         message: format!("blocking task failed: {e}"),
     }
-}
-
-/// [`spawn_shim`] on tokio's blocking pool.
-pub async fn spawn_shim_async(opts: SpawnOptions) -> Result<ShimHandle, ClientError> {
-    tokio::task::spawn_blocking(move || spawn_shim(&opts))
-        .await
-        .map_err(join_err)?
 }
 
 impl ShimClient {

@@ -118,6 +118,7 @@ pub fn rules_for(spec_devices: &[LinuxDeviceCgroup]) -> Vec<DeviceRule> {
     rules
 }
 
+#[cfg(test)]
 fn rule_matches(r: &DeviceRule, kind: u32, major: u32, minor: u32, access: u32) -> bool {
     r.kind.is_none_or(|k| k == kind)
         && access & ACC_ALL & !r.access == 0
@@ -127,6 +128,7 @@ fn rule_matches(r: &DeviceRule, kind: u32, major: u32, minor: u32, access: u32) 
 
 /// Whether `rules` allow `access` to a device: what the generated program computes,
 /// as plain Rust (the reference its tests compare with).
+#[cfg(test)]
 pub fn decide(rules: &[DeviceRule], kind: u32, major: u32, minor: u32, access: u32) -> bool {
     rules
         .iter()
@@ -312,7 +314,35 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
     }
 }
 
-fn load(insns: &[Insn]) -> Result<OwnedFd, String> {
+/// Why the device filter could not be put in place.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceFilterError {
+    /// The kernel refused the program; `verifier` is its log (empty when it gave none).
+    #[error(
+        "loading the device filter (bpf BPF_PROG_LOAD): {source}{}{}",
+        if verifier.is_empty() { "" } else { "; verifier: " },
+        verifier
+    )]
+    Load {
+        #[source]
+        source: std::io::Error,
+        verifier: String,
+    },
+    #[error("opening {}: {source}", dir.display())]
+    OpenCgroup {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("attaching the device filter to {} (bpf BPF_PROG_ATTACH): {source}", dir.display())]
+    Attach {
+        dir: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn load(insns: &[Insn]) -> Result<OwnedFd, DeviceFilterError> {
     let code: Vec<u8> = insns.iter().flat_map(|i| i.encode()).collect();
     let license = c"Apache-2.0";
     let mut log = vec![0u8; 64 * 1024];
@@ -337,36 +367,31 @@ fn load(insns: &[Insn]) -> Result<OwnedFd, String> {
             }
             let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
             let text = String::from_utf8_lossy(&log[..end]);
-            Err(format!(
-                "loading the device filter (bpf BPF_PROG_LOAD): {first}{}{}",
-                if text.trim().is_empty() {
-                    ""
-                } else {
-                    "; verifier: "
-                },
-                text.trim()
-            ))
+            Err(DeviceFilterError::Load {
+                source: first,
+                verifier: text.trim().to_string(),
+            })
         }
     }
 }
 
 /// Loads the program for `rules` and attaches it to the cgroup directory `cgroup_dir`
 /// (alongside programs its ancestors have: all of them must allow an access).
-pub fn attach(cgroup_dir: &Path, rules: &[DeviceRule]) -> Result<(), String> {
+pub fn attach(cgroup_dir: &Path, rules: &[DeviceRule]) -> Result<(), DeviceFilterError> {
     let prog = load(&program(rules))?;
-    let dir =
-        File::open(cgroup_dir).map_err(|e| format!("opening {}: {e}", cgroup_dir.display()))?;
+    let dir = File::open(cgroup_dir).map_err(|source| DeviceFilterError::OpenCgroup {
+        dir: cgroup_dir.to_path_buf(),
+        source,
+    })?;
     let mut attr = ProgAttachAttr {
         target_fd: dir.as_raw_fd() as u32,
         attach_bpf_fd: prog.as_raw_fd() as u32,
         attach_type: BPF_CGROUP_DEVICE,
         attach_flags: BPF_F_ALLOW_MULTI,
     };
-    bpf(BPF_PROG_ATTACH, &mut attr).map_err(|e| {
-        format!(
-            "attaching the device filter to {} (bpf BPF_PROG_ATTACH): {e}",
-            cgroup_dir.display()
-        )
+    bpf(BPF_PROG_ATTACH, &mut attr).map_err(|source| DeviceFilterError::Attach {
+        dir: cgroup_dir.to_path_buf(),
+        source,
     })?;
     // The attachment holds the program; our descriptors close here.
     Ok(())
@@ -549,5 +574,34 @@ mod tests {
             // the kernel's verifier refuses unreachable instructions
             assert!(reached.iter().all(|&r| r), "unreachable code in {p:?}");
         }
+    }
+
+    #[test]
+    fn errors_say_which_step_failed_with_the_verifier_log_when_there_is_one() {
+        let denied = || std::io::Error::from_raw_os_error(libc::EPERM);
+        let e = DeviceFilterError::Load {
+            source: denied(),
+            verifier: String::new(),
+        };
+        assert!(e
+            .to_string()
+            .starts_with("loading the device filter (bpf BPF_PROG_LOAD): "));
+        assert!(!e.to_string().contains("verifier"), "{e}");
+        let e = DeviceFilterError::Load {
+            source: denied(),
+            verifier: "R0 !read_ok".into(),
+        };
+        assert!(e.to_string().ends_with("; verifier: R0 !read_ok"), "{e}");
+        let e = DeviceFilterError::Attach {
+            dir: "/sys/fs/cgroup/x".into(),
+            source: denied(),
+        };
+        assert!(e
+            .to_string()
+            .starts_with("attaching the device filter to /sys/fs/cgroup/x"));
+        assert!(
+            std::error::Error::source(&e).is_some(),
+            "the OS error is kept as source"
+        );
     }
 }

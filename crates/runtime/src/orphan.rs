@@ -89,6 +89,26 @@ pub fn wait_empty(cgroups_path: &str, timeout: Duration) -> bool {
     }
 }
 
+/// Why a container could not be stopped or cleaned up without its shim.
+#[derive(Debug, thiserror::Error)]
+pub enum OrphanError {
+    /// Processes of the cgroup were still there after SIGKILL and [`KILL_WAIT`].
+    #[error("processes {pids:?} of cgroup {cgroups_path} survived SIGKILL")]
+    Survivors {
+        cgroups_path: String,
+        pids: Vec<i32>,
+    },
+    #[error(transparent)]
+    Teardown(#[from] crate::cgroups::teardown::TeardownError),
+}
+
+fn survivors(cgroups_path: &str) -> OrphanError {
+    OrphanError::Survivors {
+        cgroups_path: cgroups_path.to_string(),
+        pids: members(cgroups_path),
+    }
+}
+
 /// `stop` without the shim: `stop_signal` to init (or every member), `grace` to end, then
 /// SIGKILL to every member. Returns the exit as far as it can be known (the processes are not
 /// our children, so their real status is the shim's to collect): 128 + the signal that ended
@@ -98,7 +118,7 @@ pub fn stop(
     stop_signal: i32,
     init: Option<i32>,
     grace: Duration,
-) -> Result<i32, String> {
+) -> Result<i32, OrphanError> {
     signal(cgroups_path, stop_signal, init);
     if wait_empty(cgroups_path, grace) {
         return Ok(128 + stop_signal);
@@ -107,10 +127,7 @@ pub fn stop(
     if wait_empty(cgroups_path, KILL_WAIT) {
         return Ok(128 + libc::SIGKILL);
     }
-    Err(format!(
-        "processes {:?} of cgroup {cgroups_path} survived SIGKILL",
-        members(cgroups_path)
-    ))
+    Err(survivors(cgroups_path))
 }
 
 /// How long SIGKILLed members may take to leave their cgroup (exit_mm of a large process,
@@ -119,15 +136,12 @@ pub const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// Kills every process of the cgroup and removes its directory in every hierarchy (v1: all
 /// controllers; v2: the one path). Errors name what stayed.
-pub fn kill_and_remove(cgroups_path: &str) -> Result<(), String> {
+pub fn kill_and_remove(cgroups_path: &str) -> Result<(), OrphanError> {
     signal(cgroups_path, libc::SIGKILL, None);
     if !wait_empty(cgroups_path, KILL_WAIT) {
-        return Err(format!(
-            "processes {:?} of cgroup {cgroups_path} survived SIGKILL",
-            members(cgroups_path)
-        ));
+        return Err(survivors(cgroups_path));
     }
-    crate::cgroups::teardown::remove(cgroups_path)
+    Ok(crate::cgroups::teardown::remove(cgroups_path)?)
 }
 
 /// Why a shim is gone, for the exit record.
@@ -143,7 +157,7 @@ pub fn reap_lost_shim(
     state_dir: &Path,
     id: &str,
     why: &str,
-) -> (ExitRecord, Result<(), String>) {
+) -> (ExitRecord, Result<(), OrphanError>) {
     if let Ok(Some(rec)) = read_exit_record(container_dir) {
         return (rec, Ok(()));
     }
@@ -249,5 +263,26 @@ mod tests {
     fn no_bundle_means_no_cgroup() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(cgroups_path(d.path()), None);
+    }
+
+    #[test]
+    fn errors_name_the_cgroup_and_what_stayed() {
+        let e = OrphanError::Survivors {
+            cgroups_path: "/zlayer-agent/c1".into(),
+            pids: vec![41, 42],
+        };
+        assert_eq!(
+            e.to_string(),
+            "processes [41, 42] of cgroup /zlayer-agent/c1 survived SIGKILL"
+        );
+        let e = OrphanError::from(crate::cgroups::teardown::TeardownError::Remove {
+            dir: "/sys/fs/cgroup/zlayer-agent/c1".into(),
+            source: std::io::Error::from_raw_os_error(libc::EBUSY),
+        });
+        assert!(
+            e.to_string()
+                .starts_with("removing cgroup /sys/fs/cgroup/zlayer-agent/c1: "),
+            "{e}"
+        );
     }
 }

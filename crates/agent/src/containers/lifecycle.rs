@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use zlayer_runtime::client::{self as shim, ClientError, LaunchRequest, ShimClient, ShimStatus};
-use zlayer_runtime::exit::ExitRecord;
+use zlayer_runtime::ExitRecord;
+use zlayer_runtime::{self as shim, ClientError, LaunchRequest, ShimClient, ShimStatus};
 
 use super::names::{generated_name, new_id, validate_name};
 use super::record::{short_id, ContainerRecord, ContainerState};
@@ -456,7 +456,7 @@ impl Agent {
         let from_image = self.image_stop_signal(&r.image_id);
         from_request
             .or(from_image)
-            .and_then(|s| zlayer_runtime::bundle::parse_signal(&s))
+            .and_then(|s| zlayer_runtime::parse_signal(&s))
             .unwrap_or(15)
     }
 
@@ -467,7 +467,7 @@ impl Agent {
         let r = self.containers().resolve(&r.id)?;
         let sig = match signal {
             None => 9,
-            Some(s) => zlayer_runtime::bundle::parse_signal(s)
+            Some(s) => zlayer_runtime::parse_signal(s)
                 .ok_or_else(|| AgentError::invalid(format!("invalid signal {s:?}")))?,
         };
         if r.state != ContainerState::Running {

@@ -17,9 +17,9 @@ use parking_lot::Mutex;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::Notify;
-use zlayer_runtime::client::{ClientError, ShimClient};
-use zlayer_runtime::exit::{read_exit_record, ExitRecord};
 use zlayer_runtime::orphan::{self, Pidfd};
+use zlayer_runtime::{read_exit_record, ExitRecord};
+use zlayer_runtime::{ClientError, ShimClient};
 
 use super::record::{short_id, ContainerRecord};
 use crate::error::{AgentError, Result};
@@ -260,7 +260,7 @@ impl Agent {
         let code = tokio::task::spawn_blocking(move || {
             let path = orphan::cgroups_path(&dir)
                 .ok_or_else(|| format!("no cgroup is known for {}", dir.display()))?;
-            orphan::stop(&path, signal, init, grace)
+            orphan::stop(&path, signal, init, grace).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| AgentError::internal(e.to_string()))?

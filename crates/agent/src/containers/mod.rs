@@ -21,5 +21,5 @@ pub use request::CreateRequest;
 pub use session::{Session, SessionEvent, SessionStdin};
 /// Types of the runtime the front ends speak in (they depend on the agent only).
 pub use zlayer_runtime::logs::LogLoss;
-pub use zlayer_runtime::protocol::{ExecSpec, Stream as OutputStream};
-pub use zlayer_runtime::stats::ContainerStats;
+pub use zlayer_runtime::ContainerStats;
+pub use zlayer_runtime::{ExecSpec, Stream as OutputStream};

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use zlayer_runtime::bundle::{NetworkMode as RuntimeMode, RunOptions};
+use zlayer_runtime::{NetworkMode as RuntimeMode, RunOptions};
 
 use super::record::{short_id, ContainerRecord, ContainerState};
 use super::request::CreateRequest;

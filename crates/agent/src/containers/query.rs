@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use zlayer_runtime::client::ShimClient;
-use zlayer_runtime::stats::ContainerStats;
+use zlayer_runtime::ContainerStats;
+use zlayer_runtime::ShimClient;
 
 use super::record::{ContainerRecord, ContainerState};
 use crate::error::{AgentError, Result};
@@ -192,7 +192,7 @@ impl Agent {
         let cgroups_path = spec["linux"]["cgroupsPath"].as_str().ok_or_else(|| {
             AgentError::internal(format!("{} names no linux.cgroupsPath", config.display()))
         })?;
-        zlayer_runtime::stats::read_stats(cgroups_path)
+        zlayer_runtime::read_stats(cgroups_path)
             .map_err(|e| AgentError::internal(e.to_string()).with_source(e))
     }
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use zlayer_runtime::bundle::{NetworkMode, RunOptions, Ulimit, VolumeMount, VolumeSource};
+use zlayer_runtime::{NetworkMode, RunOptions, Ulimit, VolumeMount, VolumeSource};
 
 use crate::error::{AgentError, Result};
 
@@ -128,7 +128,7 @@ pub fn to_run_options(req: &CreateRequest, volumes_dir: &Path) -> Result<RunOpti
         }
     }
     if let Some(sig) = &req.stop_signal {
-        if zlayer_runtime::bundle::parse_signal(sig).is_none() {
+        if zlayer_runtime::parse_signal(sig).is_none() {
             return Err(AgentError::invalid(format!(
                 "invalid --stop-signal {sig:?}: not a signal name (SIGTERM, TERM) or number (1-64)"
             )));
@@ -161,15 +161,14 @@ pub fn to_run_options(req: &CreateRequest, volumes_dir: &Path) -> Result<RunOpti
     };
     // Everything that lands in a generated file or that the runtime would refuse with an
     // error chain of its own is checked now, before an image is pulled or a record written.
-    zlayer_runtime::bundle::validate::run_options(&options)
-        .map_err(|e| AgentError::invalid(e.to_string()))?;
+    zlayer_runtime::validate::run_options(&options).map_err(AgentError::invalid)?;
     Ok(options)
 }
 
 /// `--cpus` against this host's CPU count, as the daemon checks it: for a CLI that checks
 /// before sending (JSON has no NaN or infinity, so a bad value could not travel as such).
 pub fn check_cpus(cpus: f64) -> Result<()> {
-    use zlayer_runtime::bundle::validate;
+    use zlayer_runtime::validate;
     validate::cpus(cpus, validate::host_cpus()).map_err(|e| AgentError::invalid(e.to_string()))
 }
 

@@ -12,8 +12,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use zlayer_runtime::client::{ClientError, ExecOutput, StdinWriter, StreamEvent};
-use zlayer_runtime::protocol::{ExecSpec, Stream as OutputStream};
+use zlayer_runtime::{ClientError, ExecOutput, StdinWriter, StreamEvent};
+use zlayer_runtime::{ExecSpec, Stream as OutputStream};
 
 use super::lifecycle::runtime_err;
 use crate::error::{AgentError, Result};
@@ -146,7 +146,7 @@ impl Agent {
     /// `exec`: starts `spec` in the running container `key`. With `spec.stdin` the session
     /// has a stdin writer; otherwise the process's stdin is /dev/null.
     pub async fn exec_container(self: &Arc<Self>, key: &str, spec: ExecSpec) -> Result<Session> {
-        zlayer_runtime::bundle::validate::exec_spec(&spec)
+        zlayer_runtime::validate::exec_spec(&spec)
             .map_err(|e| AgentError::invalid(e.to_string()))?;
         let key = key.to_string();
         let (_, client) = self.run_blocking(move |a| a.running_shim(&key)).await?;
@@ -202,7 +202,7 @@ impl Agent {
 
     /// `exec` without stdin: runs `spec` to completion and returns its output (health checks).
     pub async fn exec_output(&self, key: &str, spec: ExecSpec) -> Result<ExecOutput> {
-        zlayer_runtime::bundle::validate::exec_spec(&spec)
+        zlayer_runtime::validate::exec_spec(&spec)
             .map_err(|e| AgentError::invalid(e.to_string()))?;
         let (_, client) = self.running_shim(key)?;
         // The exec'd process joins the container's cgroup: see attach_lock.

@@ -100,7 +100,7 @@ fn check_images_and_cpus(d: &Deployment, file: &str, map: &zlayer_spec::SourceMa
             } else {
                 i - s.storage.len()
             };
-            if let Err(e) = zlayer_runtime::bundle::validate::mount_target(field, target) {
+            if let Err(e) = zlayer_runtime::validate::mount_target(field, target) {
                 let place = at(&format!("{field}[{index}].target"));
                 problems.push(format!("{place}: service \"{name}\": {e}"));
             }
@@ -108,7 +108,7 @@ fn check_images_and_cpus(d: &Deployment, file: &str, map: &zlayer_spec::SourceMa
         // Node-specific, so not in zlayer-spec's checks: a quota above the node's CPUs would
         // make every replica's start fail (docker refuses it the same way).
         if let Some(cpu) = s.resources.cpu {
-            use zlayer_runtime::bundle::validate;
+            use zlayer_runtime::validate;
             if let Err(e) = validate::cpus(cpu.cpus(), validate::host_cpus()) {
                 problems.push(format!(
                     "{}: `cpu` in service \"{name}\": {e}",

@@ -636,7 +636,7 @@ impl Agent {
                 .map_err(|e| e.to_string())?
             }
             HealthCheck::Command { command } => {
-                let spec = zlayer_runtime::protocol::ExecSpec {
+                let spec = zlayer_runtime::ExecSpec {
                     args: command.clone(),
                     env: Vec::new(),
                     user: None,

@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use zlayer_runtime::bundle::{self, ContainerSpec, RunOptions};
-use zlayer_runtime::client::{launch, LaunchRequest, ShimClient};
 use zlayer_runtime::oci_spec::image::ImageConfiguration;
 use zlayer_runtime::rootfs;
+use zlayer_runtime::{generate, write_bundle, ContainerSpec, RunOptions};
+use zlayer_runtime::{launch, LaunchRequest, ShimClient};
 
 const CGROUP_PARENT: &str = "/zlayer-bench";
 
@@ -100,7 +100,7 @@ fn run_runc(base: &Path, layer: &Path, i: usize) -> Duration {
     let t0 = Instant::now();
     fs::create_dir_all(&dir).expect("dir");
     let fs_ = rootfs::mount_overlay(&dir, &[layer.to_path_buf()], false).expect("mount");
-    let b = bundle::generate(&ContainerSpec {
+    let b = generate(&ContainerSpec {
         id: &id,
         container_dir: &dir,
         rootfs: &fs_.target,
@@ -108,7 +108,7 @@ fn run_runc(base: &Path, layer: &Path, i: usize) -> Duration {
         options: &opts(&["true"]),
     })
     .expect("generate");
-    bundle::write_bundle(&dir, &fs_.target, &b).expect("write");
+    write_bundle(&dir, &fs_.target, &b).expect("write");
     let st = Command::new("runc")
         .args(["--root"])
         .arg(base.join("runc"))

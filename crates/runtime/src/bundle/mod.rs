@@ -4,8 +4,10 @@
 
 pub mod devices;
 mod etc_files;
+mod host;
 mod options;
 pub mod seccomp;
+mod spec;
 pub mod user;
 pub mod validate;
 
@@ -14,11 +16,12 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::Spec;
-use serde_json::{json, Value};
 
 pub use etc_files::{hosts_file, resolv_conf};
+pub use host::HostFacts;
 pub use options::{NetworkMode, RunOptions, Ulimit, VolumeMount, VolumeSource};
-pub use user::{resolve_user, ResolvedUser, UserError};
+pub use spec::{generate, generate_with};
+pub use user::{resolve_user, ImageUsers, UserError};
 
 /// PATH docker sets when the image has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -117,9 +120,9 @@ pub const RESOLV_FILE: &str = "resolv.conf";
 pub enum BundleError {
     #[error("no command specified: the image has no Entrypoint or Cmd and none was given")]
     NoCommand,
-    /// The message of [`validate::env_entry`].
-    #[error("{0}")]
-    InvalidEnv(String),
+    /// A `-e`/`--env-file` entry [`validate::env_entry`] (or the image's Env) refuses.
+    #[error(transparent)]
+    InvalidEnv(validate::InvalidOption),
     #[error("working directory {0:?} is not an absolute path")]
     RelativeWorkdir(String),
     #[error("mount target {0:?} is not an absolute path")]
@@ -157,8 +160,8 @@ pub enum BundleError {
         source: std::io::Error,
     },
     /// A run option the runtime cannot honour (see [`validate`]); the message names it.
-    #[error("{0}")]
-    InvalidOption(String),
+    #[error(transparent)]
+    InvalidOption(validate::InvalidOption),
     #[error("generated spec is invalid: {0}")]
     Spec(String),
 }
@@ -207,10 +210,11 @@ pub fn parse_signal(s: &str) -> Option<i32> {
 fn merge_env(env: &mut Vec<String>, entry: &str) -> Result<(), BundleError> {
     let (key, _) = entry
         .split_once('=')
-        .ok_or_else(|| BundleError::InvalidEnv(entry.to_string()))?;
+        .ok_or_else(|| BundleError::InvalidEnv(validate::InvalidOption::new("-e", entry)))?;
     if key.is_empty() {
-        return Err(BundleError::InvalidEnv(format!(
-            "invalid environment variable {entry:?}: the name before '=' is empty"
+        return Err(BundleError::InvalidEnv(validate::InvalidOption::new(
+            "-e",
+            format!("invalid environment variable {entry:?}: the name before '=' is empty"),
         )));
     }
     match env
@@ -243,15 +247,6 @@ fn normalize_cap(name: &str) -> Result<String, BundleError> {
     }
 }
 
-/// Docker's capability arithmetic: start from the default set (or all when privileged),
-/// drop `--cap-drop` (ALL empties it), then add `--cap-add` (ALL adds every one).
-///
-/// "All" means every capability this process may grant: a runtime that itself runs
-/// with a reduced bounding set (nested in another container) cannot hand out more.
-pub fn effective_caps(opts: &RunOptions) -> Result<Vec<String>, BundleError> {
-    effective_caps_within(opts, own_bounding_set())
-}
-
 /// The calling process's capability bounding set as a bit mask (all bits if unknown).
 pub fn own_bounding_set() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -264,6 +259,13 @@ pub fn own_bounding_set() -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// Docker's capability arithmetic: start from the default set (or all when privileged),
+/// drop `--cap-drop` (ALL empties it), then add `--cap-add` (ALL adds every one).
+///
+/// "All" means every capability this process may grant: a runtime that itself runs
+/// with a reduced bounding set (nested in another container) cannot hand out more.
+/// `available`: the capabilities this process may grant (its bounding set, see
+/// [`own_bounding_set`]).
 fn effective_caps_within(opts: &RunOptions, available: u64) -> Result<Vec<String>, BundleError> {
     // ALL_CAPS is in kernel numbering order: index = capability number.
     let all_available = || {
@@ -324,7 +326,7 @@ pub(crate) fn rlimit_type(name: &str) -> Option<&'static str> {
 }
 
 /// The cgroup controllers the resource options of `opts` need (checked before a start so
-/// a missing one is a clear error, see [`crate::cgroups::check_controllers`]).
+/// a missing one is a clear error, see [`crate::cgroups::Controllers::check`]).
 pub fn controller_needs(opts: &RunOptions) -> Vec<crate::cgroups::ControllerNeed> {
     use crate::cgroups::ControllerNeed;
     let mut needs = Vec::new();
@@ -353,318 +355,6 @@ pub fn controller_needs(opts: &RunOptions) -> Vec<crate::cgroups::ControllerNeed
         });
     }
     needs
-}
-
-/// Whether the host's memory cgroup accounts swap: v1 has `memory.memsw.*` files; v2 has
-/// `memory.swap.max` beside `memory.max` in every non-root cgroup, unless the kernel was built or
-/// booted without swap accounting (`swapaccount=0`). Without it a swap limit cannot be written
-/// and the start would fail, so like docker the swap part of `--memory` is then left out.
-fn host_swap_accounting() -> bool {
-    if crate::cgroups::is_v2() {
-        v2_swap_accounting(Path::new("/sys/fs/cgroup"))
-    } else {
-        Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
-    }
-}
-
-/// The v2 answer for the hierarchy mounted at `root`: the root cgroup has no `memory.*` files,
-/// so look at our own cgroup, then at the root's children, for one with `memory.max`.
-fn v2_swap_accounting(root: &Path) -> bool {
-    let own = std::fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                l.strip_prefix("0::")
-                    .map(|p| p.trim_start_matches('/').to_string())
-            })
-        })
-        .filter(|p| !p.is_empty())
-        .map(|p| root.join(p));
-    let children = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir());
-    own.into_iter()
-        .chain(children)
-        .find(|dir| dir.join("memory.max").exists())
-        .is_some_and(|dir| dir.join("memory.swap.max").exists())
-}
-
-fn host_hostname() -> String {
-    nix::unistd::gethostname()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
-/// Builds the bundle for one container. Reads only the rootfs's /etc/passwd and /etc/group
-/// and the host's /etc/resolv.conf and /etc/hosts (for the defaults); writes nothing.
-#[tracing::instrument(level = "debug", skip_all)]
-pub fn generate(input: &ContainerSpec<'_>) -> Result<GeneratedBundle, BundleError> {
-    let opts = input.options;
-    validate::run_options(opts).map_err(BundleError::InvalidOption)?;
-    let img = input.image.config().clone().unwrap_or_default();
-
-    // --- process arguments (docker: --entrypoint clears Cmd; CMD args replace Cmd) ---
-    let (entrypoint, cmd): (Vec<String>, Vec<String>) = match &opts.entrypoint {
-        Some(ep) => (ep.clone(), opts.cmd.clone()),
-        None => (
-            img.entrypoint().clone().unwrap_or_default(),
-            if opts.cmd.is_empty() {
-                img.cmd().clone().unwrap_or_default()
-            } else {
-                opts.cmd.clone()
-            },
-        ),
-    };
-    let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-    if args.is_empty() {
-        return Err(BundleError::NoCommand);
-    }
-
-    // --- hostname ---
-    let hostname = match (&opts.hostname, &opts.network) {
-        (Some(h), _) => h.clone(),
-        (None, NetworkMode::Host) => host_hostname(),
-        (None, _) => input.id.chars().take(12).collect(),
-    };
-
-    // --- user ---
-    let user_spec = opts
-        .user
-        .clone()
-        .or_else(|| img.user().clone())
-        .unwrap_or_default();
-    let user = resolve_user(input.rootfs, &user_spec)?;
-
-    // --- environment: image Env, then --env-file, then -e ---
-    let mut env: Vec<String> = vec![format!("HOSTNAME={hostname}")];
-    for e in img.env().clone().unwrap_or_default() {
-        if e.contains('=') {
-            merge_env(&mut env, &e)?;
-        }
-    }
-    for e in opts.env_file.iter().chain(&opts.env) {
-        // The user's entries are checked strictly; the image's only for an empty name
-        // (images in the wild carry odd names, and docker passes them through).
-        validate::env_entry(e).map_err(BundleError::InvalidEnv)?;
-        merge_env(&mut env, e)?;
-    }
-    if !has_env(&env, "PATH") {
-        env.insert(1, format!("PATH={DEFAULT_PATH}"));
-    }
-    if !has_env(&env, "HOME") {
-        env.push(format!("HOME={}", user.home));
-    }
-
-    // --- working directory ---
-    let workdir = opts
-        .workdir
-        .clone()
-        .or_else(|| img.working_dir().clone().filter(|w| !w.is_empty()))
-        .unwrap_or_else(|| "/".to_string());
-    if !workdir.starts_with('/') {
-        return Err(BundleError::RelativeWorkdir(workdir));
-    }
-
-    // --- capabilities and security ---
-    let caps = effective_caps(opts)?;
-    let mut rlimits: Vec<Value> = Vec::new();
-    for u in &opts.ulimits {
-        let t = rlimit_type(&u.name).ok_or_else(|| BundleError::UnknownUlimit(u.name.clone()))?;
-        rlimits.push(json!({"type": t, "soft": u.soft, "hard": u.hard}));
-    }
-    let process = json!({
-        "terminal": false,
-        "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
-        "args": args,
-        "env": env,
-        "cwd": workdir,
-        "capabilities": {
-            "bounding": caps, "effective": caps, "permitted": caps,
-        },
-        "rlimits": rlimits,
-        "noNewPrivileges": !opts.privileged,
-    });
-
-    // --- mounts ---
-    let shm = opts.shm_size.unwrap_or(DEFAULT_SHM_SIZE);
-    let sys_opts: Vec<&str> = if opts.privileged {
-        vec!["nosuid", "noexec", "nodev", "rw"]
-    } else {
-        vec!["nosuid", "noexec", "nodev", "ro"]
-    };
-    let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_opts}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", format!("size={shm}")]}),
-    ];
-    if crate::cgroups::is_v2() {
-        // On v1 hosts containers do not get a cgroup view (docker's default there is the
-        // host cgroup namespace, and libcontainer's v1 emulation mounts every hierarchy).
-        mounts.push(json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}));
-    }
-    let dir = input.container_dir;
-    for (file, target) in [
-        (HOSTNAME_FILE, "/etc/hostname"),
-        (HOSTS_FILE, "/etc/hosts"),
-        (RESOLV_FILE, "/etc/resolv.conf"),
-    ] {
-        mounts.push(json!({"destination": target, "type": "bind", "source": dir.join(file), "options": ["rbind", "rprivate"]}));
-    }
-    for m in &opts.mounts {
-        if !m.target.starts_with('/') {
-            return Err(BundleError::RelativeMountTarget(m.target.clone()));
-        }
-        let ro = if m.read_only { "ro" } else { "rw" };
-        match &m.source {
-            VolumeSource::Bind(src) => {
-                if !src.exists() {
-                    return Err(BundleError::MissingBindSource(src.clone()));
-                }
-                mounts.push(json!({"destination": m.target, "type": "bind", "source": src, "options": ["rbind", "rprivate", ro]}));
-            }
-            VolumeSource::Tmpfs { size } => {
-                let mut o = vec![
-                    "nosuid".to_string(),
-                    "nodev".to_string(),
-                    "noexec".to_string(),
-                    "mode=1777".to_string(),
-                    ro.to_string(),
-                ];
-                if let Some(s) = size {
-                    o.push(format!("size={s}"));
-                }
-                mounts.push(json!({"destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": o}));
-            }
-        }
-    }
-
-    // --- namespaces ---
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-    ];
-    match &opts.network {
-        NetworkMode::None => namespaces.push(json!({"type": "network"})),
-        NetworkMode::Host => {}
-        NetworkMode::Netns(p) => namespaces.push(json!({"type": "network", "path": p})),
-    }
-    if crate::cgroups::is_v2() {
-        namespaces.push(json!({"type": "cgroup"}));
-    }
-
-    // --- resources ---
-    let mut resources = serde_json::Map::new();
-    resources.insert(
-        "devices".into(),
-        if opts.privileged {
-            json!([{"allow": true, "access": "rwm"}])
-        } else {
-            json!([{"allow": false, "access": "rwm"}])
-        },
-    );
-    if let Some(m) = opts.memory {
-        if m < 6 << 20 {
-            return Err(BundleError::InvalidMemory(m));
-        }
-        let mut mem = json!({"limit": m});
-        if host_swap_accounting() {
-            let swap = match opts.memory_swap {
-                Some(s) if s != 0 => s,
-                _ => m.saturating_mul(2),
-            };
-            mem["swap"] = json!(swap);
-        }
-        resources.insert("memory".into(), mem);
-    }
-    let mut cpu = serde_json::Map::new();
-    if let Some(c) = opts.cpus {
-        if !(c.is_finite() && c > 0.0) {
-            return Err(BundleError::InvalidCpus(c));
-        }
-        cpu.insert(
-            "quota".into(),
-            json!((c * CPU_PERIOD as f64).round() as i64),
-        );
-        cpu.insert("period".into(), json!(CPU_PERIOD));
-    }
-    if let Some(s) = opts.cpu_shares {
-        cpu.insert("shares".into(), json!(s));
-    }
-    if !cpu.is_empty() {
-        resources.insert("cpu".into(), Value::Object(cpu));
-    }
-    if let Some(p) = opts.pids_limit {
-        resources.insert("pids".into(), json!({"limit": if p <= 0 { -1 } else { p }}));
-    }
-    crate::cgroups::check_controllers(&controller_needs(opts))?;
-
-    let parent = opts
-        .cgroup_parent
-        .clone()
-        .unwrap_or_else(|| DEFAULT_CGROUP_PARENT.to_string());
-    let mut linux = json!({
-        "namespaces": namespaces,
-        "resources": Value::Object(resources),
-        "cgroupsPath": format!("{}/{}", parent.trim_end_matches('/'), input.id),
-        "rootfsPropagation": "private",
-    });
-    if opts.privileged {
-        linux["devices"] = Value::Array(devices::host_devices(Path::new("/dev")));
-    }
-    if !opts.privileged {
-        linux["maskedPaths"] = json!(MASKED_PATHS);
-        linux["readonlyPaths"] = json!(READONLY_PATHS);
-        linux["seccomp"] = serde_json::to_value(seccomp::default_profile(&caps))
-            .map_err(|e| BundleError::Spec(e.to_string()))?;
-    }
-
-    let spec_json = json!({
-        "ociVersion": "1.0.2",
-        "process": process,
-        "root": {"path": input.rootfs, "readonly": opts.read_only},
-        "hostname": hostname,
-        "mounts": mounts,
-        "linux": linux,
-    });
-    let spec: Spec =
-        serde_json::from_value(spec_json).map_err(|e| BundleError::Spec(e.to_string()))?;
-
-    let stop_signal = img
-        .stop_signal()
-        .as_deref()
-        .and_then(parse_signal)
-        .unwrap_or(libc::SIGTERM);
-
-    let host_mode = opts.network == NetworkMode::Host;
-    let hosts = hosts_file(
-        &hostname,
-        opts.ip_address,
-        &opts.extra_hosts,
-        host_mode
-            .then(|| std::fs::read_to_string("/etc/hosts").ok())
-            .flatten()
-            .as_deref(),
-    );
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let resolv = resolv_conf(&host_resolv, &opts.dns, &opts.dns_search, host_mode);
-
-    Ok(GeneratedBundle {
-        spec,
-        hostname,
-        hosts,
-        resolv_conf: resolv,
-        stop_signal,
-        workdir,
-    })
 }
 
 /// Writes `config.json` and the etc files into the container directory, and
@@ -744,5 +434,7 @@ pub fn write_bundle(
     Ok(())
 }
 
+#[cfg(test)]
+mod host_facts_tests;
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,8 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use super::validate::InvalidOption;
+
 /// How the container is networked.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum NetworkMode {
@@ -45,16 +47,18 @@ pub struct Ulimit {
 
 impl Ulimit {
     /// Parses docker's `name=soft[:hard]` syntax (`-1` or `unlimited` for no limit).
-    pub fn parse(s: &str) -> Result<Ulimit, String> {
+    pub fn parse(s: &str) -> Result<Ulimit, InvalidOption> {
+        let invalid =
+            |why: String| InvalidOption::new("--ulimit", format!("invalid ulimit {s:?}: {why}"));
         let (name, vals) = s
             .split_once('=')
-            .ok_or_else(|| format!("invalid ulimit {s:?}: expected name=soft[:hard]"))?;
-        let num = |v: &str| -> Result<u64, String> {
+            .ok_or_else(|| invalid("expected name=soft[:hard]".into()))?;
+        let num = |v: &str| -> Result<u64, InvalidOption> {
             match v {
                 "-1" | "unlimited" => Ok(u64::MAX),
                 _ => v
                     .parse()
-                    .map_err(|_| format!("invalid ulimit {s:?}: {v:?} is not a number")),
+                    .map_err(|_| invalid(format!("{v:?} is not a number"))),
             }
         };
         let (soft, hard) = match vals.split_once(':') {
@@ -62,12 +66,10 @@ impl Ulimit {
             None => (num(vals)?, num(vals)?),
         };
         if soft > hard {
-            return Err(format!(
-                "invalid ulimit {s:?}: soft limit is greater than the hard limit"
-            ));
+            return Err(invalid("soft limit is greater than the hard limit".into()));
         }
         if super::rlimit_type(name).is_none() {
-            return Err(format!("invalid ulimit {s:?}: unknown resource {name:?}"));
+            return Err(invalid(format!("unknown resource {name:?}")));
         }
         Ok(Ulimit {
             name: name.to_string(),

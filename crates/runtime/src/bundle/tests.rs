@@ -4,6 +4,7 @@ use std::fs;
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
+use super::host::v2_swap_accounting;
 use super::*;
 
 struct Fixture {
@@ -51,6 +52,11 @@ fn args(s: &Spec) -> Vec<String> {
 
 fn env(s: &Spec) -> Vec<String> {
     s.process().as_ref().unwrap().env().clone().unwrap()
+}
+
+/// The capability arithmetic with this process's bounding set, as a start computes it.
+fn effective_caps(opts: &RunOptions) -> Result<Vec<String>, BundleError> {
+    effective_caps_within(opts, own_bounding_set())
 }
 
 fn sv(v: &[&str]) -> Vec<String> {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::validate::{numeric_id, MAX_ID};
+use super::validate::{numeric_id, InvalidOption, MAX_ID};
 use crate::safe_path::{read_in_root, MAX_ROOTFS_FILE};
 
 /// A resolved process identity.
@@ -28,8 +28,8 @@ pub enum UserError {
     #[error("invalid user specification {0:?}: expected NAME|UID[:GROUP|GID]")]
     Invalid(String),
     /// A numeric id outside 0..=2^31-1 (`(uid_t)-1` would mean "unchanged", i.e. root).
-    #[error("{0}")]
-    OutOfRange(String),
+    #[error(transparent)]
+    OutOfRange(InvalidOption),
     #[error("reading the image's {path}: {source}")]
     Io {
         path: &'static str,
@@ -104,9 +104,30 @@ fn read_text(rootfs: &Path, path: &'static str) -> Result<String, UserError> {
 
 /// Resolves `spec` (`""`, `name`, `uid`, `name:group`, `uid:gid`, ...) inside `rootfs`.
 pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser, UserError> {
-    let passwd = parse_passwd(&read_text(rootfs, "/etc/passwd")?);
-    let groups = parse_group(&read_text(rootfs, "/etc/group")?);
-    resolve_in(&passwd, &groups, spec)
+    ImageUsers::read(rootfs)?.resolve(spec)
+}
+
+/// The image's user database: the text of its `/etc/passwd` and `/etc/group` (empty when
+/// a file is missing). Read once by [`ImageUsers::read`]; resolving is pure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageUsers {
+    pub passwd: String,
+    pub group: String,
+}
+
+impl ImageUsers {
+    /// Reads both files of `rootfs`, confined to it.
+    pub fn read(rootfs: &Path) -> Result<ImageUsers, UserError> {
+        Ok(ImageUsers {
+            passwd: read_text(rootfs, "/etc/passwd")?,
+            group: read_text(rootfs, "/etc/group")?,
+        })
+    }
+
+    /// Resolves `spec` (`""`, `name`, `uid`, `name:group`, `uid:gid`, ...) against them.
+    pub fn resolve(&self, spec: &str) -> Result<ResolvedUser, UserError> {
+        resolve_in(&parse_passwd(&self.passwd), &parse_group(&self.group), spec)
+    }
 }
 
 fn resolve_in(

@@ -3,9 +3,38 @@
 //! with a meaning the user did not ask for (a uid of 2^32-1 is "do not change" to setresuid,
 //! so it ran the process as root; a newline in `--add-host` adds lines to /etc/hosts).
 //!
-//! Every function returns a message in the user's terms, naming the option and the value.
+//! Every function returns an [`InvalidOption`]: the option that was wrong, and a message in
+//! the user's terms naming the option and the value.
 
 use std::path::{Component, Path, PathBuf};
+
+/// A run or exec option the runtime refuses. `option` says which one (`--hostname`, `-e`,
+/// `-v`, or the field of a deployment); the message names the option and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidOption {
+    /// The option as the user wrote it, e.g. `--cpus` (for exec: `exec`, `-e`, `--user`, ...).
+    pub option: String,
+    message: String,
+}
+
+impl InvalidOption {
+    /// `option` is wrong; `message` says how, in the user's terms.
+    pub fn new(option: impl Into<String>, message: impl Into<String>) -> Self {
+        InvalidOption {
+            option: option.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// For callers that report errors as text (the agent's `AgentError::invalid`, the shim's
+/// exec helper): the message.
+impl From<InvalidOption> for String {
+    fn from(e: InvalidOption) -> String {
+        e.message
+    }
+}
 
 /// The largest uid or gid accepted: docker's range (the kernel reserves `(uid_t)-1`, and ids
 /// above 2^31-1 are refused by much of userland).
@@ -25,10 +54,11 @@ pub const MIN_CPUS: f64 = 0.01;
 
 /// Refuses control characters (newline, tab, NUL, ...) in a value that is written into a
 /// generated file such as /etc/hosts or /etc/resolv.conf, where they would add lines.
-pub fn no_control_chars(option: &str, value: &str) -> Result<(), String> {
+pub fn no_control_chars(option: &str, value: &str) -> Result<(), InvalidOption> {
     match value.chars().find(|c| c.is_control()) {
-        Some(c) => Err(format!(
-            "invalid {option} {value:?}: contains the control character {c:?}"
+        Some(c) => Err(InvalidOption::new(
+            option,
+            format!("invalid {option} {value:?}: contains the control character {c:?}"),
         )),
         None => Ok(()),
     }
@@ -37,50 +67,59 @@ pub fn no_control_chars(option: &str, value: &str) -> Result<(), String> {
 /// A hostname as the kernel and resolvers accept it: 1 to 64 characters, dot-separated labels
 /// of letters, digits and `-` (RFC 1123; docker also allows `_`), none empty or starting or
 /// ending with `-`.
-pub fn hostname(value: &str) -> Result<(), String> {
+pub fn hostname(value: &str) -> Result<(), InvalidOption> {
     no_control_chars("--hostname", value)?;
     if value.is_empty() {
-        return Err("invalid --hostname \"\": it is empty".into());
+        return Err(InvalidOption::new(
+            "--hostname",
+            "invalid --hostname \"\": it is empty",
+        ));
     }
     if value.len() > MAX_HOSTNAME_LEN {
-        return Err(format!(
-            "invalid --hostname {value:?}: {} characters, the limit is {MAX_HOSTNAME_LEN}",
-            value.len()
+        return Err(InvalidOption::new(
+            "--hostname",
+            format!(
+                "invalid --hostname {value:?}: {} characters, the limit is {MAX_HOSTNAME_LEN}",
+                value.len()
+            ),
         ));
     }
     host_name_chars("--hostname", value)
 }
 
 /// The name part of `--add-host NAME:IP` (same character rules as a hostname, up to 255).
-pub fn host_alias(value: &str) -> Result<(), String> {
+pub fn host_alias(value: &str) -> Result<(), InvalidOption> {
     no_control_chars("--add-host", value)?;
     if value.is_empty() || value.len() > 255 {
-        return Err(format!(
-            "invalid --add-host name {value:?}: must be 1 to 255 characters"
+        return Err(InvalidOption::new(
+            "--add-host",
+            format!("invalid --add-host name {value:?}: must be 1 to 255 characters"),
         ));
     }
     host_name_chars("--add-host name", value)
 }
 
-fn host_name_chars(option: &str, value: &str) -> Result<(), String> {
+fn host_name_chars(option: &str, value: &str) -> Result<(), InvalidOption> {
     for label in value.split('.') {
         if label.is_empty() {
-            return Err(format!(
-                "invalid {option} {value:?}: empty label between dots"
+            return Err(InvalidOption::new(
+                option,
+                format!("invalid {option} {value:?}: empty label between dots"),
             ));
         }
         if label.starts_with('-') || label.ends_with('-') {
-            return Err(format!(
-                "invalid {option} {value:?}: a label may not start or end with '-'"
+            return Err(InvalidOption::new(
+                option,
+                format!("invalid {option} {value:?}: a label may not start or end with '-'"),
             ));
         }
         if let Some(c) = label
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
         {
-            return Err(format!(
+            return Err(InvalidOption::new(option, format!(
                 "invalid {option} {value:?}: {c:?} is not allowed (letters, digits, '-', '_' and '.')"
-            ));
+            )));
         }
     }
     Ok(())
@@ -88,13 +127,17 @@ fn host_name_chars(option: &str, value: &str) -> Result<(), String> {
 
 /// A numeric user or group id of `-u`, if `part` is one: `Some(Ok(id))` for an id in range,
 /// `Some(Err(..))` for a number (or a negative one) outside `0..=MAX_ID`, `None` for a name.
-pub fn numeric_id(part: &str) -> Option<Result<u32, String>> {
+pub fn numeric_id(part: &str) -> Option<Result<u32, InvalidOption>> {
     let digits = part.strip_prefix('-').unwrap_or(part);
     if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
         return None;
     }
-    let out_of_range =
-        || format!("invalid user or group id {part}: uids and gids must be in range 0-{MAX_ID}");
+    let out_of_range = || {
+        InvalidOption::new(
+            "--user",
+            format!("invalid user or group id {part}: uids and gids must be in range 0-{MAX_ID}"),
+        )
+    };
     if part.starts_with('-') {
         return Some(Err(out_of_range()));
     }
@@ -106,7 +149,7 @@ pub fn numeric_id(part: &str) -> Option<Result<u32, String>> {
 
 /// Syntax of `-u user[:group]` (names are resolved later, in the image): ids in range, no
 /// control characters, at most one `:`.
-pub fn user_spec(spec: &str) -> Result<(), String> {
+pub fn user_spec(spec: &str) -> Result<(), InvalidOption> {
     no_control_chars("--user", spec)?;
     let mut parts = spec.splitn(2, ':');
     for part in parts.by_ref() {
@@ -116,8 +159,9 @@ pub fn user_spec(spec: &str) -> Result<(), String> {
     }
     if let Some((_, g)) = spec.split_once(':') {
         if g.is_empty() || g.contains(':') {
-            return Err(format!(
-                "invalid user specification {spec:?}: expected NAME|UID[:GROUP|GID]"
+            return Err(InvalidOption::new(
+                "--user",
+                format!("invalid user specification {spec:?}: expected NAME|UID[:GROUP|GID]"),
             ));
         }
     }
@@ -126,25 +170,28 @@ pub fn user_spec(spec: &str) -> Result<(), String> {
 
 /// `KEY=VALUE` entries of `-e` (run or exec): a non-empty key without `=` or control
 /// characters; the value may hold anything but NUL (which cannot be passed to execve).
-pub fn env_entry(entry: &str) -> Result<(), String> {
+pub fn env_entry(entry: &str) -> Result<(), InvalidOption> {
     let Some((key, value)) = entry.split_once('=') else {
-        return Err(format!(
-            "invalid environment variable {entry:?}: expected KEY=VALUE"
+        return Err(InvalidOption::new(
+            "-e",
+            format!("invalid environment variable {entry:?}: expected KEY=VALUE"),
         ));
     };
     if key.is_empty() {
-        return Err(format!(
-            "invalid environment variable {entry:?}: the name before '=' is empty"
+        return Err(InvalidOption::new(
+            "-e",
+            format!("invalid environment variable {entry:?}: the name before '=' is empty"),
         ));
     }
     if key.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
+        return Err(InvalidOption::new("-e", format!(
             "invalid environment variable {entry:?}: the name contains whitespace or a control character"
-        ));
+        )));
     }
     if value.contains('\0') {
-        return Err(format!(
-            "invalid environment variable {key:?}: the value contains a NUL byte"
+        return Err(InvalidOption::new(
+            "-e",
+            format!("invalid environment variable {key:?}: the value contains a NUL byte"),
         ));
     }
     Ok(())
@@ -152,24 +199,24 @@ pub fn env_entry(entry: &str) -> Result<(), String> {
 
 /// `--cpus`: a finite number from [`MIN_CPUS`] to the host's CPU count (docker's check and
 /// message; a quota above the host's CPUs would only pretend to be a limit).
-pub fn cpus(value: f64, host_cpus: usize) -> Result<(), String> {
+pub fn cpus(value: f64, host_cpus: usize) -> Result<(), InvalidOption> {
     let max = host_cpus.max(1) as f64;
     if !value.is_finite() || value < MIN_CPUS || value > max {
-        return Err(format!(
+        return Err(InvalidOption::new("--cpus", format!(
             "invalid --cpus {value}: range of CPUs is from {MIN_CPUS:.2} to {max:.2}, as there are only {host_cpus} CPUs available"
-        ));
+        )));
     }
     Ok(())
 }
 
 /// `--pids-limit`: `<= 0` is unlimited (docker); 1 cannot start a container, see
 /// [`MIN_PIDS_LIMIT`].
-pub fn pids_limit(value: i64) -> Result<(), String> {
+pub fn pids_limit(value: i64) -> Result<(), InvalidOption> {
     if value > 0 && value < MIN_PIDS_LIMIT {
-        return Err(format!(
+        return Err(InvalidOption::new("--pids-limit", format!(
             "invalid --pids-limit {value}: the container's init could not start within it \
              (starting a container takes {MIN_PIDS_LIMIT} processes); use at least {MIN_PIDS_LIMIT}, or 0 for no limit"
-        ));
+        )));
     }
     Ok(())
 }
@@ -205,13 +252,14 @@ const PROC_FILES_ALLOWED: &[&str] = &[
 ];
 
 /// A mount destination the runtime can honour: not `/` (the rootfs itself), not /proc or
-/// under it (except [`PROC_FILES_ALLOWED`]), not /sys (replacing sysfs as a whole). `option`
+/// under it (except the files of `PROC_FILES_ALLOWED`), not /sys (replacing sysfs as a whole). `option`
 /// names the flag in the message (`-v`, `--tmpfs`).
-pub fn mount_target(option: &str, target: &str) -> Result<PathBuf, String> {
+pub fn mount_target(option: &str, target: &str) -> Result<PathBuf, InvalidOption> {
     no_control_chars(option, target)?;
     if !target.starts_with('/') {
-        return Err(format!(
-            "invalid {option} target {target:?}: the container path must be absolute"
+        return Err(InvalidOption::new(
+            option,
+            format!("invalid {option} target {target:?}: the container path must be absolute"),
         ));
     }
     let norm = normalize_target(target);
@@ -219,17 +267,25 @@ pub fn mount_target(option: &str, target: &str) -> Result<PathBuf, String> {
         || norm == Path::new("/sys")
         || (norm.starts_with("/proc") && !PROC_FILES_ALLOWED.iter().any(|p| norm == Path::new(p)));
     if refused {
-        return Err(format!(
+        return Err(InvalidOption::new(option, format!(
             "invalid {option} target {target:?}: {} cannot be a mount destination (the runtime mounts it itself)",
             norm.display()
-        ));
+        )));
     }
     Ok(norm)
 }
 
 /// Every check of this module that applies to `opts`, in the order the options appear on
 /// docker's command line; the first failure is returned.
-pub fn run_options(opts: &super::RunOptions) -> Result<(), String> {
+pub fn run_options(opts: &super::RunOptions) -> Result<(), InvalidOption> {
+    run_options_with(opts, &host_cpus)
+}
+
+/// [`run_options`] with the host's CPU count from `host_cpus` (asked only for `--cpus`).
+pub fn run_options_with(
+    opts: &super::RunOptions,
+    host_cpus: &dyn Fn() -> usize,
+) -> Result<(), InvalidOption> {
     if let Some(h) = &opts.hostname {
         hostname(h)?;
     }
@@ -248,7 +304,10 @@ pub fn run_options(opts: &super::RunOptions) -> Result<(), String> {
     for d in &opts.dns_search {
         no_control_chars("--dns-search", d)?;
         if d.is_empty() || d.contains(char::is_whitespace) {
-            return Err(format!("invalid --dns-search {d:?}: not a domain name"));
+            return Err(InvalidOption::new(
+                "--dns-search",
+                format!("invalid --dns-search {d:?}: not a domain name"),
+            ));
         }
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -259,9 +318,12 @@ pub fn run_options(opts: &super::RunOptions) -> Result<(), String> {
         };
         let norm = mount_target(option, &m.target)?;
         if !seen.insert(norm.clone()) {
-            return Err(format!(
-                "duplicate mount point: {} is the target of more than one -v/--tmpfs",
-                norm.display()
+            return Err(InvalidOption::new(
+                option,
+                format!(
+                    "duplicate mount point: {} is the target of more than one -v/--tmpfs",
+                    norm.display()
+                ),
             ));
         }
     }
@@ -270,12 +332,15 @@ pub fn run_options(opts: &super::RunOptions) -> Result<(), String> {
 
 /// An exec request (`exec -e/-u/-w CMD`): what would otherwise fail deep in the runtime (an
 /// empty variable name panicked the exec helper, a NUL cannot reach execve).
-pub fn exec_spec(spec: &crate::protocol::ExecSpec) -> Result<(), String> {
+pub fn exec_spec(spec: &crate::protocol::ExecSpec) -> Result<(), InvalidOption> {
     if spec.args.is_empty() {
-        return Err("exec needs a command".into());
+        return Err(InvalidOption::new("exec", "exec needs a command"));
     }
     if let Some(a) = spec.args.iter().find(|a| a.contains('\0')) {
-        return Err(format!("invalid exec argument {a:?}: contains a NUL byte"));
+        return Err(InvalidOption::new(
+            "exec",
+            format!("invalid exec argument {a:?}: contains a NUL byte"),
+        ));
     }
     for e in &spec.env {
         env_entry(e)?;
@@ -286,8 +351,9 @@ pub fn exec_spec(spec: &crate::protocol::ExecSpec) -> Result<(), String> {
     if let Some(w) = &spec.cwd {
         no_control_chars("--workdir", w)?;
         if !w.starts_with('/') {
-            return Err(format!(
-                "invalid --workdir {w:?}: the working directory must be an absolute path"
+            return Err(InvalidOption::new(
+                "--workdir",
+                format!("invalid --workdir {w:?}: the working directory must be an absolute path"),
             ));
         }
     }
@@ -311,7 +377,10 @@ mod tests {
         assert_eq!(numeric_id("2147483647"), Some(Ok(MAX_ID)));
         for bad in ["4294967295", "2147483648", "-1", "99999999999999999999"] {
             let e = numeric_id(bad).unwrap().unwrap_err();
-            assert!(e.contains("must be in range 0-2147483647"), "{bad}: {e}");
+            assert!(
+                e.to_string().contains("must be in range 0-2147483647"),
+                "{bad}: {e}"
+            );
         }
         assert_eq!(numeric_id("app"), None);
         assert!(user_spec("4294967295").is_err());
@@ -325,8 +394,14 @@ mod tests {
         assert!(hostname("web-1.example").is_ok());
         assert!(hostname(&"a".repeat(64)).is_ok());
         let e = hostname(&"a".repeat(100)).unwrap_err();
-        assert!(e.contains("100 characters, the limit is 64"), "{e}");
-        assert!(hostname("a\nb").unwrap_err().contains("control character"));
+        assert!(
+            e.to_string().contains("100 characters, the limit is 64"),
+            "{e}"
+        );
+        assert!(hostname("a\nb")
+            .unwrap_err()
+            .to_string()
+            .contains("control character"));
         assert!(hostname("a b").is_err());
         assert!(hostname("-a").is_err());
         assert!(hostname("a..b").is_err());
@@ -339,6 +414,7 @@ mod tests {
         assert!(env_entry("A=b\nc").is_ok());
         assert!(env_entry("=")
             .unwrap_err()
+            .to_string()
             .contains("name before '=' is empty"));
         assert!(env_entry("A").is_err());
         assert!(env_entry("A\nB=1").is_err());
@@ -352,7 +428,7 @@ mod tests {
         for bad in [f64::NAN, f64::INFINITY, 1e-7, 1000.0, 0.0, -1.0] {
             let e = cpus(bad, 2).unwrap_err();
             assert!(
-                e.contains("range of CPUs is from 0.01 to 2.00"),
+                e.to_string().contains("range of CPUs is from 0.01 to 2.00"),
                 "{bad}: {e}"
             );
         }
@@ -363,7 +439,10 @@ mod tests {
         assert!(pids_limit(0).is_ok());
         assert!(pids_limit(-1).is_ok());
         assert!(pids_limit(2).is_ok());
-        assert!(pids_limit(1).unwrap_err().contains("init could not start"));
+        assert!(pids_limit(1)
+            .unwrap_err()
+            .to_string()
+            .contains("init could not start"));
     }
 
     #[test]
@@ -389,5 +468,28 @@ mod tests {
             assert!(mount_target("-v", ok).is_ok(), "{ok}");
         }
         assert_eq!(normalize_target("/a/./b/../c/"), PathBuf::from("/a/c"));
+    }
+
+    #[test]
+    fn errors_name_the_option_that_was_wrong() {
+        assert_eq!(hostname("-x").unwrap_err().option, "--hostname");
+        assert_eq!(host_alias("").unwrap_err().option, "--add-host");
+        assert_eq!(user_spec("4294967295").unwrap_err().option, "--user");
+        assert_eq!(env_entry("=x").unwrap_err().option, "-e");
+        assert_eq!(cpus(0.0, 2).unwrap_err().option, "--cpus");
+        assert_eq!(pids_limit(1).unwrap_err().option, "--pids-limit");
+        assert_eq!(
+            mount_target("--tmpfs", "/proc").unwrap_err().option,
+            "--tmpfs"
+        );
+        let e = crate::bundle::Ulimit::parse("nofile=x").unwrap_err();
+        assert_eq!(e.option, "--ulimit");
+        assert_eq!(
+            e.to_string(),
+            "invalid ulimit \"nofile=x\": \"x\" is not a number"
+        );
+        // Text callers get the message unchanged.
+        let text: String = pids_limit(1).unwrap_err().into();
+        assert!(text.starts_with("invalid --pids-limit 1:"), "{text}");
     }
 }

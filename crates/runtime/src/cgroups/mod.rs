@@ -79,7 +79,7 @@ pub struct MissingController {
 }
 
 /// The first of `needs` whose controller is not in `available` (pure; see
-/// [`check_controllers`]).
+/// [`Controllers::check`]).
 pub fn first_missing<'a>(
     needs: &'a [ControllerNeed],
     available: &[String],
@@ -89,49 +89,64 @@ pub fn first_missing<'a>(
         .find(|n| !available.iter().any(|a| a == n.controller))
 }
 
-/// Fails when a controller one of `needs` requires is missing on this host.
+/// The cgroup controllers this host offers a container, as far as a start needs to know:
+/// read by [`Controllers::read`], judged by the pure [`Controllers::check`].
 ///
 /// Why we check ourselves: on v2 libcgroups enables whatever the root offers and then
 /// writes e.g. `memory.max` into the new cgroup; without the controller that file does not
 /// exist and the start fails deep inside libcontainer with "failed to open .../memory.max:
 /// No such file or directory", after the rootfs and the shim were already set up. Checking
 /// first gives an error that names the option and the controller, and nothing is created.
-pub fn check_controllers(needs: &[ControllerNeed]) -> Result<(), MissingController> {
-    if needs.is_empty() {
-        return Ok(());
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Controllers {
+    /// Controller names (on v1: those of the asked-for ones that have a hierarchy).
+    pub available: Vec<String>,
+    /// `v1` or `v2`.
+    pub version: &'static str,
+    /// Where availability was read from, for the error message.
+    pub source_desc: String,
+}
+
+impl Controllers {
+    /// Reads which of the controllers `needs` asks for exist (v2: the root's
+    /// `cgroup.controllers`; v1: the hierarchies in /proc/self/mounts).
+    pub fn read(needs: &[ControllerNeed]) -> Controllers {
+        if is_v2() {
+            Controllers {
+                available: v2_root_controllers(),
+                version: "v2",
+                source_desc: format!("{CGROUP_ROOT}/cgroup.controllers"),
+            }
+        } else {
+            let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+            Controllers {
+                available: needs
+                    .iter()
+                    .filter(|n| v1_mountpoint_in(&mounts, n.controller).is_some())
+                    .map(|n| n.controller.to_string())
+                    .collect(),
+                version: "v1",
+                source_desc: "no v1 hierarchy with it in /proc/self/mounts".to_string(),
+            }
+        }
     }
-    let (available, version, source_desc) = if is_v2() {
-        (
-            v2_root_controllers(),
-            "v2",
-            format!("{CGROUP_ROOT}/cgroup.controllers"),
-        )
-    } else {
-        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let avail = needs
-            .iter()
-            .filter(|n| v1_mountpoint_in(&mounts, n.controller).is_some())
-            .map(|n| n.controller.to_string())
-            .collect();
-        (
-            avail,
-            "v1",
-            "no v1 hierarchy with it in /proc/self/mounts".to_string(),
-        )
-    };
-    match first_missing(needs, &available) {
-        None => Ok(()),
-        Some(n) => Err(MissingController {
-            option: n.option.to_string(),
-            controller: n.controller.to_string(),
-            version: version.to_string(),
-            source_desc,
-            available: if available.is_empty() {
-                "none".to_string()
-            } else {
-                available.join(" ")
-            },
-        }),
+
+    /// The first of `needs` this host lacks, as an error naming option and controller.
+    pub fn check(&self, needs: &[ControllerNeed]) -> Result<(), MissingController> {
+        match first_missing(needs, &self.available) {
+            None => Ok(()),
+            Some(n) => Err(MissingController {
+                option: n.option.to_string(),
+                controller: n.controller.to_string(),
+                version: self.version.to_string(),
+                source_desc: self.source_desc.clone(),
+                available: if self.available.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.available.join(" ")
+                },
+            }),
+        }
     }
 }
 

@@ -13,6 +13,21 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Why a container's cgroup could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum TeardownError {
+    /// The hierarchies (v1) could not be listed.
+    #[error("reading /proc/self/mounts: {0}")]
+    Mounts(#[source] io::Error),
+    /// A directory stayed (busy, or not removable); the first of them.
+    #[error("removing cgroup {}: {source}", dir.display())]
+    Remove {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
 /// The directories of the cgroup `cgroups_path` (e.g. `/zlayer-agent/<id>`): the unified one
 /// on v2, else one per v1 hierarchy in `mounts` (the text of /proc/self/mounts), named ones
 /// (`name=systemd`) included, and the cgroup2 tree of a hybrid host too (something may have
@@ -46,18 +61,20 @@ pub fn cgroup_dirs(mounts: &str, v2: bool, cgroups_path: &str) -> Vec<PathBuf> {
 
 /// SIGKILLs what is left in the cgroup and removes its directories (children first).
 /// A directory that does not exist is fine; one that stays busy is an error naming it.
-pub fn remove(cgroups_path: &str) -> Result<(), String> {
+pub fn remove(cgroups_path: &str) -> Result<(), TeardownError> {
     let v2 = super::is_v2();
     let mounts = if v2 {
         String::new()
     } else {
-        fs::read_to_string("/proc/self/mounts")
-            .map_err(|e| format!("reading /proc/self/mounts: {e}"))?
+        fs::read_to_string("/proc/self/mounts").map_err(TeardownError::Mounts)?
     };
     let mut first_err = None;
     for dir in cgroup_dirs(&mounts, v2, cgroups_path) {
         if let Err(e) = remove_tree(&dir) {
-            first_err.get_or_insert(format!("removing cgroup {}: {e}", dir.display()));
+            first_err.get_or_insert(TeardownError::Remove {
+                dir: dir.clone(),
+                source: e,
+            });
         }
     }
     first_err.map_or(Ok(()), Err)

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use libtest_mimic::Failed;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
-use zlayer_runtime::bundle::RunOptions;
 use zlayer_runtime::cgroups::{is_v2, v2_root_controllers};
-use zlayer_runtime::client::ClientError;
+use zlayer_runtime::ClientError;
+use zlayer_runtime::RunOptions;
 
 use crate::fixture::*;
 use crate::tests::{check, device_check, execspec};
@@ -338,7 +338,7 @@ fn run_in_own_cgroup_with_stats(parent: &str, memory: bool, pids: bool) -> R {
         ),
     )?;
 
-    let s = zlayer_runtime::stats::read_stats(&t.cgroups_path())?;
+    let s = zlayer_runtime::read_stats(&t.cgroups_path())?;
     check(s.cpu_usage_ns > 0 && s.has("cpu"), format!("cpu: {s:?}"))?;
     check(s.pids_current >= 2 && s.has("pids"), format!("pids: {s:?}"))?;
     if memory {
@@ -356,7 +356,7 @@ fn run_in_own_cgroup_with_stats(parent: &str, memory: bool, pids: bool) -> R {
         check(s.pids_limit.is_none(), format!("pids limit: {s:?}"))?;
     }
     check(s.cpu_limit.is_none(), format!("cpu limit: {s:?}"))?;
-    let by_dir = zlayer_runtime::stats::read_container_stats(&t.dir)?;
+    let by_dir = zlayer_runtime::read_container_stats(&t.dir)?;
     check(by_dir.cpu_usage_ns >= s.cpu_usage_ns, format!("{by_dir:?}"))?;
 
     // exec joins the same cgroup
@@ -379,7 +379,7 @@ fn run_in_own_cgroup_with_stats(parent: &str, memory: bool, pids: bool) -> R {
         !dir.exists(),
         format!("cgroup {} left after stop", dir.display()),
     )?;
-    match zlayer_runtime::stats::read_stats(&t.cgroups_path()) {
+    match zlayer_runtime::read_stats(&t.cgroups_path()) {
         Err(e) => check(e.to_string().contains("not found"), e.to_string()),
         Ok(s) => Err(format!("stats of a removed cgroup: {s:?}").into()),
     }
@@ -405,7 +405,7 @@ fn limits(parent: &str, controller: &str, option: &str, available: bool) -> R {
     let (t, r) = start_v2(parent, &format!("v2{controller}"), &["sleep", "1000"], opts);
     if available {
         r.map_err(|e| format!("{option} with the {controller} controller available: {e}"))?;
-        let s = zlayer_runtime::stats::read_stats(&t.cgroups_path())?;
+        let s = zlayer_runtime::read_stats(&t.cgroups_path())?;
         let ok = match controller {
             "memory" => s.memory_limit == Some(64 << 20),
             "pids" => s.pids_limit == Some(20),

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-use zlayer_runtime::bundle::RunOptions;
-use zlayer_runtime::client::{launch, LaunchRequest, Launched, ShimClient};
 use zlayer_runtime::oci_spec::image::ImageConfiguration;
+use zlayer_runtime::RunOptions;
+use zlayer_runtime::{launch, LaunchRequest, Launched, ShimClient};
 
 pub const BUSYBOX: &str = "/bin/busybox";
 pub const CGROUP_PARENT: &str = "/zlayer-runtime-test";
@@ -140,7 +140,7 @@ impl TestContainer {
         name: &str,
         cmd: &[&str],
         opts: RunOptions,
-    ) -> Result<TestContainer, zlayer_runtime::client::ClientError> {
+    ) -> Result<TestContainer, zlayer_runtime::ClientError> {
         let mut t = TestContainer::paths(name);
         t.launch_here(cmd, opts)?;
         Ok(t)
@@ -151,10 +151,7 @@ impl TestContainer {
         mut t: TestContainer,
         cmd: &[&str],
         opts: RunOptions,
-    ) -> (
-        TestContainer,
-        Result<(), zlayer_runtime::client::ClientError>,
-    ) {
+    ) -> (TestContainer, Result<(), zlayer_runtime::ClientError>) {
         let r = t.launch_here(cmd, opts);
         (t, r)
     }
@@ -163,7 +160,7 @@ impl TestContainer {
         &mut self,
         cmd: &[&str],
         opts: RunOptions,
-    ) -> Result<(), zlayer_runtime::client::ClientError> {
+    ) -> Result<(), zlayer_runtime::ClientError> {
         self.launch_gated(cmd, opts, None)
     }
 
@@ -173,7 +170,7 @@ impl TestContainer {
         cmd: &[&str],
         mut opts: RunOptions,
         start_gate: Option<std::os::fd::BorrowedFd<'_>>,
-    ) -> Result<(), zlayer_runtime::client::ClientError> {
+    ) -> Result<(), zlayer_runtime::ClientError> {
         opts.cgroup_parent = Some(self.cgroup_parent.clone());
         let img = image(&["sh"]);
         let shim = shim_cmd();
@@ -215,7 +212,7 @@ impl TestContainer {
 impl Drop for TestContainer {
     fn drop(&mut self) {
         let c = self.client();
-        if let Ok(zlayer_runtime::client::ShimStatus::Running { .. }) = c.status() {
+        if let Ok(zlayer_runtime::ShimStatus::Running { .. }) = c.status() {
             let _ = c.stop(std::time::Duration::from_millis(100), libc::SIGKILL);
         }
         let _ = zlayer_runtime::rootfs::remove(&self.dir);

@@ -4,9 +4,9 @@ use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Failed, Trial};
-use zlayer_runtime::bundle::RunOptions;
-use zlayer_runtime::client::{ClientError, ShimStatus, StreamEvent};
-use zlayer_runtime::protocol::{ExecSpec, Stream};
+use zlayer_runtime::RunOptions;
+use zlayer_runtime::{ClientError, ShimStatus, StreamEvent};
+use zlayer_runtime::{ExecSpec, Stream};
 
 use crate::fixture::*;
 
@@ -460,7 +460,7 @@ fn stats() -> R {
         opts,
     )?;
     std::thread::sleep(Duration::from_millis(500));
-    let s = zlayer_runtime::stats::read_stats(&t.cgroups_path())?;
+    let s = zlayer_runtime::read_stats(&t.cgroups_path())?;
     check(s.memory_usage > 0, format!("{s:?}"))?;
     check(s.memory_limit == Some(64 << 20), format!("{s:?}"))?;
     check(
@@ -468,7 +468,7 @@ fn stats() -> R {
         format!("{s:?}"),
     )?;
     check(s.cpu_usage_ns > 0, format!("{s:?}"))?;
-    let by_dir = zlayer_runtime::stats::read_container_stats(&t.dir)?;
+    let by_dir = zlayer_runtime::read_container_stats(&t.dir)?;
     check(by_dir.memory_limit == Some(64 << 20), format!("{by_dir:?}"))
 }
 
@@ -609,7 +609,7 @@ fn security_defaults() -> R {
 
 fn limits_applied() -> R {
     let opts = RunOptions {
-        ulimits: vec![zlayer_runtime::bundle::Ulimit::parse("nofile=1024:2048").unwrap()],
+        ulimits: vec![zlayer_runtime::Ulimit::parse("nofile=1024:2048").unwrap()],
         cpus: Some(0.5),
         pids_limit: Some(20),
         ..Default::default()
@@ -646,18 +646,18 @@ fn volumes() -> R {
     std::fs::write(host.join("in.txt"), "from host")?;
     let opts = RunOptions {
         mounts: vec![
-            zlayer_runtime::bundle::VolumeMount {
-                source: zlayer_runtime::bundle::VolumeSource::Bind(host.clone()),
+            zlayer_runtime::VolumeMount {
+                source: zlayer_runtime::VolumeSource::Bind(host.clone()),
                 target: "/data".into(),
                 read_only: false,
             },
-            zlayer_runtime::bundle::VolumeMount {
-                source: zlayer_runtime::bundle::VolumeSource::Bind(host.clone()),
+            zlayer_runtime::VolumeMount {
+                source: zlayer_runtime::VolumeSource::Bind(host.clone()),
                 target: "/ro".into(),
                 read_only: true,
             },
-            zlayer_runtime::bundle::VolumeMount {
-                source: zlayer_runtime::bundle::VolumeSource::Tmpfs {
+            zlayer_runtime::VolumeMount {
+                source: zlayer_runtime::VolumeSource::Tmpfs {
                     size: Some(1 << 20),
                 },
                 target: "/scratch".into(),
