@@ -14,7 +14,7 @@ use super::labels::Owner;
 use super::request::build_request;
 use super::state::{JobState, OwnerKind, ViewState};
 use super::store::DeploymentRecord;
-use super::task::TaskState;
+use super::task::{PassInput, TaskState};
 use crate::containers::ContainerState;
 use crate::error::{AgentError, Result};
 use crate::Agent;
@@ -185,13 +185,11 @@ impl Agent {
     /// `Ok(false)` = not yet.
     pub(crate) async fn ready_to_start(
         self: &Arc<Self>,
-        key: &ServiceKey,
-        svc: &Service,
-        env: &BTreeMap<String, String>,
-        rec: &DeploymentRecord,
+        input: PassInput<'_>,
         hash: &str,
         st: &mut TaskState,
     ) -> Result<bool> {
+        let PassInput { key, svc, env, rec } = input;
         if let Err(unmet) = self.dependencies_met(key, svc, rec) {
             self.report_unmet(key, svc, &unmet.to_string(), st);
             return Ok(false);

@@ -4,6 +4,9 @@
 //!
 //! Every pass starts from the container records, so a daemon restart simply starts the tasks
 //! again: running replicas are adopted (not restarted) and half-done work is finished.
+//!
+//! This file keeps the manager loop, the [`Services`] state and the `services` listing; one
+//! service task is in `task.rs`, its passes in `pass/` (one file per kind).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

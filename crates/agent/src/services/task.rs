@@ -15,7 +15,7 @@ use super::key::ServiceKey;
 use super::labels::Owner;
 use super::request::build_request;
 use super::state::{OwnerKind, ViewState};
-use super::store::ServiceStore;
+use super::store::{DeploymentRecord, ServiceStore};
 use super::supervisor::PASS_INTERVAL;
 use crate::containers::ContainerRecord;
 use crate::error::Result;
@@ -33,6 +33,16 @@ pub(crate) fn started_age(r: &ContainerRecord) -> Duration {
                 .unwrap_or_default()
         })
         .unwrap_or_default()
+}
+
+/// What every pass of a service works from: which service, its spec and environment as
+/// deployed, and the deployment (whose other services are its dependencies).
+#[derive(Clone, Copy)]
+pub(crate) struct PassInput<'a> {
+    pub key: &'a ServiceKey,
+    pub svc: &'a Service,
+    pub env: &'a BTreeMap<String, String>,
+    pub rec: &'a DeploymentRecord,
 }
 
 /// The bookkeeping of one service task. What must survive a daemon restart is stored as it
@@ -122,10 +132,16 @@ impl Agent {
                         break;
                     };
                     let env = rec.env.get(&key.service).cloned().unwrap_or_default();
+                    let input = PassInput {
+                        key: &key,
+                        svc: &svc,
+                        env: &env,
+                        rec: &rec,
+                    };
                     let r = match svc.kind {
-                        Kind::Service => self.pass_service(&key, &svc, &env, &rec, &mut st).await,
-                        Kind::Job => self.pass_job(&key, &svc, &env, &rec, &mut st).await,
-                        Kind::Cron => self.pass_cron(&key, &svc, &env, &rec, &mut st).await,
+                        Kind::Service => self.pass_service(input, &mut st).await,
+                        Kind::Job => self.pass_job(input, &mut st).await,
+                        Kind::Cron => self.pass_cron(input, &mut st).await,
                     };
                     let r = r.and_then(|()| st.save_trackers(&self.services.store, &key));
                     if let Err(e) = r {

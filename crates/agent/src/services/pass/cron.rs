@@ -1,7 +1,6 @@
 //! The pass of a `kind: cron`: record the runs that finished, fire when the schedule is due
 //! (honouring `concurrency`), keep the last `history` runs.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -13,20 +12,18 @@ use crate::services::key::ServiceKey;
 use crate::services::labels::Owner;
 use crate::services::request::replica_hash;
 use crate::services::state::{OwnerKind, RunState, ViewState};
-use crate::services::store::{DeploymentRecord, RunRecord};
+use crate::services::store::RunRecord;
 use crate::services::supervisor::STOP_GRACE_SECS;
-use crate::services::task::{started_age, TaskState};
+use crate::services::task::{started_age, PassInput, TaskState};
 use crate::Agent;
 
 impl Agent {
     pub(crate) async fn pass_cron(
         self: &Arc<Self>,
-        key: &ServiceKey,
-        svc: &Service,
-        env: &BTreeMap<String, String>,
-        rec: &DeploymentRecord,
+        input: PassInput<'_>,
         st: &mut TaskState,
     ) -> Result<()> {
+        let PassInput { key, svc, .. } = input;
         let Some(schedule) = &svc.schedule else {
             return Ok(());
         };
@@ -52,7 +49,7 @@ impl Agent {
             // Missed fires while the daemon was down collapse into one run.
             facts.last_fire = Some(now.to_rfc3339());
             store.put_facts(key, &facts)?;
-            if !self.fire_cron(key, svc, env, rec, due, &active).await? {
+            if !self.fire_cron(input, due, &active).await? {
                 return Ok(());
             }
         }
@@ -114,13 +111,11 @@ impl Agent {
     /// view then shows the error).
     async fn fire_cron(
         self: &Arc<Self>,
-        key: &ServiceKey,
-        svc: &Service,
-        env: &BTreeMap<String, String>,
-        rec: &DeploymentRecord,
+        input: PassInput<'_>,
         due: DateTime<Utc>,
         active: &[String],
     ) -> Result<bool> {
+        let PassInput { key, svc, env, rec } = input;
         let store = &self.services.store;
         let concurrency = svc.concurrency.unwrap_or_default();
         let run_no = store.next_run(key)?;

@@ -16,7 +16,7 @@ use crate::services::request::replica_hash;
 use crate::services::state::{JobState, OwnerKind, RunState, ViewState};
 use crate::services::store::{DeploymentRecord, RunRecord, ServiceFacts};
 use crate::services::supervisor::STOP_GRACE_SECS;
-use crate::services::task::{started_age, TaskState};
+use crate::services::task::{started_age, PassInput, TaskState};
 use crate::Agent;
 
 /// What one job pass works on.
@@ -31,12 +31,10 @@ struct JobPass<'a> {
 impl Agent {
     pub(crate) async fn pass_job(
         self: &Arc<Self>,
-        key: &ServiceKey,
-        svc: &Service,
-        env: &BTreeMap<String, String>,
-        rec: &DeploymentRecord,
+        input: PassInput<'_>,
         st: &mut TaskState,
     ) -> Result<()> {
+        let PassInput { key, svc, env, rec } = input;
         let hash = replica_hash(svc, env);
         let store = &self.services.store;
         let mut facts = store.facts(key)?;
@@ -177,10 +175,13 @@ impl Agent {
             self.services.set_view(key, ViewState::Waiting, msg);
             return Ok(());
         }
-        if !self
-            .ready_to_start(key, pass.svc, pass.env, rec, &pass.hash, st)
-            .await?
-        {
+        let input = PassInput {
+            key,
+            svc: pass.svc,
+            env: pass.env,
+            rec,
+        };
+        if !self.ready_to_start(input, &pass.hash, st).await? {
             return Ok(());
         }
         if st.cancel.is_cancelled() {

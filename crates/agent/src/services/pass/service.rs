@@ -17,9 +17,9 @@ use crate::services::key::ServiceKey;
 use crate::services::labels::Owner;
 use crate::services::request::replica_hash;
 use crate::services::state::{OwnerKind, ViewState};
-use crate::services::store::{DeploymentRecord, ServiceFacts};
+use crate::services::store::ServiceFacts;
 use crate::services::supervisor::START_PARALLELISM;
-use crate::services::task::{started_age, TaskState};
+use crate::services::task::{started_age, PassInput, TaskState};
 use crate::Agent;
 
 /// The replicas of a service as one pass sees them.
@@ -44,12 +44,10 @@ struct ServicePass<'a> {
 impl Agent {
     pub(crate) async fn pass_service(
         self: &Arc<Self>,
-        key: &ServiceKey,
-        svc: &Service,
-        env: &BTreeMap<String, String>,
-        rec: &DeploymentRecord,
+        input: PassInput<'_>,
         st: &mut TaskState,
     ) -> Result<()> {
+        let PassInput { key, svc, env, .. } = input;
         self.sync_published(key, svc, st);
         let mut p = ServicePass {
             key,
@@ -83,9 +81,8 @@ impl Agent {
         // Dependencies and init steps gate starts while nothing of this version runs yet.
         let current_running = obs.seen.iter().any(|o| o.running && o.hash == p.hash);
         let has_starts = pass.steps.iter().any(|s| matches!(s, Step::Start { .. }));
-        let may_start = !has_starts
-            || current_running
-            || self.ready_to_start(key, svc, env, rec, &p.hash, st).await?;
+        let may_start =
+            !has_starts || current_running || self.ready_to_start(input, &p.hash, st).await?;
         self.apply_steps(&mut p, &pass, &obs.owned, may_start, st)
             .await?;
         let crash = self.report_service(&p, &pass, &want, st);
