@@ -578,4 +578,45 @@ mod tests {
         assert_eq!(s.facts(&web).unwrap(), ServiceFacts::default());
         assert!(s.runs(&web).unwrap().is_empty());
     }
+
+    #[test]
+    fn state_texts_written_by_earlier_builds_read_back_as_enums() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("agent.db")).unwrap());
+        let s = ServiceStore::open(Arc::clone(&db)).unwrap();
+        // Rows as a build that kept states as strings wrote them.
+        db.with(|c| {
+            c.execute_batch(
+                "INSERT INTO service_status (deployment, service, restarts, job_attempts, job_state)
+                    VALUES ('demo', 'migrate', 0, 2, 'retrying');
+                 INSERT INTO service_runs (deployment, service, run, container, spec_hash,
+                    scheduled_at, state)
+                    VALUES ('demo', 'tick', 1, 'c1', 'h', 't', 'skipped'),
+                           ('demo', 'tick', 2, 'c2', 'h', 't', 'lost');",
+            )
+        })
+        .unwrap();
+        let f = s.facts(&ServiceKey::new("demo", "migrate")).unwrap();
+        assert_eq!((f.job_attempts, f.job_state), (2, Some(JobState::Retrying)));
+        let states: Vec<RunState> = s
+            .runs(&ServiceKey::new("demo", "tick"))
+            .unwrap()
+            .iter()
+            .map(|r| r.state)
+            .collect();
+        assert_eq!(states, [RunState::Lost, RunState::Skipped]);
+        // And the enums are written back as the same text.
+        s.put_facts(&ServiceKey::new("demo", "migrate"), &f)
+            .unwrap();
+        let text: String = db
+            .with(|c| {
+                c.query_row(
+                    "SELECT job_state FROM service_status WHERE service = 'migrate'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(text, "retrying");
+    }
 }
