@@ -63,10 +63,11 @@ struct NetworkDns {
     _server: DnsServer,
 }
 
-/// The agent's networking. `manager` is an error text when the CNI plugins are unusable:
-/// `none`/`host` containers still work, bridge ones fail with that reason.
+/// The agent's networking. `manager` is the error opening it when the CNI plugins are
+/// unusable: `none`/`host` containers still work, bridge ones fail with that reason. Shared
+/// (`Arc`), since every bridge container that asks gets the same reason.
 pub struct Networking {
-    manager: std::result::Result<Arc<NetworkManager>, String>,
+    manager: std::result::Result<Arc<NetworkManager>, Arc<NetworkError>>,
     /// Set once `ensure_default` ran and the DNS servers were started.
     ready: tokio::sync::Mutex<bool>,
     dns: parking_lot::Mutex<HashMap<String, NetworkDns>>,
@@ -78,7 +79,7 @@ impl Networking {
     pub fn open(paths: &Paths) -> Self {
         let manager = NetworkManager::open(options_for(paths))
             .map(Arc::new)
-            .map_err(|e| e.to_string());
+            .map_err(Arc::new);
         if let Err(e) = &manager {
             tracing::warn!("bridge networking unavailable: {e}");
         }

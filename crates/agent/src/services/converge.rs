@@ -113,6 +113,43 @@ pub struct Pass {
     pub backing_off: Vec<u32>,
 }
 
+impl Pass {
+    fn remove(&mut self, o: &Observed, reason: Reason) {
+        self.steps.push(Step::Remove {
+            id: o.id.clone(),
+            slot: o.slot,
+            reason,
+        });
+    }
+}
+
+/// The replicas of one slot, by version (current or old) and whether they run; running
+/// current ones best first.
+struct Slot<'a> {
+    slot: u32,
+    cur_running: Vec<&'a Observed>,
+    cur_exited: Vec<&'a Observed>,
+    old_running: Vec<&'a Observed>,
+    old_exited: Vec<&'a Observed>,
+}
+
+impl<'a> Slot<'a> {
+    fn new(slot: u32, reps: &[&'a Observed], hash: &str) -> Self {
+        let (current, old): (Vec<&Observed>, Vec<&Observed>) =
+            reps.iter().partition(|o| o.hash == hash);
+        let mut cur_running: Vec<&Observed> =
+            current.iter().copied().filter(|o| o.running).collect();
+        cur_running.sort_by_key(|o| o.rank());
+        Self {
+            slot,
+            cur_running,
+            cur_exited: current.iter().copied().filter(|o| !o.running).collect(),
+            old_running: old.iter().copied().filter(|o| o.running).collect(),
+            old_exited: old.iter().copied().filter(|o| !o.running).collect(),
+        }
+    }
+}
+
 /// Computes one pass. `ready(slot)` says whether the slot's restart backoff allows a start now.
 pub fn converge(want: &Desired, seen: &[Observed], ready: impl Fn(u32) -> bool) -> Pass {
     let mut pass = Pass::default();
@@ -121,13 +158,9 @@ pub fn converge(want: &Desired, seen: &[Observed], ready: impl Fn(u32) -> bool) 
         slots.entry(o.slot).or_default().push(o);
     }
     // Scale down: everything in slots at or beyond the replica count.
-    for (&slot, reps) in slots.range(want.replicas..) {
+    for reps in slots.range(want.replicas..).map(|(_, reps)| reps) {
         for o in reps {
-            pass.steps.push(Step::Remove {
-                id: o.id.clone(),
-                slot,
-                reason: Reason::ScaledDown,
-            });
+            pass.remove(o, Reason::ScaledDown);
         }
     }
     // A rollout replaces one slot at a time: is a slot already mid-replacement?
@@ -141,126 +174,121 @@ pub fn converge(want: &Desired, seen: &[Observed], ready: impl Fn(u32) -> bool) 
     });
     for slot in 0..want.replicas {
         let reps: Vec<&Observed> = slots.get(&slot).cloned().unwrap_or_default();
-        let (current, old): (Vec<&Observed>, Vec<&Observed>) =
-            reps.iter().partition(|o| o.hash == want.hash);
-        let mut cur_running: Vec<&Observed> =
-            current.iter().copied().filter(|o| o.running).collect();
-        cur_running.sort_by_key(|o| o.rank());
-        let cur_exited: Vec<&Observed> = current.iter().copied().filter(|o| !o.running).collect();
-        let old_running: Vec<&Observed> = old.iter().copied().filter(|o| o.running).collect();
-        let old_exited: Vec<&Observed> = old.iter().copied().filter(|o| !o.running).collect();
-        let remove = |pass: &mut Pass, o: &Observed, reason| {
-            pass.steps.push(Step::Remove {
-                id: o.id.clone(),
-                slot,
-                reason,
-            })
-        };
-        for o in &old_exited {
-            remove(&mut pass, o, Reason::Outdated);
+        let s = Slot::new(slot, &reps, &want.hash);
+        for o in &s.old_exited {
+            pass.remove(o, Reason::Outdated);
         }
-        if let Some(best) = cur_running.first().copied() {
-            for o in &cur_running[1..] {
-                remove(&mut pass, o, Reason::Duplicate);
-            }
-            for o in &cur_exited {
-                remove(&mut pass, o, Reason::Duplicate);
-            }
-            if old_running.is_empty() {
-                if best.health == Some(HealthStatus::Unhealthy) {
-                    remove(&mut pass, best, Reason::Unhealthy);
-                }
-                continue;
-            }
-            // Mid-rollout in this slot: the new one decides the fate of the old ones.
-            pass.rolling = true;
-            match best.health {
-                None | Some(HealthStatus::Healthy) => {
-                    for o in &old_running {
-                        remove(&mut pass, o, Reason::Outdated);
-                    }
-                }
-                Some(HealthStatus::Unhealthy) => pass.steps.push(Step::RolloutFailed {
-                    id: best.id.clone(),
-                    slot,
-                    why: "the new replica failed its health check".into(),
-                }),
-                Some(HealthStatus::Starting) if best.age > want.health_timeout => {
-                    pass.steps.push(Step::RolloutFailed {
-                        id: best.id.clone(),
-                        slot,
-                        why: format!(
-                            "the new replica was not healthy within {}s",
-                            want.health_timeout.as_secs()
-                        ),
-                    })
-                }
-                Some(HealthStatus::Starting) => {}
-            }
-            continue;
-        }
-        if !old_running.is_empty() {
-            // Old version serving, no new one running.
-            let mut old_sorted = old_running.clone();
-            old_sorted.sort_by_key(|o| o.rank());
-            for o in &old_sorted[1..] {
-                remove(&mut pass, o, Reason::Duplicate);
-            }
-            if let Some(failed) = cur_exited.first() {
-                // A new replica started for this slot and died: the rollout failed.
-                pass.rolling = true;
-                pass.steps.push(Step::RolloutFailed {
-                    id: failed.id.clone(),
-                    slot,
-                    why: format!(
-                        "the new replica exited with code {}",
-                        failed.exit_code.map_or("?".into(), |c| c.to_string())
-                    ),
-                });
-                continue;
-            }
-            if want.rollout_blocked {
-                continue;
-            }
-            pass.rolling = true;
-            if rollout_busy {
-                continue;
-            }
-            rollout_busy = true;
-            match want.order {
-                UpdateOrder::StartFirst => pass.steps.push(Step::Start { slot }),
-                UpdateOrder::StopFirst => {
-                    remove(&mut pass, old_sorted[0], Reason::Outdated);
-                    pass.steps.push(Step::Start { slot });
-                }
-            }
-            continue;
-        }
-        // Nothing of either version runs in this slot.
-        let mut exited = cur_exited.clone();
-        exited.sort_by_key(|o| o.rank());
-        if let Some(last) = exited.first() {
-            for o in &exited[1..] {
-                remove(&mut pass, o, Reason::Duplicate);
-            }
-            if !should_restart(want.policy, last.exit_code, last.oom_killed) {
-                continue; // finished for good under this restart policy
-            }
-            if !ready(slot) {
-                pass.backing_off.push(slot);
-                continue;
-            }
-            remove(&mut pass, last, Reason::Exited);
-            pass.steps.push(Step::Start { slot });
-            continue;
-        }
-        if ready(slot) {
-            pass.steps.push(Step::Start { slot });
+        if let Some(best) = s.cur_running.first().copied() {
+            new_version_runs(&mut pass, want, &s, best);
+        } else if !s.old_running.is_empty() {
+            old_version_serves(&mut pass, want, &s, &mut rollout_busy);
         } else {
-            pass.backing_off.push(slot);
+            nothing_runs(&mut pass, want, &s, &ready);
         }
     }
     pass
+}
+
+/// A replica of the current version runs in the slot (`best`, the best of them): duplicates
+/// go; mid-rollout, its health decides the fate of the old ones.
+fn new_version_runs(pass: &mut Pass, want: &Desired, s: &Slot<'_>, best: &Observed) {
+    for o in s.cur_running[1..].iter().chain(&s.cur_exited) {
+        pass.remove(o, Reason::Duplicate);
+    }
+    if s.old_running.is_empty() {
+        if best.health == Some(HealthStatus::Unhealthy) {
+            pass.remove(best, Reason::Unhealthy);
+        }
+        return;
+    }
+    // Mid-rollout in this slot: the new one decides the fate of the old ones.
+    pass.rolling = true;
+    let failed = |why: String| Step::RolloutFailed {
+        id: best.id.clone(),
+        slot: s.slot,
+        why,
+    };
+    match best.health {
+        None | Some(HealthStatus::Healthy) => {
+            for o in &s.old_running {
+                pass.remove(o, Reason::Outdated);
+            }
+        }
+        Some(HealthStatus::Unhealthy) => pass
+            .steps
+            .push(failed("the new replica failed its health check".into())),
+        Some(HealthStatus::Starting) if best.age > want.health_timeout => {
+            pass.steps.push(failed(format!(
+                "the new replica was not healthy within {}s",
+                want.health_timeout.as_secs()
+            )));
+        }
+        Some(HealthStatus::Starting) => {}
+    }
+}
+
+/// Only the old version runs in the slot: one slot at a time (`rollout_busy`) starts its
+/// replacement, unless a new replica of it already died (the rollout failed) or the rollout
+/// is blocked.
+fn old_version_serves(pass: &mut Pass, want: &Desired, s: &Slot<'_>, rollout_busy: &mut bool) {
+    let mut old_sorted = s.old_running.clone();
+    old_sorted.sort_by_key(|o| o.rank());
+    for o in &old_sorted[1..] {
+        pass.remove(o, Reason::Duplicate);
+    }
+    if let Some(failed) = s.cur_exited.first() {
+        // A new replica started for this slot and died: the rollout failed.
+        pass.rolling = true;
+        pass.steps.push(Step::RolloutFailed {
+            id: failed.id.clone(),
+            slot: s.slot,
+            why: format!(
+                "the new replica exited with code {}",
+                failed.exit_code.map_or("?".into(), |c| c.to_string())
+            ),
+        });
+        return;
+    }
+    if want.rollout_blocked {
+        return;
+    }
+    pass.rolling = true;
+    if *rollout_busy {
+        return;
+    }
+    *rollout_busy = true;
+    if want.order == UpdateOrder::StopFirst {
+        pass.remove(old_sorted[0], Reason::Outdated);
+    }
+    pass.steps.push(Step::Start { slot: s.slot });
+}
+
+/// Nothing of either version runs in the slot: (re)start it when the restart policy and the
+/// backoff allow.
+fn nothing_runs(pass: &mut Pass, want: &Desired, s: &Slot<'_>, ready: &impl Fn(u32) -> bool) {
+    let slot = s.slot;
+    let mut exited = s.cur_exited.clone();
+    exited.sort_by_key(|o| o.rank());
+    if let Some(last) = exited.first() {
+        for o in &exited[1..] {
+            pass.remove(o, Reason::Duplicate);
+        }
+        if !should_restart(want.policy, last.exit_code, last.oom_killed) {
+            return; // finished for good under this restart policy
+        }
+        if !ready(slot) {
+            pass.backing_off.push(slot);
+            return;
+        }
+        pass.remove(last, Reason::Exited);
+        pass.steps.push(Step::Start { slot });
+        return;
+    }
+    if ready(slot) {
+        pass.steps.push(Step::Start { slot });
+    } else {
+        pass.backing_off.push(slot);
+    }
 }
 
 #[cfg(test)]

@@ -358,14 +358,15 @@ impl Agent {
             for s in &plan.services {
                 if let zlayer_spec::Action::Update { replace: true, .. } = s.action {
                     // A new version gets a fresh chance even if the previous rollout failed.
-                    store.update_facts(&spec.deployment, &s.name, |f| f.failed_hash = None)?;
+                    let key = super::key::ServiceKey::new(&spec.deployment, &s.name);
+                    store.update_facts(&key, |f| f.failed_hash = None)?;
                 }
             }
             // Until the supervisor's next pass, `services` says the change is pending.
             self.services()
                 .views
                 .lock()
-                .retain(|(d, _), _| d != &spec.deployment);
+                .retain(|k, _| k.deployment != spec.deployment);
             self.services().events.publish(Event::new(
                 "deployment",
                 "deployed",

@@ -5,7 +5,7 @@
 //! thread enters `/proc/<pid>/ns/net`), so they test what the service really listens on for
 //! every network mode: with `network: host` that is the host's 127.0.0.1, with `none` the
 //! container's own loopback. Command checks run inside the container through the shim's exec
-//! (see `supervisor.rs`), never on the host.
+//! (see `probe.rs`), never on the host.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -42,6 +42,53 @@ impl HealthStatus {
             _ => None,
         }
     }
+}
+
+/// Why a probe failed. Its text is what `health_status` events and init-step failures show, so
+/// each variant keeps the wording the string errors had.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("container network namespace {path}: {source}")]
+    OpenNetns {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("entering {path}: {source}")]
+    EnterNetns { path: String, source: nix::Error },
+    #[error("spawning probe thread: {0}")]
+    SpawnThread(std::io::Error),
+    #[error("probe thread panicked")]
+    ThreadPanicked,
+    /// A blocking probe task that did not finish (the runtime shut down, or it panicked).
+    #[error("{0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("tcp 127.0.0.1:{port}: {source}")]
+    Tcp { port: u16, source: std::io::Error },
+    /// An HTTP probe's connection, request or response failed.
+    #[error("{url}: {source}")]
+    Http { url: String, source: std::io::Error },
+    /// Setting a socket's timeouts failed.
+    #[error("{0}")]
+    Socket(std::io::Error),
+    #[error("{url}: {host} has no address")]
+    NoAddress { url: String, host: String },
+    #[error("{url}: not an HTTP response: {line:?}")]
+    NotHttp { url: String, line: String },
+    #[error("{url}: status {code}")]
+    Status { url: String, code: u16 },
+    /// Bringing up loopback in a container's namespace failed at `step`.
+    #[error("{step}: {source}")]
+    Loopback {
+        step: &'static str,
+        source: std::io::Error,
+    },
+    #[error("command timed out after {0}ms")]
+    CommandTimeout(u128),
+    #[error("command exited with {code}: {stderr}")]
+    CommandFailed { code: i64, stderr: String },
+    /// A command check could not be run in the container.
+    #[error("{0}")]
+    Exec(#[from] crate::error::AgentError),
 }
 
 /// The health of one running replica, fed with probe results.
@@ -82,7 +129,7 @@ impl HealthTracker {
     pub fn record(
         &mut self,
         now: Instant,
-        result: Result<(), String>,
+        result: Result<(), impl std::fmt::Display>,
         cfg: &Health,
     ) -> Option<HealthStatus> {
         self.checks += 1;
@@ -94,7 +141,7 @@ impl HealthTracker {
                 self.status = HealthStatus::Healthy;
             }
             Err(e) => {
-                self.last_error = Some(e);
+                self.last_error = Some(e.to_string());
                 let in_grace = now.saturating_duration_since(self.started) < cfg.start_grace.get();
                 if !in_grace {
                     self.consecutive_failures += 1;
@@ -113,30 +160,31 @@ impl HealthTracker {
 /// namespace switch never leaks into the daemon's other threads.
 pub fn in_netns<T: Send + 'static>(
     pid: i64,
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    f: impl FnOnce() -> Result<T, ProbeError> + Send + 'static,
+) -> Result<T, ProbeError> {
     let path = format!("/proc/{pid}/ns/net");
     let handle = std::thread::Builder::new()
         .name("zlayer-probe".into())
         .spawn(move || {
-            let ns = std::fs::File::open(&path)
-                .map_err(|e| format!("container network namespace {path}: {e}"))?;
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| format!("entering {path}: {e}"))?;
+            let ns = match std::fs::File::open(&path) {
+                Ok(ns) => ns,
+                Err(source) => return Err(ProbeError::OpenNetns { path, source }),
+            };
+            if let Err(source) = nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET) {
+                return Err(ProbeError::EnterNetns { path, source });
+            }
             f()
         })
-        .map_err(|e| format!("spawning probe thread: {e}"))?;
-    handle
-        .join()
-        .map_err(|_| "probe thread panicked".to_string())?
+        .map_err(ProbeError::SpawnThread)?;
+    handle.join().map_err(|_| ProbeError::ThreadPanicked)?
 }
 
 /// Connects to 127.0.0.1:`port` within `timeout`.
-pub fn probe_tcp(port: u16, timeout: Duration) -> Result<(), String> {
+pub fn probe_tcp(port: u16, timeout: Duration) -> Result<(), ProbeError> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     TcpStream::connect_timeout(&addr, timeout)
         .map(drop)
-        .map_err(|e| format!("tcp 127.0.0.1:{port}: {e}"))
+        .map_err(|source| ProbeError::Tcp { port, source })
 }
 
 /// `GET path` on 127.0.0.1:`port` over HTTP/1.0; healthy when the status equals `status`, or
@@ -147,7 +195,7 @@ pub fn probe_http(
     path: &str,
     status: Option<u16>,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     probe_http_host("127.0.0.1", port, path, status, timeout)
 }
 
@@ -158,26 +206,32 @@ pub fn probe_http_host(
     path: &str,
     status: Option<u16>,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     use std::net::ToSocketAddrs;
-    let what = format!("http://{host}:{port}{path}");
+    let url = format!("http://{host}:{port}{path}");
+    let http = |source| ProbeError::Http {
+        url: url.clone(),
+        source,
+    };
     let addr = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("{what}: {e}"))?
+        .map_err(http)?
         .next()
-        .ok_or_else(|| format!("{what}: {host} has no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{what}: {e}"))?;
+        .ok_or_else(|| ProbeError::NoAddress {
+            url: url.clone(),
+            host: host.to_string(),
+        })?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(http)?;
     s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+        .map_err(ProbeError::Socket)?;
     s.set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+        .map_err(ProbeError::Socket)?;
     let req = format!("GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: zlayer-health\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .map_err(|e| format!("{what}: {e}"))?;
+    s.write_all(req.as_bytes()).map_err(http)?;
     let mut head = Vec::new();
     let mut buf = [0u8; 256];
     while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
-        let n = s.read(&mut buf).map_err(|e| format!("{what}: {e}"))?;
+        let n = s.read(&mut buf).map_err(http)?;
         if n == 0 {
             break;
         }
@@ -189,7 +243,10 @@ pub fn probe_http_host(
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{what}: not an HTTP response: {line:?}"))?;
+        .ok_or_else(|| ProbeError::NotHttp {
+            url: url.clone(),
+            line: line.to_string(),
+        })?;
     let ok = match status {
         Some(want) => code == want,
         None => (200..400).contains(&code),
@@ -197,7 +254,7 @@ pub fn probe_http_host(
     if ok {
         Ok(())
     } else {
-        Err(format!("{what}: status {code}"))
+        Err(ProbeError::Status { url, code })
     }
 }
 
@@ -208,12 +265,16 @@ pub fn probe_http_host(
 /// Docker's `none` has loopback up; until the runtime does this itself, the supervisor does it
 /// right after starting a replica. Only the container's own namespace is touched, never the
 /// host's; idempotent.
-pub fn loopback_up(pid: i64) -> Result<(), String> {
-    in_netns(pid, || {
+pub fn loopback_up(pid: i64) -> Result<(), ProbeError> {
+    let failed = |step| ProbeError::Loopback {
+        step,
+        source: std::io::Error::last_os_error(),
+    };
+    in_netns(pid, move || {
         // SAFETY: plain socket(2); the fd is checked and closed below.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
-            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+            return Err(failed("socket"));
         }
         // SAFETY: ifreq is plain old data; all-zero is a valid value.
         let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -224,17 +285,11 @@ pub fn loopback_up(pid: i64) -> Result<(), String> {
         // and holds a NUL-terminated interface name; `fd` is a valid socket.
         let result = unsafe {
             if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
-                Err(format!(
-                    "reading lo flags: {}",
-                    std::io::Error::last_os_error()
-                ))
+                Err(failed("reading lo flags"))
             } else {
                 req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
                 if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) < 0 {
-                    Err(format!(
-                        "bringing lo up: {}",
-                        std::io::Error::last_os_error()
-                    ))
+                    Err(failed("bringing lo up"))
                 } else {
                     Ok(())
                 }
@@ -267,22 +322,22 @@ mod tests {
         let c = cfg(2, 5);
         let mut h = HealthTracker::new(t0);
         // Failures within the grace period do not count.
-        assert_eq!(h.record(t0, Err("x".into()), &c), None);
-        assert_eq!(
-            h.record(t0 + Duration::from_secs(4), Err("x".into()), &c),
-            None
-        );
+        assert_eq!(h.record(t0, Err("x"), &c), None);
+        assert_eq!(h.record(t0 + Duration::from_secs(4), Err("x"), &c), None);
         assert_eq!(h.consecutive_failures, 0);
         let t = t0 + Duration::from_secs(6);
-        assert_eq!(h.record(t, Err("x".into()), &c), None);
+        assert_eq!(h.record(t, Err("x"), &c), None);
         assert_eq!(
-            h.record(t, Err("refused".into()), &c),
+            h.record(t, Err("refused"), &c),
             Some(HealthStatus::Unhealthy)
         );
         assert_eq!(h.last_error.as_deref(), Some("refused"));
-        assert_eq!(h.record(t, Ok(()), &c), Some(HealthStatus::Healthy));
+        assert_eq!(
+            h.record(t, Ok::<(), &str>(()), &c),
+            Some(HealthStatus::Healthy)
+        );
         assert_eq!(h.consecutive_failures, 0);
-        assert_eq!(h.record(t, Ok(()), &c), None);
+        assert_eq!(h.record(t, Ok::<(), &str>(()), &c), None);
     }
 
     #[test]
@@ -310,7 +365,8 @@ mod tests {
         probe_tcp(port, t).unwrap();
         probe_http(port, "/ok", None, t).unwrap();
         let e = probe_http(port, "/missing", None, t).unwrap_err();
-        assert!(e.contains("status 404"), "{e}");
+        assert!(matches!(e, ProbeError::Status { code: 404, .. }), "{e}");
+        assert!(e.to_string().ends_with("/missing: status 404"), "{e}");
         server.join().unwrap();
         // Nothing listens any more.
         assert!(probe_tcp(port, t).is_err());
@@ -322,8 +378,8 @@ mod tests {
         let pid = i64::from(std::process::id());
         let v = in_netns(pid, || Ok(7)).unwrap();
         assert_eq!(v, 7);
-        assert!(in_netns(i64::from(i32::MAX), || Ok(()))
-            .unwrap_err()
-            .contains("/proc/"));
+        let e = in_netns(i64::from(i32::MAX), || Ok(())).unwrap_err();
+        assert!(matches!(e, ProbeError::OpenNetns { .. }), "{e}");
+        assert!(e.to_string().contains("/proc/"), "{e}");
     }
 }

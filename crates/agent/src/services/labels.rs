@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use super::state::OwnerKind;
+
 pub const DEPLOYMENT: &str = "zlayer.deployment";
 pub const SERVICE: &str = "zlayer.service";
 /// Replica slot (0..replicas) for services; run number for jobs and cron.
@@ -19,7 +21,7 @@ pub struct Owner {
     pub service: String,
     pub replica: u32,
     pub spec_hash: String,
-    pub kind: String,
+    pub kind: OwnerKind,
 }
 
 impl Owner {
@@ -30,10 +32,11 @@ impl Owner {
             service: labels.get(SERVICE)?.clone(),
             replica: labels.get(REPLICA)?.parse().ok()?,
             spec_hash: labels.get(SPEC_HASH).cloned().unwrap_or_default(),
-            kind: labels
-                .get(KIND)
-                .cloned()
-                .unwrap_or_else(|| "service".into()),
+            // Containers labelled before kinds existed are replicas; an unknown kind is not ours.
+            kind: match labels.get(KIND) {
+                Some(k) => k.parse().ok()?,
+                None => OwnerKind::Service,
+            },
         })
     }
 
@@ -43,7 +46,7 @@ impl Owner {
             (SERVICE.to_string(), self.service.clone()),
             (REPLICA.to_string(), self.replica.to_string()),
             (SPEC_HASH.to_string(), self.spec_hash.clone()),
-            (KIND.to_string(), self.kind.clone()),
+            (KIND.to_string(), self.kind.as_str().to_string()),
         ])
     }
 }
@@ -59,13 +62,16 @@ mod tests {
             service: "web".into(),
             replica: 1,
             spec_hash: "sha256:ab".into(),
-            kind: "service".into(),
+            kind: OwnerKind::Job,
         };
-        assert_eq!(Owner::from_labels(&o.to_labels()), Some(o));
+        assert_eq!(Owner::from_labels(&o.to_labels()), Some(o.clone()));
         assert_eq!(Owner::from_labels(&BTreeMap::new()), None);
         let mut l = BTreeMap::from([(DEPLOYMENT.to_string(), "d".to_string())]);
         l.insert(SERVICE.into(), "s".into());
         l.insert(REPLICA.into(), "x".into());
         assert_eq!(Owner::from_labels(&l), None);
+        let mut old = o.to_labels();
+        old.remove(KIND);
+        assert_eq!(Owner::from_labels(&old).unwrap().kind, OwnerKind::Service);
     }
 }

@@ -32,6 +32,8 @@ use zlayer_network::listen::{
 };
 use zlayer_spec::{Endpoint, Protocol};
 
+use super::key::ServiceKey;
+
 /// How long a connection attempt to one replica may take before the next one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// A UDP client's association with a replica ends after this long without traffic.
@@ -100,10 +102,47 @@ impl Backends {
     }
 }
 
+/// Why one host port of a service could not be published.
+#[derive(Debug, thiserror::Error)]
+pub enum PortProblem {
+    #[error("host port {port}/{proto} is already published by service {owner}")]
+    OtherService {
+        port: u16,
+        proto: Protocol,
+        owner: ServiceKey,
+    },
+    /// Held by something that is not a service (a `run -p` container).
+    #[error("host port {port}/{proto} is already published by {owner}")]
+    Taken {
+        port: u16,
+        proto: Protocol,
+        owner: String,
+    },
+    #[error("cannot publish host port {port}/{proto}: {source}")]
+    Bind {
+        port: u16,
+        proto: Protocol,
+        source: std::io::Error,
+    },
+}
+
+/// Every port of a service that could not be published (the others are set up), in the
+/// order of their messages.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", join(.0))]
+pub struct PublishError(pub Vec<PortProblem>);
+
+fn join(problems: &[PortProblem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// One published port and the service that owns it.
 struct Published {
-    deployment: String,
-    service: String,
+    key: ServiceKey,
     backends: Arc<Backends>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -133,7 +172,7 @@ impl Publisher {
         self.ports
             .lock()
             .get(&(port, protocol))
-            .map(|p| format!("{}/{}", p.deployment, p.service))
+            .map(|p| p.key.to_string())
     }
 
     /// Makes the service's listeners match its endpoints: binds new published ports, updates
@@ -142,13 +181,12 @@ impl Publisher {
     /// tokio runtime. On errors the other ports are still set up; the error lists each port.
     pub fn sync(
         &self,
-        deployment: &str,
-        service: &str,
+        key: &ServiceKey,
         endpoints: &[Endpoint],
         taken: impl Fn(u16, Protocol) -> Option<String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), PublishError> {
         let mut ports = self.ports.lock();
-        let mine = |p: &Published| p.deployment == deployment && p.service == service;
+        let mine = |p: &Published| &p.key == key;
         let wanted: HashMap<(u16, Protocol), u16> = endpoints
             .iter()
             .filter_map(|e| e.publish.map(|h| ((h, e.protocol), e.port)))
@@ -158,15 +196,18 @@ impl Publisher {
         for (&(host, proto), &ctr) in &wanted {
             match ports.get(&(host, proto)) {
                 Some(p) if mine(p) => p.backends.port.store(ctr, Ordering::Relaxed),
-                Some(p) => problems.push(format!(
-                    "host port {host}/{proto} is already published by service {}/{}",
-                    p.deployment, p.service
-                )),
+                Some(p) => problems.push(PortProblem::OtherService {
+                    port: host,
+                    proto,
+                    owner: p.key.clone(),
+                }),
                 None => {
                     if let Some(owner) = taken(host, proto) {
-                        problems.push(format!(
-                            "host port {host}/{proto} is already published by {owner}"
-                        ));
+                        problems.push(PortProblem::Taken {
+                            port: host,
+                            proto,
+                            owner,
+                        });
                         continue;
                     }
                     let backends = Arc::new(Backends::default());
@@ -175,23 +216,24 @@ impl Publisher {
                     match listen(host, proto, Arc::clone(&backends), limits) {
                         Ok(task) => {
                             tracing::info!(
-                                deployment,
-                                service,
+                                deployment = %key.deployment,
+                                service = %key.service,
                                 "publishing {host}/{proto} -> replicas' port {ctr}"
                             );
                             ports.insert(
                                 (host, proto),
                                 Published {
-                                    deployment: deployment.to_string(),
-                                    service: service.to_string(),
+                                    key: key.clone(),
                                     backends,
                                     task,
                                 },
                             );
                         }
-                        Err(e) => {
-                            problems.push(format!("cannot publish host port {host}/{proto}: {e}"))
-                        }
+                        Err(source) => problems.push(PortProblem::Bind {
+                            port: host,
+                            proto,
+                            source,
+                        }),
                     }
                 }
             }
@@ -199,18 +241,18 @@ impl Publisher {
         if problems.is_empty() {
             Ok(())
         } else {
-            problems.sort();
-            Err(problems.join("; "))
+            problems.sort_by_cached_key(ToString::to_string);
+            Err(PublishError(problems))
         }
     }
 
     /// The service's open published ports in docker's form, `0.0.0.0:8080->80/tcp`, sorted.
-    pub fn ports_of(&self, deployment: &str, service: &str) -> Vec<String> {
+    pub fn ports_of(&self, key: &ServiceKey) -> Vec<String> {
         let mut v: Vec<(u16, Protocol, u16)> = self
             .ports
             .lock()
             .iter()
-            .filter(|(_, p)| p.deployment == deployment && p.service == service)
+            .filter(|(_, p)| &p.key == key)
             .map(|(&(host, proto), p)| (host, proto, p.backends.port.load(Ordering::Relaxed)))
             .collect();
         v.sort_by_key(|&(host, proto, _)| (host, proto == Protocol::Udp));
@@ -220,24 +262,24 @@ impl Publisher {
     }
 
     /// Points the service's published ports at these replica addresses (its healthy ones).
-    pub fn set_backends(&self, deployment: &str, service: &str, ips: &[Ipv4Addr]) {
+    pub fn set_backends(&self, key: &ServiceKey, ips: &[Ipv4Addr]) {
         for p in self.ports.lock().values() {
-            if p.deployment == deployment && p.service == service {
+            if &p.key == key {
                 *p.backends.ips.write() = ips.to_vec();
             }
         }
     }
 
     /// Closes the service's published ports.
-    pub fn remove_service(&self, deployment: &str, service: &str) {
-        self.ports
-            .lock()
-            .retain(|_, p| !(p.deployment == deployment && p.service == service));
+    pub fn remove_service(&self, key: &ServiceKey) {
+        self.ports.lock().retain(|_, p| &p.key != key);
     }
 
     /// Closes every published port of a deployment.
     pub fn remove_deployment(&self, deployment: &str) {
-        self.ports.lock().retain(|_, p| p.deployment != deployment);
+        self.ports
+            .lock()
+            .retain(|_, p| p.key.deployment != deployment);
     }
 }
 
@@ -419,6 +461,10 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    fn key(d: &str, s: &str) -> ServiceKey {
+        ServiceKey::new(d, s)
+    }
+
     fn ep(port: u16, publish: u16) -> Endpoint {
         Endpoint {
             name: format!("tcp-{port}"),
@@ -461,26 +507,25 @@ mod tests {
         let ctr = replica("one").await;
         let host = free_port();
         let p = Publisher::default();
-        p.sync("d", "web", &[ep(ctr, host)], |_, _| None).unwrap();
+        p.sync(&key("d", "web"), &[ep(ctr, host)], |_, _| None)
+            .unwrap();
         assert_eq!(p.owner_of(host, Protocol::Tcp).as_deref(), Some("d/web"));
         assert_eq!(
-            p.ports_of("d", "web"),
+            p.ports_of(&key("d", "web")),
             [format!("0.0.0.0:{host}->{ctr}/tcp")]
         );
         // No healthy replica: the connection is closed without data.
         assert_eq!(fetch(host).await, "");
         // Two "replicas" on different loopback addresses, same port.
         p.set_backends(
-            "d",
-            "web",
+            &key("d", "web"),
             &[Ipv4Addr::LOCALHOST, Ipv4Addr::new(127, 0, 0, 1)],
         );
         assert_eq!(fetch(host).await, "one");
         assert_eq!(fetch(host).await, "one");
         // A dead backend is skipped.
         p.set_backends(
-            "d",
-            "web",
+            &key("d", "web"),
             &[Ipv4Addr::new(127, 0, 0, 9), Ipv4Addr::LOCALHOST],
         );
         for _ in 0..3 {
@@ -488,23 +533,37 @@ mod tests {
         }
         // Another service cannot take the port; `taken` is consulted for new ports.
         let err = p
-            .sync("d", "api", &[ep(80, host)], |_, _| None)
+            .sync(&key("d", "api"), &[ep(80, host)], |_, _| None)
             .unwrap_err();
-        assert!(err.contains("already published by service d/web"), "{err}");
+        assert!(
+            matches!(&err.0[..], [PortProblem::OtherService { owner, .. }] if owner == &key("d", "web")),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("already published by service d/web"),
+            "{err}"
+        );
         let other = free_port();
         let err = p
-            .sync("d", "api", &[ep(80, other)], |_, _| {
+            .sync(&key("d", "api"), &[ep(80, other)], |_, _| {
                 Some("container x".into())
             })
             .unwrap_err();
-        assert!(err.contains("already published by container x"), "{err}");
+        assert!(
+            err.to_string().contains("already published by container x"),
+            "{err}"
+        );
         // A port held by a foreign socket.
         let foreign = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
         let fport = foreign.local_addr().unwrap().port();
-        let err = p.sync("e", "x", &[ep(80, fport)], |_, _| None).unwrap_err();
-        assert!(err.contains("another process"), "{err}");
+        let err = p
+            .sync(&key("e", "x"), &[ep(80, fport)], |_, _| None)
+            .unwrap_err();
+        assert!(matches!(&err.0[..], [PortProblem::Bind { .. }]), "{err}");
+        assert!(err.to_string().contains("another process"), "{err}");
         // Dropping the endpoint closes the port.
-        p.sync("d", "web", &[], |_, _| None).unwrap();
+        p.sync(&key("d", "web"), &[], |_, _| None).unwrap();
         assert_eq!(p.owner_of(host, Protocol::Tcp), None);
         tokio::time::sleep(Duration::from_millis(50)).await;
         std::net::TcpListener::bind(("0.0.0.0", host)).expect("port released");
@@ -530,8 +589,9 @@ mod tests {
             idle_timeout: Duration::from_millis(700),
             max_lifetime: None,
         });
-        p.sync("d", "web", &[ep(ctr, host)], |_, _| None).unwrap();
-        p.set_backends("d", "web", &[Ipv4Addr::LOCALHOST]);
+        p.sync(&key("d", "web"), &[ep(ctr, host)], |_, _| None)
+            .unwrap();
+        p.set_backends(&key("d", "web"), &[Ipv4Addr::LOCALHOST]);
         let mut greeted = 0;
         let mut conns = Vec::new();
         for _ in 0..5 {
@@ -600,8 +660,8 @@ mod tests {
         let p = Publisher::default();
         let mut e = ep(ctr, host);
         e.protocol = Protocol::Udp;
-        p.sync("d", "dns", &[e], |_, _| None).unwrap();
-        p.set_backends("d", "dns", &[Ipv4Addr::LOCALHOST]);
+        p.sync(&key("d", "dns"), &[e], |_, _| None).unwrap();
+        p.set_backends(&key("d", "dns"), &[Ipv4Addr::LOCALHOST]);
         let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         c.send_to(b"ping", ("127.0.0.1", host)).await.unwrap();
         let mut buf = [0u8; 10];

@@ -19,6 +19,8 @@ use zlayer_spec::Deployment;
 
 use super::backoff::SavedTracker;
 use super::health::HealthStatus;
+use super::key::ServiceKey;
+use super::state::{JobState, RunState};
 use crate::db::Db;
 use crate::error::{AgentError, Result};
 
@@ -93,8 +95,7 @@ pub struct ServiceFacts {
     /// Jobs: the replica hash the progress below belongs to.
     pub job_hash: Option<String>,
     pub job_attempts: u32,
-    /// Jobs: `running`, `succeeded`, `failed`.
-    pub job_state: Option<String>,
+    pub job_state: Option<JobState>,
     pub job_exit_code: Option<i64>,
     /// Cron: RFC 3339 time of the last fire (or of the deploy, before the first).
     pub last_fire: Option<String>,
@@ -109,8 +110,7 @@ pub struct RunRecord {
     pub scheduled_at: String,
     pub finished_at: Option<String>,
     pub exit_code: Option<i64>,
-    /// `running`, `succeeded`, `failed`, `skipped`.
-    pub state: String,
+    pub state: RunState,
 }
 
 fn db_err(e: impl std::fmt::Display) -> AgentError {
@@ -208,31 +208,31 @@ impl ServiceStore {
     }
 
     /// Forgets one service's facts and runs (it was removed from its deployment).
-    pub fn forget_service(&self, deployment: &str, service: &str) -> Result<()> {
+    pub fn forget_service(&self, key: &ServiceKey) -> Result<()> {
         self.db.with(|c| {
             c.execute(
                 "DELETE FROM service_status WHERE deployment = ?1 AND service = ?2",
-                [deployment, service],
+                [&key.deployment, &key.service],
             )?;
             c.execute(
                 "DELETE FROM service_backoff WHERE deployment = ?1 AND service = ?2",
-                [deployment, service],
+                [&key.deployment, &key.service],
             )?;
             c.execute(
                 "DELETE FROM service_runs WHERE deployment = ?1 AND service = ?2",
-                [deployment, service],
+                [&key.deployment, &key.service],
             )
             .map(drop)
         })
     }
 
-    pub fn facts(&self, deployment: &str, service: &str) -> Result<ServiceFacts> {
+    pub fn facts(&self, key: &ServiceKey) -> Result<ServiceFacts> {
         let f = self.db.with(|c| {
             c.query_row(
                 "SELECT restarts, failed_hash, job_hash, job_attempts, job_state, job_exit_code,
                         last_fire
                  FROM service_status WHERE deployment = ?1 AND service = ?2",
-                [deployment, service],
+                [&key.deployment, &key.service],
                 |r| {
                     Ok(ServiceFacts {
                         restarts: r.get::<_, i64>(0)? as u64,
@@ -250,18 +250,18 @@ impl ServiceStore {
         Ok(f.unwrap_or_default())
     }
 
-    pub fn put_facts(&self, deployment: &str, service: &str, f: &ServiceFacts) -> Result<()> {
-        self.db.with(|c| write_facts(c, deployment, service, f))
+    pub fn put_facts(&self, key: &ServiceKey, f: &ServiceFacts) -> Result<()> {
+        self.db.with(|c| write_facts(c, key, f))
     }
 
     /// The stored restart backoff of each slot of a service.
-    pub fn backoff(&self, deployment: &str, service: &str) -> Result<Vec<(u32, SavedTracker)>> {
+    pub fn backoff(&self, key: &ServiceKey) -> Result<Vec<(u32, SavedTracker)>> {
         self.db.with(|c| {
             let mut st = c.prepare(
                 "SELECT slot, failures, started_ms, not_before_ms FROM service_backoff
                  WHERE deployment = ?1 AND service = ?2",
             )?;
-            let rows = st.query_map([deployment, service], |r| {
+            let rows = st.query_map([&key.deployment, &key.service], |r| {
                 Ok((
                     r.get::<_, i64>(0)? as u32,
                     SavedTracker {
@@ -276,17 +276,12 @@ impl ServiceStore {
     }
 
     /// Replaces the stored backoff of a service's slots with `slots` (one transaction).
-    pub fn put_backoff(
-        &self,
-        deployment: &str,
-        service: &str,
-        slots: &[(u32, SavedTracker)],
-    ) -> Result<()> {
+    pub fn put_backoff(&self, key: &ServiceKey, slots: &[(u32, SavedTracker)]) -> Result<()> {
         self.db.with(|c| {
             let tx = c.unchecked_transaction()?;
             tx.execute(
                 "DELETE FROM service_backoff WHERE deployment = ?1 AND service = ?2",
-                [deployment, service],
+                [&key.deployment, &key.service],
             )?;
             {
                 let mut st = tx.prepare(
@@ -296,8 +291,8 @@ impl ServiceStore {
                 )?;
                 for (slot, t) in slots {
                     st.execute(params![
-                        deployment,
-                        service,
+                        key.deployment,
+                        key.service,
                         i64::from(*slot),
                         i64::from(t.failures),
                         t.started_ms,
@@ -314,8 +309,7 @@ impl ServiceStore {
     /// loses the count.
     pub fn count_exit(
         &self,
-        deployment: &str,
-        service: &str,
+        key: &ServiceKey,
         facts: &ServiceFacts,
         id: &str,
         slot: u32,
@@ -323,7 +317,7 @@ impl ServiceStore {
     ) -> Result<()> {
         self.db.with(|c| {
             let tx = c.unchecked_transaction()?;
-            write_facts(&tx, deployment, service, facts)?;
+            write_facts(&tx, key, facts)?;
             tx.execute(
                 "INSERT INTO replica_state (id, exit_counted) VALUES (?1, 1)
                  ON CONFLICT(id) DO UPDATE SET exit_counted = 1",
@@ -336,8 +330,8 @@ impl ServiceStore {
                  ON CONFLICT(deployment, service, slot) DO UPDATE SET failures = ?4,
                     started_ms = ?5, not_before_ms = ?6",
                 params![
-                    deployment,
-                    service,
+                    key.deployment,
+                    key.service,
                     i64::from(slot),
                     i64::from(tracker.failures),
                     tracker.started_ms,
@@ -410,8 +404,7 @@ impl ServiceStore {
 /// Upserts a service's facts (also inside a transaction).
 fn write_facts(
     c: &rusqlite::Connection,
-    deployment: &str,
-    service: &str,
+    key: &ServiceKey,
     f: &ServiceFacts,
 ) -> rusqlite::Result<()> {
     c.execute(
@@ -422,8 +415,8 @@ fn write_facts(
                     job_hash = ?5, job_attempts = ?6, job_state = ?7, job_exit_code = ?8,
                     last_fire = ?9",
         params![
-            deployment,
-            service,
+            key.deployment,
+            key.service,
             f.restarts as i64,
             f.failed_hash,
             f.job_hash,
@@ -440,29 +433,28 @@ impl ServiceStore {
     /// Reads, changes and writes a service's facts.
     pub fn update_facts(
         &self,
-        deployment: &str,
-        service: &str,
+        key: &ServiceKey,
         change: impl FnOnce(&mut ServiceFacts),
     ) -> Result<ServiceFacts> {
-        let mut f = self.facts(deployment, service)?;
+        let mut f = self.facts(key)?;
         change(&mut f);
-        self.put_facts(deployment, service, &f)?;
+        self.put_facts(key, &f)?;
         Ok(f)
     }
 
     /// The next run number of a service.
-    pub fn next_run(&self, deployment: &str, service: &str) -> Result<u32> {
+    pub fn next_run(&self, key: &ServiceKey) -> Result<u32> {
         self.db.with(|c| {
             c.query_row(
                 "SELECT COALESCE(MAX(run), 0) + 1 FROM service_runs
                  WHERE deployment = ?1 AND service = ?2",
-                [deployment, service],
+                [&key.deployment, &key.service],
                 |r| r.get::<_, i64>(0).map(|v| v as u32),
             )
         })
     }
 
-    pub fn put_run(&self, deployment: &str, service: &str, r: &RunRecord) -> Result<()> {
+    pub fn put_run(&self, key: &ServiceKey, r: &RunRecord) -> Result<()> {
         self.db.with(|c| {
             c.execute(
                 "INSERT INTO service_runs (deployment, service, run, container, spec_hash,
@@ -471,8 +463,8 @@ impl ServiceStore {
                  ON CONFLICT(deployment, service, run) DO UPDATE SET container = ?4,
                     finished_at = ?7, exit_code = ?8, state = ?9",
                 params![
-                    deployment,
-                    service,
+                    key.deployment,
+                    key.service,
                     i64::from(r.run),
                     r.container,
                     r.spec_hash,
@@ -487,13 +479,13 @@ impl ServiceStore {
     }
 
     /// Runs of a service, newest first.
-    pub fn runs(&self, deployment: &str, service: &str) -> Result<Vec<RunRecord>> {
+    pub fn runs(&self, key: &ServiceKey) -> Result<Vec<RunRecord>> {
         self.db.with(|c| {
             let mut st = c.prepare(
                 "SELECT run, container, spec_hash, scheduled_at, finished_at, exit_code, state
                  FROM service_runs WHERE deployment = ?1 AND service = ?2 ORDER BY run DESC",
             )?;
-            let rows = st.query_map([deployment, service], |r| {
+            let rows = st.query_map([&key.deployment, &key.service], |r| {
                 Ok(RunRecord {
                     run: r.get::<_, i64>(0)? as u32,
                     container: r.get(1)?,
@@ -508,11 +500,11 @@ impl ServiceStore {
         })
     }
 
-    pub fn delete_run(&self, deployment: &str, service: &str, run: u32) -> Result<()> {
+    pub fn delete_run(&self, key: &ServiceKey, run: u32) -> Result<()> {
         self.db.with(|c| {
             c.execute(
                 "DELETE FROM service_runs WHERE deployment = ?1 AND service = ?2 AND run = ?3",
-                params![deployment, service, i64::from(run)],
+                params![key.deployment, key.service, i64::from(run)],
             )
             .map(drop)
         })
@@ -533,6 +525,7 @@ mod tests {
 
     #[test]
     fn deployments_facts_and_runs_survive_reopen() {
+        let web = ServiceKey::new("demo", "web");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.db");
         {
@@ -546,8 +539,8 @@ mod tests {
             };
             s.put_deployment(&rec).unwrap();
             s.put_deployment(&rec).unwrap();
-            s.update_facts("demo", "web", |f| f.restarts += 2).unwrap();
-            assert_eq!(s.next_run("demo", "web").unwrap(), 1);
+            s.update_facts(&web, |f| f.restarts += 2).unwrap();
+            assert_eq!(s.next_run(&web).unwrap(), 1);
             let run = RunRecord {
                 run: 1,
                 container: "c1".into(),
@@ -555,15 +548,14 @@ mod tests {
                 scheduled_at: "t".into(),
                 finished_at: None,
                 exit_code: None,
-                state: "running".into(),
+                state: RunState::Running,
             };
-            s.put_run("demo", "web", &run).unwrap();
+            s.put_run(&web, &run).unwrap();
             s.put_run(
-                "demo",
-                "web",
+                &web,
                 &RunRecord {
                     exit_code: Some(3),
-                    state: "failed".into(),
+                    state: RunState::Failed,
                     ..run
                 },
             )
@@ -574,16 +566,57 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].spec, spec());
         assert_eq!(all[0].env["web"]["A"], "1");
-        assert_eq!(s.facts("demo", "web").unwrap().restarts, 2);
-        let runs = s.runs("demo", "web").unwrap();
+        assert_eq!(s.facts(&web).unwrap().restarts, 2);
+        let runs = s.runs(&web).unwrap();
         assert_eq!(
-            (runs[0].exit_code, runs[0].state.as_str()),
-            (Some(3), "failed")
+            (runs[0].exit_code, runs[0].state),
+            (Some(3), RunState::Failed)
         );
-        assert_eq!(s.next_run("demo", "web").unwrap(), 2);
+        assert_eq!(s.next_run(&web).unwrap(), 2);
         assert!(s.delete_deployment("demo").unwrap());
         assert!(s.get_deployment("demo").unwrap().is_none());
-        assert_eq!(s.facts("demo", "web").unwrap(), ServiceFacts::default());
-        assert!(s.runs("demo", "web").unwrap().is_empty());
+        assert_eq!(s.facts(&web).unwrap(), ServiceFacts::default());
+        assert!(s.runs(&web).unwrap().is_empty());
+    }
+
+    #[test]
+    fn state_texts_written_by_earlier_builds_read_back_as_enums() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(&dir.path().join("agent.db")).unwrap());
+        let s = ServiceStore::open(Arc::clone(&db)).unwrap();
+        // Rows as a build that kept states as strings wrote them.
+        db.with(|c| {
+            c.execute_batch(
+                "INSERT INTO service_status (deployment, service, restarts, job_attempts, job_state)
+                    VALUES ('demo', 'migrate', 0, 2, 'retrying');
+                 INSERT INTO service_runs (deployment, service, run, container, spec_hash,
+                    scheduled_at, state)
+                    VALUES ('demo', 'tick', 1, 'c1', 'h', 't', 'skipped'),
+                           ('demo', 'tick', 2, 'c2', 'h', 't', 'lost');",
+            )
+        })
+        .unwrap();
+        let f = s.facts(&ServiceKey::new("demo", "migrate")).unwrap();
+        assert_eq!((f.job_attempts, f.job_state), (2, Some(JobState::Retrying)));
+        let states: Vec<RunState> = s
+            .runs(&ServiceKey::new("demo", "tick"))
+            .unwrap()
+            .iter()
+            .map(|r| r.state)
+            .collect();
+        assert_eq!(states, [RunState::Lost, RunState::Skipped]);
+        // And the enums are written back as the same text.
+        s.put_facts(&ServiceKey::new("demo", "migrate"), &f)
+            .unwrap();
+        let text: String = db
+            .with(|c| {
+                c.query_row(
+                    "SELECT job_state FROM service_status WHERE service = 'migrate'",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(text, "retrying");
     }
 }
