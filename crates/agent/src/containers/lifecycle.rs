@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use zlayer_runtime::ExitRecord;
-use zlayer_runtime::{self as shim, ClientError, LaunchRequest, ShimClient, ShimStatus};
+use zlayer_runtime::{self as shim, ClientError, LaunchRequest, Launched, ShimClient, ShimStatus};
 
 use super::names::{generated_name, new_id, validate_name};
+use super::network::PendingNetwork;
 use super::record::{short_id, ContainerRecord, ContainerState};
 use super::request::{to_run_options, CreateRequest};
 use crate::error::{AgentError, Result};
@@ -106,46 +107,18 @@ impl Agent {
         };
         let mut options = to_run_options(&req, &self.config().paths.volumes())?;
         let image = self.image_for_run(&req.image, req.pull.as_deref()).await?;
-        let record = ContainerRecord {
-            id: id.clone(),
-            name: name.clone(),
-            image: req.image.clone(),
-            image_id: image.id.clone(),
-            created_at: now(),
-            spec: serde_json::to_value(&req).unwrap_or_default(),
-            labels: req.labels.clone(),
-            state: ContainerState::Created,
-            pid: None,
-            exit_code: None,
-            oom_killed: false,
-            error: None,
-            started_at: None,
-            finished_at: None,
-            auto_remove: req.auto_remove,
-        };
+        let record = new_record(&id, &name, &req, &image.id);
         self.containers().insert_limited(&record, max_containers)?;
         // The network namespace exists before the container is created in it. A bridge
         // network's CNI ADD (tens of milliseconds of plugin execs) then runs while the
         // container is being created (overlay mount, bundle, shim, libcontainer create); the
         // shim waits at its start gate and starts the process only after the ADD succeeded.
-        let pending = match self.prepare_network(&id, &req, &mut options).await {
+        let (pending, has_sandbox) = match self.prepare_sandbox(&id, &req, &mut options).await {
             Ok(p) => p,
             Err(e) => {
                 let _ = self.containers().delete(&id);
                 return Err(e);
             }
-        };
-        let (pending, has_sandbox) = match pending {
-            Some(p) if p.needs_attach() => (Some(p), true),
-            Some(p) => {
-                // A shared namespace: nothing to attach, only the record to complete.
-                if let Err(e) = p.attach().await {
-                    let _ = self.containers().delete(&id);
-                    return Err(e);
-                }
-                (None, true)
-            }
-            None => (None, false),
         };
         let (gate_r, gate_w) = match &pending {
             Some(_) => match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
@@ -178,21 +151,7 @@ impl Agent {
             })
         });
         let attach_err = match pending {
-            Some(p) => match p.attach().await {
-                Ok(info) => {
-                    let go = match info.ipv4() {
-                        Some(ip) => format!("go {ip}\n"),
-                        None => "go\n".to_string(),
-                    };
-                    if let Some(w) = gate_w {
-                        // A failed write (the shim already gave up) shows as launch's error.
-                        let _ = std::fs::File::from(w).write_all(go.as_bytes());
-                    }
-                    None
-                }
-                // The gate's write end is dropped unopened: the shim cancels the start.
-                Err(e) => Some(e),
-            },
+            Some(p) => attach_then_open_gate(p, gate_w).await.err(),
             None => None,
         };
         let launched = launching
@@ -216,7 +175,37 @@ impl Agent {
             }
         };
         self.register_dns(&id, &name);
-        let mut record = record;
+        self.mark_running(record, &launched)?;
+        tracing::info!(id = %short_id(&id), %name, image = %req.image, "container started");
+        Ok(Created { id, name })
+    }
+
+    /// The container's network sandbox, before it is created: `(a network still to attach
+    /// while the container is created, whether a sandbox exists to release on failure)`.
+    async fn prepare_sandbox(
+        &self,
+        id: &str,
+        req: &CreateRequest,
+        options: &mut zlayer_runtime::RunOptions,
+    ) -> Result<(Option<PendingNetwork>, bool)> {
+        Ok(match self.prepare_network(id, req, options).await? {
+            Some(p) if p.needs_attach() => (Some(p), true),
+            Some(p) => {
+                // A shared namespace: nothing to attach, only the record to complete.
+                p.attach().await?;
+                (None, true)
+            }
+            None => (None, false),
+        })
+    }
+
+    /// The launched container's record: running, with its pid and start time; its shim
+    /// watched from now on.
+    fn mark_running(
+        self: &Arc<Self>,
+        mut record: ContainerRecord,
+        launched: &Launched,
+    ) -> Result<()> {
         record.state = ContainerState::Running;
         record.pid = Some(i64::from(launched.handle.init_pid));
         record.started_at = Some(
@@ -226,9 +215,8 @@ impl Agent {
                 .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         );
         self.containers().update(&record)?;
-        self.watch_container(id.clone(), launched.handle.shim_pid);
-        tracing::info!(id = %short_id(&id), %name, image = %req.image, "container started");
-        Ok(Created { id, name })
+        self.watch_container(record.id.clone(), launched.handle.shim_pid);
+        Ok(())
     }
 
     fn free_generated_name(&self, id: &str) -> Result<String> {
@@ -581,4 +569,44 @@ impl Agent {
         }
         Ok(result)
     }
+}
+
+/// A new container's record, as inserted before anything is launched.
+fn new_record(id: &str, name: &str, req: &CreateRequest, image_id: &str) -> ContainerRecord {
+    ContainerRecord {
+        id: id.to_string(),
+        name: name.to_string(),
+        image: req.image.clone(),
+        image_id: image_id.to_string(),
+        created_at: now(),
+        spec: serde_json::to_value(req).unwrap_or_default(),
+        labels: req.labels.clone(),
+        state: ContainerState::Created,
+        pid: None,
+        exit_code: None,
+        oom_killed: false,
+        error: None,
+        started_at: None,
+        finished_at: None,
+        auto_remove: req.auto_remove,
+    }
+}
+
+/// Attaches the container's network, then lets its shim start the process by writing `go`
+/// (with the container's address) into the start gate. On an error the gate's write end is
+/// dropped unwritten, and the shim cancels the start.
+async fn attach_then_open_gate(
+    pending: PendingNetwork,
+    gate_w: Option<std::os::fd::OwnedFd>,
+) -> Result<()> {
+    let info = pending.attach().await?;
+    let go = match info.ipv4() {
+        Some(ip) => format!("go {ip}\n"),
+        None => "go\n".to_string(),
+    };
+    if let Some(w) = gate_w {
+        // A failed write (the shim already gave up) shows as launch's error.
+        let _ = std::fs::File::from(w).write_all(go.as_bytes());
+    }
+    Ok(())
 }
