@@ -3,6 +3,7 @@
 
 mod auth;
 mod blob_reader;
+mod error;
 mod http;
 mod manifest;
 mod platform;
@@ -23,6 +24,7 @@ pub use auth::{
     default_docker_config_path, load_docker_config, normalize_registry_host, Credentials,
 };
 pub use blob_reader::BlobReader;
+pub use error::{RegistryError, RegistryErrorKind, RetryBudget};
 use http::{Endpoint, Timeouts};
 pub use http::{HttpError, MAX_ERROR_BODY, MAX_TOKEN_RESPONSE};
 pub use manifest::{
@@ -109,113 +111,6 @@ impl RegistryConfig {
     /// [`Self::retry_budget_secs`] as a duration.
     pub fn retry_budget(&self) -> Duration {
         Duration::from_secs(self.retry_budget_secs)
-    }
-}
-
-/// Everything that can go wrong talking to a registry. Each names the image and what was wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("invalid platform {platform:?}: {reason}")]
-    InvalidPlatform { platform: String, reason: String },
-    #[error("cannot read docker config {path}: {reason}")]
-    DockerConfig { path: PathBuf, reason: String },
-    #[error("{reference}: no image for platform {wanted} in the index (available: {})", if available.is_empty() { "none".to_string() } else { available.join(", ") })]
-    NoMatchingPlatform {
-        reference: String,
-        wanted: String,
-        available: Vec<String>,
-    },
-    #[error("{reference}: invalid manifest {digest}: {reason}")]
-    BadManifest {
-        reference: String,
-        digest: String,
-        reason: String,
-    },
-    #[error("{reference}: manifest digest mismatch: expected {expected}, got {actual}")]
-    ManifestDigestMismatch {
-        reference: String,
-        expected: Digest,
-        actual: Digest,
-    },
-    #[error("{reference}: not found in registry {registry} ({detail})")]
-    NotFound {
-        reference: String,
-        registry: String,
-        detail: String,
-    },
-    #[error("{reference}: registry {registry} refused access ({}): {detail}", if *had_credentials { "credentials were rejected" } else { "no credentials configured for it" })]
-    Unauthorized {
-        reference: String,
-        registry: String,
-        had_credentials: bool,
-        detail: String,
-    },
-    #[error("{reference}: registry {registry}: {source}")]
-    Http {
-        reference: String,
-        registry: String,
-        #[source]
-        source: Box<HttpError>,
-    },
-    #[error("{last} (gave up {what} after {attempts} attempts: the retry budget of {budget_secs} s is spent, registry setting retry_budget_secs)")]
-    RetryBudgetSpent {
-        what: String,
-        attempts: u32,
-        budget_secs: u64,
-        last: Box<RegistryError>,
-    },
-    #[error("{reference}: reading blob {digest} from registry {registry} failed: {source}")]
-    BlobStream {
-        reference: String,
-        registry: String,
-        digest: Digest,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl RegistryError {
-    /// Whether trying again may help: server errors (5xx, 429), timeouts and dropped
-    /// connections; never auth failures, unknown names or bad content.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            RegistryError::Http { source, .. } => source.is_transient(),
-            RegistryError::BlobStream { .. } => true,
-            _ => false,
-        }
-    }
-}
-
-/// The time one operation (a request with its retries, a blob download with its resumes) may
-/// lose to failures before giving up: [`RegistryConfig::retry_budget_secs`].
-pub struct RetryBudget {
-    budget: Duration,
-    spent: Duration,
-}
-
-impl RetryBudget {
-    pub fn new(budget: Duration) -> Self {
-        Self {
-            budget,
-            spent: Duration::ZERO,
-        }
-    }
-
-    /// Counts `lost` (a failed attempt's time without progress, plus the backoff before the
-    /// next); false when that exceeds the budget.
-    pub fn spend(&mut self, lost: Duration) -> bool {
-        self.spent += lost;
-        self.spent <= self.budget
-    }
-
-    /// The error for giving up on `what` after `attempts` attempts, the last failing with `last`.
-    pub fn spent_error(&self, what: &str, attempts: u32, last: RegistryError) -> RegistryError {
-        RegistryError::RetryBudgetSpent {
-            what: what.to_string(),
-            attempts,
-            budget_secs: self.budget.as_secs(),
-            last: Box::new(last),
-        }
     }
 }
 
@@ -393,43 +288,8 @@ impl RegistryClient {
     }
 
     fn map_error(&self, reference: &Reference, source: HttpError) -> RegistryError {
-        let registry = reference.registry().to_string();
-        let had_credentials = self.inner.credentials.contains_key(&registry);
-        match &source {
-            HttpError::Status { status, codes, .. }
-                if *status == 404
-                    || codes.iter().any(|c| {
-                        matches!(
-                            c.as_str(),
-                            "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" | "BLOB_UNKNOWN" | "NOT_FOUND"
-                        )
-                    }) =>
-            {
-                RegistryError::NotFound {
-                    reference: reference.to_string(),
-                    registry,
-                    detail: source.to_string(),
-                }
-            }
-            HttpError::Status { status, codes, .. }
-                if *status == 401
-                    || codes
-                        .iter()
-                        .any(|c| matches!(c.as_str(), "UNAUTHORIZED" | "DENIED")) =>
-            {
-                RegistryError::Unauthorized {
-                    reference: reference.to_string(),
-                    registry,
-                    had_credentials,
-                    detail: source.to_string(),
-                }
-            }
-            _ => RegistryError::Http {
-                reference: reference.to_string(),
-                registry,
-                source: Box::new(source),
-            },
-        }
+        let had_credentials = self.inner.credentials.contains_key(reference.registry());
+        RegistryError::from_http(reference, had_credentials, source)
     }
 
     /// Runs `op` until it succeeds, fails permanently, or the retries are used up, sleeping
