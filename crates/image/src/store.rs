@@ -23,7 +23,8 @@ use crate::digest::Digest;
 use crate::layer::{self, Compression, DiffIdReader, LayerError};
 use crate::reference::{Reference, ReferenceError};
 use crate::snapshot::{chain_ids, Snapshot, SnapshotError, SnapshotStore};
-use crate::unpack::{self, ApplyOptions, UnpackError, WhiteoutMode};
+use crate::unpack::chain::{ChainError, ChainLayer, ChainUnpacker};
+use crate::unpack::{self, ApplyOptions, UnpackError};
 
 pub use oci_spec::image::ImageConfiguration;
 
@@ -93,6 +94,35 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<ChainError> for StoreError {
+    fn from(e: ChainError) -> Self {
+        match e {
+            ChainError::DiffIdMismatch {
+                layer,
+                expected,
+                actual,
+            } => StoreError::DiffIdMismatch {
+                layer,
+                expected,
+                actual,
+            },
+            ChainError::Content { source, .. } => StoreError::Content(source),
+            ChainError::MediaType { source, .. } => StoreError::Layer(source),
+            ChainError::Apply { layer, source } => StoreError::Unpack { layer, source },
+            ChainError::Read { layer, source } => StoreError::Unpack {
+                layer,
+                source: UnpackError::Tar(source),
+            },
+            ChainError::ParentFailed { layer } => StoreError::BadImage {
+                what: "layer",
+                digest: layer,
+                detail: "not unpacked because a layer below it failed".to_string(),
+            },
+            ChainError::Snapshot { source, .. } => StoreError::Snapshot(source),
+        }
+    }
+}
 
 pub(crate) fn io_err<'a>(
     op: &'static str,
@@ -728,10 +758,8 @@ impl ImageStore {
     /// Makes sure every layer of a stored image is unpacked into a snapshot (unpacking the
     /// missing ones from the content store); returns the snapshots, base first.
     ///
-    /// Missing layers are unpacked in parallel (as many at a time as there are CPUs, at most
-    /// 4), each without its lowers ([`ApplyOptions::defer_lower`]); each then waits for its
-    /// parent to be committed, finishes the deferred copy-ups ([`unpack::apply_deferred`]) and
-    /// commits, so snapshots still commit in chain order.
+    /// Missing layers are unpacked in parallel by the [`ChainUnpacker`] (the pull's too):
+    /// each is applied without its lowers, then finished and committed in chain order.
     pub fn unpack_layers(&self, query: &str) -> Result<Vec<Snapshot>> {
         let _lease = self.lease()?;
         let rec = self.resolve(query)?;
@@ -743,151 +771,32 @@ impl ImageStore {
         if existing.iter().all(Option::is_some) {
             return Ok(existing.into_iter().flatten().collect());
         }
-        let workers = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(1, 4);
-        let permits = Semaphore::new(workers);
-        let results: Vec<Result<Snapshot>> = std::thread::scope(|scope| {
-            let mut handles = Vec::new();
-            let mut parent_done: Option<std::sync::mpsc::Receiver<bool>> = None;
-            for (i, (desc, diff_id, chain_id)) in chain.iter().enumerate() {
-                let (tx, rx) = std::sync::mpsc::channel();
-                let wait_parent = parent_done.replace(rx);
-                let parent = i.checked_sub(1).map(|p| &chain[p].2);
-                let permits = &permits;
-                handles.push(scope.spawn(move || {
-                    let r = self.unpack_layer_deferred(
-                        desc,
-                        diff_id,
-                        chain_id,
-                        parent,
-                        permits,
-                        wait_parent,
-                    );
-                    let _ = tx.send(r.is_ok());
-                    r
-                }));
-            }
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(StoreError::Io {
-                            op: "unpack layer",
-                            path: self.snapshots.dir().to_path_buf(),
-                            source: io::Error::other("unpack thread panicked"),
-                        })
-                    })
-                })
-                .collect()
-        });
-        results.into_iter().collect()
-    }
-
-    /// One layer of [`unpack_layers`](Self::unpack_layers): apply without lowers, wait for
-    /// the parent's commit, finish the deferred work, commit.
-    fn unpack_layer_deferred(
-        &self,
-        layer: &Descriptor,
-        diff_id: &Digest,
-        chain_id: &Digest,
-        parent: Option<&Digest>,
-        permits: &Semaphore,
-        wait_parent: Option<std::sync::mpsc::Receiver<bool>>,
-    ) -> Result<Snapshot> {
-        let parent_ok = |rx: Option<std::sync::mpsc::Receiver<bool>>| -> Result<()> {
-            match rx.map(|rx| rx.recv().unwrap_or(false)) {
-                None | Some(true) => Ok(()),
-                Some(false) => Err(StoreError::BadImage {
-                    what: "layer",
-                    digest: layer.digest.clone(),
-                    detail: "not unpacked because a layer below it failed".to_string(),
-                }),
+        let (blobs, (diff_ids, chain_ids)): (Vec<_>, (Vec<_>, Vec<_>)) =
+            chain.into_iter().map(|(l, d, c)| (l, (d, c))).unzip();
+        let layers = ChainLayer::chain(
+            blobs.iter().map(|l| (&l.digest, l.media_type.as_str())),
+            &diff_ids,
+            &chain_ids,
+        );
+        // The unpacker waits for extraction permits through a runtime: the caller's when
+        // there is one, else a small one of our own for the duration.
+        let own_runtime;
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(h) => h,
+            Err(_) => {
+                own_runtime = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .map_err(io_err("start runtime for", self.snapshots.dir()))?;
+                own_runtime.handle().clone()
             }
         };
-        if let Some(s) = self.snapshots.get(chain_id)? {
-            parent_ok(wait_parent)?;
-            return Ok(s);
-        }
-        let compression = Compression::from_media_type(&layer.media_type)?;
-        let blob = self.content.open_blob(&layer.digest)?;
-        let mut wait_parent = wait_parent;
-        let snap = self
-            .snapshots
-            .create(chain_id, parent, |dir| -> Result<()> {
-                let opts = ApplyOptions {
-                    defer_lower: true,
-                    ..Default::default()
-                };
-                let (stats, _) = {
-                    let _permit = permits.acquire();
-                    apply_blob(blob, compression, &layer.digest, diff_id, dir, &opts)?
-                };
-                parent_ok(wait_parent.take())?;
-                if !stats.deferred.is_empty() {
-                    let finish = ApplyOptions {
-                        lower_dirs: self.lower_dirs(parent)?,
-                        ..Default::default()
-                    };
-                    unpack::apply_deferred(dir, &stats.deferred, &finish).map_err(|source| {
-                        StoreError::Unpack {
-                            layer: layer.digest.clone(),
-                            source,
-                        }
-                    })?;
-                }
-                Ok(())
-            });
-        // Another process may have created it meanwhile (fill not run): still wait, so the
-        // caller sees failures below in order.
-        if wait_parent.is_some() {
-            parent_ok(wait_parent)?;
-        }
-        snap.map_err(fill_error)
-    }
-
-    /// The fs dirs of the committed ancestors of `parent`, nearest first (for copy-up of
-    /// hardlinks and inherited attributes of implicit parent directories).
-    pub fn lower_dirs(&self, parent: Option<&Digest>) -> Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
-        let mut next = parent.cloned();
-        while let Some(c) = next {
-            match self.snapshots.get(&c)? {
-                Some(s) => {
-                    out.push(s.path);
-                    next = s.parent;
-                }
-                None => break,
-            }
-        }
-        Ok(out)
-    }
-
-    /// Unpacks one layer blob from the content store into the snapshot `chain_id` (if not
-    /// there yet), verifying its DiffID. The parent snapshot should be committed first so
-    /// hardlinks into lower layers can be copied up.
-    pub fn unpack_layer(
-        &self,
-        layer: &Descriptor,
-        diff_id: &Digest,
-        chain_id: &Digest,
-        parent: Option<&Digest>,
-    ) -> Result<Snapshot> {
-        if let Some(s) = self.snapshots.get(chain_id)? {
-            return Ok(s);
-        }
-        let compression = Compression::from_media_type(&layer.media_type)?;
-        let opts = ApplyOptions {
-            whiteouts: WhiteoutMode::Overlay,
-            lower_dirs: self.lower_dirs(parent)?,
-            ..Default::default()
-        };
-        let blob = self.content.open_blob(&layer.digest)?;
-        let snap = self.snapshots.create(chain_id, parent, |dir| {
-            apply_blob(blob, compression, &layer.digest, diff_id, dir, &opts).map(|_| ())
-        });
-        snap.map_err(fill_error)
+        let unpacker = ChainUnpacker::new(
+            self.content.clone(),
+            self.snapshots.clone(),
+            ApplyOptions::default(),
+            runtime,
+        );
+        Ok(unpacker.unpack_all(&layers)?)
     }
 
     /// Removes a name (`rmi`); the image record goes when its last name does, unless
@@ -1037,53 +946,6 @@ impl ImageStore {
         report.bytes_freed += self.content.clean_ingest()?;
         self.snapshots.clean_locks()?;
         Ok(report)
-    }
-}
-
-/// Surfaces our own typed errors (DiffID mismatch, unpack errors) from a snapshot fill
-/// unwrapped.
-fn fill_error(e: SnapshotError) -> StoreError {
-    match e {
-        SnapshotError::Fill { source, chain_id } => match source.downcast::<StoreError>() {
-            Ok(e) => *e,
-            Err(source) => SnapshotError::Fill { chain_id, source }.into(),
-        },
-        e => e.into(),
-    }
-}
-
-/// A counting semaphore bounding how many layers decompress at once.
-struct Semaphore {
-    free: std::sync::Mutex<usize>,
-    cv: std::sync::Condvar,
-}
-
-struct Permit<'a>(&'a Semaphore);
-
-impl Semaphore {
-    fn new(n: usize) -> Self {
-        Self {
-            free: std::sync::Mutex::new(n),
-            cv: std::sync::Condvar::new(),
-        }
-    }
-
-    fn acquire(&self) -> Permit<'_> {
-        // The counter stays valid even if a holder panicked: keep using a poisoned lock.
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.cv.wait(free).unwrap_or_else(|p| p.into_inner());
-        }
-        *free -= 1;
-        Permit(self)
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(|p| p.into_inner());
-        *free += 1;
-        self.0.cv.notify_one();
     }
 }
 

@@ -12,6 +12,7 @@
 //! directory), so the snapshots of a chain can be stacked as overlay lowerdirs;
 //! [`WhiteoutMode::Apply`] deletes, for flattening a chain into one plain directory.
 
+pub(crate) mod chain;
 mod root;
 mod space;
 #[cfg(test)]
