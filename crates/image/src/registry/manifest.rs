@@ -24,10 +24,13 @@ pub const ACCEPTED_MANIFEST_TYPES: &[&str] = &[
     DOCKER_MANIFEST,
 ];
 
-/// A content descriptor: what a manifest says about one blob.
+/// A content descriptor: what a manifest says about one blob. The one descriptor type of the
+/// crate: the registry client, the pull and the local image store all use it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
+    /// Empty when a (locally loaded) manifest omits it; layers are checked by the store.
+    #[serde(default)]
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,
@@ -112,9 +115,20 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
             .map(ManifestDocument::Index)
             .map_err(|e| format!("invalid image index: {e}"))
     } else {
-        serde_json::from_slice(body)
-            .map(ManifestDocument::Image)
-            .map_err(|e| format!("invalid image manifest: {e}"))
+        let m: ImageManifest =
+            serde_json::from_slice(body).map_err(|e| format!("invalid image manifest: {e}"))?;
+        // A registry's manifest names every blob's media type (the descriptor type tolerates
+        // its absence only for locally loaded images).
+        if let Some(d) = std::iter::once(&m.config)
+            .chain(&m.layers)
+            .find(|d| d.media_type.is_empty())
+        {
+            return Err(format!(
+                "invalid image manifest: descriptor {} has no mediaType",
+                d.digest
+            ));
+        }
+        Ok(ManifestDocument::Image(m))
     }
 }
 

@@ -1,6 +1,8 @@
 use super::*;
+use crate::reference::Reference;
 use crate::testutil::*;
 use serde_json::json;
+use std::collections::HashSet;
 use std::fs;
 use std::time::Duration;
 
