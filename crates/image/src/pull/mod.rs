@@ -29,7 +29,7 @@ pub use events::{render_progress, DownloadedBytes, LayerInfo, ProgressRenderer, 
 use crate::content::ContentError;
 use crate::digest::Digest;
 use crate::reference::Reference;
-use crate::registry::{Descriptor, Platform, RegistryClient, RegistryError};
+use crate::registry::{Descriptor, Platform, RegistryClient, RegistryError, ResolvedImage};
 use crate::snapshot::{chain_ids, Snapshot, SnapshotError};
 use crate::store::{ImageRecord, ImageStore, StoreError};
 use crate::unpack::chain::{ChainError, ChainLayer, ChainLink, ChainUnpacker};
@@ -166,6 +166,13 @@ impl PullContext {
         (self.progress)(e)
     }
 
+    pub(crate) fn store_error(&self, source: StoreError) -> PullError {
+        PullError::Store {
+            image: self.image.clone(),
+            source: Box::new(source),
+        }
+    }
+
     pub(crate) fn task_error(&self, what: &'static str, e: tokio::task::JoinError) -> PullError {
         PullError::Task {
             image: self.image.clone(),
@@ -218,28 +225,24 @@ pub async fn pull(
         tokio::task::spawn_blocking(move || store.lease())
             .await
             .map_err(|e| ctx.task_error("take GC lease", e))?
-            .map_err(|source| PullError::Store {
-                image: ctx.image.clone(),
-                source: Box::new(source),
-            })?
+            .map_err(|e| ctx.store_error(e))?
     };
     ctx.emit(PullEvent::Resolving {
         reference: ctx.image.clone(),
     });
     let resolved = client.resolve(reference, platform).await?;
-    let layer_infos = resolved
-        .layers
-        .iter()
-        .map(|l| LayerInfo {
-            digest: l.digest.clone(),
-            size: l.size,
-        })
-        .collect();
     ctx.emit(PullEvent::Resolved {
         reference: ctx.image.clone(),
         digest: resolved.manifest_digest.clone(),
         platform: resolved.platform.as_ref().map(|p| p.to_string()),
-        layers: layer_infos,
+        layers: resolved
+            .layers
+            .iter()
+            .map(|l| LayerInfo {
+                digest: l.digest.clone(),
+                size: l.size,
+            })
+            .collect(),
     });
 
     // Documents first: the index and manifest as served, then the config.
@@ -250,6 +253,81 @@ pub async fn pull(
     }
     store_document(&ctx, &resolved.manifest_digest, &resolved.manifest_bytes).await?;
     download::download_blob(&ctx, &resolved.config, false).await?;
+    let config = read_config(&ctx, &resolved).await?;
+    let image_platform = match (&config.os, &config.architecture) {
+        (Some(os), Some(arch)) => Platform {
+            os: os.clone(),
+            architecture: arch.clone(),
+            variant: config.variant.clone(),
+        },
+        _ => resolved
+            .platform
+            .clone()
+            .unwrap_or_else(|| platform.clone()),
+    };
+    let diff_ids = &config.rootfs.diff_ids;
+    let chains = chain_ids(diff_ids);
+
+    // Which layers are already unpacked? Those need neither download nor unpack.
+    let existing = existing_snapshots(&ctx, &chains, &resolved.manifest_digest).await?;
+    let mut downloads = start_downloads(&ctx, &resolved.layers, &existing, opts);
+    // Unpack in chain order as each layer's blob lands, while later ones still download.
+    let result = unpack_in_order(
+        &ctx,
+        &resolved.layers,
+        diff_ids,
+        &chains,
+        existing,
+        &mut downloads,
+        opts,
+    )
+    .await;
+    if result.is_err() {
+        // Stop the remaining downloads; their partial data stays in ingest/ for a later resume.
+        for h in downloads.iter().flatten() {
+            h.abort();
+        }
+    }
+    let layers = result?;
+
+    let record = {
+        let store = ctx.store.clone();
+        let (r, m, c) = (
+            reference.clone(),
+            resolved.manifest_digest.clone(),
+            resolved.config.digest.clone(),
+        );
+        tokio::task::spawn_blocking(move || store.record_image(&r, &m, &c))
+            .await
+            .map_err(|e| ctx.task_error("record image", e))?
+            .map_err(|e| ctx.store_error(e))?
+    };
+    ctx.emit(PullEvent::Complete {
+        reference: ctx.image.clone(),
+        digest: resolved.manifest_digest.clone(),
+    });
+    Ok(PulledImage {
+        reference: reference.clone(),
+        manifest_digest: resolved.manifest_digest.clone(),
+        manifest_media_type: resolved
+            .manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| crate::registry::OCI_MANIFEST.to_string()),
+        manifest_size: resolved.manifest_bytes.len() as u64,
+        index_digest,
+        config: resolved.config.clone(),
+        platform: image_platform,
+        layers,
+        record,
+    })
+}
+
+/// Reads the (downloaded) image config and checks its rootfs against the manifest.
+async fn read_config(
+    ctx: &Arc<PullContext>,
+    resolved: &ResolvedImage,
+) -> Result<ConfigRootfs, PullError> {
     let config_bytes = {
         let content = ctx.store.content().clone();
         let d = resolved.config.digest.clone();
@@ -283,46 +361,47 @@ pub async fn pull(
             resolved.layers.len()
         )));
     }
-    let image_platform = match (&config.os, &config.architecture) {
-        (Some(os), Some(arch)) => Platform {
-            os: os.clone(),
-            architecture: arch.clone(),
-            variant: config.variant.clone(),
-        },
-        _ => resolved
-            .platform
-            .clone()
-            .unwrap_or_else(|| platform.clone()),
-    };
-    let chains = chain_ids(&config.rootfs.diff_ids);
+    Ok(config)
+}
 
-    // Which layers are already unpacked? Those need neither download nor unpack.
-    let existing: Vec<Option<Snapshot>> = {
-        let snapshots = ctx.store.snapshots().clone();
-        let chains = chains.clone();
-        tokio::task::spawn_blocking(move || {
-            chains
-                .iter()
-                .map(|c| snapshots.get(c))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| ctx.task_error("snapshot lookup", e))?
-        .map_err(|source| PullError::Unpack {
-            image: ctx.image.clone(),
-            layer: resolved.manifest_digest.clone(),
-            source: Box::new(source),
-        })?
-    };
+/// The snapshot of each chain id, when it is already unpacked.
+async fn existing_snapshots(
+    ctx: &Arc<PullContext>,
+    chains: &[Digest],
+    manifest_digest: &Digest,
+) -> Result<Vec<Option<Snapshot>>, PullError> {
+    let snapshots = ctx.store.snapshots().clone();
+    let chains = chains.to_vec();
+    tokio::task::spawn_blocking(move || {
+        chains
+            .iter()
+            .map(|c| snapshots.get(c))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ctx.task_error("snapshot lookup", e))?
+    .map_err(|source| PullError::Unpack {
+        image: ctx.image.clone(),
+        layer: manifest_digest.clone(),
+        source: Box::new(source),
+    })
+}
 
-    // Start every needed download now; the semaphore (FIFO) keeps `n` running, in layer order.
+/// Starts every needed download now; the semaphore (FIFO) keeps `n` running, in layer order.
+/// None for layers already unpacked.
+fn start_downloads(
+    ctx: &Arc<PullContext>,
+    layers: &[Descriptor],
+    existing: &[Option<Snapshot>],
+    opts: &PullOptions,
+) -> Vec<Option<JoinHandle<Result<(), PullError>>>> {
     let n = opts
         .max_concurrent_downloads
-        .unwrap_or(client.config().max_concurrent_downloads)
+        .unwrap_or(ctx.client.config().max_concurrent_downloads)
         .max(1);
     let permits = Arc::new(Semaphore::new(n));
-    let mut downloads: Vec<Option<JoinHandle<Result<(), PullError>>>> = Vec::new();
-    for (layer, snap) in resolved.layers.iter().zip(&existing) {
+    let mut downloads = Vec::with_capacity(layers.len());
+    for (layer, snap) in layers.iter().zip(existing) {
         if snap.is_some() {
             ctx.emit(PullEvent::AlreadyExists {
                 layer: layer.digest.clone(),
@@ -346,60 +425,7 @@ pub async fn pull(
             download::download_blob(&ctx2, &layer, true).await
         })));
     }
-
-    // Unpack in chain order as each layer's blob lands, while later ones still download.
-    let result = unpack_in_order(
-        &ctx,
-        &resolved.layers,
-        &config.rootfs.diff_ids,
-        &chains,
-        existing,
-        &mut downloads,
-        opts,
-    )
-    .await;
-    if result.is_err() {
-        // Stop the remaining downloads; their partial data stays in ingest/ for a later resume.
-        for h in downloads.iter().flatten() {
-            h.abort();
-        }
-    }
-    let layers = result?;
-
-    let record = {
-        let store = ctx.store.clone();
-        let (r, m, c) = (
-            reference.clone(),
-            resolved.manifest_digest.clone(),
-            resolved.config.digest.clone(),
-        );
-        tokio::task::spawn_blocking(move || store.record_image(&r, &m, &c))
-            .await
-            .map_err(|e| ctx.task_error("record image", e))?
-            .map_err(|source| PullError::Store {
-                image: ctx.image.clone(),
-                source: Box::new(source),
-            })?
-    };
-    ctx.emit(PullEvent::Complete {
-        reference: ctx.image.clone(),
-        digest: resolved.manifest_digest.clone(),
-    });
-    Ok(PulledImage {
-        reference: reference.clone(),
-        manifest_digest: resolved.manifest_digest.clone(),
-        manifest_media_type: resolved
-            .manifest
-            .media_type
-            .clone()
-            .unwrap_or_else(|| crate::registry::OCI_MANIFEST.to_string()),
-        manifest_size: resolved.manifest_bytes.len() as u64,
-        index_digest,
-        config: resolved.config.clone(),
-        platform: image_platform,
-        layers,
-        record,
-    })
+    downloads
 }
 
 /// Unpacks every missing layer as soon as its blob is stored, several at once, through the
