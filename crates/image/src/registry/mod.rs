@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use auth::{
     default_docker_config_path, load_docker_config, normalize_registry_host, Credentials,
+    DockerConfigError,
 };
 pub use blob_reader::BlobReader;
 pub use error::{RegistryError, RegistryErrorKind, RetryBudget};
@@ -29,8 +30,8 @@ use http::{Endpoint, Timeouts};
 pub use http::{HttpError, MAX_ERROR_BODY, MAX_TOKEN_RESPONSE};
 pub use manifest::{
     parse_manifest, Descriptor, ImageIndex, ImageManifest, IndexEntry, ManifestDocument,
-    ACCEPTED_MANIFEST_TYPES, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG,
-    OCI_INDEX, OCI_MANIFEST,
+    ManifestError, ACCEPTED_MANIFEST_TYPES, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
+    OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
 };
 pub use platform::Platform;
 
@@ -418,7 +419,7 @@ impl RegistryClient {
             digest: digest.to_string(),
             reason,
         };
-        let doc = parse_manifest(&body, None).map_err(|r| bad(&digest, r))?;
+        let doc = parse_manifest(&body, None).map_err(|e| bad(&digest, e.to_string()))?;
         let (index, chosen, body, digest, manifest) = match doc {
             ManifestDocument::Image(m) => (None, None, body, digest, m),
             ManifestDocument::Index(index) => {
@@ -456,7 +457,7 @@ impl RegistryClient {
                     ));
                 }
                 let m = match parse_manifest(&child_body, None)
-                    .map_err(|r| bad(&child_digest, r))?
+                    .map_err(|e| bad(&child_digest, e.to_string()))?
                 {
                     ManifestDocument::Image(m) => m,
                     ManifestDocument::Index(_) => return Err(bad(
