@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, RANGE};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -216,12 +215,8 @@ impl RegistryClient {
         &self.inner.config
     }
 
-    /// Whether requests to `reference`'s registry use plain HTTP: loopback registries, as
-    /// docker does, and those configured insecure.
-    pub fn uses_plain_http(&self, reference: &Reference) -> bool {
-        self.host_uses_plain_http(reference.registry())
-    }
-
+    /// Whether requests to `host` use plain HTTP: loopback registries, as docker does, and
+    /// those configured insecure.
     fn host_uses_plain_http(&self, host: &str) -> bool {
         let loopback = Reference::parse(&format!("{host}/x"))
             .map(|r| r.is_loopback_registry())
@@ -568,72 +563,6 @@ impl RegistryClient {
             digest: digest.clone(),
             source,
         }
-    }
-
-    /// Reads a small blob (an image config) whole into memory, verified against `desc`.
-    pub async fn fetch_small_blob(
-        &self,
-        reference: &Reference,
-        desc: &Descriptor,
-        limit: u64,
-    ) -> Result<Vec<u8>, RegistryError> {
-        let bad = |reason: String| RegistryError::BadManifest {
-            reference: reference.to_string(),
-            digest: desc.digest.to_string(),
-            reason,
-        };
-        if desc.size > limit {
-            return Err(bad(format!(
-                "blob of {} bytes exceeds the {limit} byte limit",
-                desc.size
-            )));
-        }
-        let document_timeout = self.inner.config.timeouts().document;
-        let data = self
-            .with_retries("fetching blob", || async {
-                let mut s = self.fetch_blob(reference, &desc.digest, 0).await?;
-                s.check_declared_size(reference, desc.size)?;
-                let mut buf = Vec::with_capacity(desc.size as usize);
-                let deadline = tokio::time::Instant::now() + document_timeout;
-                loop {
-                    let next = tokio::time::timeout_at(deadline, s.stream.next()).await;
-                    let Ok(next) = next else {
-                        return Err(Self::blob_stream_error(
-                            reference,
-                            &desc.digest,
-                            std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                format!(
-                                    "not received within {} s (document timeout, registry setting document_timeout_secs)",
-                                    document_timeout.as_secs()
-                                ),
-                            ),
-                        ));
-                    };
-                    let Some(chunk) = next else { break };
-                    let chunk =
-                        chunk.map_err(|e| Self::blob_stream_error(reference, &desc.digest, e))?;
-                    if (buf.len() + chunk.len()) as u64 > desc.size {
-                        return Err(bad(format!(
-                            "registry sent more than the {} bytes the manifest declares",
-                            desc.size
-                        )));
-                    }
-                    buf.extend_from_slice(&chunk);
-                }
-                Ok(buf)
-            })
-            .await?;
-        let actual = Digest::of_bytes(&data);
-        if actual != desc.digest || data.len() as u64 != desc.size {
-            return Err(bad(format!(
-                "content verification failed: expected {} ({} bytes), got {actual} ({} bytes)",
-                desc.digest,
-                desc.size,
-                data.len()
-            )));
-        }
-        Ok(data)
     }
 
     /// A blocking [`std::io::Read`] over a blob, for synchronous code (the Windows layer
