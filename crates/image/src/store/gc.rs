@@ -18,6 +18,13 @@ pub struct Lease {
 impl ImageStore {
     /// Takes a GC lease: `prune` waits until every lease is dropped.
     pub fn lease(&self) -> Result<Lease> {
+        Ok(Lease {
+            _file: self.gc_lock(libc::LOCK_SH)?,
+        })
+    }
+
+    /// `root/gc.lock`, locked with `mode` (shared: a lease; exclusive: a prune).
+    fn gc_lock(&self, mode: libc::c_int) -> Result<File> {
         let path = self.root.join("gc.lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -25,22 +32,15 @@ impl ImageStore {
             .write(true)
             .open(&path)
             .map_err(io_err("open", &path))?;
-        crate::content::flock(&file, libc::LOCK_SH).map_err(io_err("lock", &path))?;
-        Ok(Lease { _file: file })
+        crate::content::flock(&file, mode).map_err(io_err("lock", &path))?;
+        Ok(file)
     }
 
     /// Garbage collection: deletes dangling image records (no names) whose snapshots are not in
     /// use, then every blob and snapshot no image references. Snapshots in `in_use_snapshots`
     /// (and their ancestors) are never removed. Waits for running pulls/loads (leases).
     pub fn prune(&self, in_use_snapshots: &HashSet<u64>) -> Result<PruneReport> {
-        let path = self.root.join("gc.lock");
-        let gc = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_err("open", &path))?;
-        crate::content::flock(&gc, libc::LOCK_EX).map_err(io_err("lock", &path))?;
+        let _gc = self.gc_lock(libc::LOCK_EX)?;
         let mut report = PruneReport::default();
 
         // Keep set of snapshots: in use, plus their ancestors.
