@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use zlayer_image::pull::{self, PullError, PullOptions};
-use zlayer_image::registry::{Platform, RegistryClient, RegistryConfig, RegistryError};
+use zlayer_image::registry::{
+    Platform, RegistryClient, RegistryConfig, RegistryError, RegistryErrorKind,
+};
 use zlayer_image::store::{ImageConfiguration, ImageStore, StoreError};
 use zlayer_image::Reference;
 
 /// The image crate's types the front ends speak in (they depend on the agent only).
-pub use zlayer_image::pull::PullEvent;
+pub use zlayer_image::pull::{ProgressRenderer, PullEvent};
 pub use zlayer_image::store::{ImageDetails, ImageSummary, PruneReport, RemoveReport};
 
 use crate::error::{error_chain, AgentError, ErrorKind, Result};
@@ -53,20 +55,24 @@ fn pull_err(e: PullError) -> AgentError {
     AgentError::new(kind, error_chain(&e))
 }
 
+/// The API's answer to a failed pull, from the registry failure's kind (never its wording).
 fn registry_kind(e: &RegistryError) -> ErrorKind {
-    let text = e.to_string();
-    if text.contains("not found") || text.contains("manifest unknown") {
-        ErrorKind::NotFound
-    } else if text.contains("invalid platform") || text.contains("no matching platform") {
-        ErrorKind::InvalidInput
-    } else if text.contains("error sending request") {
-        // The registry could not be reached (name resolution, connect, TLS, timeouts): the image
-        // is not available from here. Docker's create answers 404 for a missing image, and a
-        // pull that cannot reach the registry the client named leaves it just as missing; a
-        // 5xx would blame the agent for the client's choice of registry.
-        ErrorKind::NotFound
-    } else {
-        ErrorKind::Internal
+    match e.kind() {
+        RegistryErrorKind::NotFound => ErrorKind::NotFound,
+        RegistryErrorKind::InvalidRequest => ErrorKind::InvalidInput,
+        // The registry could not be reached (name resolution, connect, TLS): the image is not
+        // available from here. Docker's create answers 404 for a missing image, and a pull
+        // that cannot reach the registry the client named leaves it just as missing; a 5xx
+        // would blame the agent for the client's choice of registry.
+        RegistryErrorKind::Unreachable => ErrorKind::NotFound,
+        RegistryErrorKind::Unauthorized
+        | RegistryErrorKind::Denied
+        | RegistryErrorKind::TooLarge
+        | RegistryErrorKind::Timeout
+        | RegistryErrorKind::Network
+        | RegistryErrorKind::InvalidResponse
+        | RegistryErrorKind::Server
+        | RegistryErrorKind::Config => ErrorKind::Internal,
     }
 }
 
@@ -276,5 +282,52 @@ impl Agent {
             .inspect(image_id)
             .ok()
             .and_then(|d| d.stop_signal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_found(detail: &str) -> PullError {
+        PullError::Registry(RegistryError::NotFound {
+            reference: "127.0.0.1:5000/x:latest".into(),
+            registry: "127.0.0.1:5000".into(),
+            detail: detail.into(),
+        })
+    }
+
+    #[test]
+    fn rewording_a_registry_message_never_turns_a_404_into_a_500() {
+        // Whatever the registry (or a later edit of our messages) says, not found stays 404.
+        for detail in [
+            "manifest unknown",
+            "HTTP 404: no such thing",
+            "server exploded",
+            "",
+        ] {
+            assert_eq!(
+                pull_err(not_found(detail)).kind,
+                ErrorKind::NotFound,
+                "{detail:?}"
+            );
+        }
+        // And a registry failure that merely mentions "not found" is not a missing image.
+        let broken = PullError::Registry(RegistryError::BadManifest {
+            reference: "127.0.0.1:5000/x:latest".into(),
+            digest: "sha256:00".into(),
+            reason: "layer not found in the manifest".into(),
+        });
+        assert_eq!(pull_err(broken).kind, ErrorKind::Internal);
+    }
+
+    #[test]
+    fn platform_problems_are_the_callers() {
+        let e = PullError::Registry(RegistryError::NoMatchingPlatform {
+            reference: "x".into(),
+            wanted: "linux/s390x".into(),
+            available: vec!["linux/amd64".into()],
+        });
+        assert_eq!(pull_err(e).kind, ErrorKind::InvalidInput);
     }
 }

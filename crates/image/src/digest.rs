@@ -108,6 +108,20 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
+/// The chain ids of a layer stack (OCI image spec): `chain[0] = diff[0]`,
+/// `chain[i] = sha256(chain[i-1] + " " + diff[i])`.
+pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => Digest::of_bytes(format!("{prev} {d}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
 /// A writer-side sha256 accumulator that also counts bytes, for verifying streams.
 #[derive(Default, Clone)]
 pub struct DigestHasher {

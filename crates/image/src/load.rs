@@ -19,14 +19,12 @@ use crate::content::ContentStore;
 use crate::digest::Digest;
 use crate::layer::{self, Compression};
 use crate::reference::Reference;
+use crate::registry::{DOCKER_MANIFEST_LIST as DOCKER_LIST, OCI_CONFIG, OCI_INDEX};
 use crate::store::{io_err, ImageRecord, ImageStore, Manifest, Result, StoreError, OCI_MANIFEST};
 
 /// Small JSON files of an archive are read into memory up to this size.
 const MAX_JSON: u64 = 16 << 20;
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 

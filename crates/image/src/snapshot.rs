@@ -65,19 +65,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sna
     }
 }
 
-/// The chain ids of a layer stack (OCI image spec): `chain[0] = diff[0]`,
-/// `chain[i] = sha256(chain[i-1] + " " + diff[i])`.
-pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
-    let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => Digest::of_bytes(format!("{prev} {d}").as_bytes()),
-        };
-        out.push(next);
-    }
-    out
-}
+pub use crate::digest::chain_ids;
 
 /// The snapshot directories and their index.
 #[derive(Debug, Clone)]

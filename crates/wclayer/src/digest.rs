@@ -1,46 +1,31 @@
-//! Content digests computed while data streams through, never by buffering it.
+//! Content digests computed while data streams through, never by buffering it. The digest
+//! type and its hasher are the image crate's (`zlayer_image::digest`).
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest as _, Sha256};
+use zlayer_image::digest::DigestHasher;
+use zlayer_image::Digest;
 
 use crate::error::{Error, Result};
 
-/// Checks `sha256:<64 lowercase hex>` and returns the hex part.
-pub fn sha256_hex(digest: &str) -> Result<&str> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .ok_or_else(|| Error::Metadata {
-            what: digest.to_string(),
-            reason: "only sha256 digests are supported".into(),
-        })?;
-    if hex.len() != 64
-        || !hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(Error::Metadata {
-            what: digest.to_string(),
-            reason: "not a sha256 digest (64 lowercase hex digits)".into(),
-        });
-    }
-    Ok(hex)
+/// Parses a `sha256:<64 lowercase hex>` digest, naming it when it is not one.
+pub fn parse_digest(digest: &str) -> Result<Digest> {
+    Digest::parse(digest).map_err(|e| Error::Metadata {
+        what: digest.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Running hash and byte count, shared with the [`HashingReader`] that feeds it.
 #[derive(Clone, Default)]
-pub struct HashState(Arc<Mutex<(Sha256, u64)>>);
+pub struct HashState(Arc<Mutex<DigestHasher>>);
 
 impl HashState {
     /// `sha256:<hex>` of everything read so far, and how many bytes that was.
     pub fn finish(&self) -> (String, u64) {
         let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let (hasher, n) = &*guard;
-        (
-            format!("sha256:{}", hex::encode(hasher.clone().finalize())),
-            *n,
-        )
+        (guard.clone().finish().to_string(), guard.len())
     }
 }
 
@@ -74,8 +59,7 @@ impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         let mut guard = self.state.0.lock().unwrap_or_else(|p| p.into_inner());
-        guard.0.update(&buf[..n]);
-        guard.1 += n as u64;
+        guard.update(&buf[..n]);
         Ok(n)
     }
 }
@@ -101,7 +85,7 @@ mod tests {
                 3
             )
         );
-        assert!(sha256_hex("sha256:ABC").is_err());
-        assert!(sha256_hex("md5:00").is_err());
+        assert!(parse_digest("sha256:ABC").is_err());
+        assert!(parse_digest("md5:00").is_err());
     }
 }

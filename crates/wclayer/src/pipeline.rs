@@ -5,11 +5,9 @@
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
 use crate::convert::PreparedLayer;
 use crate::decompress::{compression_for_media_type, Decoder};
-use crate::digest::{drain, sha256_hex, HashingReader};
+use crate::digest::{drain, parse_digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::host::LayerHost;
 use crate::source::{
@@ -58,22 +56,6 @@ pub fn locate_uvm_boot_files(chain: &[PathBuf]) -> Result<UvmBootFiles> {
     })
 }
 
-/// OCI chain ids: `chain(0) = diff(0)`, `chain(n) = sha256(chain(n-1) + " " + diff(n))`.
-pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.clone(),
-            Some(prev) => format!(
-                "sha256:{}",
-                hex::encode(Sha256::digest(format!("{prev} {d}").as_bytes()))
-            ),
-        };
-        out.push(next);
-    }
-    out
-}
-
 /// Fetches and parses the config's `rootfs.diff_ids`.
 fn read_diff_ids(
     source: &dyn LayerSource,
@@ -92,7 +74,7 @@ fn read_diff_ids(
     r.take(MAX_CONFIG)
         .read_to_end(&mut bytes)
         .ctx("reading image config", &cfg.digest)?;
-    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    let actual = zlayer_image::Digest::of_bytes(&bytes).to_string();
     if actual != cfg.digest {
         return Err(Error::DigestMismatch {
             expected: cfg.digest.clone(),
@@ -124,7 +106,7 @@ fn read_diff_ids(
                 what: format!("config {}", cfg.digest),
                 reason: "a diff_id is not a string".into(),
             })?;
-            sha256_hex(s)?;
+            parse_digest(s)?;
             Ok(s.to_string())
         })
         .collect()
@@ -172,8 +154,13 @@ pub fn unpack_windows_image_with(
     let complete_dir = dest_root.join(COMPLETE_DIR);
     std::fs::create_dir_all(&complete_dir).ctx("creating", &complete_dir)?;
     let mut parents: Vec<PathBuf> = Vec::new(); // immediate parent first
-    for (i, (desc, chain_id)) in layers.iter().zip(chain_ids(&diff_ids)).enumerate() {
-        let name = sha256_hex(&chain_id)?.to_string();
+    let diff_digests = diff_ids
+        .iter()
+        .map(|d| parse_digest(d))
+        .collect::<Result<Vec<_>>>()?;
+    let chain_ids = zlayer_image::chain_ids(&diff_digests);
+    for (i, (desc, chain_id)) in layers.iter().zip(chain_ids).enumerate() {
+        let name = chain_id.hex().to_string();
         let layer_dir = dest_root.join(&name);
         let marker = complete_dir.join(&name);
         if marker.exists() && layer_dir.is_dir() {
@@ -219,7 +206,7 @@ pub fn unpack_layer(
     layer_dir: &Path,
     parents: &[PathBuf],
 ) -> Result<()> {
-    sha256_hex(&desc.digest)?;
+    parse_digest(&desc.digest)?;
     let compression = compression_for_media_type(&desc.media_type)?;
     let blob = open_layer_blob(source, &image.reference, auth, desc)?;
     let compressed = HashingReader::new(blob);
@@ -275,20 +262,5 @@ pub fn unpack_layer(
             }
             Err(e)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chain_id_rule() {
-        let a = format!("sha256:{}", "a".repeat(64));
-        let b = format!("sha256:{}", "b".repeat(64));
-        let ids = chain_ids(&[a.clone(), b.clone()]);
-        assert_eq!(ids[0], a);
-        let want = format!("sha256:{}", hex::encode(Sha256::digest(format!("{a} {b}"))));
-        assert_eq!(ids[1], want);
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::digest::sha256_hex;
+use crate::digest::parse_digest;
 use crate::error::{Error, IoContext, Result};
 
 /// A layer from a platform-resolved manifest.
@@ -194,17 +194,17 @@ impl OciLayoutSource {
     }
 
     fn blob_path(&self, digest: &str) -> Result<PathBuf> {
-        Ok(self.root.join("blobs/sha256").join(sha256_hex(digest)?))
+        Ok(self
+            .root
+            .join("blobs/sha256")
+            .join(parse_digest(digest)?.hex()))
     }
 
     /// Reads a small JSON blob, checking its digest.
     fn read_json_blob<T: for<'de> Deserialize<'de>>(&self, digest: &str) -> Result<T> {
         let path = self.blob_path(digest)?;
         let bytes = std::fs::read(&path).ctx("reading", &path)?;
-        let actual = format!(
-            "sha256:{}",
-            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
-        );
+        let actual = zlayer_image::Digest::of_bytes(&bytes).to_string();
         if actual != digest {
             return Err(Error::DigestMismatch {
                 expected: digest.into(),

@@ -165,7 +165,24 @@ fn attributes(path: &[u16], shown: &Path) -> Result<Option<u32>> {
     }
 }
 
-fn enable_privileges() -> std::result::Result<(), String> {
+/// Why the host could not be set up. Cached (each step is tried once per process), hence
+/// `Clone`; turned into an [`Error`] where a caller sees it.
+#[derive(Clone, Debug, thiserror::Error)]
+enum SetupError {
+    #[error("{call}: {source}")]
+    Call {
+        call: &'static str,
+        source: windows::core::Error,
+    },
+    #[error("the process does not hold {0} (run elevated)")]
+    PrivilegeNotHeld(String),
+    #[error("loading vmcompute.dll (is the Containers feature enabled?): {0}")]
+    LoadVmcompute(#[source] windows::core::Error),
+    #[error("vmcompute.dll has no {0}")]
+    MissingExport(String),
+}
+
+fn enable_privileges() -> std::result::Result<(), SetupError> {
     let mut token = HANDLE::default();
     // SAFETY: GetCurrentProcess returns a pseudo-handle; `token` receives a real handle that
     // OwnedHandle closes.
@@ -176,13 +193,20 @@ fn enable_privileges() -> std::result::Result<(), String> {
             &mut token,
         )
     }
-    .map_err(|e| format!("OpenProcessToken: {e}"))?;
+    .map_err(|source| SetupError::Call {
+        call: "OpenProcessToken",
+        source,
+    })?;
     let token = OwnedHandle(token);
     for name in [SE_BACKUP_NAME, SE_RESTORE_NAME] {
         let mut luid = LUID::default();
         // SAFETY: `name` is a static NUL-terminated wide string; `luid` is a valid out pointer.
-        unsafe { LookupPrivilegeValueW(PCWSTR::null(), name, &mut luid) }
-            .map_err(|e| format!("LookupPrivilegeValueW: {e}"))?;
+        unsafe { LookupPrivilegeValueW(PCWSTR::null(), name, &mut luid) }.map_err(|source| {
+            SetupError::Call {
+                call: "LookupPrivilegeValueW",
+                source,
+            }
+        })?;
         let tp = TOKEN_PRIVILEGES {
             PrivilegeCount: 1,
             Privileges: [LUID_AND_ATTRIBUTES {
@@ -191,13 +215,17 @@ fn enable_privileges() -> std::result::Result<(), String> {
             }],
         };
         // SAFETY: `tp` is a complete TOKEN_PRIVILEGES with one entry; no previous state wanted.
-        unsafe { AdjustTokenPrivileges(token.0, false, Some(&tp), 0, None, None) }
-            .map_err(|e| format!("AdjustTokenPrivileges: {e}"))?;
+        unsafe { AdjustTokenPrivileges(token.0, false, Some(&tp), 0, None, None) }.map_err(
+            |source| SetupError::Call {
+                call: "AdjustTokenPrivileges",
+                source,
+            },
+        )?;
         // SAFETY: reads the thread's last error, which AdjustTokenPrivileges sets on success.
         if unsafe { GetLastError() } == ERROR_NOT_ALL_ASSIGNED {
             // SAFETY: `name` is a valid NUL-terminated static string.
             let shown = unsafe { name.to_string() }.unwrap_or_default();
-            return Err(format!("the process does not hold {shown} (run elevated)"));
+            return Err(SetupError::PrivilegeNotHeld(shown));
         }
     }
     Ok(())
@@ -235,7 +263,7 @@ struct Vmcompute {
 }
 
 fn vmcompute() -> Result<&'static Vmcompute> {
-    static VMCOMPUTE: OnceLock<std::result::Result<Vmcompute, String>> = OnceLock::new();
+    static VMCOMPUTE: OnceLock<std::result::Result<Vmcompute, SetupError>> = OnceLock::new();
     VMCOMPUTE
         .get_or_init(|| {
             let dll = wide("vmcompute.dll");
@@ -243,16 +271,13 @@ fn vmcompute() -> Result<&'static Vmcompute> {
             // planting.
             let module =
                 unsafe { LoadLibraryExW(PCWSTR(dll.as_ptr()), None, LOAD_LIBRARY_SEARCH_SYSTEM32) }
-                    .map_err(|e| {
-                        format!("loading vmcompute.dll (is the Containers feature enabled?): {e}")
-                    })?;
+                    .map_err(SetupError::LoadVmcompute)?;
             let sym = |name: &'static [u8]| {
                 // SAFETY: `name` is a NUL-terminated ASCII export name; the module stays
                 // loaded for the life of the process (never freed).
                 unsafe { GetProcAddress(module, PCSTR(name.as_ptr())) }.ok_or_else(|| {
-                    format!(
-                        "vmcompute.dll has no {}",
-                        String::from_utf8_lossy(&name[..name.len() - 1])
+                    SetupError::MissingExport(
+                        String::from_utf8_lossy(&name[..name.len() - 1]).into_owned(),
                     )
                 })
             };
@@ -280,7 +305,7 @@ fn vmcompute() -> Result<&'static Vmcompute> {
             }
         })
         .as_ref()
-        .map_err(|e| Error::NeedsWindows(e.clone()))
+        .map_err(|e| Error::NeedsWindows(e.to_string()))
 }
 
 /// The Windows host. Creating it enables the backup and restore privileges.
@@ -291,14 +316,14 @@ pub struct WindowsHost {
 impl WindowsHost {
     /// Enables SeBackupPrivilege and SeRestorePrivilege for the process (once).
     pub fn new() -> Result<Self> {
-        static PRIVS: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+        static PRIVS: OnceLock<std::result::Result<(), SetupError>> = OnceLock::new();
         PRIVS
             .get_or_init(enable_privileges)
             .clone()
             .map_err(|e| Error::Win32 {
                 call: "AdjustTokenPrivileges",
                 path: PathBuf::new(),
-                reason: e,
+                reason: e.to_string(),
             })?;
         Ok(WindowsHost { _private: () })
     }

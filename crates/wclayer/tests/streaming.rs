@@ -164,19 +164,17 @@ fn compressed_stream(total: u64) -> PipeReader {
 
 /// Hashes a stream without keeping it.
 fn digest_of(mut r: impl Read) -> (String, u64) {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
+    let mut h = zlayer_image::digest::DigestHasher::new();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut n = 0u64;
     loop {
         let k = r.read(&mut buf).unwrap();
         if k == 0 {
             break;
         }
         h.update(&buf[..k]);
-        n += k as u64;
     }
-    (format!("sha256:{}", hex::encode(h.finalize())), n)
+    let n = h.len();
+    (h.finish().to_string(), n)
 }
 
 struct GenSource {

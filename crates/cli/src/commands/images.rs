@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use zlayer_agent::images::ProgressRenderer;
+use zlayer_agent::images::{ImageDetails, ImageSummary, PruneReport, RemoveReport};
 use zlayer_api::client::encode_query;
 use zlayer_api::routes::images::{LoadRequest, LoadResponse, PullLine, PullRequest, UnpackRequest};
 use zlayer_api::Client;
-use zlayer_image::pull::ProgressRenderer;
-use zlayer_image::store::{ImageDetails, ImageSummary, PruneReport, RemoveReport};
 
 use super::CmdResult;
 use crate::output::{human_size, print_json, print_table, Format};
@@ -25,13 +25,24 @@ pub struct PullArgs {
     pub quiet: bool,
 }
 
+/// How the daemon's pull stream ended.
+enum PullOutcome {
+    Pulled {
+        digest: String,
+    },
+    /// The daemon's error, already naming the image and what went wrong.
+    Failed {
+        error: String,
+    },
+}
+
 pub async fn pull(client: &Client, args: PullArgs) -> CmdResult {
     let req = PullRequest {
         reference: args.reference.clone(),
         platform: args.platform,
     };
     let mut renderer = (!args.quiet).then(ProgressRenderer::auto);
-    let mut outcome: Option<Result<String, String>> = None;
+    let mut outcome: Option<PullOutcome> = None;
     client
         .stream(
             hyper::Method::POST,
@@ -44,8 +55,12 @@ pub async fn pull(client: &Client, args: PullArgs) -> CmdResult {
                             r.handle(&ev);
                         }
                     }
-                    PullLine::Done { done } => outcome = Some(Ok(done.digest)),
-                    PullLine::Failed { error, .. } => outcome = Some(Err(error)),
+                    PullLine::Done { done } => {
+                        outcome = Some(PullOutcome::Pulled {
+                            digest: done.digest,
+                        })
+                    }
+                    PullLine::Failed { error, .. } => outcome = Some(PullOutcome::Failed { error }),
                 }
                 Ok(())
             },
@@ -55,12 +70,12 @@ pub async fn pull(client: &Client, args: PullArgs) -> CmdResult {
         r.finish();
     }
     match outcome {
-        Some(Ok(digest)) => {
+        Some(PullOutcome::Pulled { digest }) => {
             outln!("Digest: {digest}");
             outln!("Pulled {}", args.reference);
             Ok(ExitCode::SUCCESS)
         }
-        Some(Err(e)) => bail!("pulling {}: {e}", args.reference),
+        Some(PullOutcome::Failed { error }) => bail!("pulling {}: {error}", args.reference),
         None => bail!(
             "pulling {}: the daemon ended the stream without a result",
             args.reference

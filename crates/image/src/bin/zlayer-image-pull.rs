@@ -10,13 +10,41 @@
 //! when the pull failed); `--registry-config` takes a `RegistryConfig` as JSON (timeouts,
 //! retries) for tests.
 
+#[cfg(unix)]
 use std::path::PathBuf;
+#[cfg(unix)]
 use std::process::ExitCode;
 
+#[cfg(unix)]
 use zlayer_image::pull::{pull, PullOptions};
+#[cfg(unix)]
 use zlayer_image::registry::{Platform, RegistryClient, RegistryConfig};
+#[cfg(unix)]
 use zlayer_image::{ImageStore, Reference};
 
+/// The pull pipeline (content store, snapshots) needs Unix.
+#[cfg(not(unix))]
+fn main() {
+    eprintln!("zlayer-image-pull: only supported on Unix");
+    std::process::exit(2);
+}
+
+/// What is wrong with the command line.
+#[cfg(unix)]
+#[derive(Debug, thiserror::Error)]
+enum ArgsError {
+    /// A fixed complaint: a missing value or a required argument.
+    #[error("{0}")]
+    Missing(&'static str),
+    #[error("bad --concurrency {0:?}")]
+    BadConcurrency(String),
+    #[error("bad --registry-config: {0}")]
+    BadRegistryConfig(#[source] serde_json::Error),
+    #[error("unknown option {0:?}")]
+    UnknownOption(String),
+}
+
+#[cfg(unix)]
 struct Args {
     root: PathBuf,
     platform: Option<String>,
@@ -27,7 +55,8 @@ struct Args {
     reference: String,
 }
 
-fn parse_args() -> Result<Args, String> {
+#[cfg(unix)]
+fn parse_args() -> Result<Args, ArgsError> {
     let mut root = None;
     let mut platform = None;
     let mut concurrency = None;
@@ -41,31 +70,35 @@ fn parse_args() -> Result<Args, String> {
             "--root" => root = it.next().map(PathBuf::from),
             "--platform" => platform = it.next(),
             "--concurrency" => {
-                let v = it.next().ok_or("--concurrency needs a value")?;
-                concurrency = Some(v.parse().map_err(|_| format!("bad --concurrency {v:?}"))?);
+                let v = it
+                    .next()
+                    .ok_or(ArgsError::Missing("--concurrency needs a value"))?;
+                concurrency = Some(v.parse().map_err(|_| ArgsError::BadConcurrency(v))?);
             }
             "--events" => events = true,
             "--memory-report" => memory_report = true,
             "--registry-config" => {
-                let v = it.next().ok_or("--registry-config needs a JSON value")?;
-                registry_config =
-                    serde_json::from_str(&v).map_err(|e| format!("bad --registry-config: {e}"))?;
+                let v = it
+                    .next()
+                    .ok_or(ArgsError::Missing("--registry-config needs a JSON value"))?;
+                registry_config = serde_json::from_str(&v).map_err(ArgsError::BadRegistryConfig)?;
             }
-            s if s.starts_with('-') => return Err(format!("unknown option {s:?}")),
+            s if s.starts_with('-') => return Err(ArgsError::UnknownOption(s.to_string())),
             s => reference = Some(s.to_string()),
         }
     }
     Ok(Args {
-        root: root.ok_or("--root DIR is required")?,
+        root: root.ok_or(ArgsError::Missing("--root DIR is required"))?,
         platform,
         concurrency,
         events,
         memory_report,
         registry_config,
-        reference: reference.ok_or("an image reference is required")?,
+        reference: reference.ok_or(ArgsError::Missing("an image reference is required"))?,
     })
 }
 
+#[cfg(unix)]
 /// Reads a `kB` field of /proc/self/status (VmHWM: peak RSS, VmRSS: current RSS).
 fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -76,6 +109,7 @@ fn status_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+#[cfg(unix)]
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -94,6 +128,7 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(unix)]
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

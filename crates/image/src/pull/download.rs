@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 
 use super::{PullContext, PullError, PullEvent};
 use crate::content::{ContentError, Ingest};
+use crate::digest::Digest;
 use crate::registry::{Descriptor, RegistryClient, RegistryError, RetryBudget};
 
 /// Chunks in flight between the network task and the file writer (each at most a few tens of
@@ -128,26 +129,7 @@ async fn download_attempt(
                 retry_or_fail(ctx, desc, failure, e, report).await?;
             }
             Err(FetchError::Registry(e)) => return Err(e.into()),
-            Err(FetchError::Write(e)) => {
-                // Local write failure or more bytes than declared: not worth retrying.
-                let oversize = e.get_ref().is_some_and(|inner| inner.is::<ContentError>());
-                tokio::task::spawn_blocking(move || ingest.abort())
-                    .await
-                    .map_err(|je| ctx.task_error("abort ingest", je))?;
-                return Err(PullError::Content {
-                    image: ctx.image.clone(),
-                    digest: digest.clone(),
-                    source: Box::new(ContentError::Io {
-                        op: if oversize {
-                            "receive (registry sent more bytes than the manifest declares)"
-                        } else {
-                            "write"
-                        },
-                        path: ctx.store.content().ingest_dir().to_path_buf(),
-                        source: e,
-                    }),
-                });
-            }
+            Err(FetchError::Write(e)) => return Err(write_failed(ctx, &digest, ingest, e).await),
         }
     }
     if report {
@@ -155,6 +137,12 @@ async fn download_attempt(
             layer: digest.clone(),
         });
     }
+    commit(ctx, desc, ingest).await
+}
+
+/// Moves a fully received blob into `blobs/` once its size and digest match.
+async fn commit(ctx: &PullContext, desc: &Descriptor, ingest: Ingest) -> Result<(), PullError> {
+    let digest = desc.digest.clone();
     let committed = tokio::task::spawn_blocking(move || ingest.commit())
         .await
         .map_err(|e| ctx.task_error("commit blob", e))?;
@@ -173,7 +161,38 @@ async fn download_attempt(
             actual,
             actual_size,
         }),
-        Err(e) => Err(content_err(e)),
+        Err(source) => Err(PullError::Content {
+            image: ctx.image.clone(),
+            digest: digest.clone(),
+            source: Box::new(source),
+        }),
+    }
+}
+
+/// A local write failure, or more bytes than declared: not worth retrying. The partial
+/// download is dropped.
+async fn write_failed(
+    ctx: &PullContext,
+    digest: &Digest,
+    ingest: Ingest,
+    e: std::io::Error,
+) -> PullError {
+    let oversize = e.get_ref().is_some_and(|inner| inner.is::<ContentError>());
+    if let Err(je) = tokio::task::spawn_blocking(move || ingest.abort()).await {
+        return ctx.task_error("abort ingest", je);
+    }
+    PullError::Content {
+        image: ctx.image.clone(),
+        digest: digest.clone(),
+        source: Box::new(ContentError::Io {
+            op: if oversize {
+                "receive (registry sent more bytes than the manifest declares)"
+            } else {
+                "write"
+            },
+            path: ctx.store.content().ingest_dir().to_path_buf(),
+            source: e,
+        }),
     }
 }
 

@@ -11,12 +11,12 @@
 //!   held in memory.
 //! - Layers must be applied in chain order (an overlay snapshot needs its lower layers for
 //!   hardlink copy-ups and implicit parent directories), so parallelism comes from elsewhere:
-//!   downloads overlap unpacking, and each unpack runs inflate on one thread and hashing + tar
-//!   extraction on another (see [`unpack_layer`]).
+//!   downloads overlap unpacking, and the shared chain unpacker ([`crate::unpack::chain`])
+//!   extracts several layers at once, each inflating on one thread and hashing + extracting
+//!   on another.
 
 mod download;
 mod events;
-mod unpack_layer;
 
 use std::sync::Arc;
 
@@ -29,9 +29,10 @@ pub use events::{render_progress, DownloadedBytes, LayerInfo, ProgressRenderer, 
 use crate::content::ContentError;
 use crate::digest::Digest;
 use crate::reference::Reference;
-use crate::registry::{Descriptor, Platform, RegistryClient, RegistryError};
+use crate::registry::{Descriptor, Platform, RegistryClient, RegistryError, ResolvedImage};
 use crate::snapshot::{chain_ids, Snapshot, SnapshotError};
 use crate::store::{ImageRecord, ImageStore, StoreError};
+use crate::unpack::chain::{ChainError, ChainLayer, ChainLink, ChainUnpacker};
 use crate::unpack::ApplyOptions;
 
 /// Default of [`PullOptions::min_free_bytes`]: 256 MiB.
@@ -165,6 +166,13 @@ impl PullContext {
         (self.progress)(e)
     }
 
+    pub(crate) fn store_error(&self, source: StoreError) -> PullError {
+        PullError::Store {
+            image: self.image.clone(),
+            source: Box::new(source),
+        }
+    }
+
     pub(crate) fn task_error(&self, what: &'static str, e: tokio::task::JoinError) -> PullError {
         PullError::Task {
             image: self.image.clone(),
@@ -217,28 +225,24 @@ pub async fn pull(
         tokio::task::spawn_blocking(move || store.lease())
             .await
             .map_err(|e| ctx.task_error("take GC lease", e))?
-            .map_err(|source| PullError::Store {
-                image: ctx.image.clone(),
-                source: Box::new(source),
-            })?
+            .map_err(|e| ctx.store_error(e))?
     };
     ctx.emit(PullEvent::Resolving {
         reference: ctx.image.clone(),
     });
     let resolved = client.resolve(reference, platform).await?;
-    let layer_infos = resolved
-        .layers
-        .iter()
-        .map(|l| LayerInfo {
-            digest: l.digest.clone(),
-            size: l.size,
-        })
-        .collect();
     ctx.emit(PullEvent::Resolved {
         reference: ctx.image.clone(),
         digest: resolved.manifest_digest.clone(),
         platform: resolved.platform.as_ref().map(|p| p.to_string()),
-        layers: layer_infos,
+        layers: resolved
+            .layers
+            .iter()
+            .map(|l| LayerInfo {
+                digest: l.digest.clone(),
+                size: l.size,
+            })
+            .collect(),
     });
 
     // Documents first: the index and manifest as served, then the config.
@@ -249,6 +253,81 @@ pub async fn pull(
     }
     store_document(&ctx, &resolved.manifest_digest, &resolved.manifest_bytes).await?;
     download::download_blob(&ctx, &resolved.config, false).await?;
+    let config = read_config(&ctx, &resolved).await?;
+    let image_platform = match (&config.os, &config.architecture) {
+        (Some(os), Some(arch)) => Platform {
+            os: os.clone(),
+            architecture: arch.clone(),
+            variant: config.variant.clone(),
+        },
+        _ => resolved
+            .platform
+            .clone()
+            .unwrap_or_else(|| platform.clone()),
+    };
+    let diff_ids = &config.rootfs.diff_ids;
+    let chains = chain_ids(diff_ids);
+
+    // Which layers are already unpacked? Those need neither download nor unpack.
+    let existing = existing_snapshots(&ctx, &chains, &resolved.manifest_digest).await?;
+    let mut downloads = start_downloads(&ctx, &resolved.layers, &existing, opts);
+    // Unpack in chain order as each layer's blob lands, while later ones still download.
+    let result = unpack_in_order(
+        &ctx,
+        &resolved.layers,
+        diff_ids,
+        &chains,
+        existing,
+        &mut downloads,
+        opts,
+    )
+    .await;
+    if result.is_err() {
+        // Stop the remaining downloads; their partial data stays in ingest/ for a later resume.
+        for h in downloads.iter().flatten() {
+            h.abort();
+        }
+    }
+    let layers = result?;
+
+    let record = {
+        let store = ctx.store.clone();
+        let (r, m, c) = (
+            reference.clone(),
+            resolved.manifest_digest.clone(),
+            resolved.config.digest.clone(),
+        );
+        tokio::task::spawn_blocking(move || store.record_image(&r, &m, &c))
+            .await
+            .map_err(|e| ctx.task_error("record image", e))?
+            .map_err(|e| ctx.store_error(e))?
+    };
+    ctx.emit(PullEvent::Complete {
+        reference: ctx.image.clone(),
+        digest: resolved.manifest_digest.clone(),
+    });
+    Ok(PulledImage {
+        reference: reference.clone(),
+        manifest_digest: resolved.manifest_digest.clone(),
+        manifest_media_type: resolved
+            .manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| crate::registry::OCI_MANIFEST.to_string()),
+        manifest_size: resolved.manifest_bytes.len() as u64,
+        index_digest,
+        config: resolved.config.clone(),
+        platform: image_platform,
+        layers,
+        record,
+    })
+}
+
+/// Reads the (downloaded) image config and checks its rootfs against the manifest.
+async fn read_config(
+    ctx: &Arc<PullContext>,
+    resolved: &ResolvedImage,
+) -> Result<ConfigRootfs, PullError> {
     let config_bytes = {
         let content = ctx.store.content().clone();
         let d = resolved.config.digest.clone();
@@ -282,46 +361,47 @@ pub async fn pull(
             resolved.layers.len()
         )));
     }
-    let image_platform = match (&config.os, &config.architecture) {
-        (Some(os), Some(arch)) => Platform {
-            os: os.clone(),
-            architecture: arch.clone(),
-            variant: config.variant.clone(),
-        },
-        _ => resolved
-            .platform
-            .clone()
-            .unwrap_or_else(|| platform.clone()),
-    };
-    let chains = chain_ids(&config.rootfs.diff_ids);
+    Ok(config)
+}
 
-    // Which layers are already unpacked? Those need neither download nor unpack.
-    let existing: Vec<Option<Snapshot>> = {
-        let snapshots = ctx.store.snapshots().clone();
-        let chains = chains.clone();
-        tokio::task::spawn_blocking(move || {
-            chains
-                .iter()
-                .map(|c| snapshots.get(c))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| ctx.task_error("snapshot lookup", e))?
-        .map_err(|source| PullError::Unpack {
-            image: ctx.image.clone(),
-            layer: resolved.manifest_digest.clone(),
-            source: Box::new(source),
-        })?
-    };
+/// The snapshot of each chain id, when it is already unpacked.
+async fn existing_snapshots(
+    ctx: &Arc<PullContext>,
+    chains: &[Digest],
+    manifest_digest: &Digest,
+) -> Result<Vec<Option<Snapshot>>, PullError> {
+    let snapshots = ctx.store.snapshots().clone();
+    let chains = chains.to_vec();
+    tokio::task::spawn_blocking(move || {
+        chains
+            .iter()
+            .map(|c| snapshots.get(c))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ctx.task_error("snapshot lookup", e))?
+    .map_err(|source| PullError::Unpack {
+        image: ctx.image.clone(),
+        layer: manifest_digest.clone(),
+        source: Box::new(source),
+    })
+}
 
-    // Start every needed download now; the semaphore (FIFO) keeps `n` running, in layer order.
+/// Starts every needed download now; the semaphore (FIFO) keeps `n` running, in layer order.
+/// None for layers already unpacked.
+fn start_downloads(
+    ctx: &Arc<PullContext>,
+    layers: &[Descriptor],
+    existing: &[Option<Snapshot>],
+    opts: &PullOptions,
+) -> Vec<Option<JoinHandle<Result<(), PullError>>>> {
     let n = opts
         .max_concurrent_downloads
-        .unwrap_or(client.config().max_concurrent_downloads)
+        .unwrap_or(ctx.client.config().max_concurrent_downloads)
         .max(1);
     let permits = Arc::new(Semaphore::new(n));
-    let mut downloads: Vec<Option<JoinHandle<Result<(), PullError>>>> = Vec::new();
-    for (layer, snap) in resolved.layers.iter().zip(&existing) {
+    let mut downloads = Vec::with_capacity(layers.len());
+    for (layer, snap) in layers.iter().zip(existing) {
         if snap.is_some() {
             ctx.emit(PullEvent::AlreadyExists {
                 layer: layer.digest.clone(),
@@ -345,66 +425,11 @@ pub async fn pull(
             download::download_blob(&ctx2, &layer, true).await
         })));
     }
-
-    // Unpack in chain order as each layer's blob lands, while later ones still download.
-    let result = unpack_in_order(
-        &ctx,
-        &resolved.layers,
-        &config.rootfs.diff_ids,
-        &chains,
-        existing,
-        &mut downloads,
-        opts,
-    )
-    .await;
-    if result.is_err() {
-        // Stop the remaining downloads; their partial data stays in ingest/ for a later resume.
-        for h in downloads.iter().flatten() {
-            h.abort();
-        }
-    }
-    let layers = result?;
-
-    let record = {
-        let store = ctx.store.clone();
-        let (r, m, c) = (
-            reference.clone(),
-            resolved.manifest_digest.clone(),
-            resolved.config.digest.clone(),
-        );
-        tokio::task::spawn_blocking(move || store.record_image(&r, &m, &c))
-            .await
-            .map_err(|e| ctx.task_error("record image", e))?
-            .map_err(|source| PullError::Store {
-                image: ctx.image.clone(),
-                source: Box::new(source),
-            })?
-    };
-    ctx.emit(PullEvent::Complete {
-        reference: ctx.image.clone(),
-        digest: resolved.manifest_digest.clone(),
-    });
-    Ok(PulledImage {
-        reference: reference.clone(),
-        manifest_digest: resolved.manifest_digest.clone(),
-        manifest_media_type: resolved
-            .manifest
-            .media_type
-            .clone()
-            .unwrap_or_else(|| crate::registry::OCI_MANIFEST.to_string()),
-        manifest_size: resolved.manifest_bytes.len() as u64,
-        index_digest,
-        config: resolved.config.clone(),
-        platform: image_platform,
-        layers,
-        record,
-    })
+    downloads
 }
 
-/// Unpacks every missing layer as soon as its blob is stored, several at once: each is
-/// applied without its lower layers (`defer_lower`), then waits for its parent's snapshot to
-/// be committed, finishes the deferred copy-ups and commits, so snapshots commit in chain
-/// order. Returns the layers base first.
+/// Unpacks every missing layer as soon as its blob is stored, several at once, through the
+/// shared [`ChainUnpacker`] (snapshots commit in chain order). Returns the layers base first.
 async fn unpack_in_order(
     ctx: &Arc<PullContext>,
     layers: &[Descriptor],
@@ -414,12 +439,6 @@ async fn unpack_in_order(
     downloads: &mut [Option<JoinHandle<Result<(), PullError>>>],
     opts: &PullOptions,
 ) -> Result<Vec<PulledLayer>, PullError> {
-    // Bounds the layers being inflated/extracted at once (each uses two threads).
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, 4);
-    let permits = Arc::new(Semaphore::new(workers));
     let space = Arc::new(crate::unpack::SpaceGuard::new(
         opts.min_free_bytes,
         opts.max_unpacked_bytes,
@@ -436,51 +455,59 @@ async fn unpack_in_order(
             });
         }
     }
+    let mut apply = opts.apply.clone();
+    apply.whiteouts = crate::unpack::WhiteoutMode::Overlay;
+    apply.space = Some(space);
+    let unpacker = ChainUnpacker::new(
+        ctx.store.content().clone(),
+        ctx.store.snapshots().clone(),
+        apply,
+        tokio::runtime::Handle::current(),
+    );
+    let chain = ChainLayer::chain(
+        layers.iter().map(|l| (&l.digest, l.media_type.as_str())),
+        diff_ids,
+        chains,
+    );
     let mut tasks: Vec<LayerTask> = Vec::with_capacity(layers.len());
-    // Each layer tells its child whether it committed (a dropped sender means it failed).
-    let mut parent_done: Option<std::sync::mpsc::Receiver<bool>> = None;
-    for (i, existing) in existing.into_iter().enumerate() {
-        let (done_tx, done_rx) = std::sync::mpsc::channel();
-        let wait_parent = parent_done.replace(done_rx);
+    let links = ChainLink::chain(layers.len());
+    for (i, (existing, link)) in existing.into_iter().zip(links).enumerate() {
         if let Some(s) = existing {
-            let _ = done_tx.send(true);
+            link.committed();
             tasks.push(LayerTask::Ready(s));
             continue;
         }
         let download = downloads[i].take();
-        let mut apply = opts.apply.clone();
-        apply.whiteouts = crate::unpack::WhiteoutMode::Overlay;
-        apply.defer_lower = true;
-        apply.lower_dirs = Vec::new();
-        apply.space = Some(space.clone());
-        let job = unpack_layer::UnpackJob {
-            image: ctx.image.clone(),
-            store: ctx.store.clone(),
-            layer: layers[i].clone(),
-            diff_id: diff_ids[i].clone(),
-            chain_id: chains[i].clone(),
-            parent: i.checked_sub(1).map(|p| chains[p].clone()),
-            apply,
-            permits: permits.clone(),
-            runtime: tokio::runtime::Handle::current(),
-            wait_parent,
-            done: done_tx,
-        };
-        let ctx2 = ctx.clone();
+        let (ctx2, unpacker, layer) = (ctx.clone(), unpacker.clone(), chain[i].clone());
         tasks.push(LayerTask::Running(tokio::spawn(async move {
             if let Some(h) = download {
-                // On failure `job` is dropped, and with it `done`: the child layers fail too.
+                // On failure `link` is dropped, and with it its sender: the child layers fail too.
                 h.await.map_err(|e| ctx2.task_error("download", e))??;
             }
             ctx2.emit(PullEvent::Extracting {
-                layer: job.layer.digest.clone(),
+                layer: layer.blob.clone(),
             });
-            tokio::task::spawn_blocking(move || job.run())
-                .await
-                .map_err(|e| ctx2.task_error("unpack", e))?
+            let image = ctx2.image.clone();
+            tokio::task::spawn_blocking(move || {
+                unpacker
+                    .unpack(&layer, link)
+                    .map_err(|e| chain_error(&image, &layer, e))
+            })
+            .await
+            .map_err(|e| ctx2.task_error("unpack", e))?
         })));
     }
+    collect_layers(ctx, layers, diff_ids, chains, tasks).await
+}
 
+/// Awaits the layer tasks in chain order; after the first failure the rest are stopped.
+async fn collect_layers(
+    ctx: &Arc<PullContext>,
+    layers: &[Descriptor],
+    diff_ids: &[Digest],
+    chains: &[Digest],
+    tasks: Vec<LayerTask>,
+) -> Result<Vec<PulledLayer>, PullError> {
     let mut out: Vec<PulledLayer> = Vec::with_capacity(layers.len());
     let mut first_error = None;
     for (i, task) in tasks.into_iter().enumerate() {
@@ -521,6 +548,46 @@ async fn unpack_in_order(
     match first_error {
         Some(e) => Err(e),
         None => Ok(out),
+    }
+}
+
+/// A failed layer unpack as the pull reports it: naming the image, the layer and its chain.
+fn chain_error(image: &str, layer: &ChainLayer, e: ChainError) -> PullError {
+    let fill = |reason: String| PullError::Unpack {
+        image: image.to_string(),
+        layer: layer.blob.clone(),
+        source: Box::new(SnapshotError::Fill {
+            chain_id: layer.chain_id.clone(),
+            source: reason.into(),
+        }),
+    };
+    match e {
+        ChainError::DiffIdMismatch {
+            layer,
+            expected,
+            actual,
+        } => PullError::DiffIdMismatch {
+            image: image.to_string(),
+            layer,
+            expected,
+            actual,
+        },
+        ChainError::Content { layer, source } => PullError::Content {
+            image: image.to_string(),
+            digest: layer,
+            source: Box::new(source),
+        },
+        ChainError::Snapshot { layer, source } => PullError::Unpack {
+            image: image.to_string(),
+            layer,
+            source: Box::new(source),
+        },
+        ChainError::MediaType { source, .. } => fill(source.to_string()),
+        ChainError::Apply { source, .. } => fill(source.to_string()),
+        ChainError::Read { source, .. } => fill(format!("reading layer: {source}")),
+        ChainError::ParentFailed { .. } => {
+            fill("not unpacked because a layer below it failed".to_string())
+        }
     }
 }
 

@@ -99,14 +99,31 @@ pub fn load_docker_config(path: &Path) -> Result<HashMap<String, Credentials>, R
             })
         }
     };
-    parse_docker_config(&text).map_err(|reason| RegistryError::DockerConfig {
+    parse_docker_config(&text).map_err(|e| RegistryError::DockerConfig {
         path: path.to_path_buf(),
-        reason,
+        reason: e.to_string(),
     })
 }
 
-fn parse_docker_config(text: &str) -> Result<HashMap<String, Credentials>, String> {
-    let file: DockerConfigFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+/// Why a docker config file's contents are unusable; each names the entry.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerConfigError {
+    #[error("{0}")]
+    Json(#[source] serde_json::Error),
+    #[error("auths.{key:?}.auth is not valid base64: {source}")]
+    Base64 {
+        key: String,
+        #[source]
+        source: base64::DecodeError,
+    },
+    #[error("auths.{key:?}.auth does not decode to UTF-8 text")]
+    NotUtf8 { key: String },
+    #[error("auths.{key:?}.auth does not decode to \"user:password\"")]
+    NoColon { key: String },
+}
+
+fn parse_docker_config(text: &str) -> Result<HashMap<String, Credentials>, DockerConfigError> {
+    let file: DockerConfigFile = serde_json::from_str(text).map_err(DockerConfigError::Json)?;
     if let Some(store) = &file.creds_store {
         tracing::warn!(
             creds_store = %store,
@@ -124,13 +141,14 @@ fn parse_docker_config(text: &str) -> Result<HashMap<String, Credentials>, Strin
         } else if let Some(auth) = entry.auth.filter(|a| !a.is_empty()) {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(auth.trim())
-                .map_err(|e| format!("auths.{key:?}.auth is not valid base64: {e}"))?;
+                .map_err(|source| DockerConfigError::Base64 {
+                    key: key.clone(),
+                    source,
+                })?;
             let decoded = String::from_utf8(decoded)
-                .map_err(|_| format!("auths.{key:?}.auth does not decode to UTF-8 text"))?;
+                .map_err(|_| DockerConfigError::NotUtf8 { key: key.clone() })?;
             let Some((username, password)) = decoded.split_once(':') else {
-                return Err(format!(
-                    "auths.{key:?}.auth does not decode to \"user:password\""
-                ));
+                return Err(DockerConfigError::NoColon { key });
             };
             Credentials::Basic {
                 username: username.to_string(),
@@ -196,13 +214,16 @@ mod tests {
 
     #[test]
     fn bad_docker_config_names_entry() {
-        let err = parse_docker_config(r#"{"auths": {"h:1": {"auth": "!!!"}}}"#).unwrap_err();
+        let err = parse_docker_config(r#"{"auths": {"h:1": {"auth": "!!!"}}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("\"h:1\""), "{err}");
         let no_colon = base64::engine::general_purpose::STANDARD.encode("nocolon");
         let err = parse_docker_config(&format!(
             r#"{{"auths": {{"h:1": {{"auth": "{no_colon}"}}}}}}"#
         ))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("user:password"), "{err}");
         assert!(parse_docker_config("{").is_err());
     }

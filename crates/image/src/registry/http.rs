@@ -112,6 +112,25 @@ impl HttpError {
             | HttpError::Token { .. } => false,
         }
     }
+
+    /// The kind of failure, from the status and what failed, never from the wording.
+    pub fn kind(&self) -> super::RegistryErrorKind {
+        use super::RegistryErrorKind as K;
+        match self {
+            // reqwest's "error sending request": nothing reached the registry.
+            HttpError::Transport { source, .. } if source.is_request() || source.is_connect() => {
+                K::Unreachable
+            }
+            HttpError::Transport { .. } => K::Network,
+            HttpError::ProgressTimeout { .. } | HttpError::DocumentTimeout { .. } => K::Timeout,
+            HttpError::DeclaredTooLarge { .. } | HttpError::TooLarge { .. } => K::TooLarge,
+            HttpError::Status { status: 404, .. } => K::NotFound,
+            HttpError::Status { status: 401, .. } => K::Unauthorized,
+            HttpError::Status { status: 403, .. } => K::Denied,
+            HttpError::Status { .. } => K::Server,
+            HttpError::Token { .. } => K::InvalidResponse,
+        }
+    }
 }
 
 /// The JSON error envelope of the distribution spec.

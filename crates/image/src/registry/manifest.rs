@@ -24,10 +24,13 @@ pub const ACCEPTED_MANIFEST_TYPES: &[&str] = &[
     DOCKER_MANIFEST,
 ];
 
-/// A content descriptor: what a manifest says about one blob.
+/// A content descriptor: what a manifest says about one blob. The one descriptor type of the
+/// crate: the registry client, the pull and the local image store all use it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
+    /// Empty when a (locally loaded) manifest omits it; layers are checked by the store.
+    #[serde(default)]
     pub media_type: String,
     pub digest: Digest,
     pub size: u64,
@@ -79,9 +82,29 @@ pub enum ManifestDocument {
     Index(ImageIndex),
 }
 
+/// Why a manifest body is not one we can use.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("not a JSON manifest: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("unsupported schemaVersion {0:?} (only 2 is supported; Docker schema 1 is obsolete)")]
+    SchemaVersion(Option<u32>),
+    #[error("unsupported manifest media type {0:?}")]
+    MediaType(String),
+    #[error("invalid image index: {0}")]
+    BadIndex(#[source] serde_json::Error),
+    #[error("invalid image manifest: {0}")]
+    BadManifest(#[source] serde_json::Error),
+    #[error("invalid image manifest: descriptor {0} has no mediaType")]
+    NoMediaType(Digest),
+}
+
 /// Parses a manifest body. The kind comes from the `mediaType` field (or, for documents that
 /// omit it, from the response's `Content-Type`, then from the shape of the JSON).
-pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<ManifestDocument, String> {
+pub fn parse_manifest(
+    body: &[u8],
+    content_type: Option<&str>,
+) -> Result<ManifestDocument, ManifestError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Probe {
@@ -89,13 +112,9 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
         media_type: Option<String>,
         manifests: Option<serde_json::Value>,
     }
-    let probe: Probe =
-        serde_json::from_slice(body).map_err(|e| format!("not a JSON manifest: {e}"))?;
+    let probe: Probe = serde_json::from_slice(body).map_err(ManifestError::NotJson)?;
     if probe.schema_version != Some(2) {
-        return Err(format!(
-            "unsupported schemaVersion {:?} (only 2 is supported; Docker schema 1 is obsolete)",
-            probe.schema_version
-        ));
+        return Err(ManifestError::SchemaVersion(probe.schema_version));
     }
     let kind = probe
         .media_type
@@ -104,17 +123,24 @@ pub fn parse_manifest(body: &[u8], content_type: Option<&str>) -> Result<Manifes
     let is_index = match kind {
         Some(OCI_INDEX | DOCKER_MANIFEST_LIST) => true,
         Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
-        Some(other) => return Err(format!("unsupported manifest media type {other:?}")),
+        Some(other) => return Err(ManifestError::MediaType(other.to_string())),
         None => probe.manifests.is_some(),
     };
     if is_index {
         serde_json::from_slice(body)
             .map(ManifestDocument::Index)
-            .map_err(|e| format!("invalid image index: {e}"))
+            .map_err(ManifestError::BadIndex)
     } else {
-        serde_json::from_slice(body)
-            .map(ManifestDocument::Image)
-            .map_err(|e| format!("invalid image manifest: {e}"))
+        let m: ImageManifest = serde_json::from_slice(body).map_err(ManifestError::BadManifest)?;
+        // A registry's manifest names every blob's media type (the descriptor type tolerates
+        // its absence only for locally loaded images).
+        if let Some(d) = std::iter::once(&m.config)
+            .chain(&m.layers)
+            .find(|d| d.media_type.is_empty())
+        {
+            return Err(ManifestError::NoMediaType(d.digest.clone()));
+        }
+        Ok(ManifestDocument::Image(m))
     }
 }
 
@@ -156,16 +182,20 @@ mod tests {
 
     #[test]
     fn rejects_bad_manifests() {
-        let err = parse_manifest(br#"{"schemaVersion":1}"#, None).unwrap_err();
+        let err = parse_manifest(br#"{"schemaVersion":1}"#, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("schemaVersion"), "{err}");
-        let err =
-            parse_manifest(br#"{"schemaVersion":2,"mediaType":"text/plain"}"#, None).unwrap_err();
+        let err = parse_manifest(br#"{"schemaVersion":2,"mediaType":"text/plain"}"#, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("text/plain"), "{err}");
         let err = parse_manifest(
             br#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:12","size":1},"layers":[]}"#,
             None,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("invalid image manifest"), "{err}");
     }
 }

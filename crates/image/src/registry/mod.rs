@@ -3,6 +3,7 @@
 
 mod auth;
 mod blob_reader;
+mod error;
 mod http;
 mod manifest;
 mod platform;
@@ -14,21 +15,22 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
-use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, RANGE};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{
     default_docker_config_path, load_docker_config, normalize_registry_host, Credentials,
+    DockerConfigError,
 };
 pub use blob_reader::BlobReader;
+pub use error::{RegistryError, RegistryErrorKind, RetryBudget};
 use http::{Endpoint, Timeouts};
 pub use http::{HttpError, MAX_ERROR_BODY, MAX_TOKEN_RESPONSE};
 pub use manifest::{
     parse_manifest, Descriptor, ImageIndex, ImageManifest, IndexEntry, ManifestDocument,
-    ACCEPTED_MANIFEST_TYPES, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_CONFIG,
-    OCI_INDEX, OCI_MANIFEST,
+    ManifestError, ACCEPTED_MANIFEST_TYPES, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
+    OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
 };
 pub use platform::Platform;
 
@@ -109,113 +111,6 @@ impl RegistryConfig {
     /// [`Self::retry_budget_secs`] as a duration.
     pub fn retry_budget(&self) -> Duration {
         Duration::from_secs(self.retry_budget_secs)
-    }
-}
-
-/// Everything that can go wrong talking to a registry. Each names the image and what was wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistryError {
-    #[error("invalid platform {platform:?}: {reason}")]
-    InvalidPlatform { platform: String, reason: String },
-    #[error("cannot read docker config {path}: {reason}")]
-    DockerConfig { path: PathBuf, reason: String },
-    #[error("{reference}: no image for platform {wanted} in the index (available: {})", if available.is_empty() { "none".to_string() } else { available.join(", ") })]
-    NoMatchingPlatform {
-        reference: String,
-        wanted: String,
-        available: Vec<String>,
-    },
-    #[error("{reference}: invalid manifest {digest}: {reason}")]
-    BadManifest {
-        reference: String,
-        digest: String,
-        reason: String,
-    },
-    #[error("{reference}: manifest digest mismatch: expected {expected}, got {actual}")]
-    ManifestDigestMismatch {
-        reference: String,
-        expected: Digest,
-        actual: Digest,
-    },
-    #[error("{reference}: not found in registry {registry} ({detail})")]
-    NotFound {
-        reference: String,
-        registry: String,
-        detail: String,
-    },
-    #[error("{reference}: registry {registry} refused access ({}): {detail}", if *had_credentials { "credentials were rejected" } else { "no credentials configured for it" })]
-    Unauthorized {
-        reference: String,
-        registry: String,
-        had_credentials: bool,
-        detail: String,
-    },
-    #[error("{reference}: registry {registry}: {source}")]
-    Http {
-        reference: String,
-        registry: String,
-        #[source]
-        source: Box<HttpError>,
-    },
-    #[error("{last} (gave up {what} after {attempts} attempts: the retry budget of {budget_secs} s is spent, registry setting retry_budget_secs)")]
-    RetryBudgetSpent {
-        what: String,
-        attempts: u32,
-        budget_secs: u64,
-        last: Box<RegistryError>,
-    },
-    #[error("{reference}: reading blob {digest} from registry {registry} failed: {source}")]
-    BlobStream {
-        reference: String,
-        registry: String,
-        digest: Digest,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl RegistryError {
-    /// Whether trying again may help: server errors (5xx, 429), timeouts and dropped
-    /// connections; never auth failures, unknown names or bad content.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            RegistryError::Http { source, .. } => source.is_transient(),
-            RegistryError::BlobStream { .. } => true,
-            _ => false,
-        }
-    }
-}
-
-/// The time one operation (a request with its retries, a blob download with its resumes) may
-/// lose to failures before giving up: [`RegistryConfig::retry_budget_secs`].
-pub struct RetryBudget {
-    budget: Duration,
-    spent: Duration,
-}
-
-impl RetryBudget {
-    pub fn new(budget: Duration) -> Self {
-        Self {
-            budget,
-            spent: Duration::ZERO,
-        }
-    }
-
-    /// Counts `lost` (a failed attempt's time without progress, plus the backoff before the
-    /// next); false when that exceeds the budget.
-    pub fn spend(&mut self, lost: Duration) -> bool {
-        self.spent += lost;
-        self.spent <= self.budget
-    }
-
-    /// The error for giving up on `what` after `attempts` attempts, the last failing with `last`.
-    pub fn spent_error(&self, what: &str, attempts: u32, last: RegistryError) -> RegistryError {
-        RegistryError::RetryBudgetSpent {
-            what: what.to_string(),
-            attempts,
-            budget_secs: self.budget.as_secs(),
-            last: Box::new(last),
-        }
     }
 }
 
@@ -320,12 +215,8 @@ impl RegistryClient {
         &self.inner.config
     }
 
-    /// Whether requests to `reference`'s registry use plain HTTP: loopback registries, as
-    /// docker does, and those configured insecure.
-    pub fn uses_plain_http(&self, reference: &Reference) -> bool {
-        self.host_uses_plain_http(reference.registry())
-    }
-
+    /// Whether requests to `host` use plain HTTP: loopback registries, as docker does, and
+    /// those configured insecure.
     fn host_uses_plain_http(&self, host: &str) -> bool {
         let loopback = Reference::parse(&format!("{host}/x"))
             .map(|r| r.is_loopback_registry())
@@ -393,43 +284,8 @@ impl RegistryClient {
     }
 
     fn map_error(&self, reference: &Reference, source: HttpError) -> RegistryError {
-        let registry = reference.registry().to_string();
-        let had_credentials = self.inner.credentials.contains_key(&registry);
-        match &source {
-            HttpError::Status { status, codes, .. }
-                if *status == 404
-                    || codes.iter().any(|c| {
-                        matches!(
-                            c.as_str(),
-                            "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" | "BLOB_UNKNOWN" | "NOT_FOUND"
-                        )
-                    }) =>
-            {
-                RegistryError::NotFound {
-                    reference: reference.to_string(),
-                    registry,
-                    detail: source.to_string(),
-                }
-            }
-            HttpError::Status { status, codes, .. }
-                if *status == 401
-                    || codes
-                        .iter()
-                        .any(|c| matches!(c.as_str(), "UNAUTHORIZED" | "DENIED")) =>
-            {
-                RegistryError::Unauthorized {
-                    reference: reference.to_string(),
-                    registry,
-                    had_credentials,
-                    detail: source.to_string(),
-                }
-            }
-            _ => RegistryError::Http {
-                reference: reference.to_string(),
-                registry,
-                source: Box::new(source),
-            },
-        }
+        let had_credentials = self.inner.credentials.contains_key(reference.registry());
+        RegistryError::from_http(reference, had_credentials, source)
     }
 
     /// Runs `op` until it succeeds, fails permanently, or the retries are used up, sleeping
@@ -558,7 +414,7 @@ impl RegistryClient {
             digest: digest.to_string(),
             reason,
         };
-        let doc = parse_manifest(&body, None).map_err(|r| bad(&digest, r))?;
+        let doc = parse_manifest(&body, None).map_err(|e| bad(&digest, e.to_string()))?;
         let (index, chosen, body, digest, manifest) = match doc {
             ManifestDocument::Image(m) => (None, None, body, digest, m),
             ManifestDocument::Index(index) => {
@@ -596,7 +452,7 @@ impl RegistryClient {
                     ));
                 }
                 let m = match parse_manifest(&child_body, None)
-                    .map_err(|r| bad(&child_digest, r))?
+                    .map_err(|e| bad(&child_digest, e.to_string()))?
                 {
                     ManifestDocument::Image(m) => m,
                     ManifestDocument::Index(_) => return Err(bad(
@@ -707,72 +563,6 @@ impl RegistryClient {
             digest: digest.clone(),
             source,
         }
-    }
-
-    /// Reads a small blob (an image config) whole into memory, verified against `desc`.
-    pub async fn fetch_small_blob(
-        &self,
-        reference: &Reference,
-        desc: &Descriptor,
-        limit: u64,
-    ) -> Result<Vec<u8>, RegistryError> {
-        let bad = |reason: String| RegistryError::BadManifest {
-            reference: reference.to_string(),
-            digest: desc.digest.to_string(),
-            reason,
-        };
-        if desc.size > limit {
-            return Err(bad(format!(
-                "blob of {} bytes exceeds the {limit} byte limit",
-                desc.size
-            )));
-        }
-        let document_timeout = self.inner.config.timeouts().document;
-        let data = self
-            .with_retries("fetching blob", || async {
-                let mut s = self.fetch_blob(reference, &desc.digest, 0).await?;
-                s.check_declared_size(reference, desc.size)?;
-                let mut buf = Vec::with_capacity(desc.size as usize);
-                let deadline = tokio::time::Instant::now() + document_timeout;
-                loop {
-                    let next = tokio::time::timeout_at(deadline, s.stream.next()).await;
-                    let Ok(next) = next else {
-                        return Err(Self::blob_stream_error(
-                            reference,
-                            &desc.digest,
-                            std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                format!(
-                                    "not received within {} s (document timeout, registry setting document_timeout_secs)",
-                                    document_timeout.as_secs()
-                                ),
-                            ),
-                        ));
-                    };
-                    let Some(chunk) = next else { break };
-                    let chunk =
-                        chunk.map_err(|e| Self::blob_stream_error(reference, &desc.digest, e))?;
-                    if (buf.len() + chunk.len()) as u64 > desc.size {
-                        return Err(bad(format!(
-                            "registry sent more than the {} bytes the manifest declares",
-                            desc.size
-                        )));
-                    }
-                    buf.extend_from_slice(&chunk);
-                }
-                Ok(buf)
-            })
-            .await?;
-        let actual = Digest::of_bytes(&data);
-        if actual != desc.digest || data.len() as u64 != desc.size {
-            return Err(bad(format!(
-                "content verification failed: expected {} ({} bytes), got {actual} ({} bytes)",
-                desc.digest,
-                desc.size,
-                data.len()
-            )));
-        }
-        Ok(data)
     }
 
     /// A blocking [`std::io::Read`] over a blob, for synchronous code (the Windows layer

@@ -1,6 +1,8 @@
 use super::*;
+use crate::reference::Reference;
 use crate::testutil::*;
 use serde_json::json;
+use std::collections::HashSet;
 use std::fs;
 use std::time::Duration;
 
@@ -241,14 +243,24 @@ fn diff_id_mismatch_is_an_error_and_leaves_no_snapshot() {
     let ls = layers();
     let img = put_image(store.content(), &ls, Compression::Gzip, config());
     // Claim a different diff id for the base layer.
-    let desc = Descriptor {
-        media_type: Compression::Gzip.oci_media_type().to_string(),
-        digest: img.layers[0].0.clone(),
-        size: 0,
-        urls: None,
-    };
     let wrong = Digest::of_bytes(b"not the diff id");
-    let err = store.unpack_layer(&desc, &wrong, &wrong, None).unwrap_err();
+    let layer = ChainLayer {
+        blob: img.layers[0].0.clone(),
+        media_type: Compression::Gzip.oci_media_type().to_string(),
+        diff_id: wrong.clone(),
+        chain_id: wrong.clone(),
+        parent: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let unpacker = ChainUnpacker::new(
+        store.content().clone(),
+        store.snapshots().clone(),
+        ApplyOptions::default(),
+        runtime.handle().clone(),
+    );
+    let err = StoreError::from(unpacker.unpack_all(&[layer]).unwrap_err());
     let msg = err.to_string();
     assert!(matches!(err, StoreError::DiffIdMismatch { .. }), "{msg}");
     assert!(

@@ -12,10 +12,14 @@
 //! directory), so the snapshots of a chain can be stacked as overlay lowerdirs;
 //! [`WhiteoutMode::Apply`] deletes, for flattening a chain into one plain directory.
 
+pub(crate) mod chain;
+mod links;
+mod meta;
 mod root;
 mod space;
 #[cfg(test)]
 pub(crate) mod tests;
+mod whiteout;
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsStr};
@@ -25,6 +29,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
+use meta::Meta;
 use root::Root;
 pub use space::{SpaceGuard, SpaceRefusal};
 
@@ -212,15 +217,6 @@ pub fn apply_deferred(
     Ok(applier.stats)
 }
 
-/// Metadata of one entry, gathered from the header and its PAX records.
-struct Meta {
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    mtime: libc::timespec,
-    xattrs: Vec<(CString, Vec<u8>)>,
-}
-
 struct Applier<'a> {
     root: Root,
     lowers: Vec<Root>,
@@ -395,66 +391,6 @@ impl<'a> Applier<'a> {
         }
     }
 
-    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, path: &Path) -> Result<Meta> {
-        let h = entry.header();
-        let bad = |what: &'static str| {
-            let p = path.to_path_buf();
-            move |source| UnpackError::Entry {
-                path: p,
-                op: what,
-                source,
-            }
-        };
-        // An all-NUL/space numeric field means 0 (Go's archive/tar reads it so; some writers
-        // leave uid/gid blank); anything else unparsable is an error naming the entry.
-        let old = h.as_old();
-        let blank = |f: &[u8]| f.iter().all(|b| *b == 0 || *b == b' ');
-        let mode = match h.mode() {
-            Ok(m) => m,
-            Err(_) if blank(&old.mode) => 0,
-            Err(e) => return Err(bad("bad mode field")(e)),
-        } & 0o7777;
-        let uid = match h.uid() {
-            Ok(u) => u,
-            Err(_) if blank(&old.uid) => 0,
-            Err(e) => return Err(bad("bad uid field")(e)),
-        };
-        let gid = match h.gid() {
-            Ok(g) => g,
-            Err(_) if blank(&old.gid) => 0,
-            Err(e) => return Err(bad("bad gid field")(e)),
-        };
-        let uid = u32::try_from(uid).map_err(|_| self.invalid(path, "uid does not fit 32 bits"))?;
-        let gid = u32::try_from(gid).map_err(|_| self.invalid(path, "gid does not fit 32 bits"))?;
-        let mut mtime = libc::timespec {
-            tv_sec: h.mtime().unwrap_or(0) as libc::time_t,
-            tv_nsec: 0,
-        };
-        let mut xattrs = Vec::new();
-        if let Some(pax) = entry.pax_extensions().map_err(UnpackError::Tar)? {
-            for ext in pax {
-                let ext = ext.map_err(UnpackError::Tar)?;
-                let Ok(key) = ext.key() else { continue };
-                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                    if let Ok(c) = CString::new(name) {
-                        xattrs.push((c, ext.value_bytes().to_vec()));
-                    }
-                } else if key == "mtime" {
-                    if let Some(t) = ext.value().ok().and_then(parse_pax_time) {
-                        mtime = t;
-                    }
-                }
-            }
-        }
-        Ok(Meta {
-            mode,
-            uid,
-            gid,
-            mtime,
-            xattrs,
-        })
-    }
-
     /// The parent directory of `path`, created (with attributes from a lower layer when there
     /// is one) if the archive did not list it.
     fn parent(&mut self, path: &Path) -> Result<(Rc<OwnedFd>, CString)> {
@@ -624,71 +560,6 @@ impl<'a> Applier<'a> {
         Ok(())
     }
 
-    /// Owner, then mode (chown clears setuid bits), then xattrs (chown clears
-    /// security.capability) of an open file or directory.
-    fn set_meta_fd(&mut self, fd: BorrowedFd<'_>, path: &Path, meta: &Meta) -> Result<()> {
-        if self.opts.preserve_owner {
-            root::fchown(fd, meta.uid, meta.gid).map_err(self.err(path, "chown"))?;
-        }
-        root::fchmod(fd, meta.mode).map_err(self.err(path, "chmod"))?;
-        for (k, v) in &meta.xattrs {
-            if self.xattr_forbidden(k) {
-                continue;
-            }
-            match root::fsetxattr(fd, k, v) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => {
-                    self.stats.skipped_xattrs += 1;
-                    tracing::warn!(path = %path.display(), xattr = ?k, "filesystem does not support this xattr; skipped");
-                }
-                Err(e) => return Err(self.err(path, "set xattr")(e)),
-            }
-        }
-        Ok(())
-    }
-
-    /// overlayfs interprets `trusted.overlay.*` (opaque, redirect, metacopy): a layer must not
-    /// be able to set them itself in overlay mode.
-    fn xattr_forbidden(&mut self, key: &CStr) -> bool {
-        let forbidden = self.opts.whiteouts == WhiteoutMode::Overlay
-            && key.to_bytes().starts_with(b"trusted.overlay.");
-        if forbidden {
-            self.stats.skipped_xattrs += 1;
-        }
-        forbidden
-    }
-
-    /// Metadata for entries that are not opened (symlinks, nodes), via the parent dir fd.
-    fn set_meta_at(
-        &mut self,
-        dir: BorrowedFd<'_>,
-        name: &CStr,
-        path: &Path,
-        meta: &Meta,
-        chmod: bool,
-    ) -> Result<()> {
-        if self.opts.preserve_owner {
-            root::lchown_at(dir, name, meta.uid, meta.gid).map_err(self.err(path, "chown"))?;
-        }
-        if chmod {
-            root::chmod_at(dir, name, meta.mode).map_err(self.err(path, "chmod"))?;
-        }
-        for (k, v) in &meta.xattrs {
-            if self.xattr_forbidden(k) {
-                continue;
-            }
-            match root::setxattr_at(dir, Some(name), k, v) {
-                Ok(()) => {}
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::EPERM)) => {
-                    // user.* xattrs are not allowed on symlinks and devices.
-                    self.stats.skipped_xattrs += 1;
-                }
-                Err(e) => return Err(self.err(path, "set xattr")(e)),
-            }
-        }
-        root::lutimens_at(dir, name, meta.mtime).map_err(self.err(path, "set mtime"))
-    }
-
     fn dir(&mut self, path: &Path, meta: &Meta) -> Result<()> {
         let (dir, name) = self.parent(path)?;
         let existing = root::lstat_at(dir.as_fd(), &name).map_err(self.err(path, "stat"))?;
@@ -749,209 +620,6 @@ impl<'a> Applier<'a> {
         self.set_meta_at(dir.as_fd(), &name, path, meta, true)
     }
 
-    fn hardlink(&mut self, path: &Path, target: &Path) -> Result<()> {
-        if target == path {
-            return Ok(());
-        }
-        if target.as_os_str().is_empty() {
-            return Err(self.invalid(path, "hardlink to the root directory"));
-        }
-        let (tdir, tname) = match self.root.parent_of(target) {
-            Ok(x) => x,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return self.copy_up(path, target),
-            Err(e) => return Err(self.err(path, "resolve hardlink target")(e)),
-        };
-        let (dir, name) = self.parent(path)?;
-        match root::link_at(tdir.as_fd(), &tname, dir.as_fd(), &name) {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                self.parent_cache = None;
-                self.clear_slot(dir.as_fd(), &name, path)?;
-                match root::link_at(tdir.as_fd(), &tname, dir.as_fd(), &name) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.copy_up(path, target),
-                    Err(e) => Err(self.err(path, "create hardlink")(e)),
-                }
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.copy_up(path, target),
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-                Err(self.invalid(path, &format!("hardlink target {target:?} is a directory")))
-            }
-            Err(e) => Err(self.err(path, "create hardlink")(e)),
-        }
-    }
-
-    /// A hardlink whose target is not in this layer: in overlay mode the target lives in a lower
-    /// snapshot, which we cannot link across, so the file is copied (what overlayfs copy-up
-    /// would do). In apply mode, or when no lower layer has it, the archive is broken.
-    fn copy_up(&mut self, path: &Path, target: &Path) -> Result<()> {
-        let not_found = || {
-            self.invalid(
-                path,
-                &format!("hardlink target {target:?} does not exist in this layer or below"),
-            )
-        };
-        let mut found = None;
-        for lower in &self.lowers {
-            if let Ok((d, n)) = lower.parent_of(target) {
-                if let Ok(Some(st)) = root::lstat_at(d.as_fd(), &n) {
-                    found = Some((d, n, st));
-                    break;
-                }
-            }
-        }
-        let Some((ldir, lname, st)) = found else {
-            if self.deferring() {
-                self.stats
-                    .deferred
-                    .links
-                    .push((path.to_path_buf(), target.to_path_buf()));
-                return Ok(());
-            }
-            return Err(not_found());
-        };
-        let kind = st.st_mode & libc::S_IFMT;
-        let meta = Meta {
-            mode: st.st_mode & 0o7777,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            mtime: libc::timespec {
-                tv_sec: st.st_mtime,
-                tv_nsec: st.st_mtime_nsec,
-            },
-            xattrs: Vec::new(),
-        };
-        self.stats.copied_up += 1;
-        match kind {
-            libc::S_IFREG => {
-                let src = root::openat_raw(
-                    ldir.as_raw_fd(),
-                    &lname,
-                    libc::O_RDONLY | libc::O_NOFOLLOW,
-                    0,
-                )
-                .map_err(self.err(path, "open lower hardlink target"))?;
-                let xattrs =
-                    root::fxattrs(src.as_fd()).map_err(self.err(path, "read lower xattrs"))?;
-                let size = st.st_size as u64;
-                if self.stats.bytes.saturating_add(size) > self.opts.max_bytes {
-                    return Err(UnpackError::TooLarge {
-                        path: path.to_path_buf(),
-                        limit: self.opts.max_bytes,
-                    });
-                }
-                let mut src = std::fs::File::from(src);
-                let (dir, name) = self.parent(path)?;
-                self.reserve_space(dir.as_fd(), path, size)?;
-                self.parent_cache = None;
-                self.clear_slot(dir.as_fd(), &name, path)?;
-                let fd = root::openat_raw(
-                    dir.as_raw_fd(),
-                    &name,
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
-                    0o600,
-                )
-                .map_err(self.err(path, "create file"))?;
-                let mut dst = std::fs::File::from(fd);
-                let n = io::copy(&mut src, &mut dst).map_err(self.err(path, "copy lower file"))?;
-                self.stats.bytes += n;
-                let meta = Meta {
-                    xattrs: xattrs
-                        .into_iter()
-                        .filter(|(k, _)| !k.to_bytes().starts_with(b"trusted.overlay."))
-                        .collect(),
-                    ..meta
-                };
-                self.set_meta_fd(dst.as_fd(), path, &meta)?;
-                root::futimens(dst.as_fd(), meta.mtime).map_err(self.err(path, "set mtime"))?;
-                Ok(())
-            }
-            libc::S_IFLNK => {
-                let t = root::readlink_at(ldir.as_fd(), &lname)
-                    .map_err(self.err(path, "read lower symlink"))?;
-                drop(ldir);
-                self.symlink(path, t.as_bytes(), &meta)
-            }
-            libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO => {
-                self.node(path, kind, st.st_rdev, &meta)
-            }
-            _ => Err(self.invalid(
-                path,
-                &format!("hardlink target {target:?} in a lower layer is a directory"),
-            )),
-        }
-    }
-
-    fn whiteout(&mut self, raw: &Path, path: &Path, hidden: &str) -> Result<()> {
-        if hidden.is_empty() || hidden == "." || hidden == ".." || hidden.contains('/') {
-            return Err(self.invalid(raw, &format!("invalid whiteout name {hidden:?}")));
-        }
-        self.stats.whiteouts += 1;
-        let target = path.with_file_name(hidden);
-        match self.opts.whiteouts {
-            WhiteoutMode::Overlay => {
-                let (dir, name) = self.parent(&target)?;
-                if let Err(e) =
-                    root::mknod_at(dir.as_fd(), &name, libc::S_IFCHR, libc::makedev(0, 0))
-                {
-                    if e.raw_os_error() != Some(libc::EEXIST) {
-                        return Err(self.err(path, "create whiteout device")(e));
-                    }
-                    self.parent_cache = None;
-                    self.clear_slot(dir.as_fd(), &name, path)?;
-                    root::mknod_at(dir.as_fd(), &name, libc::S_IFCHR, libc::makedev(0, 0))
-                        .map_err(self.err(path, "create whiteout device"))?;
-                }
-                Ok(())
-            }
-            WhiteoutMode::Apply => {
-                let (dir, name) = match self.root.parent_of(&target) {
-                    Ok(x) => x,
-                    Err(e)
-                        if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) =>
-                    {
-                        return Ok(())
-                    }
-                    Err(e) => return Err(self.err(path, "resolve whiteout target")(e)),
-                };
-                self.parent_cache = None;
-                self.created.remove(&target);
-                self.clear_slot(dir.as_fd(), &name, path)
-            }
-        }
-    }
-
-    fn opaque(&mut self, path: &Path) -> Result<()> {
-        let dir_path = path.parent().unwrap_or(Path::new("")).to_path_buf();
-        self.stats.whiteouts += 1;
-        match self.opts.whiteouts {
-            WhiteoutMode::Overlay => {
-                let fd = self.mkdir_all(&dir_path, path)?;
-                root::setxattr_at(
-                    fd.as_fd(),
-                    None,
-                    &CString::new(OVERLAY_OPAQUE_XATTR).expect("literal"),
-                    b"y",
-                )
-                .map_err(self.err(path, "set trusted.overlay.opaque"))
-            }
-            WhiteoutMode::Apply => {
-                let fd = match self.root.open_dir(&dir_path) {
-                    Ok(fd) => fd,
-                    Err(e)
-                        if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) =>
-                    {
-                        return Ok(())
-                    }
-                    Err(e) => return Err(self.err(path, "open opaque directory")(e)),
-                };
-                self.parent_cache = None;
-                clear_not_created(fd.as_fd(), &dir_path, &self.created)
-                    .map_err(self.err(path, "clear opaque directory"))
-            }
-        }
-    }
-
     fn finish(&mut self) -> Result<()> {
         self.parent_cache = None;
         for (path, t) in std::mem::take(&mut self.dir_times) {
@@ -978,55 +646,6 @@ impl<'a> Applier<'a> {
         }
         Ok(())
     }
-}
-
-/// Removes everything below `dir` that this layer did not create (apply mode's opaque
-/// whiteout), descending into directories the layer did create, since their lower content is
-/// hidden too.
-fn clear_not_created(
-    dir: BorrowedFd<'_>,
-    rel: &Path,
-    created: &HashSet<PathBuf>,
-) -> io::Result<()> {
-    for name in root::list_dir(dir)? {
-        let child = rel.join(OsStr::from_bytes(name.to_bytes()));
-        if !created.contains(&child) {
-            root::remove_all_at(dir, &name)?;
-            continue;
-        }
-        let is_dir = root::lstat_at(dir, &name)?.is_some_and(|st| root::is_dir(&st));
-        if is_dir {
-            let sub = root::openat_raw(
-                dir.as_raw_fd(),
-                &name,
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-                0,
-            )?;
-            clear_not_created(sub.as_fd(), &child, created)?;
-        }
-    }
-    Ok(())
-}
-
-/// Parses a PAX time (`1700000000.123456789`, possibly negative) into a timespec.
-fn parse_pax_time(s: &str) -> Option<libc::timespec> {
-    let (secs, frac) = match s.split_once('.') {
-        Some((a, b)) => (a, b),
-        None => (s, ""),
-    };
-    let secs: i64 = secs.parse().ok()?;
-    let mut nanos = 0i64;
-    if !frac.is_empty() {
-        let digits: String = frac.chars().take(9).collect();
-        if !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        nanos = format!("{digits:0<9}").parse().ok()?;
-    }
-    Some(libc::timespec {
-        tv_sec: secs as libc::time_t,
-        tv_nsec: nanos as _,
-    })
 }
 
 /// Opens a trusted directory path as an fd for [`remove_all_in`].

@@ -116,8 +116,7 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 pub fn sha256(data: &[u8]) -> String {
-    use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+    zlayer_image::Digest::of_bytes(data).to_string()
 }
 
 pub struct Layer {
