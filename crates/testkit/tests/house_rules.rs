@@ -61,7 +61,6 @@ fn oversized(crates_dir: &Path, max: usize) -> Vec<(PathBuf, usize)> {
 }
 
 #[test]
-#[ignore = "enabled by the lead once the issue 12 splits merge"]
 fn no_source_file_over_800_lines() {
     let crates_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let root = crates_dir
