@@ -95,22 +95,10 @@ impl From<std::io::Error> for AgentError {
     }
 }
 
-/// "a: b: c" from an error and its sources, skipping repeats (a wrapper whose message already
-/// includes its cause's, as `#[error(transparent)]` and "{source}" formats do). The agent's one
-/// way to turn a lower crate's error into a message.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        cur = s.source();
-    }
-    out
-}
+/// "a: b: c" from an error and its sources, skipping a cause its parent's message already
+/// quotes: the agent's one way to turn a lower crate's error into a message. The runtime
+/// crate's helper, so that the shim and the agent spell chains the same way.
+pub use zlayer_runtime::error_chain;
 
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
 

@@ -65,6 +65,7 @@ pub use client::{
 pub use exit::{read_exit_record, ExitRecord};
 pub use launch::{launch, LaunchRequest, Launched};
 pub use protocol::{ExecSpec, Stream};
+pub use shim::error_chain;
 pub use spawn::{spawn_shim, spawn_shim_async, ShimHandle, SpawnOptions};
 pub use stats::{read_container_stats, read_stats, ContainerStats, StatsError};
 

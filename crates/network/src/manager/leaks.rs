@@ -7,12 +7,12 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{attachment, NetworkManager, SANDBOX_IFNAME};
+use super::{NetworkManager, SANDBOX_IFNAME};
 use crate::cni::Attachment;
 use crate::error::{NetworkError, Result};
 use crate::netns;
 use crate::networks;
-use crate::state::{self, CachedAttachment, SandboxRecord};
+use crate::state::{self, SandboxRecord};
 
 /// What [`NetworkManager::cleanup_leaks`] removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,15 +74,8 @@ impl NetworkManager {
                 if keep.contains(&id) {
                     continue;
                 }
-                if let Some(cached) = state::read_json::<CachedAttachment>(&path)? {
-                    match self.cni.del_list(
-                        &cached.conflist,
-                        &attachment(&cached),
-                        cached.result.as_ref(),
-                    ) {
-                        Ok(()) => state::remove_file(&path)?,
-                        Err(e) => report.errors.push(format!("attachment {net}/{id}: {e}")),
-                    }
+                if let Err(e) = self.del_cached(&path)? {
+                    report.errors.push(format!("attachment {net}/{id}: {e}"));
                 }
             }
         }

@@ -645,23 +645,36 @@ impl NetworkManager {
         let mut first_err = None;
         for net in state::subdirs(&self.dirs.results())? {
             let path = self.dirs.result(&net, &info.id);
-            if let Some(cached) = state::read_json::<CachedAttachment>(&path)? {
-                match self.cni.del_list(
-                    &cached.conflist,
-                    &attachment(&cached),
-                    cached.result.as_ref(),
-                ) {
-                    Ok(()) => state::remove_file(&path)?,
-                    Err(e) => {
-                        first_err.get_or_insert(NetworkError::from(e));
-                    }
-                }
+            if let Err(e) = self.del_cached(&path)? {
+                first_err.get_or_insert(NetworkError::from(e));
             }
         }
         if let Some(path) = &info.netns_path {
             netns::delete(path)?;
         }
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl NetworkManager {
+    /// DELs the attachment cached at `path`, if there is one, and forgets it once the plugins
+    /// agreed. The plugins' refusal is the inner error (the caller decides what it means); a
+    /// state file that cannot be read or removed is the outer one.
+    fn del_cached(&self, path: &Path) -> Result<std::result::Result<(), crate::cni::CniError>> {
+        let Some(cached) = state::read_json::<CachedAttachment>(path)? else {
+            return Ok(Ok(()));
+        };
+        match self.cni.del_list(
+            &cached.conflist,
+            &attachment(&cached),
+            cached.result.as_ref(),
+        ) {
+            Ok(()) => {
+                state::remove_file(path)?;
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(e)),
+        }
     }
 }
 

@@ -5,9 +5,9 @@
 //! from other start failures only in their text; this is the one place that reads it.
 
 /// The full chain of an error, so that "failed to create container" comes with its cause.
-/// The one helper of the runtime crate for this; a cause already quoted by its parent's
-/// message is not repeated.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+/// The one helper for this in the workspace (the agent re-exports it); a cause already
+/// quoted by its parent's message is not repeated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -39,6 +39,7 @@ macro_rules! shim_log {
 //   -> this module, which hands the started container from `start` to `server`.
 mod args;
 pub(crate) mod error;
+pub use error::error_chain;
 mod exec;
 pub(crate) mod executor;
 pub(crate) mod seccomp_bpf;
