@@ -86,6 +86,21 @@ fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
     let Some((d, image)) = daemon_with_busybox() else {
         return;
     };
+    default_network_and_outgoing_nat(&d);
+    let web_ip = default_bridge_and_published_port(&d, &image);
+    container_to_container_by_ip_and_name(&d, &image, &web_ip);
+    published_port_from_the_host_side(&d);
+    host_port_conflict_leaves_nothing_behind(&d, &image);
+    pod_shares_the_namespace_of_web(&d, &image);
+    network_none_is_loopback_only(&d, &image);
+    other_network_is_isolated(&d, &image, &web_ip);
+    networks_in_use_are_kept_and_removal_releases_everything(&d);
+    published_port_is_free_again(&d, &image);
+}
+
+/// The default network exists, with outgoing NAT: one rule per network, in the daemon's
+/// namespace only.
+fn default_network_and_outgoing_nat(d: &TestDaemon) {
     let nets = d.ok(&["network", "ls", "--format", "json"]);
     assert!(nets.contains("\"zlayer0\""), "{nets}");
     // Outgoing NAT: one rule per network, in the daemon's namespace only.
@@ -93,8 +108,11 @@ fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
     let nat = String::from_utf8_lossy(&nat.stdout);
     assert!(nat.contains("-A POSTROUTING -j ZLAYER-MASQ"), "{nat}");
     assert!(nat.contains("-A ZLAYER-MASQ -s 10.213.0.0/16"), "{nat}");
+}
 
-    // Bridge is the default; -p publishes.
+/// Bridge is the default; -p publishes. Starts `web` (serving "hello-web", 8080->80);
+/// returns its IP.
+fn default_bridge_and_published_port(d: &TestDaemon, image: &str) -> String {
     d.ok(&[
         "run",
         "-d",
@@ -102,24 +120,27 @@ fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
         "web",
         "-p",
         "8080:80",
-        &image,
+        image,
         "sh",
         "-c",
         &web_cmd("hello-web"),
     ]);
-    let v = inspect(&d, "web");
+    let v = inspect(d, "web");
     assert_eq!(v["network"]["network"], "zlayer0", "{v}");
     assert_eq!(v["network"]["gateway"], "10.213.0.1", "{v}");
     assert_eq!(v["network"]["ports"][0]["host_port"], 8080, "{v}");
-    let web_ip = ip_of(&d, "web");
+    let web_ip = ip_of(d, "web");
     assert!(web_ip.starts_with("10.213."), "{web_ip}");
     let ps = d.ok(&["ps"]);
     assert!(ps.contains("0.0.0.0:8080->80/tcp"), "{ps}");
+    web_ip
+}
 
-    // Container -> container by IP and by name; resolv.conf points at the network's DNS.
+/// Container -> container by IP and by name; resolv.conf points at the network's DNS.
+fn container_to_container_by_ip_and_name(d: &TestDaemon, image: &str, web_ip: &str) {
     let (code, out, err) = oneshot(
-        &d,
-        &image,
+        d,
+        image,
         &[],
         &format!("{RESOLVE}cat /etc/resolv.conf; echo resolved=$(resolve web); get {web_ip} && get $(resolve web)"),
     );
@@ -127,50 +148,58 @@ fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
     assert!(out.contains("nameserver 10.213.0.1"), "{out}");
     assert!(out.contains(&format!("resolved={web_ip}\n")), "{out}");
     assert_eq!(out.matches("hello-web").count(), 2, "{out}");
+}
 
-    // The published port from the namespace's host side.
+/// The published port from the namespace's host side.
+fn published_port_from_the_host_side(d: &TestDaemon) {
     let mut body = String::new();
     assert!(
         eventually(10, || {
-            body = host_side_get(&d, 8080).unwrap_or_else(|e| e.to_string());
+            body = host_side_get(d, 8080).unwrap_or_else(|e| e.to_string());
             body.contains("hello-web")
         }),
         "published port: {body}\n{}",
         d.log()
     );
+}
 
-    // A second container on the same host port: a clear conflict, nothing left behind.
+/// A second container on the same host port: a clear conflict, nothing left behind.
+fn host_port_conflict_leaves_nothing_behind(d: &TestDaemon, image: &str) {
     let (code, _, err) = run(
-        &d,
+        d,
         &[
-            "run", "-d", "--name", "clash", "-p", "8080:80", &image, "true",
+            "run", "-d", "--name", "clash", "-p", "8080:80", image, "true",
         ],
     );
     assert_ne!(code, 0);
     assert!(err.contains("8080") && err.contains("already"), "{err}");
     assert!(d.cli(&["inspect", "clash"]).status.code() != Some(0));
+}
 
-    // A pod: `container:web` shares web's namespace (localhost is web's).
+/// A pod: `container:web` shares web's namespace (localhost is web's).
+fn pod_shares_the_namespace_of_web(d: &TestDaemon, image: &str) {
     let (code, out, err) = oneshot(
-        &d,
-        &image,
+        d,
+        image,
         &["--network", "container:web"],
         &format!("{RESOLVE}get 127.0.0.1"),
     );
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("hello-web"), "{out}");
+}
 
-    // `none`: loopback only.
+/// `none`: loopback only (and nothing to publish).
+fn network_none_is_loopback_only(d: &TestDaemon, image: &str) {
     let (code, out, err) = oneshot(
-        &d,
-        &image,
+        d,
+        image,
         &["--network", "none"],
         "tail -n +3 /proc/net/dev | cut -d: -f1",
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["lo"], "{out}");
     let (_, _, err) = run(
-        &d,
+        d,
         &[
             "run",
             "--rm",
@@ -178,13 +207,16 @@ fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
             "none",
             "-p",
             "9000:80",
-            &image,
+            image,
             "true",
         ],
     );
     assert!(err.contains("9000") && err.contains("none"), "{err}");
+}
 
-    // Isolation: another network can neither reach web nor resolve its name.
+/// Isolation: another network can neither reach web nor resolve its name. Leaves network
+/// `other` with container `far` on it.
+fn other_network_is_isolated(d: &TestDaemon, image: &str, web_ip: &str) {
     assert_eq!(
         d.ok(&["network", "create", "other", "--subnet", "10.230.0.0/24"])
             .trim(),
@@ -199,16 +231,16 @@ fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
         "far",
         "--network",
         "other",
-        &image,
+        image,
         "sh",
         "-c",
         &web_cmd("hello-far"),
     ]);
-    let far_ip = ip_of(&d, "far");
+    let far_ip = ip_of(d, "far");
     assert!(far_ip.starts_with("10.230.0."), "{far_ip}");
     let (code, out, _) = oneshot(
-        &d,
-        &image,
+        d,
+        image,
         &["--network", "other"],
         &format!(
             "{RESOLVE}get {web_ip} || echo blocked; echo web=$(resolve web); get $(resolve far)"
@@ -221,8 +253,8 @@ fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
         "{out}"
     );
     let (_, out, _) = oneshot(
-        &d,
-        &image,
+        d,
+        image,
         &[],
         &format!("{RESOLVE}get {far_ip} || echo blocked"),
     );
@@ -230,15 +262,17 @@ fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
         out.contains("blocked") && !out.contains("hello-far"),
         "{out}"
     );
+}
 
-    // Networks in use are kept; removal releases everything.
-    let (code, _, err) = run(&d, &["network", "rm", "other"]);
+/// Networks in use are kept; removal releases everything. Removes `far`, `other` and `web`.
+fn networks_in_use_are_kept_and_removal_releases_everything(d: &TestDaemon) {
+    let (code, _, err) = run(d, &["network", "rm", "other"]);
     assert_ne!(code, 0);
     assert!(err.contains("far"), "{err}");
-    let (code, _, err) = run(&d, &["network", "rm", "zlayer0"]);
+    let (code, _, err) = run(d, &["network", "rm", "zlayer0"]);
     assert_ne!(code, 0);
     assert!(err.contains("default"), "{err}");
-    let far_id = inspect(&d, "far")["id"].as_str().unwrap().to_string();
+    let far_id = inspect(d, "far")["id"].as_str().unwrap().to_string();
     d.ok(&["rm", "-f", "far"]);
     // Released in the background, right after `rm` answered.
     assert!(eventually(10, || !d
@@ -254,7 +288,10 @@ fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
     d.ok(&["network", "rm", "other"]);
     assert!(!d.ok(&["network", "ls"]).contains("other"));
     d.ok(&["rm", "-f", "web"]);
-    // The port is free again.
+}
+
+/// The port is free again once `web` is gone.
+fn published_port_is_free_again(d: &TestDaemon, image: &str) {
     d.ok(&[
         "run",
         "-d",
@@ -262,12 +299,12 @@ fn bridge_by_ip_and_name_published_ports_isolation_and_pods() {
         "web2",
         "-p",
         "8080:80",
-        &image,
+        image,
         "sh",
         "-c",
         &web_cmd("again"),
     ]);
-    assert!(eventually(10, || host_side_get(&d, 8080)
+    assert!(eventually(10, || host_side_get(d, 8080)
         .is_ok_and(|b| b.contains("again"))));
     d.ok(&["rm", "-f", "web2"]);
 }
@@ -665,7 +702,31 @@ fn idle_connections_from_a_container_cannot_exhaust_the_daemon() {
     let Some((mut d, image)) = daemon_with_busybox() else {
         return;
     };
-    // Published-port connections idle for 3 s are closed (config; the default is an hour).
+    let daemon_pid = restart_with_a_short_idle_timeout(&mut d);
+    deploy_a_service_holding_every_connection(&d, &image);
+    let flood = start_hog_and_named(&d, &image, daemon_pid);
+    idle_floods_stay_bounded_and_others_are_served(&d, &image, &flood);
+    out_of_descriptors_the_accept_loops_back_off(&d, &flood);
+    everything_answers_again(&d, &image, &flood);
+}
+
+/// What the flood test's steps share: the daemon, the flooding container and the two
+/// listeners it floods.
+struct Flood {
+    daemon_pid: u32,
+    /// The container (`hog`) the idle connections come from.
+    hog_pid: i64,
+    /// The default network's DNS server.
+    dns: SocketAddr,
+    /// The service's published port, on the bridge's address.
+    published: SocketAddr,
+    /// The daemon's descriptors before any flood.
+    baseline: usize,
+}
+
+/// Published-port connections idle for 3 s are closed (config; the default is an hour).
+/// Returns the restarted daemon's pid.
+fn restart_with_a_short_idle_timeout(d: &mut TestDaemon) -> u32 {
     std::fs::write(
         d.dir.path().join("config.json"),
         r#"{"published_ports": {"idle_timeout_secs": 3}}"#,
@@ -673,7 +734,12 @@ fn idle_connections_from_a_container_cannot_exhaust_the_daemon() {
     .unwrap();
     d.stop();
     d.spawn();
-    let daemon_pid = d.child.as_ref().expect("daemon").id();
+    d.child.as_ref().expect("daemon").id()
+}
+
+/// Deploys `web`, a python3 server (the host's, bind-mounted read-only) that greets and then
+/// holds every connection, published on 8090; waits until it answers.
+fn deploy_a_service_holding_every_connection(d: &TestDaemon, image: &str) {
     let server = r#""import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',80))\ns.listen(4096)\nheld=[]\nwhile True:\n try:\n  c,a=s.accept()\n  c.sendall(b'hello-held')\n  held.append(c)\n except OSError:\n  time.sleep(0.1)\n""#;
     let libs = "[{type: bind, source: /usr, target: /usr, readonly: true}, {type: bind, source: /usr/lib, target: /lib, readonly: true}, {type: bind, source: /usr/lib64, target: /lib64, readonly: true}]";
     let yaml = format!(
@@ -703,15 +769,37 @@ fn idle_connections_from_a_container_cannot_exhaust_the_daemon() {
         "published port: {body}\n{}",
         d.log()
     );
-    d.ok(&["run", "-d", "--name", "hog", &image, "sleep", "1000"]);
-    let hog_pid = inspect(&d, "hog")["pid"].as_i64().expect("hog pid");
+}
+
+/// Starts `hog` (the flooding container) and `named` (the name the other client asks for
+/// over TCP); then takes the daemon's descriptor baseline.
+fn start_hog_and_named(d: &TestDaemon, image: &str, daemon_pid: u32) -> Flood {
+    d.ok(&["run", "-d", "--name", "hog", image, "sleep", "1000"]);
+    let hog_pid = inspect(d, "hog")["pid"].as_i64().expect("hog pid");
     let dns: SocketAddr = "10.213.0.1:53".parse().unwrap();
     let published: SocketAddr = "10.213.0.1:8090".parse().unwrap();
     // The name the other client asks for over TCP.
-    d.ok(&["run", "-d", "--name", "named", &image, "sleep", "1000"]);
+    d.ok(&["run", "-d", "--name", "named", image, "sleep", "1000"]);
     let baseline = fd_count(daemon_pid);
+    Flood {
+        daemon_pid,
+        hog_pid,
+        dns,
+        published,
+        baseline,
+    }
+}
 
-    // 3000 idle connections to each listener.
+/// 3000 idle connections to each listener: the daemon's descriptors stay bounded, other
+/// clients are served in normal time and the log stays quiet.
+fn idle_floods_stay_bounded_and_others_are_served(d: &TestDaemon, image: &str, flood: &Flood) {
+    let Flood {
+        daemon_pid,
+        hog_pid,
+        dns,
+        published,
+        baseline,
+    } = *flood;
     let mut held = idle_connections_from(hog_pid, dns, 3000);
     held.extend(idle_connections_from(hog_pid, published, 3000));
     let mut peak = 0;
@@ -729,8 +817,8 @@ fn idle_connections_from_a_container_cannot_exhaust_the_daemon() {
     // nameserver is the flooded DNS server), and a TCP DNS query from another address.
     let began = std::time::Instant::now();
     let (code, out, err) = oneshot(
-        &d,
-        &image,
+        d,
+        image,
         &[],
         &format!("{RESOLVE}echo named=$(resolve named)"),
     );
@@ -741,7 +829,7 @@ fn idle_connections_from_a_container_cannot_exhaust_the_daemon() {
         "run took {:?} under the flood",
         began.elapsed()
     );
-    let (rcode, answers) = tcp_dns_query(&d, dns, "named").expect("TCP DNS under the flood");
+    let (rcode, answers) = tcp_dns_query(d, dns, "named").expect("TCP DNS under the flood");
     assert_eq!((rcode, answers), (0, 1));
     let log = d.log();
     assert!(
@@ -751,10 +839,19 @@ fn idle_connections_from_a_container_cannot_exhaust_the_daemon() {
         &log[log.len().saturating_sub(3000)..]
     );
     drop(held);
+}
 
-    // Out of descriptors: the limit is lowered to just above what the daemon holds, then a
-    // second flood makes accept fail (EMFILE). The loops must back off, not spin and log.
-    // (Closed DNS connections go at once; relays once idle, after 3 s.)
+/// Out of descriptors: the limit is lowered to just above what the daemon holds, then a
+/// second flood makes accept fail (EMFILE). The loops must back off, not spin and log.
+/// (Closed DNS connections go at once; relays once idle, after 3 s.)
+fn out_of_descriptors_the_accept_loops_back_off(d: &TestDaemon, flood: &Flood) {
+    let Flood {
+        daemon_pid,
+        hog_pid,
+        dns,
+        published,
+        baseline,
+    } = *flood;
     assert!(
         eventually(30, || fd_count(daemon_pid) <= baseline + 50),
         "descriptors not released: {} (baseline {baseline})",
@@ -796,10 +893,14 @@ fn idle_connections_from_a_container_cannot_exhaust_the_daemon() {
         "EMFILE never reached?\n{log}"
     );
     drop(held);
-    // With descriptors back, everything answers again.
+}
+
+/// With descriptors back, everything answers again.
+fn everything_answers_again(d: &TestDaemon, image: &str, flood: &Flood) {
+    let dns = flood.dns;
     let mut last = String::new();
     assert!(
-        eventually(30, || match tcp_dns_query(&d, dns, "named") {
+        eventually(30, || match tcp_dns_query(d, dns, "named") {
             Ok(r) => r == (0, 1),
             Err(e) => {
                 last = e.to_string();
@@ -809,7 +910,7 @@ fn idle_connections_from_a_container_cannot_exhaust_the_daemon() {
         "DNS after the flood: {last}\n{}",
         d.log()
     );
-    let (code, _, err) = oneshot(&d, &image, &[], "true");
+    let (code, _, err) = oneshot(d, image, &[], "true");
     assert_eq!(code, 0, "{err}\n{}", d.log());
 }
 

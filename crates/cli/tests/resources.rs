@@ -63,7 +63,20 @@ fn full_root_filesystem_keeps_shims_alive_and_rm_frees_the_space() {
     let Some(layout) = busybox_layout() else {
         return;
     };
-    let d = TestDaemon::start_in(|dir, ns| {
+    let d = daemon_on_small_tmpfs();
+    let image = load(&d, &layout);
+    start_keeper_and_filler(&d, &image);
+    disk_fills_and_the_log_loss_is_reported(&d);
+    both_shims_still_answer(&d);
+    attached_run_on_the_full_disk_ends_promptly(&d, &image);
+    stop_and_wait_record_the_exit(&d);
+    rm_frees_the_space(&d);
+    keeper_logs_again_and_everything_is_removed(&d);
+}
+
+/// A daemon whose `--root` is a 64 MiB tmpfs and state a 16 MiB one (inside its namespace).
+fn daemon_on_small_tmpfs() -> TestDaemon {
+    TestDaemon::start_in(|dir, ns| {
         for (sub, size) in [("root", "64m"), ("state", "16m")] {
             let p = dir.join(sub);
             std::fs::create_dir_all(&p).unwrap();
@@ -81,10 +94,11 @@ fn full_root_filesystem_keeps_shims_alive_and_rm_frees_the_space() {
                 ],
             );
         }
-    });
-    let image = load(&d, &layout);
-    let root = d.root();
-    let ns = d.ns();
+    })
+}
+
+/// `keeper` ticks into its log; `filler` fills the disk with `dd`, then floods its log.
+fn start_keeper_and_filler(d: &TestDaemon, image: &str) {
     d.ok(&[
         "run",
         "-d",
@@ -92,7 +106,7 @@ fn full_root_filesystem_keeps_shims_alive_and_rm_frees_the_space() {
         "none",
         "--name",
         "keeper",
-        &image,
+        image,
         "sh",
         "-c",
         "while true; do echo tick; sleep 0.1; done",
@@ -104,19 +118,25 @@ fn full_root_filesystem_keeps_shims_alive_and_rm_frees_the_space() {
         "none",
         "--name",
         "filler",
-        &image,
+        image,
         "sh",
         "-c",
         "dd if=/dev/zero of=/fill bs=1M; echo filled; exec yes",
     ]);
-    // The disk fills, and the filler's output keeps failing to be logged.
+}
+
+/// The disk fills, and the filler's output keeps failing to be logged.
+fn disk_fills_and_the_log_loss_is_reported(d: &TestDaemon) {
     let mut last = serde_json::Value::Null;
     let lost = eventually(60, || {
-        last = inspect(&d, "filler");
+        last = inspect(d, "filler");
         last["log_loss"]["dropped_bytes"].as_u64().unwrap_or(0) > 1 << 20
     });
     assert!(lost, "no log loss reported: {last}\n{}", d.log());
-    assert!(free_bytes(ns, &root) < 1 << 20, "the disk is not full");
+    assert!(
+        free_bytes(d.ns(), &d.root()) < 1 << 20,
+        "the disk is not full"
+    );
     assert!(
         last["log_loss"]["last_error"]
             .as_str()
@@ -124,23 +144,29 @@ fn full_root_filesystem_keeps_shims_alive_and_rm_frees_the_space() {
             .contains("No space left"),
         "{last}"
     );
-    // Both containers are still supervised: their shims answer (a running container's
-    // log loss comes from its shim), the keeper's lost ticks counted as well. (`exec` fails
-    // with a clear ENOSPC: it has to write the process spec.)
+}
+
+/// Both containers are still supervised: their shims answer (a running container's
+/// log loss comes from its shim), the keeper's lost ticks counted as well. (`exec` fails
+/// with a clear ENOSPC: it has to write the process spec.)
+fn both_shims_still_answer(d: &TestDaemon) {
     assert!(
-        eventually(10, || inspect(&d, "keeper")["log_loss"]["dropped_bytes"]
+        eventually(10, || inspect(d, "keeper")["log_loss"]["dropped_bytes"]
             .as_u64()
             .is_some_and(|b| b > 0)),
         "{}",
-        inspect(&d, "keeper")
+        inspect(d, "keeper")
     );
     for name in ["keeper", "filler"] {
-        assert_eq!(inspect(&d, name)["state"], "running", "{name}\n{}", d.log());
+        assert_eq!(inspect(d, name)["state"], "running", "{name}\n{}", d.log());
     }
-    let (code, _, err) = run(&d, &["exec", "keeper", "true"]);
+    let (code, _, err) = run(d, &["exec", "keeper", "true"]);
     assert!(code != 0 && err.contains("No space left"), "{code} {err}");
-    // An attached run on the full disk ends promptly (it hung for minutes): it runs, or it
-    // fails saying why.
+}
+
+/// An attached run on the full disk ends promptly (it hung for minutes): it runs, or it
+/// fails saying why.
+fn attached_run_on_the_full_disk_ends_promptly(d: &TestDaemon, image: &str) {
     let started = Instant::now();
     let out = std::process::Command::new("timeout")
         .arg("60")
@@ -152,7 +178,7 @@ fn full_root_filesystem_keeps_shims_alive_and_rm_frees_the_space() {
             "--rm",
             "--network",
             "none",
-            &image,
+            image,
             "sh",
             "-c",
             "echo hi; exit 3",
@@ -175,31 +201,41 @@ fn full_root_filesystem_keeps_shims_alive_and_rm_frees_the_space() {
         "{:?}",
         started.elapsed()
     );
-    // stop and wait work, and the exit is recorded on the full disk.
-    let (code, _, err) = run(&d, &["stop", "-t", "1", "filler"]);
+}
+
+/// stop and wait work, and the exit is recorded on the full disk.
+fn stop_and_wait_record_the_exit(d: &TestDaemon) {
+    let (code, _, err) = run(d, &["stop", "-t", "1", "filler"]);
     assert_eq!(code, 0, "{err}\n{}", d.log());
     assert_eq!(d.ok(&["wait", "filler"]).trim(), "137");
-    let v = inspect(&d, "filler");
+    let v = inspect(d, "filler");
     assert_eq!(v["state"], "exited", "{v}");
     assert_eq!(v["exit_code"], 137, "{v}");
     let exit_json = format!("{}/exit.json", v["path"].as_str().unwrap());
     assert!(
-        ns.exec(&["test", "-s", &exit_json]).status.success(),
+        d.ns().exec(&["test", "-s", &exit_json]).status.success(),
         "no {exit_json}"
     );
     assert!(
         v["log_loss"]["dropped_bytes"].as_u64().unwrap_or(0) > 0,
         "{v}"
     );
-    // rm -f works and frees the space.
-    let (code, _, err) = run(&d, &["rm", "-f", "filler"]);
+}
+
+/// rm -f works and frees the space.
+fn rm_frees_the_space(d: &TestDaemon) {
+    let (ns, root) = (d.ns(), d.root());
+    let (code, _, err) = run(d, &["rm", "-f", "filler"]);
     assert_eq!(code, 0, "rm -f on a full disk: {err}\n{}", d.log());
     assert!(
         eventually(30, || free_bytes(ns, &root) > 40 << 20),
         "space not freed: {} bytes free",
         free_bytes(ns, &root)
     );
-    // The keeper logs again.
+}
+
+/// The keeper logs again; removing it leaves no container.
+fn keeper_logs_again_and_everything_is_removed(d: &TestDaemon) {
     let before = d.ok(&["logs", "keeper"]).lines().count();
     assert!(
         eventually(10, || d.ok(&["logs", "keeper"]).lines().count()
@@ -207,7 +243,7 @@ fn full_root_filesystem_keeps_shims_alive_and_rm_frees_the_space() {
         "keeper's log does not grow again"
     );
     d.ok(&["rm", "-f", "keeper"]);
-    let (_, ps, _) = run(&d, &["ps", "-a", "--format", "json"]);
+    let (_, ps, _) = run(d, &["ps", "-a", "--format", "json"]);
     assert_eq!(ps.trim(), "[]", "{ps}");
 }
 

@@ -64,7 +64,21 @@ fn job_and_cron_defaults() {
 
 #[test]
 fn every_field() {
-    let dep = d(r#"  web:
+    let dep = every_field_deployment();
+    let s = &dep.services["web"];
+    image_command_env_resources_and_endpoints(s);
+    health_and_restart(s);
+    depends_init_storage_user_network_and_update(s);
+    assert_eq!(dep.start_order(), vec!["db", "db2", "web"]);
+    relative_paths_resolve_against_the_spec_directory(&dep);
+
+    let json = serde_json::to_string(&dep).unwrap();
+    assert_eq!(serde_json::from_str::<Deployment>(&json).unwrap(), dep);
+}
+
+/// A deployment setting every field of service `web` (with `db` and `db2` to depend on).
+fn every_field_deployment() -> Deployment {
+    d(r#"  web:
     image: {name: reg.local/web:1, pull_policy: always}
     command: {entrypoint: [httpd], args: [-f, -p, 8080], workdir: /srv}
     env: {A: literal, B: 42, C: {from_host: HOME}}
@@ -99,8 +113,11 @@ fn every_field() {
   db2:
     image: db
     health: {check: {type: command, command: [pg_isready]}}
-"#);
-    let s = &dep.services["web"];
+"#)
+}
+
+/// `web`: image, command, env, secrets, resources, replicas and a derived endpoint name.
+fn image_command_env_resources_and_endpoints(s: &Service) {
     assert_eq!(s.image.pull_policy, PullPolicy::Always);
     assert_eq!(
         s.command.entrypoint.as_deref(),
@@ -130,6 +147,10 @@ fn every_field() {
             publish: None
         }
     );
+}
+
+/// `web`: the HTTP health check with its timings, and the restart policy with its backoff.
+fn health_and_restart(s: &Service) {
     let h = s.health.as_ref().unwrap();
     assert_eq!(
         h.check,
@@ -154,6 +175,10 @@ fn every_field() {
     assert_eq!(r.backoff.delay(1), Duration::from_millis(100));
     assert_eq!(r.backoff.delay(4), Duration::from_millis(800));
     assert_eq!(r.backoff.delay(40), Duration::from_secs(10));
+}
+
+/// `web`: dependencies (defaults filled in), init steps, mounts, user, network and update.
+fn depends_init_storage_user_network_and_update(s: &Service) {
     assert_eq!(
         s.depends[0],
         Dependency {
@@ -191,8 +216,11 @@ fn every_field() {
     assert_eq!(s.user.as_deref(), Some("1000:1000"));
     assert_eq!(s.network, Network::Named("backend".into()));
     assert_eq!(s.update.as_ref().unwrap().order, UpdateOrder::StopFirst);
-    assert_eq!(dep.start_order(), vec!["db", "db2", "web"]);
+}
 
+/// Relative paths (env files, bind sources) resolve against the spec's directory; absolute
+/// ones stay.
+fn relative_paths_resolve_against_the_spec_directory(dep: &Deployment) {
     let mut resolved = dep.clone();
     resolved.resolve_relative_paths(std::path::Path::new("/specs"));
     let s = &resolved.services["web"];
@@ -206,9 +234,6 @@ fn every_field() {
             readonly: true
         }
     );
-
-    let json = serde_json::to_string(&dep).unwrap();
-    assert_eq!(serde_json::from_str::<Deployment>(&json).unwrap(), dep);
 }
 
 #[test]
