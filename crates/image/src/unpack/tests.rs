@@ -258,16 +258,11 @@ fn lgetxattr(p: &Path, key: &str) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-#[test]
-fn unpacks_every_kind_with_metadata() {
-    if !is_root() {
-        return;
-    }
-    let sb = Sandbox::new();
-    let cap = vec![
-        1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
-    let tar = RawTar::new()
+/// A layer with one entry of every kind, each with metadata to keep: setuid, setgid and
+/// sticky modes, owners, a file capability and a user xattr, sub-second mtimes, a hardlink,
+/// absolute, relative and dangling symlinks, a device node and a fifo.
+fn every_kind_layer(cap: &[u8]) -> Vec<u8> {
+    RawTar::new()
         .dir("./", 0o755)
         .add(E {
             name: "bin/",
@@ -289,7 +284,7 @@ fn unpacks_every_kind_with_metadata() {
             mode: 0o755,
             data: b"cap",
             pax: vec![
-                ("SCHILY.xattr.security.capability".into(), cap.clone()),
+                ("SCHILY.xattr.security.capability".into(), cap.to_vec()),
                 ("SCHILY.xattr.user.note".into(), b"hi".to_vec()),
                 ("mtime".into(), b"1600000000.5".to_vec()),
             ],
@@ -334,7 +329,19 @@ fn unpacks_every_kind_with_metadata() {
             mode: 0o620,
             ..Default::default()
         })
-        .finish();
+        .finish()
+}
+
+#[test]
+fn unpacks_every_kind_with_metadata() {
+    if !is_root() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let cap = vec![
+        1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let tar = every_kind_layer(&cap);
     let stats = apply_layer(&sb.target, &tar[..], &overlay()).unwrap();
     assert_eq!(stats.bytes, 6 + 3 + 5);
     let t = &sb.target;
