@@ -5,6 +5,8 @@
 # "Cold" = empty local store for every run (the page cache is left alone: the machine is shared).
 #
 # Usage: bench/pull.sh [RUNS]   (default 5; env FIXTURE=big-<MiB> for a smaller image)
+# ZLAYER_BENCH_PULL=path measures another build of zlayer-image-pull (ZLAYER_BENCH_FIXTURES=path
+# for zlayer-fixtures; ZLAYER_BENCH_NO_BUILD=1 skips the build), e.g. before and after a change.
 set -euo pipefail
 
 RUNS=${1:-${RUNS:-5}}
@@ -16,11 +18,13 @@ for bin in skopeo umoci docker-registry; do
 done
 [ "$(id -u)" = 0 ] || { echo "bench/pull.sh: run as root (unpacking preserves owners)" >&2; exit 1; }
 
-echo "building release binaries..." >&2
-(cd "$HERE" && cargo build --release -q -p zlayer-image --bin zlayer-image-pull \
-    && cargo build --release -q -p zlayer-testkit --bin zlayer-fixtures)
-PULL=$TARGET/release/zlayer-image-pull
-FIXTURES=$TARGET/release/zlayer-fixtures
+if [ -z "${ZLAYER_BENCH_NO_BUILD:-}" ]; then
+    echo "building release binaries..." >&2
+    (cd "$HERE" && cargo build --release -q -p zlayer-image --bin zlayer-image-pull \
+        && cargo build --release -q -p zlayer-testkit --bin zlayer-fixtures)
+fi
+PULL=${ZLAYER_BENCH_PULL:-$TARGET/release/zlayer-image-pull}
+FIXTURES=${ZLAYER_BENCH_FIXTURES:-$TARGET/release/zlayer-fixtures}
 
 WORK=$(mktemp -d /var/tmp/zlayer-bench-pull.XXXXXX)
 REG_PID=
