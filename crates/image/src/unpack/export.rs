@@ -235,9 +235,37 @@ fn append_file<W: Write>(
     let size = st.st_size as u64;
     let mut h = header(st, tar::EntryType::Regular, size);
     // Exactly `size` bytes: a file growing meanwhile must not corrupt the archive, and one
-    // shrinking fails the copy rather than padding silently.
-    let mut data = io::Read::take(file, size);
+    // shrinking fails the copy (the tar writer would otherwise pad short data silently).
+    let mut data = Exact {
+        inner: io::Read::take(file, size),
+        left: size,
+        name,
+    };
     b.append_data(&mut h, name, &mut data)
+}
+
+/// Reads exactly `left` bytes, failing at an early end.
+struct Exact<'a, R> {
+    inner: R,
+    left: u64,
+    name: &'a Path,
+}
+
+impl<R: io::Read> io::Read for Exact<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} shrank while being copied", self.name.display()),
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 fn append_symlink<W: Write>(
