@@ -199,6 +199,16 @@ fn hostile_symlinks_in_the_container_cannot_make_cp_read_outside_its_root() {
     let (code, tar, err) = run_bytes(&d, &["cp", "evil:/", "-"]);
     assert_eq!(code, 0, "{err}");
     assert!(!tar.windows(11).any(|w| w == b"HOST SECRET"));
+    // The running container's /proc and /sys are mount points, archived empty.
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "proc"), "{names:?}");
+    assert!(!names
+        .iter()
+        .any(|n| n.starts_with("proc/") || n.starts_with("sys/")));
 }
 
 #[test]
@@ -272,6 +282,32 @@ fn hostile_symlinks_cannot_make_cp_write_outside_the_containers_root() {
     assert_eq!(std::fs::read_dir(canary.path()).unwrap().count(), 0);
     assert!(!Path::new("/tmp/dotdot").exists());
     assert_eq!(d.ok(&["exec", "evil", "cat", "/drop/tmp/dotdot"]), "pwned");
+}
+
+#[test]
+fn a_running_containers_volumes_and_generated_files_are_copied_as_it_sees_them() {
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::write(vol.path().join("in-volume"), "from the volume").unwrap();
+    let v = format!("{}:/vol", s(vol.path()));
+    d.ok(&[
+        "run", "-d", "--name", "m", "-v", &v, &image, "sleep", "1000",
+    ]);
+    let host = tempfile::tempdir().unwrap();
+    let h = host.path();
+    d.ok(&["cp", "m:/vol/in-volume", &s(&h.join("got"))]);
+    assert_eq!(read(&h.join("got")), "from the volume");
+    std::fs::write(h.join("new"), "into the volume").unwrap();
+    d.ok(&["cp", &s(&h.join("new")), "m:/vol"]);
+    assert_eq!(read(&vol.path().join("new")), "into the volume");
+    // The generated /etc/hosts the container reads, not the image's.
+    d.ok(&["cp", "m:/etc/hosts", &s(&h.join("hosts"))]);
+    assert_eq!(
+        read(&h.join("hosts")),
+        d.ok(&["exec", "m", "cat", "/etc/hosts"])
+    );
 }
 
 /// The CLI's raw stdout (a tar is not UTF-8).

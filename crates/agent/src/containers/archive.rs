@@ -1,8 +1,9 @@
 //! `cp`: a container's files as a tar stream out, and a tar stream unpacked in, like docker's
-//! archive API (`GET`/`PUT /containers/{id}/archive?path=`). Both work on running and stopped
-//! containers: the overlay rootfs stays mounted until the container is removed.
+//! archive API (`GET`/`PUT /containers/{id}/archive?path=`). Both work on running containers
+//! (through their init's root, volumes included) and stopped ones (their overlay rootfs, which
+//! stays mounted until the container is removed).
 //!
-//! Containment: every path inside the container is resolved beneath its rootfs with
+//! Containment: every path inside the container is resolved beneath its root with
 //! `openat2(RESOLVE_IN_ROOT)` by the image crate's unpacker root (reading: `unpack::export`,
 //! writing: `unpack::apply_layer`), so no symlink in the container (or in the archive) can make
 //! a copy read or write outside the container's root filesystem.
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use zlayer_image::unpack::{self, export, ApplyOptions, WhiteoutMode};
 
+use super::record::ContainerState;
 use crate::error::{AgentError, Result};
 use crate::Agent;
 
@@ -138,6 +140,24 @@ impl Read for ChunkReader {
     }
 }
 
+/// Where a container's root is reached from the daemon.
+enum ContainerRoot {
+    /// `/proc/PID/root` of its running init, opened and checked (see `container_root`).
+    Live(std::os::fd::OwnedFd),
+    /// Its overlay mount on the host.
+    Overlay(PathBuf),
+}
+
+impl ContainerRoot {
+    /// A path naming the root for as long as `self` lives.
+    fn path(&self) -> PathBuf {
+        match self {
+            ContainerRoot::Live(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            ContainerRoot::Overlay(p) => p.clone(),
+        }
+    }
+}
+
 /// An error reading or writing `path` in container `name`, with the status docker gives it.
 fn path_error(name: &str, path: &Path, e: io::Error) -> AgentError {
     let what = format!("{} in container {name}", path.display());
@@ -163,24 +183,42 @@ fn check_path(path: &str) -> Result<PathBuf> {
 }
 
 impl Agent {
-    /// The container's mounted root filesystem and its name. Refused when the overlay is not
-    /// mounted (reading the empty mount point would copy nothing, silently).
-    fn mounted_rootfs(&self, key: &str) -> Result<(PathBuf, String)> {
+    /// The container's root as its processes see it, and its name.
+    ///
+    /// A running container's root is read through `/proc/PID/root`, so its volumes, tmpfs
+    /// mounts and generated `/etc/hosts` are copied as docker copies them. That directory is
+    /// opened once and checked to be the container's own overlay (same device and inode as the
+    /// mount on the host): a pid that was reused by another process meanwhile is never used.
+    /// Otherwise (stopped, or exiting right now) the overlay rootfs on the host is used, which
+    /// stays mounted until the container is removed; refused when it is not mounted (reading
+    /// the empty mount point would copy nothing, silently).
+    fn container_root(&self, key: &str) -> Result<(ContainerRoot, String)> {
         use std::os::unix::fs::MetadataExt;
         let r = self.containers().resolve(key)?;
         let dir = self.container_dir(&r.id);
         let rootfs = dir.join(zlayer_runtime::rootfs::ROOTFS_DIR);
-        let mounted = match (std::fs::metadata(&dir), std::fs::metadata(&rootfs)) {
-            (Ok(d), Ok(m)) => d.dev() != m.dev(),
-            _ => false,
+        let mount = match (std::fs::metadata(&dir), std::fs::metadata(&rootfs)) {
+            (Ok(d), Ok(m)) if d.dev() != m.dev() => m,
+            _ => {
+                return Err(AgentError::conflict(format!(
+                    "the root filesystem of container {} is not mounted",
+                    r.name
+                )))
+            }
         };
-        if !mounted {
-            return Err(AgentError::conflict(format!(
-                "the root filesystem of container {} is not mounted",
-                r.name
-            )));
-        }
-        Ok((rootfs, r.name))
+        let live = r
+            .pid
+            .filter(|_| r.state == ContainerState::Running)
+            .and_then(|pid| std::fs::File::open(format!("/proc/{pid}/root")).ok())
+            .filter(|f| {
+                f.metadata()
+                    .is_ok_and(|m| m.dev() == mount.dev() && m.ino() == mount.ino())
+            });
+        let root = match live {
+            Some(f) => ContainerRoot::Live(std::os::fd::OwnedFd::from(f)),
+            None => ContainerRoot::Overlay(rootfs),
+        };
+        Ok((root, r.name))
     }
 
     /// `cp`'s stat: what `path` is inside the container (`follow_link`: a final symlink is
@@ -194,8 +232,8 @@ impl Agent {
         let key = key.to_string();
         let path = check_path(path)?;
         self.run_blocking(move |a| {
-            let (rootfs, name) = a.mounted_rootfs(&key)?;
-            export::stat_in_root(&rootfs, &path, follow_link)
+            let (root, name) = a.container_root(&key)?;
+            export::stat_in_root(&root.path(), &path, follow_link)
                 .map(PathStat::from)
                 .map_err(|e| path_error(&name, &path, e))
         })
@@ -214,7 +252,7 @@ impl Agent {
         let stat = self.container_path_stat(key, path, follow_link).await?;
         let (rootfs, _) = {
             let key = key.to_string();
-            self.run_blocking(move |a| a.mounted_rootfs(&key)).await?
+            self.run_blocking(move |a| a.container_root(&key)).await?
         };
         let path = check_path(path)?;
         let (tx, rx) = mpsc::channel(CHUNK_BUFFER);
@@ -223,7 +261,7 @@ impl Agent {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(CHUNK_SIZE),
             };
-            let res = export::write_tar_in_root(&rootfs, &path, follow_link, &mut w)
+            let res = export::write_tar_in_root(&rootfs.path(), &path, follow_link, &mut w)
                 .and_then(|_| w.flush());
             if let Err(e) = res {
                 if e.kind() != io::ErrorKind::BrokenPipe {
@@ -254,7 +292,7 @@ impl Agent {
         let feeding = tokio::spawn(feed(archive, tx));
         let result = self
             .run_blocking(move |a| {
-                let (rootfs, name) = a.mounted_rootfs(&key)?;
+                let (root, name) = a.container_root(&key)?;
                 // The node's free-space floor holds for copies as for pulls: a client
                 // streaming without end fills the disk only down to it.
                 let min_free = a.config().file.min_free_space_mib.saturating_mul(1 << 20);
@@ -262,7 +300,7 @@ impl Agent {
                     rx,
                     cur: Bytes::new(),
                 };
-                unpack_into(&rootfs, &name, &dir, reader, preserve_owner, min_free)
+                unpack_into(&root.path(), &name, &dir, reader, preserve_owner, min_free)
             })
             .await;
         feeding.abort();

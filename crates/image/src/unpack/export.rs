@@ -159,6 +159,9 @@ fn append_dir<W: Write>(
 ) -> io::Result<()> {
     let mut h = header(st, tar::EntryType::Directory, 0);
     b.append_data(&mut h, name, io::empty())?;
+    if is_kernel_fs(dir)? {
+        return Ok(());
+    }
     let mut names = root::list_dir(dir)?;
     names.sort();
     for child in names {
@@ -213,6 +216,35 @@ fn append_child<W: Write>(
         libc::S_IFSOCK => Ok(()), // not archivable, as in tar(1)
         _ => append_special(b, name, &st),
     }
+}
+
+/// Whether `dir` is on a kernel filesystem (a running container's /proc, /sys, cgroups, ...):
+/// its files are not data (sizes that lie, endless or side-effecting reads), so the directory is
+/// archived empty, as the mount point it is in the container's image.
+// The magic numbers' and f_type's widths differ between architectures: the casts are needed.
+#[allow(clippy::unnecessary_cast)]
+fn is_kernel_fs(dir: BorrowedFd<'_>) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: zeroed statfs is a valid out-buffer.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and out pointer.
+    if unsafe { libc::fstatfs(dir.as_raw_fd(), &mut st) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    const KERNEL_FS: &[i64] = &[
+        libc::PROC_SUPER_MAGIC as i64,
+        libc::SYSFS_MAGIC as i64,
+        libc::CGROUP_SUPER_MAGIC as i64,
+        libc::CGROUP2_SUPER_MAGIC as i64,
+        libc::DEVPTS_SUPER_MAGIC as i64,
+        0x1980_0202, // mqueue (not in libc)
+        libc::SECURITYFS_MAGIC as i64,
+        libc::DEBUGFS_MAGIC as i64,
+        libc::TRACEFS_MAGIC as i64,
+        libc::BPF_FS_MAGIC as i64,
+    ];
+    let kind = st.f_type as i64;
+    Ok(KERNEL_FS.contains(&kind))
 }
 
 fn dir_raw(dir: BorrowedFd<'_>) -> std::os::fd::RawFd {
