@@ -138,6 +138,24 @@ fn copies_into_a_container_with_dockers_path_rules() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("missing"), "{err}");
 
+    let (code, _, err) = run(&d, &["cp", &s(&h.join("f")), "ghost:/in"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.to_lowercase().contains("no such container"), "{err}");
+    // A read-only root filesystem is refused, with the reason.
+    d.ok(&[
+        "run",
+        "-d",
+        "--read-only",
+        "--name",
+        "ro",
+        &image,
+        "sleep",
+        "1000",
+    ]);
+    let (code, _, err) = run(&d, &["cp", &s(&h.join("f")), "ro:/"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+
     // Into a stopped container too; seen once it runs again is not possible (no restart), so
     // the copy is read back out.
     d.ok(&["stop", "-t", "1", "dst"]);
