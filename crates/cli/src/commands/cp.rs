@@ -281,7 +281,10 @@ async fn copy_from(
                 }
             }
             Some(Err(e)) => {
-                failed = Some(format!("reading {src} from container {container}: {e}"));
+                failed = Some(format!(
+                    "the daemon could not finish the archive of {src} in container \
+                     {container} (its log says why): {e}"
+                ));
                 let _ = tx
                     .send(Err(io::Error::other("the archive was cut short")))
                     .await;
