@@ -249,6 +249,41 @@ impl Client {
     }
 }
 
+impl Client {
+    /// `GET`s a raw (non-JSON) response, such as a container's archive; errors as for JSON
+    /// calls. The caller reads the body.
+    pub async fn get_raw(&self, path: &str) -> Result<hyper::Response<hyper::body::Incoming>> {
+        self.send(Method::GET, path, None).await
+    }
+
+    /// `PUT`s the chunks from `body` as a raw request body (a tar for `cp`) and parses the
+    /// JSON answer.
+    pub async fn put_stream<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: mpsc::Receiver<std::io::Result<Bytes>>,
+    ) -> Result<T> {
+        let stream = tokio_stream::wrappers::ReceiverStream::new(body)
+            .map(|b| b.map(hyper::body::Frame::data));
+        let resp = self
+            .send_body(
+                Method::PUT,
+                path,
+                BoxBody::new(StreamBody::new(stream)),
+                false,
+            )
+            .await?;
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(protocol)?
+            .to_bytes();
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Protocol(format!("bad response to {path}: {e}")))
+    }
+}
+
 use tokio_stream::StreamExt as _;
 
 fn api_error(status: StatusCode, body: &[u8]) -> ClientError {

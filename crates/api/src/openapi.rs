@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use crate::routes::{containers, images, networks, services, volumes};
+use crate::routes::{archive, containers, images, networks, services, volumes};
 use crate::types::ErrorBody;
 
 /// The document's root: every operation and the schemas they name.
@@ -48,6 +48,9 @@ use crate::types::ErrorBody;
         containers::stats,
         containers::exec,
         containers::attach,
+        archive::stat,
+        archive::get,
+        archive::put,
         volumes::list,
         volumes::create,
         volumes::remove,

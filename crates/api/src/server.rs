@@ -17,7 +17,7 @@ use zlayer_agent::Agent;
 
 use crate::types::{VersionInfo, API_VERSION};
 
-use crate::routes::{containers, images, networks, services, volumes, AppState};
+use crate::routes::{archive, containers, images, networks, services, volumes, AppState};
 
 /// All routes of the API.
 pub fn router(agent: Arc<Agent>) -> Router {
@@ -46,6 +46,11 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/containers/{id}/stats", get(containers::stats))
         .route("/v1/containers/{id}/exec", post(containers::exec))
         .route("/v1/containers/{id}/attach", post(containers::attach))
+        .route(
+            "/v1/containers/{id}/archive",
+            get(archive::get).put(archive::put),
+        )
+        .route("/v1/containers/{id}/archive/stat", get(archive::stat))
         .route("/v1/volumes", get(volumes::list).post(volumes::create))
         .route("/v1/volumes/{name}", delete(volumes::remove))
         .route("/v1/deployments", post(services::deploy))

@@ -83,6 +83,8 @@ enum ClientCommand {
     Inspect(containers::InspectArgs),
     /// Show containers' CPU, memory and pids.
     Stats(containers::StatsArgs),
+    /// Copy files between a container and the host (`-` for a tar on stdin/stdout).
+    Cp(commands::cp::CpArgs),
     /// Deploy (or validate with --dry-run) a deployment spec file.
     Deploy(services::DeployArgs),
     /// Stop and remove everything of a deployment.
@@ -157,6 +159,7 @@ async fn run_client(client: Client, command: ClientCommand) -> ExitCode {
         ClientCommand::Wait(a) => containers::wait(&client, a).await,
         ClientCommand::Inspect(a) => containers::inspect(&client, a).await,
         ClientCommand::Stats(a) => containers::stats(&client, a).await,
+        ClientCommand::Cp(a) => commands::cp::cp(&client, a).await,
         ClientCommand::Volume(c) => volumes::volume(&client, c).await,
         ClientCommand::Network(c) => networks::network(&client, c).await,
         ClientCommand::Deploy(a) => services::deploy(&client, a).await,

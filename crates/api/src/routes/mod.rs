@@ -1,5 +1,6 @@
 //! Route handlers, one module per resource.
 
+pub mod archive;
 pub mod containers;
 pub mod images;
 pub mod networks;

@@ -1,6 +1,7 @@
 //! The CLI's commands, one module per resource. Each is a thin client of the daemon's API.
 
 pub mod containers;
+pub mod cp;
 pub mod images;
 pub mod networks;
 pub mod services;

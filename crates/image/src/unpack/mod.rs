@@ -13,6 +13,7 @@
 //! [`WhiteoutMode::Apply`] deletes, for flattening a chain into one plain directory.
 
 pub(crate) mod chain;
+pub mod export;
 mod links;
 mod meta;
 mod root;
