@@ -30,6 +30,9 @@ pub struct ContainerSummary {
     /// `starting`, `healthy` or `unhealthy` for service replicas with a health check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::services::HealthStatus>,
+    /// The container's labels (`--label`), for `ps --format '{{.Labels}}'`.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// `inspect`.
@@ -52,7 +55,9 @@ pub struct ContainerDetails {
     pub log_loss: Option<zlayer_runtime::logs::LogLoss>,
 }
 
-fn ago(rfc3339: Option<&str>) -> String {
+/// How long ago an RFC 3339 time was, as docker words it (`3 minutes`); empty when
+/// `rfc3339` is absent or unreadable. Public for the CLI's `{{.RunningFor}}`.
+pub fn ago(rfc3339: Option<&str>) -> String {
     let Some(t) = rfc3339.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
         return String::new();
     };
@@ -134,6 +139,7 @@ impl Agent {
                     status,
                     exit_code: r.exit_code,
                     health,
+                    labels: r.labels,
                 }
             })
             .collect())

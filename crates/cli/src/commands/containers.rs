@@ -18,8 +18,10 @@ use zlayer_api::client::{encode_query, ClientError};
 use zlayer_api::frames;
 use zlayer_api::Client;
 
+use super::listing::{ps_row, short_command, PS_FIELDS};
 use super::{each, exit_status, CmdResult};
 use crate::output::{human_size, print_json, print_table, Format};
+use crate::template::ListFormat;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -300,49 +302,59 @@ pub struct PsArgs {
     /// Only ids.
     #[arg(short, long)]
     pub quiet: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
+    /// `table`, `json`, or a Go template: '{{.ID}}\t{{.Names}}', 'table {{.ID}}\t{{.Status}}',
+    /// '{{json .}}'. Fields: ID Image Command CreatedAt RunningFor Ports State Status Names Labels.
+    #[arg(long, default_value = "table")]
+    pub format: ListFormat,
 }
 
 pub async fn ps(client: &Client, args: PsArgs) -> CmdResult {
+    if let ListFormat::Template(t) = &args.format {
+        t.check(PS_FIELDS)?;
+    }
     let list: Vec<ContainerSummary> = client
         .get(&format!("/v1/containers?all={}", args.all))
         .await?;
-    if args.format == Format::Json {
-        print_json(&list)?;
-    } else if args.quiet {
+    if args.quiet {
         for c in &list {
             outln!("{}", &c.id[..12]);
         }
-    } else {
-        let rows: Vec<Vec<String>> = list
-            .iter()
-            .map(|c| {
-                let mut cmd = c.command.clone();
-                if cmd.chars().count() > 30 {
-                    cmd = cmd.chars().take(29).collect::<String>() + "…";
-                }
-                vec![
-                    c.id[..12].to_string(),
-                    c.image.clone(),
-                    format!("\"{cmd}\""),
-                    c.status.clone(),
-                    c.ports.join(", "),
-                    c.name.clone(),
-                ]
-            })
-            .collect();
-        print_table(
-            &[
-                "CONTAINER ID",
-                "IMAGE",
-                "COMMAND",
-                "STATUS",
-                "PORTS",
-                "NAMES",
-            ],
-            &rows,
-        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &args.format {
+        ListFormat::Json => print_json(&list)?,
+        ListFormat::Template(t) => {
+            let rows: Vec<_> = list.iter().map(ps_row).collect();
+            for line in t.lines(PS_FIELDS, &rows) {
+                outln!("{line}");
+            }
+        }
+        ListFormat::Table => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.id[..12].to_string(),
+                        c.image.clone(),
+                        short_command(&c.command),
+                        c.status.clone(),
+                        c.ports.join(", "),
+                        c.name.clone(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "CONTAINER ID",
+                    "IMAGE",
+                    "COMMAND",
+                    "STATUS",
+                    "PORTS",
+                    "NAMES",
+                ],
+                &rows,
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 
 pub mod containers;
 pub mod images;
+pub mod listing;
 pub mod networks;
 pub mod services;
 pub mod volumes;
