@@ -86,3 +86,91 @@ fn images_format_templates_print_dockers_placeholders() {
     assert_ne!(code, 0);
     assert!(err.contains(".Names"), "{err}");
 }
+
+/// The names `ps` prints for `args`, sorted.
+fn ps_names(d: &common::TestDaemon, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["ps", "--format", "{{.Names}}"];
+    all.extend_from_slice(args);
+    let mut names: Vec<String> = d.ok(&all).lines().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn ps_filter_has_dockers_semantics() {
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let web = d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-l",
+        "tier=front",
+        "-l",
+        "team=a",
+        &image,
+        "sleep",
+        "100",
+    ]);
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "api",
+        "-l",
+        "tier=back",
+        "-l",
+        "team=a",
+        &image,
+        "sleep",
+        "100",
+    ]);
+    d.ok(&["run", "--name", "job", "-l", "tier=batch", &image, "true"]);
+    let none: Vec<String> = Vec::new();
+    assert_eq!(ps_names(&d, &["--filter", "name=web"]), ["web"]);
+    // Same key ORs.
+    assert_eq!(
+        ps_names(&d, &["-f", "name=web", "-f", "name=api"]),
+        ["api", "web"]
+    );
+    // Different keys AND.
+    assert_eq!(
+        ps_names(&d, &["-f", "name=web", "-f", "label=tier=back"]),
+        none
+    );
+    assert_eq!(ps_names(&d, &["-f", "label=team=a"]), ["api", "web"]);
+    assert_eq!(ps_names(&d, &["-f", "label=team"]), ["api", "web"]);
+    // Every label given must be present, as docker.
+    assert_eq!(
+        ps_names(&d, &["-f", "label=team=a", "-f", "label=tier=front"]),
+        ["web"]
+    );
+    // A status filter shows stopped containers without -a.
+    assert_eq!(ps_names(&d, &["-f", "status=exited"]), ["job"]);
+    assert_eq!(
+        ps_names(&d, &["-a", "-f", "status=running"]),
+        ["api", "web"]
+    );
+    assert_eq!(
+        ps_names(&d, &["-f", &format!("id={}", &web.trim()[..8])]),
+        ["web"]
+    );
+    assert_eq!(
+        ps_names(&d, &["-a", "-f", &format!("ancestor={image}")]),
+        ["api", "job", "web"]
+    );
+    assert_eq!(ps_names(&d, &["-a", "-f", "ancestor=alpine"]), none);
+    // Filtering happens in the agent: the REST API answers the same.
+    let (code, _, err) = run(&d, &["ps", "-f", "colour=red"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("colour"), "{err}");
+    let (code, _, err) = run(&d, &["ps", "-f", "status=sleepy"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("status=sleepy"), "{err}");
+    let (code, _, err) = run(&d, &["ps", "-f", "nameweb"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("nameweb"), "{err}");
+    d.ok(&["rm", "-f", "web", "api", "job"]);
+}

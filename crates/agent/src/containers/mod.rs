@@ -2,6 +2,7 @@
 //! their life (create, stop, kill, remove, wait) through the per-container shims; `exec` and
 //! `attach` sessions, log streams and stats, as async calls every front end shares.
 
+pub mod filter;
 pub mod lifecycle;
 pub(crate) mod liveness;
 pub mod logs;
@@ -13,6 +14,7 @@ pub mod request;
 pub mod session;
 pub(crate) mod trash;
 
+pub use filter::ContainerFilter;
 pub use lifecycle::{Created, WaitResult};
 pub use logs::{LogEntry, LogOptions, LogStream};
 pub use query::{ContainerDetails, ContainerSummary};

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use zlayer_runtime::ContainerStats;
 use zlayer_runtime::ShimClient;
 
+use super::filter::ContainerFilter;
 use super::record::{ContainerRecord, ContainerState};
 use crate::error::{AgentError, Result};
 use crate::Agent;
@@ -88,17 +89,29 @@ fn command_of(r: &ContainerRecord) -> String {
 }
 
 impl Agent {
-    /// `ps [-a]`.
-    pub async fn list_containers(self: &Arc<Self>, all: bool) -> Result<Vec<ContainerSummary>> {
-        self.run_blocking(move |a| a.container_summaries(all)).await
+    /// `ps [-a] [--filter ...]`: running containers, or all with `all` or a `status`
+    /// filter (as docker), that pass `filter`.
+    pub async fn list_containers(
+        self: &Arc<Self>,
+        all: bool,
+        filter: ContainerFilter,
+    ) -> Result<Vec<ContainerSummary>> {
+        self.run_blocking(move |a| a.container_summaries(all, &filter))
+            .await
     }
 
-    fn container_summaries(&self, all: bool) -> Result<Vec<ContainerSummary>> {
+    fn container_summaries(
+        &self,
+        all: bool,
+        filter: &ContainerFilter,
+    ) -> Result<Vec<ContainerSummary>> {
+        let all = all || filter.has_status();
         Ok(self
             .containers()
             .list()?
             .into_iter()
             .filter(|r| all || r.state == ContainerState::Running)
+            .filter(|r| filter.matches(r))
             .map(|r| {
                 let health = self
                     .services()

@@ -9,6 +9,7 @@ use axum::Json;
 use futures_util::{stream, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
+use zlayer_agent::containers::ContainerFilter;
 use zlayer_agent::containers::{
     ContainerDetails, ContainerStats, ContainerSummary, CreateRequest, Created, ExecSpec,
     LogOptions, OutputStream, Session, SessionEvent, WaitResult,
@@ -35,6 +36,9 @@ pub async fn create(
 pub struct ListQuery {
     #[serde(default)]
     pub all: bool,
+    /// docker's filters as JSON: `{"name":["web"],"status":["exited"]}`; keys `ancestor`,
+    /// `id`, `label`, `name`, `status`; values of one key OR, keys AND (labels: all must match).
+    pub filters: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/containers", tag = "containers", operation_id = "container_list",
@@ -44,7 +48,11 @@ pub async fn list(
     State(agent): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<ContainerSummary>>> {
-    Ok(Json(agent.list_containers(q.all).await?))
+    let filter = match q.filters.as_deref() {
+        Some(json) if !json.trim().is_empty() => ContainerFilter::from_json(json)?,
+        _ => ContainerFilter::default(),
+    };
+    Ok(Json(agent.list_containers(q.all, filter).await?))
 }
 
 #[utoipa::path(get, path = "/v1/containers/{id}", tag = "containers", operation_id = "container_inspect",

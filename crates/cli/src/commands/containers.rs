@@ -18,7 +18,7 @@ use zlayer_api::client::{encode_query, ClientError};
 use zlayer_api::frames;
 use zlayer_api::Client;
 
-use super::listing::{ps_row, short_command, PS_FIELDS};
+use super::listing::{filter_pair, filters_query, ps_row, short_command, PS_FIELDS};
 use super::{each, exit_status, CmdResult};
 use crate::output::{human_size, print_json, print_table, Format};
 use crate::template::ListFormat;
@@ -306,6 +306,9 @@ pub struct PsArgs {
     /// '{{json .}}'. Fields: ID Image Command CreatedAt RunningFor Ports State Status Names Labels.
     #[arg(long, default_value = "table")]
     pub format: ListFormat,
+    /// KEY=VALUE, repeatable: name, id, label, status, ancestor (same key ORs, keys AND).
+    #[arg(short, long = "filter", value_parser = filter_pair)]
+    pub filter: Vec<(String, String)>,
 }
 
 pub async fn ps(client: &Client, args: PsArgs) -> CmdResult {
@@ -313,7 +316,11 @@ pub async fn ps(client: &Client, args: PsArgs) -> CmdResult {
         t.check(PS_FIELDS)?;
     }
     let list: Vec<ContainerSummary> = client
-        .get(&format!("/v1/containers?all={}", args.all))
+        .get(&format!(
+            "/v1/containers?all={}{}",
+            args.all,
+            filters_query(&args.filter)
+        ))
         .await?;
     if args.quiet {
         for c in &list {

@@ -7,6 +7,27 @@ use zlayer_agent::images::ImageSummary;
 
 use crate::template::{Field, Row};
 
+/// A `--filter KEY=VALUE` flag's value, checked for its `=` (clap's value parser).
+pub fn filter_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.trim().to_lowercase(), v.to_string())),
+        _ => Err(format!("bad format of filter {s:?} (expected name=value)")),
+    }
+}
+
+/// `--filter` flags as docker's `filters` query parameter (`&filters=...`), or nothing.
+pub fn filters_query(pairs: &[(String, String)]) -> String {
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let mut map: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for (k, v) in pairs {
+        map.entry(k).or_default().push(v);
+    }
+    let json = serde_json::to_string(&map).unwrap_or_default();
+    format!("&filters={}", zlayer_api::client::encode_query(&json))
+}
+
 const fn field(name: &'static str, header: &'static str) -> Field {
     Field { name, header }
 }
@@ -142,6 +163,20 @@ pub fn image_rows(i: &ImageSummary) -> Vec<Row> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_become_dockers_json() {
+        assert!(filter_pair("nameweb").is_err());
+        assert!(filter_pair("=web").is_err());
+        let pairs: Vec<_> = ["name=web", "Name=db", "label=a=b"]
+            .iter()
+            .map(|s| filter_pair(s).unwrap())
+            .collect();
+        let q = filters_query(&pairs);
+        let json = q.strip_prefix("&filters=").unwrap();
+        assert!(!json.contains('{'), "encoded: {json}");
+        assert_eq!(filters_query(&[]), "");
+    }
 
     #[test]
     fn created_at_reads_like_docker() {
