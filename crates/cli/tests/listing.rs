@@ -174,3 +174,120 @@ fn ps_filter_has_dockers_semantics() {
     assert!(err.contains("nameweb"), "{err}");
     d.ok(&["rm", "-f", "web", "api", "job"]);
 }
+
+/// `logs --timestamps` lines as (time, text).
+fn stamped(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .map(|l| {
+            let (t, text) = l.split_once(' ').expect(l);
+            (t.to_string(), text.to_string())
+        })
+        .collect()
+}
+
+fn texts(out: &str) -> Vec<&str> {
+    out.lines().collect()
+}
+
+#[test]
+fn logs_since_until_and_timestamps_select_by_time() {
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let script = "echo a; sleep 1; echo b; sleep 1; echo c";
+    d.ok(&["run", "--name", "abc", &image, "sh", "-c", script]);
+    let lines = stamped(&d.ok(&["logs", "--timestamps", "abc"]));
+    let got: Vec<&str> = lines.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(got, ["a", "b", "c"]);
+    let tb = lines[1].0.as_str();
+    assert!(
+        tb.contains('T') && tb.ends_with('Z'),
+        "RFC 3339 in UTC: {tb}"
+    );
+    // RFC 3339 bounds are inclusive, as docker's.
+    assert_eq!(texts(&d.ok(&["logs", "--since", tb, "abc"])), ["b", "c"]);
+    assert_eq!(texts(&d.ok(&["logs", "--until", tb, "abc"])), ["a", "b"]);
+    assert_eq!(
+        texts(&d.ok(&["logs", "--since", tb, "--until", tb, "abc"])),
+        ["b"]
+    );
+    // Both with --timestamps keep the prefix.
+    let only_b = stamped(&d.ok(&["logs", "-t", "--since", tb, "--until", tb, "abc"]));
+    assert_eq!(only_b, [(tb.to_string(), "b".to_string())]);
+    // Relative durations and Unix seconds.
+    assert_eq!(
+        texts(&d.ok(&["logs", "--since", "1h", "abc"])),
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        texts(&d.ok(&["logs", "--until", "1h", "abc"])),
+        Vec::<&str>::new()
+    );
+    assert_eq!(
+        texts(&d.ok(&["logs", "--since", "1h30m", "--until", "0s", "abc"])),
+        ["a", "b", "c"]
+    );
+    let unix_later = (std::time::SystemTime::now() + std::time::Duration::from_secs(3600))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    assert_eq!(
+        texts(&d.ok(&["logs", "--since", &unix_later, "abc"])),
+        Vec::<&str>::new()
+    );
+    // --tail still counts from the end of what is kept.
+    assert_eq!(
+        texts(&d.ok(&["logs", "--tail", "1", "--until", tb, "abc"])),
+        Vec::<&str>::new()
+    );
+    // Bad values name the flag and the value.
+    let (code, _, err) = run(&d, &["logs", "--since", "yesterday", "abc"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--since") && err.contains("yesterday"),
+        "{err}"
+    );
+    d.ok(&["rm", "abc"]);
+}
+
+#[test]
+fn logs_follow_ends_at_until() {
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        &image,
+        "sh",
+        "-c",
+        "while true; do echo tick; sleep 0.5; done",
+    ]);
+    let until = (std::time::SystemTime::now() + std::time::Duration::from_secs(3))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let until = format!("{until:.3}");
+    let (code, out, err, took) = common::run_within(
+        &d,
+        &["logs", "-f", "-t", "--until", &until, "ticker"],
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(took < std::time::Duration::from_secs(45), "took {took:?}");
+    let lines = stamped(&out);
+    assert!(!lines.is_empty(), "{out}");
+    assert!(lines.iter().all(|(_, t)| t == "tick"), "{out}");
+    // A follow with --until in the past ends at once, with what the window holds.
+    let (code, _, err, took) = common::run_within(
+        &d,
+        &["logs", "-f", "--until", "1h", "ticker"],
+        std::time::Duration::from_secs(60),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    d.ok(&["rm", "-f", "ticker"]);
+}

@@ -5,6 +5,7 @@
 pub mod filter;
 pub mod lifecycle;
 pub(crate) mod liveness;
+pub mod log_time;
 pub mod logs;
 pub mod names;
 pub mod network;

@@ -9,6 +9,7 @@ use axum::Json;
 use futures_util::{stream, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
+use zlayer_agent::containers::log_time::log_window;
 use zlayer_agent::containers::ContainerFilter;
 use zlayer_agent::containers::{
     ContainerDetails, ContainerStats, ContainerSummary, CreateRequest, Created, ExecSpec,
@@ -175,6 +176,11 @@ pub struct LogsQuery {
     pub tail: Option<usize>,
     #[serde(default)]
     pub timestamps: bool,
+    /// Only lines at or after this time: RFC 3339, Unix seconds (`1764790396.5`) or a
+    /// duration before now (`10m`), as docker.
+    pub since: Option<String>,
+    /// Only lines at or before this time (same forms); a follow ends then.
+    pub until: Option<String>,
     /// With `follow`: after the last line, wait for the container as `wait` does (for
     /// `--rm` that includes removing it) and end with a status frame carrying the
     /// [`WaitResult`]. Saves an attached `run` a round trip after the output ends.
@@ -192,9 +198,12 @@ pub async fn logs(
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
+    let (since, until) = log_window(q.since.as_deref(), q.until.as_deref())?;
     let opts = LogOptions {
         follow: q.follow,
         tail: q.tail,
+        since,
+        until,
     };
     let lines = agent.container_logs(&id, opts).await?;
     let timestamps = q.timestamps;

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use clap::Args;
 use hyper::Method;
 use tokio::sync::mpsc;
+use zlayer_agent::containers::log_time::parse_log_time;
 use zlayer_agent::containers::request::parse_bytes;
 use zlayer_agent::containers::ExecSpec;
 use zlayer_agent::containers::{
@@ -378,6 +379,13 @@ pub struct LogsArgs {
     /// Prefix each line with its RFC 3339 timestamp.
     #[arg(short, long)]
     pub timestamps: bool,
+    /// Only lines since this time: RFC 3339 (2026-12-03T19:30:00Z), Unix seconds, or a
+    /// duration before now (10m, 1h30m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only lines until this time (same forms as --since); a follow ends then.
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
 pub async fn logs(client: &Client, args: LogsArgs) -> CmdResult {
@@ -389,6 +397,20 @@ pub async fn logs(client: &Client, args: LogsArgs) -> CmdResult {
     );
     if let Some(t) = args.tail {
         path.push_str(&format!("&tail={t}"));
+    }
+    // Relative times count back from the client's clock, as docker's CLI does.
+    let now = chrono::Utc::now();
+    for (flag, key, value) in [
+        ("--since", "since", &args.since),
+        ("--until", "until", &args.until),
+    ] {
+        if let Some(v) = value {
+            let t = parse_log_time(flag, v, now).map_err(|e| anyhow::anyhow!(e.message))?;
+            path.push_str(&format!(
+                "&{key}={}",
+                encode_query(&t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+            ));
+        }
     }
     let mut failure = None;
     client
