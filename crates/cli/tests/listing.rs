@@ -291,3 +291,84 @@ fn logs_follow_ends_at_until() {
     assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
     d.ok(&["rm", "-f", "ticker"]);
 }
+
+/// The `Repository:Tag` lines of `images` with `args`, sorted.
+fn image_names(d: &common::TestDaemon, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["images", "--format", "{{.Repository}}:{{.Tag}}"];
+    all.extend_from_slice(args);
+    let mut names: Vec<String> = d.ok(&all).lines().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn images_filter_has_dockers_semantics() {
+    let Some((d, _image)) = daemon_with_busybox() else {
+        return;
+    };
+    // A second image, `rules`, first tagged dangle:1; loading busybox under the same tag
+    // leaves `rules` without a name: dangling.
+    let tmp = tempfile::tempdir().unwrap();
+    let rules = zlayer_testkit::cached("rules").unwrap();
+    let busybox = zlayer_testkit::cached("busybox").unwrap();
+    let rules_tar = tmp.path().join("rules.tar");
+    let busybox_tar = tmp.path().join("busybox.tar");
+    zlayer_testkit::fixtures::archive::write_docker_save(&rules, "dangle:1", &rules_tar).unwrap();
+    zlayer_testkit::fixtures::archive::write_docker_save(&busybox, "dangle:1", &busybox_tar)
+        .unwrap();
+    d.ok(&["load", "-i", &rules_tar.display().to_string()]);
+    d.ok(&["load", "-i", &busybox_tar.display().to_string()]);
+    let all = image_names(&d, &[]);
+    assert!(all.contains(&"<none>:<none>".to_string()), "{all:?}");
+    assert!(all.contains(&"dangle:1".to_string()), "{all:?}");
+    let none: Vec<String> = Vec::new();
+    assert_eq!(image_names(&d, &["-f", "dangling=true"]), ["<none>:<none>"]);
+    assert!(!image_names(&d, &["-f", "dangling=false"]).contains(&"<none>:<none>".to_string()));
+    // reference: a glob on the familiar name, with or without the tag; only matching
+    // names of an image are listed.
+    assert_eq!(image_names(&d, &["-f", "reference=dangle"]), ["dangle:1"]);
+    assert_eq!(image_names(&d, &["-f", "reference=dang*:1"]), ["dangle:1"]);
+    assert_eq!(image_names(&d, &["-f", "reference=dangle:2"]), none);
+    assert_eq!(
+        image_names(
+            &d,
+            &["-f", "reference=dangle", "-f", "reference=layout:latest"]
+        ),
+        ["dangle:1", "layout:latest"]
+    );
+    // label: from the image config; every one given must be present; keys AND.
+    assert_eq!(
+        image_names(
+            &d,
+            &[
+                "-f",
+                "label=org.zlayer.fixture=busybox",
+                "-f",
+                "reference=dangle"
+            ]
+        ),
+        ["dangle:1"]
+    );
+    assert_eq!(
+        image_names(&d, &["-f", "label=org.zlayer.fixture=nope"]),
+        none
+    );
+    assert_eq!(
+        image_names(
+            &d,
+            &[
+                "-f",
+                "label=org.zlayer.fixture",
+                "-f",
+                "label=no.such.label"
+            ]
+        ),
+        none
+    );
+    let (code, _, err) = run(&d, &["images", "-f", "before=x"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("before"), "{err}");
+    let (code, _, err) = run(&d, &["images", "-f", "dangling=maybe"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("dangling=maybe"), "{err}");
+}

@@ -10,7 +10,7 @@ use zlayer_api::client::encode_query;
 use zlayer_api::routes::images::{LoadRequest, LoadResponse, PullLine, PullRequest, UnpackRequest};
 use zlayer_api::Client;
 
-use super::listing::{image_rows, repo_and_tag, IMAGE_FIELDS};
+use super::listing::{filter_pair, filters_query, image_rows, repo_and_tag, IMAGE_FIELDS};
 use super::CmdResult;
 use crate::output::{human_size, print_json, print_table};
 use crate::template::ListFormat;
@@ -94,13 +94,18 @@ pub struct ListArgs {
     /// Only image ids.
     #[arg(short, long)]
     pub quiet: bool,
+    /// KEY=VALUE, repeatable: reference (a glob: busy*, busybox:1*), dangling=true|false,
+    /// label=KEY[=VALUE] (same key ORs, keys AND).
+    #[arg(short, long = "filter", value_parser = filter_pair)]
+    pub filter: Vec<(String, String)>,
 }
 
 pub async fn list(client: &Client, args: ListArgs) -> CmdResult {
     if let ListFormat::Template(t) = &args.format {
         t.check(IMAGE_FIELDS)?;
     }
-    let images: Vec<ImageSummary> = client.get("/v1/images").await?;
+    let query = filters_query(&args.filter).replacen('&', "?", 1);
+    let images: Vec<ImageSummary> = client.get(&format!("/v1/images{query}")).await?;
     if args.quiet {
         for i in &images {
             outln!("{}", i.id.short());
