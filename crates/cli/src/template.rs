@@ -1,5 +1,6 @@
 //! `--format` for listings: `table`, `json`, or a Go-template of docker's placeholder subset
-//! (`'{{.Names}}'`, `'{{.ID}}\t{{.Status}}'`, `'table {{.ID}}\t{{.Image}}'`, `'{{json .}}'`).
+//! (`'{{.Names}}'`, `'{{.ID}}\t{{.Status}}'`, `'table {{.ID}}\t{{.Image}}'`, `'{{json .}}'`,
+//! `'{{.Label "key"}}'`).
 //!
 //! Hand-written on purpose: scripts written for docker use only field lookups, `json`, the
 //! `table` prefix and the `\t`/`\n` escapes; a full Go `text/template` engine (the `gtmpl`
@@ -18,8 +19,22 @@ pub struct Field {
     pub header: &'static str,
 }
 
-/// A row of a listing: field name → text, as docker's formatter shows it.
-pub type Row = BTreeMap<&'static str, String>;
+/// A row of a listing: field name → text, as docker's formatter shows it, and the labels
+/// `{{.Label "key"}}` reads.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub fields: BTreeMap<&'static str, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl<const N: usize> From<[(&'static str, String); N]> for Row {
+    fn from(fields: [(&'static str, String); N]) -> Self {
+        Self {
+            fields: fields.into(),
+            labels: BTreeMap::new(),
+        }
+    }
+}
 
 /// What `--format` asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -52,6 +67,8 @@ enum Part {
     Field(String),
     /// `{{json .}}` (`None`) or `{{json .Name}}`.
     Json(Option<String>),
+    /// `{{.Label "key"}}`: one label's value.
+    Label(String),
 }
 
 /// A parsed `--format` template.
@@ -89,6 +106,18 @@ fn field_name(text: &str, arg: &str) -> Result<String, TemplateError> {
     Ok(name.to_string())
 }
 
+/// The key of `.Label "key"`: one double-quoted string without escapes.
+fn label_key(text: &str, action: &str) -> Result<String, TemplateError> {
+    let quoted = action[".Label".len()..].trim();
+    match quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
+        Some(key) if !key.contains(['"', '\\']) => Ok(key.to_string()),
+        _ => Err(err(
+            text,
+            format!("{{{{{action}}}}}: expected {{{{.Label \"key\"}}}}"),
+        )),
+    }
+}
+
 impl Template {
     /// Parses the placeholder subset; `\t` and `\n` written as two characters become a tab
     /// and a newline, as docker's formatter does.
@@ -113,12 +142,14 @@ impl Template {
                 [field] if field.starts_with('.') => Part::Field(field_name(text, field)?),
                 ["json", "."] => Part::Json(None),
                 ["json", field] => Part::Json(Some(field_name(text, field)?)),
+                [".Label", _, ..] => Part::Label(label_key(text, action)?),
                 _ => {
                     return Err(err(
                         text,
                         format!(
                             "unsupported action {{{{{action}}}}}: only {{{{.Field}}}}, \
-                             {{{{json .}}}} and {{{{json .Field}}}} are understood"
+                             {{{{json .}}}}, {{{{json .Field}}}} and {{{{.Label \"key\"}}}} \
+                             are understood"
                         ),
                     ))
                 }
@@ -135,7 +166,9 @@ impl Template {
     pub fn check(&self, fields: &[Field]) -> Result<(), TemplateError> {
         for part in &self.parts {
             let name = match part {
-                Part::Field(n) | Part::Json(Some(n)) => n,
+                Part::Field(n) | Part::Json(Some(n)) => n.as_str(),
+                // Labels are there when the listing has a Labels field.
+                Part::Label(_) => "Labels",
                 _ => continue,
             };
             if !fields.iter().any(|f| f.name == name) {
@@ -155,12 +188,15 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Field(n) => out.push_str(row.get(n.as_str()).map_or("", String::as_str)),
+                Part::Field(n) => {
+                    out.push_str(row.fields.get(n.as_str()).map_or("", String::as_str));
+                }
+                Part::Label(k) => out.push_str(row.labels.get(k).map_or("", String::as_str)),
                 Part::Json(None) => {
-                    out.push_str(&serde_json::to_string(row).unwrap_or_default());
+                    out.push_str(&serde_json::to_string(&row.fields).unwrap_or_default());
                 }
                 Part::Json(Some(n)) => {
-                    let v = row.get(n.as_str()).cloned().unwrap_or_default();
+                    let v = row.fields.get(n.as_str()).cloned().unwrap_or_default();
                     out.push_str(&serde_json::to_string(&v).unwrap_or_default());
                 }
             }
@@ -180,6 +216,7 @@ impl Template {
                         .find(|f| f.name == n)
                         .map_or(n.as_str(), |f| f.header),
                 ),
+                Part::Label(k) => out.push_str(&format!("LABEL {k}")),
                 Part::Json(None) => {}
             }
         }
@@ -248,10 +285,11 @@ mod tests {
     ];
 
     fn row(id: &str, name: &str, status: &str) -> Row {
-        [("ID", id), ("Names", name), ("Status", status)]
-            .into_iter()
-            .map(|(k, v)| (k, v.to_string()))
-            .collect()
+        Row::from([
+            ("ID", id.to_string()),
+            ("Names", name.to_string()),
+            ("Status", status.to_string()),
+        ])
     }
 
     fn template(text: &str) -> Template {
@@ -327,6 +365,21 @@ mod tests {
             let e = bad.parse::<ListFormat>().unwrap_err().to_string();
             assert!(e.contains("--format"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn label_action_reads_one_label() {
+        let mut r = row("1", "", "");
+        r.labels.insert("com.example.tier".into(), "front".into());
+        let t = template(r#"{{.Label "com.example.tier"}}/{{.Label "absent"}}"#);
+        assert_eq!(t.render(&r), "front/");
+        let labelled = [Field {
+            name: "Labels",
+            header: "LABELS",
+        }];
+        assert!(t.check(&labelled).is_ok());
+        assert!(t.check(FIELDS).is_err());
+        assert!("{{.Label tier}}".parse::<ListFormat>().is_err());
     }
 
     #[test]

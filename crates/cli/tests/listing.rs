@@ -23,6 +23,10 @@ fn ps_format_templates_print_dockers_placeholders() {
     ]);
     let id = id.trim();
     assert_eq!(d.ok(&["ps", "--format", "{{.Names}}"]), "web\n");
+    assert_eq!(
+        d.ok(&["ps", "--format", r#"{{.Names}}={{.Label "tier"}}"#]),
+        "web=front\n"
+    );
     let out = d.ok(&["ps", "--format", r"{{.ID}}\t{{.Status}}"]);
     let (short, status) = out.trim_end().split_once('\t').expect(&out);
     assert_eq!(short, &id[..12]);

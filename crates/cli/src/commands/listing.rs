@@ -94,7 +94,7 @@ pub fn ps_row(c: &ContainerSummary) -> Row {
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
     let labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    Row::from([
+    let mut row = Row::from([
         ("ID", c.id.chars().take(12).collect()),
         ("Image", c.image.clone()),
         ("Command", short_command(&c.command)),
@@ -105,7 +105,9 @@ pub fn ps_row(c: &ContainerSummary) -> Row {
         ("Status", c.status.clone()),
         ("Names", c.name.clone()),
         ("Labels", labels.join(",")),
-    ])
+    ]);
+    row.labels = c.labels.clone();
+    row
 }
 
 /// Splits a normalised name into (repository as docker shows it, tag).
