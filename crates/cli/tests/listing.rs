@@ -131,7 +131,21 @@ fn ps_filter_has_dockers_semantics() {
         "sleep",
         "100",
     ]);
-    d.ok(&["run", "--name", "job", "-l", "tier=batch", &image, "true"]);
+    let (code, _, err) = run(
+        &d,
+        &[
+            "run",
+            "--name",
+            "job",
+            "-l",
+            "tier=batch",
+            &image,
+            "sh",
+            "-c",
+            "exit 3",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
     let none: Vec<String> = Vec::new();
     assert_eq!(ps_names(&d, &["--filter", "name=web"]), ["web"]);
     // Same key ORs.

@@ -13,7 +13,7 @@ use super::record::{ContainerRecord, ContainerState};
 use crate::error::{AgentError, Result};
 
 /// The keys `ps --filter` understands.
-pub const CONTAINER_FILTER_KEYS: &[&str] = &["ancestor", "id", "label", "name", "status"];
+pub const CONTAINER_FILTER_KEYS: &[&str] = &["ancestor", "exited", "id", "label", "name", "status"];
 
 /// docker's container statuses; the ones this agent has no such state for match nothing.
 const DOCKER_STATUSES: &[&str] = &[
@@ -38,6 +38,8 @@ pub struct ContainerFilter {
     statuses: Vec<String>,
     /// Image references (normalised) or image id prefixes.
     ancestors: Vec<String>,
+    /// Exit codes of exited containers.
+    exit_codes: Vec<i64>,
 }
 
 fn invalid(key: &str, value: &str, why: &str) -> AgentError {
@@ -78,6 +80,11 @@ impl ContainerFilter {
                     f.statuses.push(value.to_string());
                 }
                 "ancestor" => f.ancestors.push(value.to_string()),
+                "exited" => f.exit_codes.push(
+                    value
+                        .parse()
+                        .map_err(|_| invalid(key, value, "expected an exit code (an integer)"))?,
+                ),
                 _ => {
                     return Err(AgentError::invalid(format!(
                         "invalid filter '{key}': known filters are {}",
@@ -112,6 +119,10 @@ impl ContainerFilter {
         ) && any(
             self.ancestors.is_empty(),
             self.ancestors.iter().any(|a| is_ancestor(a, r)),
+        ) && any(
+            self.exit_codes.is_empty(),
+            r.state == ContainerState::Exited
+                && r.exit_code.is_some_and(|c| self.exit_codes.contains(&c)),
         )
     }
 }
@@ -212,6 +223,18 @@ mod tests {
         let f = filter(&[("name", "db"), ("status", "exited")]);
         assert!(f.matches(&db));
         assert!(ContainerFilter::default().matches(&web));
+    }
+
+    #[test]
+    fn exited_matches_exit_codes_of_exited_containers() {
+        let mut done = record("done", ContainerState::Exited, &[]);
+        done.exit_code = Some(3);
+        let running = record("up", ContainerState::Running, &[]);
+        assert!(filter(&[("exited", "3")]).matches(&done));
+        assert!(filter(&[("exited", "0"), ("exited", "3")]).matches(&done));
+        assert!(!filter(&[("exited", "0")]).matches(&done));
+        assert!(!filter(&[("exited", "3")]).matches(&running));
+        assert!(ContainerFilter::from_pairs([("exited", "x")]).is_err());
     }
 
     #[test]

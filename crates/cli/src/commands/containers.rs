@@ -307,7 +307,7 @@ pub struct PsArgs {
     /// '{{json .}}'. Fields: ID Image Command CreatedAt RunningFor Ports State Status Names Labels.
     #[arg(long, default_value = "table")]
     pub format: ListFormat,
-    /// KEY=VALUE, repeatable: name, id, label, status, ancestor (same key ORs, keys AND).
+    /// KEY=VALUE, repeatable: name, id, label, status, ancestor, exited (same key ORs, keys AND).
     #[arg(short, long = "filter", value_parser = filter_pair)]
     pub filter: Vec<(String, String)>,
 }
