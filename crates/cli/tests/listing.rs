@@ -49,6 +49,9 @@ fn ps_format_templates_print_dockers_placeholders() {
     assert_eq!(json["Names"], "web");
     assert_eq!(json["State"], "running");
     assert_eq!(json["Command"], "\"sleep 100\"");
+    // -q prints ids; a template given beside it wins, as in docker.
+    assert_eq!(d.ok(&["ps", "-q"]).trim(), &id[..12]);
+    assert_eq!(d.ok(&["ps", "-q", "--format", "{{.Names}}"]), "web\n");
     // The older `--format json` keeps printing the API's objects.
     let list: serde_json::Value = serde_json::from_str(&d.ok(&["ps", "--format", "json"])).unwrap();
     assert_eq!(list[0]["id"], id);

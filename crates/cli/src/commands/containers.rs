@@ -323,7 +323,8 @@ pub async fn ps(client: &Client, args: PsArgs) -> CmdResult {
             filters_query(&args.filter)
         ))
         .await?;
-    if args.quiet {
+    // As docker: -q shortens the default table; a json or template format wins over it.
+    if args.quiet && args.format == ListFormat::Table {
         for c in &list {
             outln!("{}", &c.id[..12]);
         }

@@ -106,7 +106,8 @@ pub async fn list(client: &Client, args: ListArgs) -> CmdResult {
     }
     let query = filters_query(&args.filter).replacen('&', "?", 1);
     let images: Vec<ImageSummary> = client.get(&format!("/v1/images{query}")).await?;
-    if args.quiet {
+    // As docker: -q shortens the default table; a json or template format wins over it.
+    if args.quiet && args.format == ListFormat::Table {
         for i in &images {
             outln!("{}", i.id.short());
         }
