@@ -1,4 +1,5 @@
-//! `logs [-f] [--tail N] [--since T] [--until T]` as an async stream of lines, the same for every front end.
+//! `logs [-f] [--tail N] [--since T] [--until T]` as an async stream of lines, the same for
+//! every front end.
 //!
 //! The log reader is blocking (files, inotify for a follow): one task of tokio's blocking
 //! pool reads it into a bounded channel; dropping the stream stops a follow.
@@ -53,6 +54,9 @@ impl LogOptions {
 pub struct LogStream {
     lines: mpsc::Receiver<Result<LogEntry>>,
     cancel: Arc<AtomicBool>,
+    /// Ends a follow at `until`; aborted with the stream, so a client that goes away
+    /// leaves no timer behind (an `until` years ahead must not pile up tasks).
+    until_timer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LogStream {
@@ -74,6 +78,9 @@ impl Drop for LogStream {
     fn drop(&mut self) {
         // The reader notices within its poll period and ends.
         self.cancel.store(true, Ordering::Relaxed);
+        if let Some(timer) = &self.until_timer {
+            timer.abort();
+        }
     }
 }
 
@@ -127,19 +134,20 @@ impl Agent {
                 })
             })
             .await?;
-        if let (true, Some(until)) = (opts.follow, opts.until) {
-            // A follow ends at `until` even when no line comes: the reader notices the
-            // cancel flag within its poll period.
+        // A follow ends at `until` even when no line comes: the reader notices the cancel
+        // flag within its poll period.
+        let until_timer = opts.until.filter(|_| opts.follow).map(|until| {
             let cancel = Arc::clone(&cancel);
             let wait = (until - Utc::now()).to_std().unwrap_or_default();
             tokio::spawn(async move {
                 tokio::time::sleep(wait).await;
                 cancel.store(true, Ordering::Relaxed);
-            });
-        }
+            })
+        });
         Ok(LogStream {
             lines: read_lines(reader, opts),
             cancel,
+            until_timer,
         })
     }
 }
