@@ -6,6 +6,7 @@ pub mod config;
 pub mod containers;
 pub mod db;
 pub mod error;
+pub mod image_filter;
 pub mod images;
 pub mod limits;
 pub mod network;

@@ -6,6 +6,7 @@
 mod output;
 mod commands;
 mod daemon;
+mod template;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

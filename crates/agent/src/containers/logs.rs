@@ -1,4 +1,5 @@
-//! `logs [-f] [--tail N]` as an async stream of lines, the same for every front end.
+//! `logs [-f] [--tail N] [--since T] [--until T]` as an async stream of lines, the same for
+//! every front end.
 //!
 //! The log reader is blocking (files, inotify for a follow): one task of tokio's blocking
 //! pool reads it into a bounded channel; dropping the stream stops a follow.
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use zlayer_runtime::logs::LogReader;
 
@@ -26,6 +28,25 @@ pub struct LogOptions {
     pub follow: bool,
     /// Start with the last `tail` lines only.
     pub tail: Option<usize>,
+    /// Only lines written at or after this time (`--since`).
+    pub since: Option<DateTime<Utc>>,
+    /// Only lines written at or before this time (`--until`); a follow ends then.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl LogOptions {
+    /// Whether `entry` lies in the `since`..=`until` window.
+    fn in_window(&self, entry: &LogEntry) -> bool {
+        let t = entry.time.with_timezone(&Utc);
+        self.since.is_none_or(|s| t >= s) && self.until.is_none_or(|u| t <= u)
+    }
+
+    /// Whether `entry` comes after `until`: lines are in time order, so nothing later can
+    /// be in the window.
+    fn past_until(&self, entry: &LogEntry) -> bool {
+        self.until
+            .is_some_and(|u| entry.time.with_timezone(&Utc) > u)
+    }
 }
 
 /// A container's log lines: [`LogEntry`]s until the end (with `follow`: the container's exit),
@@ -33,6 +54,9 @@ pub struct LogOptions {
 pub struct LogStream {
     lines: mpsc::Receiver<Result<LogEntry>>,
     cancel: Arc<AtomicBool>,
+    /// Ends a follow at `until`; aborted with the stream, so a client that goes away
+    /// leaves no timer behind (an `until` years ahead must not pile up tasks).
+    until_timer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LogStream {
@@ -54,15 +78,20 @@ impl Drop for LogStream {
     fn drop(&mut self) {
         // The reader notices within its poll period and ends.
         self.cancel.store(true, Ordering::Relaxed);
+        if let Some(timer) = &self.until_timer {
+            timer.abort();
+        }
     }
 }
 
-/// Reads `reader` to its end on the blocking pool.
-fn read_lines(mut reader: LogReader) -> mpsc::Receiver<Result<LogEntry>> {
+/// Reads `reader` to its end on the blocking pool, keeping the lines in `opts`' window.
+fn read_lines(mut reader: LogReader, opts: LogOptions) -> mpsc::Receiver<Result<LogEntry>> {
     let (tx, rx) = mpsc::channel(LINE_BUFFER);
     tokio::task::spawn_blocking(move || {
         loop {
             match reader.next_entry() {
+                Ok(Some(entry)) if opts.past_until(&entry) => break,
+                Ok(Some(entry)) if !opts.in_window(&entry) => {}
                 Ok(Some(entry)) => {
                     if tx.blocking_send(Ok(entry)).is_err() {
                         break;
@@ -105,9 +134,20 @@ impl Agent {
                 })
             })
             .await?;
+        // A follow ends at `until` even when no line comes: the reader notices the cancel
+        // flag within its poll period.
+        let until_timer = opts.until.filter(|_| opts.follow).map(|until| {
+            let cancel = Arc::clone(&cancel);
+            let wait = (until - Utc::now()).to_std().unwrap_or_default();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                cancel.store(true, Ordering::Relaxed);
+            })
+        });
         Ok(LogStream {
-            lines: read_lines(reader),
+            lines: read_lines(reader, opts),
             cancel,
+            until_timer,
         })
     }
 }

@@ -3,8 +3,10 @@
 //! `attach` sessions, log streams and stats, as async calls every front end shares.
 
 pub mod archive;
+pub mod filter;
 pub mod lifecycle;
 pub(crate) mod liveness;
+pub mod log_time;
 pub mod logs;
 pub mod names;
 pub mod network;
@@ -15,6 +17,7 @@ pub mod session;
 pub(crate) mod trash;
 
 pub use archive::{ArchiveStream, CopyResult, PathStat};
+pub use filter::ContainerFilter;
 pub use lifecycle::{Created, WaitResult};
 pub use logs::{LogEntry, LogOptions, LogStream};
 pub use query::{ContainerDetails, ContainerSummary};

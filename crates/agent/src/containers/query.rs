@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use zlayer_runtime::ContainerStats;
 use zlayer_runtime::ShimClient;
 
+use super::filter::ContainerFilter;
 use super::record::{ContainerRecord, ContainerState};
 use crate::error::{AgentError, Result};
 use crate::Agent;
@@ -30,6 +31,9 @@ pub struct ContainerSummary {
     /// `starting`, `healthy` or `unhealthy` for service replicas with a health check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::services::HealthStatus>,
+    /// The container's labels (`--label`), for `ps --format '{{.Labels}}'`.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// `inspect`.
@@ -52,7 +56,9 @@ pub struct ContainerDetails {
     pub log_loss: Option<zlayer_runtime::logs::LogLoss>,
 }
 
-fn ago(rfc3339: Option<&str>) -> String {
+/// How long ago an RFC 3339 time was, as docker words it (`3 minutes`); empty when
+/// `rfc3339` is absent or unreadable. Public for the CLI's `{{.RunningFor}}`.
+pub fn ago(rfc3339: Option<&str>) -> String {
     let Some(t) = rfc3339.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) else {
         return String::new();
     };
@@ -83,17 +89,29 @@ fn command_of(r: &ContainerRecord) -> String {
 }
 
 impl Agent {
-    /// `ps [-a]`.
-    pub async fn list_containers(self: &Arc<Self>, all: bool) -> Result<Vec<ContainerSummary>> {
-        self.run_blocking(move |a| a.container_summaries(all)).await
+    /// `ps [-a] [--filter ...]`: running containers, or all with `all` or a `status`
+    /// filter (as docker), that pass `filter`.
+    pub async fn list_containers(
+        self: &Arc<Self>,
+        all: bool,
+        filter: ContainerFilter,
+    ) -> Result<Vec<ContainerSummary>> {
+        self.run_blocking(move |a| a.container_summaries(all, &filter))
+            .await
     }
 
-    fn container_summaries(&self, all: bool) -> Result<Vec<ContainerSummary>> {
+    fn container_summaries(
+        &self,
+        all: bool,
+        filter: &ContainerFilter,
+    ) -> Result<Vec<ContainerSummary>> {
+        let all = all || filter.has_status();
         Ok(self
             .containers()
             .list()?
             .into_iter()
             .filter(|r| all || r.state == ContainerState::Running)
+            .filter(|r| filter.matches(r))
             .map(|r| {
                 let health = self
                     .services()
@@ -134,6 +152,7 @@ impl Agent {
                     status,
                     exit_code: r.exit_code,
                     health,
+                    labels: r.labels,
                 }
             })
             .collect())

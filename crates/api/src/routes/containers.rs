@@ -9,6 +9,8 @@ use axum::Json;
 use futures_util::{stream, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
+use zlayer_agent::containers::log_time::log_window;
+use zlayer_agent::containers::ContainerFilter;
 use zlayer_agent::containers::{
     ContainerDetails, ContainerStats, ContainerSummary, CreateRequest, Created, ExecSpec,
     LogOptions, OutputStream, Session, SessionEvent, WaitResult,
@@ -35,6 +37,9 @@ pub async fn create(
 pub struct ListQuery {
     #[serde(default)]
     pub all: bool,
+    /// docker's filters as JSON: `{"name":["web"],"status":["exited"]}`; keys `ancestor`,
+    /// `id`, `label`, `name`, `status`; values of one key OR, keys AND (labels: all must match).
+    pub filters: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/containers", tag = "containers", operation_id = "container_list",
@@ -44,7 +49,11 @@ pub async fn list(
     State(agent): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<ContainerSummary>>> {
-    Ok(Json(agent.list_containers(q.all).await?))
+    let filter = match q.filters.as_deref() {
+        Some(json) if !json.trim().is_empty() => ContainerFilter::from_json(json)?,
+        _ => ContainerFilter::default(),
+    };
+    Ok(Json(agent.list_containers(q.all, filter).await?))
 }
 
 #[utoipa::path(get, path = "/v1/containers/{id}", tag = "containers", operation_id = "container_inspect",
@@ -167,6 +176,11 @@ pub struct LogsQuery {
     pub tail: Option<usize>,
     #[serde(default)]
     pub timestamps: bool,
+    /// Only lines at or after this time: RFC 3339, Unix seconds (`1764790396.5`) or a
+    /// duration before now (`10m`), as docker.
+    pub since: Option<String>,
+    /// Only lines at or before this time (same forms); a follow ends then.
+    pub until: Option<String>,
     /// With `follow`: after the last line, wait for the container as `wait` does (for
     /// `--rm` that includes removing it) and end with a status frame carrying the
     /// [`WaitResult`]. Saves an attached `run` a round trip after the output ends.
@@ -184,9 +198,12 @@ pub async fn logs(
     Path(id): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Response> {
+    let (since, until) = log_window(q.since.as_deref(), q.until.as_deref())?;
     let opts = LogOptions {
         follow: q.follow,
         tail: q.tail,
+        since,
+        until,
     };
     let lines = agent.container_logs(&id, opts).await?;
     let timestamps = q.timestamps;

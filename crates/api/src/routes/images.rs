@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use zlayer_agent::images::{ImageDetails, ImageSummary, PruneReport, PullEvent, RemoveReport};
 
+use zlayer_agent::image_filter::ImageFilter;
+
 use super::{ApiResult, AppState};
 use crate::server::json_lines_response;
 use crate::types::UnpackResponse;
@@ -58,10 +60,26 @@ pub async fn pull(State(agent): State<AppState>, Json(req): Json<PullRequest>) -
     response
 }
 
+#[derive(Debug, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ImageListQuery {
+    /// docker's filters as JSON: `{"reference":["busy*"],"dangling":["true"],"label":["k=v"]}`;
+    /// values of one key OR, keys AND (labels: all must match).
+    pub filters: Option<String>,
+}
+
 #[utoipa::path(get, path = "/v1/images", tag = "images", operation_id = "image_list",
-    responses((status = 200, description = "Every image", body = Vec<ImageSummary>)))]
-pub async fn list(State(agent): State<AppState>) -> ApiResult<Json<Vec<ImageSummary>>> {
-    Ok(Json(agent.list_images().await?))
+    params(ImageListQuery),
+    responses((status = 200, description = "Every image, or those passing `filters`", body = Vec<ImageSummary>)))]
+pub async fn list(
+    State(agent): State<AppState>,
+    Query(q): Query<ImageListQuery>,
+) -> ApiResult<Json<Vec<ImageSummary>>> {
+    let filter = match q.filters.as_deref() {
+        Some(json) if !json.trim().is_empty() => ImageFilter::from_json(json)?,
+        _ => ImageFilter::default(),
+    };
+    Ok(Json(agent.list_images_matching(filter).await?))
 }
 
 #[derive(Debug, Serialize, Deserialize, IntoParams)]

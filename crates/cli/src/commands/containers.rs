@@ -9,6 +9,7 @@ use bytes::Bytes;
 use clap::Args;
 use hyper::Method;
 use tokio::sync::mpsc;
+use zlayer_agent::containers::log_time::parse_log_time;
 use zlayer_agent::containers::request::parse_bytes;
 use zlayer_agent::containers::ExecSpec;
 use zlayer_agent::containers::{
@@ -18,8 +19,10 @@ use zlayer_api::client::{encode_query, ClientError};
 use zlayer_api::frames;
 use zlayer_api::Client;
 
+use super::listing::{filter_pair, filters_query, ps_row, short_command, PS_FIELDS};
 use super::{each, exit_status, CmdResult};
 use crate::output::{human_size, print_json, print_table, Format};
+use crate::template::ListFormat;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -300,49 +303,67 @@ pub struct PsArgs {
     /// Only ids.
     #[arg(short, long)]
     pub quiet: bool,
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
+    /// `table`, `json`, or a Go template: '{{.ID}}\t{{.Names}}', 'table {{.ID}}\t{{.Status}}',
+    /// '{{json .}}'. Fields: ID Image Command CreatedAt RunningFor Ports State Status Names Labels.
+    #[arg(long, default_value = "table")]
+    pub format: ListFormat,
+    /// KEY=VALUE, repeatable: name, id, label, status, ancestor, exited (same key ORs, keys AND).
+    #[arg(short, long = "filter", value_parser = filter_pair)]
+    pub filter: Vec<(String, String)>,
 }
 
 pub async fn ps(client: &Client, args: PsArgs) -> CmdResult {
+    if let ListFormat::Template(t) = &args.format {
+        t.check(PS_FIELDS)?;
+    }
     let list: Vec<ContainerSummary> = client
-        .get(&format!("/v1/containers?all={}", args.all))
+        .get(&format!(
+            "/v1/containers?all={}{}",
+            args.all,
+            filters_query(&args.filter)
+        ))
         .await?;
-    if args.format == Format::Json {
-        print_json(&list)?;
-    } else if args.quiet {
+    // As docker: -q shortens the default table; a json or template format wins over it.
+    if args.quiet && args.format == ListFormat::Table {
         for c in &list {
             outln!("{}", &c.id[..12]);
         }
-    } else {
-        let rows: Vec<Vec<String>> = list
-            .iter()
-            .map(|c| {
-                let mut cmd = c.command.clone();
-                if cmd.chars().count() > 30 {
-                    cmd = cmd.chars().take(29).collect::<String>() + "…";
-                }
-                vec![
-                    c.id[..12].to_string(),
-                    c.image.clone(),
-                    format!("\"{cmd}\""),
-                    c.status.clone(),
-                    c.ports.join(", "),
-                    c.name.clone(),
-                ]
-            })
-            .collect();
-        print_table(
-            &[
-                "CONTAINER ID",
-                "IMAGE",
-                "COMMAND",
-                "STATUS",
-                "PORTS",
-                "NAMES",
-            ],
-            &rows,
-        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &args.format {
+        ListFormat::Json => print_json(&list)?,
+        ListFormat::Template(t) => {
+            let rows: Vec<_> = list.iter().map(ps_row).collect();
+            for line in t.lines(PS_FIELDS, &rows) {
+                outln!("{line}");
+            }
+        }
+        ListFormat::Table => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.id[..12].to_string(),
+                        c.image.clone(),
+                        short_command(&c.command),
+                        c.status.clone(),
+                        c.ports.join(", "),
+                        c.name.clone(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "CONTAINER ID",
+                    "IMAGE",
+                    "COMMAND",
+                    "STATUS",
+                    "PORTS",
+                    "NAMES",
+                ],
+                &rows,
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -359,6 +380,13 @@ pub struct LogsArgs {
     /// Prefix each line with its RFC 3339 timestamp.
     #[arg(short, long)]
     pub timestamps: bool,
+    /// Only lines since this time: RFC 3339 (2026-12-03T19:30:00Z), Unix seconds, or a
+    /// duration before now (10m, 1h30m).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only lines until this time (same forms as --since); a follow ends then.
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
 pub async fn logs(client: &Client, args: LogsArgs) -> CmdResult {
@@ -370,6 +398,20 @@ pub async fn logs(client: &Client, args: LogsArgs) -> CmdResult {
     );
     if let Some(t) = args.tail {
         path.push_str(&format!("&tail={t}"));
+    }
+    // Relative times count back from the client's clock, as docker's CLI does.
+    let now = chrono::Utc::now();
+    for (flag, key, value) in [
+        ("--since", "since", &args.since),
+        ("--until", "until", &args.until),
+    ] {
+        if let Some(v) = value {
+            let t = parse_log_time(flag, v, now).map_err(|e| anyhow::anyhow!(e.message))?;
+            path.push_str(&format!(
+                "&{key}={}",
+                encode_query(&t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+            ));
+        }
     }
     let mut failure = None;
     client

@@ -10,8 +10,10 @@ use zlayer_api::client::encode_query;
 use zlayer_api::routes::images::{LoadRequest, LoadResponse, PullLine, PullRequest, UnpackRequest};
 use zlayer_api::Client;
 
+use super::listing::{filter_pair, filters_query, image_rows, repo_and_tag, IMAGE_FIELDS};
 use super::CmdResult;
-use crate::output::{human_size, print_json, print_table, Format};
+use crate::output::{human_size, print_json, print_table};
+use crate::template::ListFormat;
 
 #[derive(Args, Debug)]
 pub struct PullArgs {
@@ -85,66 +87,63 @@ pub async fn pull(client: &Client, args: PullArgs) -> CmdResult {
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
+    /// `table`, `json`, or a Go template: '{{.Repository}}:{{.Tag}}', 'table {{.ID}}\t{{.Size}}',
+    /// '{{json .}}'. Fields: ID Repository Tag Digest CreatedSince CreatedAt Size.
+    #[arg(long, default_value = "table")]
+    pub format: ListFormat,
     /// Only image ids.
     #[arg(short, long)]
     pub quiet: bool,
-}
-
-/// Splits a normalised name into (repository as docker shows it, tag).
-fn repo_and_tag(name: &str) -> (String, String) {
-    let (name, digest) = match name.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (name, None),
-    };
-    let slash = name.rfind('/').map_or(0, |i| i + 1);
-    let (repo, tag) = match name[slash..].rfind(':') {
-        Some(i) => (&name[..slash + i], name[slash + i + 1..].to_string()),
-        None => (
-            name,
-            digest.map(|_| "<none>".to_string()).unwrap_or_default(),
-        ),
-    };
-    let repo = repo
-        .strip_prefix("docker.io/library/")
-        .or_else(|| repo.strip_prefix("docker.io/"))
-        .unwrap_or(repo);
-    (repo.to_string(), tag)
+    /// KEY=VALUE, repeatable: reference (a glob: busy*, busybox:1*), dangling=true|false,
+    /// label=KEY[=VALUE] (same key ORs, keys AND).
+    #[arg(short, long = "filter", value_parser = filter_pair)]
+    pub filter: Vec<(String, String)>,
 }
 
 pub async fn list(client: &Client, args: ListArgs) -> CmdResult {
-    let images: Vec<ImageSummary> = client.get("/v1/images").await?;
-    if args.format == Format::Json {
-        print_json(&images)?;
-        return Ok(ExitCode::SUCCESS);
+    if let ListFormat::Template(t) = &args.format {
+        t.check(IMAGE_FIELDS)?;
     }
-    if args.quiet {
+    let query = filters_query(&args.filter).replacen('&', "?", 1);
+    let images: Vec<ImageSummary> = client.get(&format!("/v1/images{query}")).await?;
+    // As docker: -q shortens the default table; a json or template format wins over it.
+    if args.quiet && args.format == ListFormat::Table {
         for i in &images {
             outln!("{}", i.id.short());
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut rows = Vec::new();
-    for i in &images {
-        let created = i.created.clone().unwrap_or_default();
-        let names = if i.names.is_empty() {
-            vec!["<none>:<none>".to_string()]
-        } else {
-            i.names.clone()
-        };
-        for n in names {
-            let (repo, tag) = repo_and_tag(&n);
-            rows.push(vec![
-                repo,
-                tag,
-                i.id.short().to_string(),
-                created.clone(),
-                human_size(i.size),
-            ]);
+    match &args.format {
+        ListFormat::Json => print_json(&images)?,
+        ListFormat::Template(t) => {
+            let rows: Vec<_> = images.iter().flat_map(image_rows).collect();
+            for line in t.lines(IMAGE_FIELDS, &rows) {
+                outln!("{line}");
+            }
+        }
+        ListFormat::Table => {
+            let mut rows = Vec::new();
+            for i in &images {
+                let created = i.created.clone().unwrap_or_default();
+                let names = if i.names.is_empty() {
+                    vec!["<none>:<none>".to_string()]
+                } else {
+                    i.names.clone()
+                };
+                for n in names {
+                    let (repo, tag) = repo_and_tag(&n);
+                    rows.push(vec![
+                        repo,
+                        tag,
+                        i.id.short().to_string(),
+                        created.clone(),
+                        human_size(i.size),
+                    ]);
+                }
+            }
+            print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
         }
     }
-    print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,6 +3,7 @@
 pub mod containers;
 pub mod cp;
 pub mod images;
+pub mod listing;
 pub mod networks;
 pub mod services;
 pub mod volumes;
