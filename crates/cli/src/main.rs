@@ -75,6 +75,10 @@ enum ClientCommand {
     Stop(containers::StopArgs),
     /// Send a signal to containers.
     Kill(containers::KillArgs),
+    /// Pause all processes within containers (cgroup freezer).
+    Pause(commands::pause::PauseArgs),
+    /// Unpause all processes within paused containers.
+    Unpause(commands::pause::PauseArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
     /// Wait for containers to exit and print their exit codes.
@@ -153,6 +157,8 @@ async fn run_client(client: Client, command: ClientCommand) -> ExitCode {
         ClientCommand::Exec(a) => containers::exec(&client, a).await,
         ClientCommand::Stop(a) => containers::stop(&client, a).await,
         ClientCommand::Kill(a) => containers::kill(&client, a).await,
+        ClientCommand::Pause(a) => commands::pause::pause(&client, a).await,
+        ClientCommand::Unpause(a) => commands::pause::unpause(&client, a).await,
         ClientCommand::Rm(a) => containers::rm(&client, a).await,
         ClientCommand::Wait(a) => containers::wait(&client, a).await,
         ClientCommand::Inspect(a) => containers::inspect(&client, a).await,

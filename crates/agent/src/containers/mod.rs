@@ -7,6 +7,7 @@ pub(crate) mod liveness;
 pub mod logs;
 pub mod names;
 pub mod network;
+pub mod pause;
 pub mod query;
 pub mod record;
 pub mod request;

@@ -19,13 +19,17 @@ pub enum ContainerState {
     Running,
     /// The process ended; exit code recorded.
     Exited,
+    /// Running, with its cgroup frozen (`pause`). Only the views (`ps`, `inspect`) show
+    /// it: a record stays `running`, as the frozen cgroup is the truth (see `pause.rs`).
+    Paused,
 }
 
 impl ContainerState {
     fn as_str(self) -> &'static str {
         match self {
             ContainerState::Created => "created",
-            ContainerState::Running => "running",
+            // A paused container's record is a running one's (never stored as such).
+            ContainerState::Running | ContainerState::Paused => "running",
             ContainerState::Exited => "exited",
         }
     }

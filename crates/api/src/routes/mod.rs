@@ -3,6 +3,7 @@
 pub mod containers;
 pub mod images;
 pub mod networks;
+pub mod pause;
 pub mod services;
 pub mod volumes;
 
