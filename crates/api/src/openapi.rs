@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use crate::routes::{containers, images, networks, pause, services, volumes};
+use crate::routes::{containers, images, networks, pause, rename, services, volumes};
 use crate::types::ErrorBody;
 
 /// The document's root: every operation and the schemas they name.
@@ -45,6 +45,7 @@ use crate::types::ErrorBody;
         containers::kill,
         pause::pause,
         pause::unpause,
+        rename::rename,
         containers::wait,
         containers::logs,
         containers::stats,

@@ -79,6 +79,8 @@ enum ClientCommand {
     Pause(commands::pause::PauseArgs),
     /// Unpause all processes within paused containers.
     Unpause(commands::pause::PauseArgs),
+    /// Rename a container.
+    Rename(commands::rename::RenameArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
     /// Wait for containers to exit and print their exit codes.
@@ -159,6 +161,7 @@ async fn run_client(client: Client, command: ClientCommand) -> ExitCode {
         ClientCommand::Kill(a) => containers::kill(&client, a).await,
         ClientCommand::Pause(a) => commands::pause::pause(&client, a).await,
         ClientCommand::Unpause(a) => commands::pause::unpause(&client, a).await,
+        ClientCommand::Rename(a) => commands::rename::rename(&client, a).await,
         ClientCommand::Rm(a) => containers::rm(&client, a).await,
         ClientCommand::Wait(a) => containers::wait(&client, a).await,
         ClientCommand::Inspect(a) => containers::inspect(&client, a).await,

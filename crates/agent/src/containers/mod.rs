@@ -10,6 +10,7 @@ pub mod network;
 pub mod pause;
 pub mod query;
 pub mod record;
+pub mod rename;
 pub mod request;
 pub mod session;
 pub(crate) mod trash;

@@ -215,6 +215,29 @@ impl ContainerStore {
         Ok(changed > 0)
     }
 
+    /// Gives container `id` the name `new`, unless another container holds it (then the
+    /// holder's id is returned and nothing changes). Checked and written under the
+    /// database's lock, so two renames to one name cannot both succeed.
+    pub fn rename(&self, id: &str, new: &str) -> Result<std::result::Result<(), String>> {
+        self.db.with(|c| {
+            let holder: Option<String> = c
+                .query_row(
+                    "SELECT id FROM containers WHERE name = ?1 AND id <> ?2",
+                    params![new, id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(holder) = holder {
+                return Ok(Err(holder));
+            }
+            c.execute(
+                "UPDATE containers SET name = ?2 WHERE id = ?1",
+                params![id, new],
+            )?;
+            Ok(Ok(()))
+        })
+    }
+
     pub fn delete(&self, id: &str) -> Result<()> {
         self.db
             .with(|c| c.execute("DELETE FROM containers WHERE id = ?1", params![id]))?;

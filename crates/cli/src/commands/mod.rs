@@ -4,6 +4,7 @@ pub mod containers;
 pub mod images;
 pub mod networks;
 pub mod pause;
+pub mod rename;
 pub mod services;
 pub mod volumes;
 pub mod wclayer;
