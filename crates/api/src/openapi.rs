@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use crate::routes::{containers, images, networks, pause, rename, services, volumes};
+use crate::routes::{containers, images, networks, pause, port, rename, services, volumes};
 use crate::types::ErrorBody;
 
 /// The document's root: every operation and the schemas they name.
@@ -46,6 +46,7 @@ use crate::types::ErrorBody;
         pause::pause,
         pause::unpause,
         rename::rename,
+        port::port,
         containers::wait,
         containers::logs,
         containers::stats,

@@ -81,6 +81,8 @@ enum ClientCommand {
     Unpause(commands::pause::PauseArgs),
     /// Rename a container.
     Rename(commands::rename::RenameArgs),
+    /// List a container's published ports, or the host side of one of them.
+    Port(commands::port::PortArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
     /// Wait for containers to exit and print their exit codes.
@@ -162,6 +164,7 @@ async fn run_client(client: Client, command: ClientCommand) -> ExitCode {
         ClientCommand::Pause(a) => commands::pause::pause(&client, a).await,
         ClientCommand::Unpause(a) => commands::pause::unpause(&client, a).await,
         ClientCommand::Rename(a) => commands::rename::rename(&client, a).await,
+        ClientCommand::Port(a) => commands::port::port(&client, a).await,
         ClientCommand::Rm(a) => containers::rm(&client, a).await,
         ClientCommand::Wait(a) => containers::wait(&client, a).await,
         ClientCommand::Inspect(a) => containers::inspect(&client, a).await,

@@ -8,6 +8,7 @@ pub mod logs;
 pub mod names;
 pub mod network;
 pub mod pause;
+pub mod port;
 pub mod query;
 pub mod record;
 pub mod rename;

@@ -4,6 +4,7 @@ pub mod containers;
 pub mod images;
 pub mod networks;
 pub mod pause;
+pub mod port;
 pub mod rename;
 pub mod services;
 pub mod volumes;
