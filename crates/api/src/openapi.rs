@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use crate::routes::{containers, images, networks, pause, port, rename, services, volumes};
+use crate::routes::{containers, images, networks, pause, port, rename, services, top, volumes};
 use crate::types::ErrorBody;
 
 /// The document's root: every operation and the schemas they name.
@@ -47,6 +47,7 @@ use crate::types::ErrorBody;
         pause::unpause,
         rename::rename,
         port::port,
+        top::top,
         containers::wait,
         containers::logs,
         containers::stats,

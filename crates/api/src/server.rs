@@ -18,7 +18,7 @@ use zlayer_agent::Agent;
 use crate::types::{VersionInfo, API_VERSION};
 
 use crate::routes::{
-    containers, images, networks, pause, port, rename, services, volumes, AppState,
+    containers, images, networks, pause, port, rename, services, top, volumes, AppState,
 };
 
 /// All routes of the API.
@@ -47,6 +47,7 @@ pub fn router(agent: Arc<Agent>) -> Router {
         .route("/v1/containers/{id}/unpause", post(pause::unpause))
         .route("/v1/containers/{id}/rename", post(rename::rename))
         .route("/v1/containers/{id}/port", get(port::port))
+        .route("/v1/containers/{id}/top", get(top::top))
         .route("/v1/containers/{id}/wait", post(containers::wait))
         .route("/v1/containers/{id}/logs", get(containers::logs))
         .route("/v1/containers/{id}/stats", get(containers::stats))

@@ -83,6 +83,8 @@ enum ClientCommand {
     Rename(commands::rename::RenameArgs),
     /// List a container's published ports, or the host side of one of them.
     Port(commands::port::PortArgs),
+    /// Show a container's processes (ps -ef, or the ps options given).
+    Top(commands::top::TopArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
     /// Wait for containers to exit and print their exit codes.
@@ -165,6 +167,7 @@ async fn run_client(client: Client, command: ClientCommand) -> ExitCode {
         ClientCommand::Unpause(a) => commands::pause::unpause(&client, a).await,
         ClientCommand::Rename(a) => commands::rename::rename(&client, a).await,
         ClientCommand::Port(a) => commands::port::port(&client, a).await,
+        ClientCommand::Top(a) => commands::top::top(&client, a).await,
         ClientCommand::Rm(a) => containers::rm(&client, a).await,
         ClientCommand::Wait(a) => containers::wait(&client, a).await,
         ClientCommand::Inspect(a) => containers::inspect(&client, a).await,

@@ -14,6 +14,7 @@ pub mod record;
 pub mod rename;
 pub mod request;
 pub mod session;
+pub mod top;
 pub(crate) mod trash;
 
 pub use lifecycle::{Created, WaitResult};

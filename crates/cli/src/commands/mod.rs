@@ -7,6 +7,7 @@ pub mod pause;
 pub mod port;
 pub mod rename;
 pub mod services;
+pub mod top;
 pub mod volumes;
 pub mod wclayer;
 
