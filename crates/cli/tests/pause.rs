@@ -148,3 +148,42 @@ fn a_paused_container_is_still_paused_after_a_daemon_restart() {
         .ends_with("(Paused)"));
     assert_frozen_then_thawed(&d, "p");
 }
+
+#[test]
+fn a_paused_service_replica_is_not_probed_nor_replaced() {
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let yaml = format!(
+        "version: v1\ndeployment: t\nservices:\n  app:\n    image: {image}\n    network: none\n    command: [sh, -c, \"trap 'exit 0' TERM; while true; do sleep 0.2; done\"]\n    health: {{check: {{type: command, command: [\"true\"]}}, interval: 300ms, timeout: 1s, retries: 1, start_grace: 0s}}\n    restart: {{policy: always, backoff: {{initial: 1s, max: 5s}}}}\n"
+    );
+    let path = d.dir.path().join("svc.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    d.ok(&["deploy", &path.display().to_string()]);
+    let healthy = || {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.ok(&["services", "--format", "json"])).unwrap();
+        v[0].clone()
+    };
+    assert!(
+        eventually(30, || healthy()["healthy"] == 1),
+        "{}\n{}",
+        healthy(),
+        d.log()
+    );
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["ps", "--format", "json"])).unwrap();
+    let (name, id) = (
+        v[0]["name"].as_str().unwrap().to_string(),
+        v[0]["id"].as_str().unwrap().to_string(),
+    );
+    d.ok(&["pause", &name]);
+    // Ten probe intervals frozen: no failed probe, no replacement.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let s = healthy();
+    assert_eq!(s["healthy"], 1, "{s}\n{}", d.log());
+    assert_eq!(s["restarts"], 0, "{s}");
+    assert_eq!(ps_line(&d, &name)["id"], id.as_str());
+    assert_eq!(state(&d, &name), "paused");
+    d.ok(&["unpause", &name]);
+    d.ok(&["undeploy", "t"]);
+}
