@@ -187,3 +187,71 @@ fn a_paused_service_replica_is_not_probed_nor_replaced() {
     d.ok(&["unpause", &name]);
     d.ok(&["undeploy", "t"]);
 }
+
+#[test]
+fn pause_unpause_and_rename_are_announced_as_events() {
+    use std::io::BufRead;
+    let Some((d, image)) = daemon_with_busybox() else {
+        return;
+    };
+    let id = d.ok(&["run", "-d", "--name", "ev", &image, "sleep", "300"]);
+    let id = id.trim().to_string();
+    let mut events = std::process::Command::new(env!("CARGO_BIN_EXE_zlayer-agent"))
+        .arg("--socket")
+        .arg(d.socket())
+        .arg("events")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = events.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The subscription is live once an event arrives: pause (and undo it) until the pause is
+    // seen, then unpause and rename; the last three events must be exactly those.
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut pause_seen = false;
+    while std::time::Instant::now() < deadline && !pause_seen {
+        d.ok(&["pause", "ev"]);
+        while let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(500)) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == id.as_str() {
+                pause_seen |= v["action"] == "pause";
+                seen.push(v);
+            }
+        }
+        if !pause_seen {
+            d.ok(&["unpause", "ev"]);
+        }
+    }
+    assert!(pause_seen, "no pause event: {seen:?}");
+    d.ok(&["unpause", "ev"]);
+    d.ok(&["rename", "ev", "ev2"]);
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(5)) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["id"] == id.as_str() {
+            let done = v["action"] == "rename";
+            seen.push(v);
+            if done {
+                break;
+            }
+        }
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    let tail = &seen[seen.len().saturating_sub(3)..];
+    let actions: Vec<&str> = tail.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["pause", "unpause", "rename"], "{seen:?}");
+    assert!(tail.iter().all(|e| e["kind"] == "container"), "{seen:?}");
+    assert_eq!(tail[2]["name"], "ev2");
+    assert_eq!(tail[2]["attributes"]["oldName"], "ev");
+}

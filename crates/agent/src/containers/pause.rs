@@ -14,6 +14,7 @@ use zlayer_runtime::orphan;
 
 use super::record::{ContainerRecord, ContainerState};
 use crate::error::{AgentError, Result};
+use crate::services::events::Event;
 use crate::Agent;
 
 impl Agent {
@@ -55,6 +56,11 @@ impl Agent {
                     })?;
                     let verb = if paused { "paused" } else { "unpaused" };
                     tracing::info!(name = %r.name, "container {verb}");
+                    // docker's event actions: `pause`, `unpause`.
+                    let action = if paused { "pause" } else { "unpause" };
+                    a.services
+                        .events
+                        .publish(Event::new("container", action, &r.id, &r.name));
                     Ok(())
                 }
             }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::names::validate_name;
 use super::record::{short_id, ContainerState};
 use crate::error::{AgentError, Result};
+use crate::services::events::Event;
 use crate::Agent;
 
 impl Agent {
@@ -42,6 +43,10 @@ impl Agent {
                 }
             }
             tracing::info!(id = %short_id(&r.id), old = %r.name, new = %new_name, "container renamed");
+            // docker's `rename` event, with the old name beside the new one.
+            a.services.events.publish(
+                Event::new("container", "rename", &r.id, &new_name).with("oldName", &r.name),
+            );
             Ok(())
         })
         .await
