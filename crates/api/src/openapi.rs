@@ -12,7 +12,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
-use crate::routes::{archive, containers, images, networks, services, volumes};
+use crate::routes::{
+    archive, containers, images, networks, pause, port, rename, services, top, volumes,
+};
 use crate::types::ErrorBody;
 
 /// The document's root: every operation and the schemas they name.
@@ -43,6 +45,11 @@ use crate::types::ErrorBody;
         containers::remove,
         containers::stop,
         containers::kill,
+        pause::pause,
+        pause::unpause,
+        rename::rename,
+        port::port,
+        top::top,
         containers::wait,
         containers::logs,
         containers::stats,

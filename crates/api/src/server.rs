@@ -17,7 +17,9 @@ use zlayer_agent::Agent;
 
 use crate::types::{VersionInfo, API_VERSION};
 
-use crate::routes::{archive, containers, images, networks, services, volumes, AppState};
+use crate::routes::{
+    archive, containers, images, networks, pause, port, rename, services, top, volumes, AppState,
+};
 
 /// All routes of the API.
 pub fn router(agent: Arc<Agent>) -> Router {
@@ -41,6 +43,11 @@ pub fn router(agent: Arc<Agent>) -> Router {
         )
         .route("/v1/containers/{id}/stop", post(containers::stop))
         .route("/v1/containers/{id}/kill", post(containers::kill))
+        .route("/v1/containers/{id}/pause", post(pause::pause))
+        .route("/v1/containers/{id}/unpause", post(pause::unpause))
+        .route("/v1/containers/{id}/rename", post(rename::rename))
+        .route("/v1/containers/{id}/port", get(port::port))
+        .route("/v1/containers/{id}/top", get(top::top))
         .route("/v1/containers/{id}/wait", post(containers::wait))
         .route("/v1/containers/{id}/logs", get(containers::logs))
         .route("/v1/containers/{id}/stats", get(containers::stats))

@@ -76,6 +76,16 @@ enum ClientCommand {
     Stop(containers::StopArgs),
     /// Send a signal to containers.
     Kill(containers::KillArgs),
+    /// Pause all processes within containers (cgroup freezer).
+    Pause(commands::pause::PauseArgs),
+    /// Unpause all processes within paused containers.
+    Unpause(commands::pause::PauseArgs),
+    /// Rename a container.
+    Rename(commands::rename::RenameArgs),
+    /// List a container's published ports, or the host side of one of them.
+    Port(commands::port::PortArgs),
+    /// Show a container's processes (ps -ef, or the ps options given).
+    Top(commands::top::TopArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
     /// Wait for containers to exit and print their exit codes.
@@ -156,6 +166,11 @@ async fn run_client(client: Client, command: ClientCommand) -> ExitCode {
         ClientCommand::Exec(a) => containers::exec(&client, a).await,
         ClientCommand::Stop(a) => containers::stop(&client, a).await,
         ClientCommand::Kill(a) => containers::kill(&client, a).await,
+        ClientCommand::Pause(a) => commands::pause::pause(&client, a).await,
+        ClientCommand::Unpause(a) => commands::pause::unpause(&client, a).await,
+        ClientCommand::Rename(a) => commands::rename::rename(&client, a).await,
+        ClientCommand::Port(a) => commands::port::port(&client, a).await,
+        ClientCommand::Top(a) => commands::top::top(&client, a).await,
         ClientCommand::Rm(a) => containers::rm(&client, a).await,
         ClientCommand::Wait(a) => containers::wait(&client, a).await,
         ClientCommand::Inspect(a) => containers::inspect(&client, a).await,

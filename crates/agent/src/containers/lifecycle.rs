@@ -397,6 +397,8 @@ impl Agent {
         if r.state != ContainerState::Running {
             return Ok(());
         }
+        // A paused container is thawed first, so that its stop signal can be handled.
+        self.thaw_if_paused(&r).await?;
         let signal = self.stop_signal(&r);
         let grace = Duration::from_secs(timeout.unwrap_or(DEFAULT_STOP_TIMEOUT));
         let client = self.shim_client(&r.id);
@@ -424,6 +426,7 @@ impl Agent {
         if r.state != ContainerState::Running {
             return Ok(());
         }
+        self.thaw_if_paused(&r).await?;
         let signal = self.stop_signal(&r);
         let client = self.shim_client(&r.id);
         match tokio::task::spawn_blocking(move || client.kill(signal, false))
@@ -464,6 +467,8 @@ impl Agent {
                 r.name
             )));
         }
+        // As docker: a paused container is thawed, so the signal is delivered (and handled).
+        self.thaw_if_paused(&r).await?;
         let client = self.shim_client(&r.id);
         let killed = tokio::task::spawn_blocking(move || client.kill(sig, false))
             .await
@@ -486,12 +491,20 @@ impl Agent {
         // no shim or process outlives its record.
         let shim_socket = zlayer_runtime::shim::socket_path(&self.config().paths.state, &r.id);
         if r.state == ContainerState::Running || shim_socket.exists() {
+            if !force {
+                self.refuse_if_paused(
+                    &r,
+                    "cannot remove it; unpause and stop it first, or use rm -f",
+                )?;
+            }
             if !force && r.state == ContainerState::Running {
                 return Err(AgentError::conflict(format!(
                     "cannot remove container {}: it is running; stop it first or use rm -f",
                     r.name
                 )));
             }
+            // `rm -f` of a paused container: thawed, so the SIGKILL below ends it at once.
+            self.thaw_if_paused(&r).await?;
             let client = self.shim_client(&r.id);
             let stopped = tokio::task::spawn_blocking(move || client.stop(Duration::ZERO, 9)).await;
             if let Ok(Err(e @ ClientError::Unresponsive { .. })) = stopped {

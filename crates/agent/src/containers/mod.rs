@@ -10,10 +10,14 @@ pub mod log_time;
 pub mod logs;
 pub mod names;
 pub mod network;
+pub mod pause;
+pub mod port;
 pub mod query;
 pub mod record;
+pub mod rename;
 pub mod request;
 pub mod session;
+pub mod top;
 pub(crate) mod trash;
 
 pub use archive::{ArchiveStream, CopyResult, PathStat};

@@ -117,8 +117,12 @@ impl Agent {
                     .services()
                     .health_of(&r.id)
                     .filter(|_| r.state == ContainerState::Running);
+                let paused = self.is_paused(&r);
                 let status = match r.state {
-                    ContainerState::Running => match health {
+                    ContainerState::Running if paused => {
+                        format!("Up {} (Paused)", ago(r.started_at.as_deref()))
+                    }
+                    ContainerState::Running | ContainerState::Paused => match health {
                         Some(h) => format!("Up {} ({})", ago(r.started_at.as_deref()), h.as_str()),
                         None => format!("Up {}", ago(r.started_at.as_deref())),
                     },
@@ -148,7 +152,11 @@ impl Agent {
                     name: r.name,
                     image: r.image,
                     created_at: r.created_at,
-                    state: r.state,
+                    state: if paused {
+                        ContainerState::Paused
+                    } else {
+                        r.state
+                    },
                     status,
                     exit_code: r.exit_code,
                     health,
@@ -165,7 +173,10 @@ impl Agent {
     }
 
     fn container_details(&self, key: &str) -> Result<ContainerDetails> {
-        let record = self.containers().resolve(key)?;
+        let mut record = self.containers().resolve(key)?;
+        if self.is_paused(&record) {
+            record.state = ContainerState::Paused;
+        }
         let dir = self.container_dir(&record.id);
         let log_loss = ShimClient::for_container(&self.config().paths.state, &dir, &record.id)
             .log_loss(std::time::Duration::from_secs(1))
@@ -230,6 +241,7 @@ impl Agent {
                 r.name
             )));
         }
+        self.refuse_if_paused(&r, "unpause it first")?;
         let client = ShimClient::for_container(
             &self.config().paths.state,
             &self.container_dir(&r.id),

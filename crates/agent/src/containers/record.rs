@@ -19,13 +19,17 @@ pub enum ContainerState {
     Running,
     /// The process ended; exit code recorded.
     Exited,
+    /// Running, with its cgroup frozen (`pause`). Only the views (`ps`, `inspect`) show
+    /// it: a record stays `running`, as the frozen cgroup is the truth (see `pause.rs`).
+    Paused,
 }
 
 impl ContainerState {
     fn as_str(self) -> &'static str {
         match self {
             ContainerState::Created => "created",
-            ContainerState::Running => "running",
+            // A paused container's record is a running one's (never stored as such).
+            ContainerState::Running | ContainerState::Paused => "running",
             ContainerState::Exited => "exited",
         }
     }
@@ -209,6 +213,29 @@ impl ContainerStore {
             )
         })?;
         Ok(changed > 0)
+    }
+
+    /// Gives container `id` the name `new`, unless another container holds it (then the
+    /// holder's id is returned and nothing changes). Checked and written under the
+    /// database's lock, so two renames to one name cannot both succeed.
+    pub fn rename(&self, id: &str, new: &str) -> Result<std::result::Result<(), String>> {
+        self.db.with(|c| {
+            let holder: Option<String> = c
+                .query_row(
+                    "SELECT id FROM containers WHERE name = ?1 AND id <> ?2",
+                    params![new, id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(holder) = holder {
+                return Ok(Err(holder));
+            }
+            c.execute(
+                "UPDATE containers SET name = ?2 WHERE id = ?1",
+                params![id, new],
+            )?;
+            Ok(Ok(()))
+        })
     }
 
     pub fn delete(&self, id: &str) -> Result<()> {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 /// One event. `kind` is `container` or `service`; `action` e.g. `created`, `started`, `died`,
-/// `oom`, `health_status`, `scaled`, `rolled`, `crash_loop`, `rollout_failed`.
+/// `oom`, `health_status`, `pause`, `unpause`, `rename` (with `oldName`), `scaled`, `rolled`,
+/// `crash_loop`, `rollout_failed`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// RFC 3339 time with milliseconds.

@@ -144,7 +144,7 @@ impl Agent {
             for r in &list {
                 match r.state {
                     ContainerState::Created => created += 1,
-                    ContainerState::Running => running += 1,
+                    ContainerState::Running | ContainerState::Paused => running += 1,
                     ContainerState::Exited => exited += 1,
                 }
                 if r.state == ContainerState::Running {

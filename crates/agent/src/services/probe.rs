@@ -48,7 +48,13 @@ impl Agent {
             loop {
                 tokio::time::sleep(cfg.interval.get()).await;
                 match agent.containers().get(&id) {
-                    Ok(Some(r)) if r.state == ContainerState::Running => {}
+                    // A paused replica cannot answer: not probed (so not replaced) until
+                    // it is unpaused.
+                    Ok(Some(r)) if r.state == ContainerState::Running => {
+                        if agent.is_paused(&r) {
+                            continue;
+                        }
+                    }
                     _ => break,
                 }
                 let result = agent.probe(&id, pid, &cfg).await;

@@ -4,7 +4,11 @@ pub mod archive;
 pub mod containers;
 pub mod images;
 pub mod networks;
+pub mod pause;
+pub mod port;
+pub mod rename;
 pub mod services;
+pub mod top;
 pub mod volumes;
 
 use std::sync::Arc;

@@ -5,7 +5,11 @@ pub mod cp;
 pub mod images;
 pub mod listing;
 pub mod networks;
+pub mod pause;
+pub mod port;
+pub mod rename;
 pub mod services;
+pub mod top;
 pub mod volumes;
 pub mod wclayer;
 

@@ -11,6 +11,7 @@
 //! v1 cgroups only.
 
 pub mod attach_lock;
+pub mod freezer;
 pub mod teardown;
 
 use std::fs;
