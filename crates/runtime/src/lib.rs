@@ -16,7 +16,7 @@
 //! # fn main() -> Result<(), zlayer_runtime::ClientError> {
 //! use std::path::{Path, PathBuf};
 //! use zlayer_runtime::*;
-//! # let image: zlayer_runtime::oci_spec::image::ImageConfiguration = unimplemented!();
+//! # let image = zlayer_runtime::oci_spec::image::ImageConfiguration::default();
 //! let options = RunOptions { cmd: vec!["true".into()], ..Default::default() };
 //! let shim_cmd = vec![std::env::current_exe().unwrap().into(), "shim".into()];
 //! let started = launch(&LaunchRequest {

@@ -5,17 +5,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 
+/// Root is needed (chown, mknod, trusted.* xattrs): under CI=true its absence fails the test.
 pub(crate) fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true: this test needs root (chown, mknod, trusted.* xattrs)"
-        );
-        eprintln!("skipped: needs root");
-    }
-    root
+    zlayer_testkit::prereq::require_root()
 }
 
 /// A tiny tar writer that does NOT sanitise names, so hostile archives can be made.
