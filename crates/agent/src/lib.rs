@@ -2,6 +2,7 @@
 //! first; the REST API is a thin translation of HTTP onto these calls, so other front ends (the
 //! Docker Engine API, the Kubernetes CRI) can be added without touching the logic.
 
+pub mod chunk_io;
 pub mod config;
 pub mod containers;
 pub mod db;

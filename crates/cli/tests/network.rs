@@ -11,21 +11,11 @@ use std::time::Duration;
 use common::{daemon_with_busybox, eventually, run, TestDaemon};
 
 fn require_net_tools() -> bool {
-    for bin in [
+    common::require_tools(&[
         "/usr/lib/cni/bridge",
         "/usr/sbin/iptables",
         "/usr/bin/nsenter",
-    ] {
-        if !std::path::Path::new(bin).exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{bin} is missing (CI=true)"
-            );
-            eprintln!("skipping: {bin} is missing");
-            return false;
-        }
-    }
-    true
+    ])
 }
 
 fn inspect(d: &TestDaemon, name: &str) -> serde_json::Value {

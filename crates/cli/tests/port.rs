@@ -2,15 +2,11 @@
 
 mod common;
 
-use common::{daemon_with_busybox, run};
+use common::{daemon_with_busybox, require_tools, run};
 
 #[test]
 fn port_lists_published_ports_as_docker_does() {
-    if !std::path::Path::new("/usr/lib/cni/bridge").exists() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "/usr/lib/cni/bridge is missing (CI=true)"
-        );
+    if !require_tools(&["/usr/lib/cni/bridge"]) {
         return;
     }
     let Some((d, image)) = daemon_with_busybox() else {

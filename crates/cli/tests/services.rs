@@ -422,17 +422,7 @@ fn daemon_restart_keeps_backoff_restart_count_and_health() {
 
 /// The bridge tests need the CNI plugins and iptables (the daemon runs in its own namespace).
 fn require_net_tools() -> bool {
-    for bin in ["/usr/lib/cni/bridge", "/usr/sbin/iptables"] {
-        if !std::path::Path::new(bin).exists() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{bin} is missing (CI=true)"
-            );
-            eprintln!("skipping: {bin} is missing");
-            return false;
-        }
-    }
-    true
+    common::require_tools(&["/usr/lib/cni/bridge", "/usr/sbin/iptables"])
 }
 
 /// A container's id prefix (its hostname) and bridge address.

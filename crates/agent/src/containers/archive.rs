@@ -24,13 +24,12 @@ use tokio::sync::mpsc;
 use zlayer_image::unpack::{self, export, ApplyOptions, WhiteoutMode};
 
 use super::record::ContainerState;
+use crate::chunk_io::{ChunkReader, ChunkWriter};
 use crate::error::{AgentError, Result};
 use crate::Agent;
 
 /// Chunks in flight between the blocking tar writer/reader and the connection.
 const CHUNK_BUFFER: usize = 16;
-/// Size of one chunk of the outgoing tar.
-const CHUNK_SIZE: usize = 64 << 10;
 
 /// What a path inside a container is (docker's `ContainerPathStat`).
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -80,63 +79,6 @@ impl futures_core::Stream for ArchiveStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.chunks.poll_recv(cx)
-    }
-}
-
-/// A `Write` that hands full chunks to the async side; fails once the receiver is gone (the
-/// client went away), which ends the walk.
-struct ChunkWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl ChunkWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(CHUNK_SIZE),
-        ));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away"))
-    }
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK_SIZE - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= CHUNK_SIZE {
-            self.send()?;
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
-    }
-}
-
-/// A blocking `Read` over chunks arriving from the async side.
-struct ChunkReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    cur: Bytes,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len());
-        out[..n].copy_from_slice(&self.cur.split_to(n));
-        Ok(n)
     }
 }
 
@@ -257,10 +199,7 @@ impl Agent {
         let path = check_path(path)?;
         let (tx, rx) = mpsc::channel(CHUNK_BUFFER);
         tokio::task::spawn_blocking(move || {
-            let mut w = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(CHUNK_SIZE),
-            };
+            let mut w = ChunkWriter::new(tx.clone());
             let res = export::write_tar_in_root(&rootfs.path(), &path, follow_link, &mut w)
                 .and_then(|_| w.flush());
             if let Err(e) = res {
@@ -296,10 +235,7 @@ impl Agent {
                 // The node's free-space floor holds for copies as for pulls: a client
                 // streaming without end fills the disk only down to it.
                 let min_free = a.config().file.min_free_space_mib.saturating_mul(1 << 20);
-                let reader = ChunkReader {
-                    rx,
-                    cur: Bytes::new(),
-                };
+                let reader = ChunkReader::new(rx);
                 unpack_into(&root.path(), &name, &dir, reader, preserve_owner, min_free)
             })
             .await;

@@ -498,7 +498,12 @@ pub async fn stop(client: &Client, args: StopArgs) -> CmdResult {
 }
 
 /// `POST /v1/containers/{c}/{action}{query}` for each container, docker-style output.
-async fn post_each(client: &Client, containers: &[String], action: &str, query: &str) -> CmdResult {
+pub(super) async fn post_each(
+    client: &Client,
+    containers: &[String],
+    action: &str,
+    query: &str,
+) -> CmdResult {
     each(containers, |c| {
         let path = format!("/v1/containers/{}/{action}{query}", encode_query(&c));
         async move {

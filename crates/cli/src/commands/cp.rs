@@ -19,6 +19,7 @@ use bytes::Bytes;
 use clap::Args;
 use hyper::body::Body as _;
 use tokio::sync::mpsc;
+use zlayer_agent::chunk_io::{ChunkReader, ChunkWriter};
 use zlayer_agent::containers::{CopyResult, PathStat};
 use zlayer_api::client::{encode_query, ClientError};
 use zlayer_api::Client;
@@ -27,7 +28,6 @@ use super::CmdResult;
 
 /// Chunks in flight between the tar reader/writer thread and the connection.
 const CHUNKS: usize = 16;
-const CHUNK_SIZE: usize = 64 << 10;
 
 #[derive(Args, Debug)]
 pub struct CpArgs {
@@ -253,10 +253,7 @@ async fn copy_from(
     };
     let dest = dest.to_string();
     let writer = tokio::task::spawn_blocking(move || {
-        let mut reader = ChunkReader {
-            rx,
-            cur: Bytes::new(),
-        };
+        let mut reader = ChunkReader::new(rx);
         match placement {
             None => {
                 let mut out = io::stdout().lock();
@@ -449,65 +446,6 @@ fn write_local_tar(src: &Path, is_dir: bool, top: &str, out: impl Write) -> anyh
     res.with_context(|| format!("archiving {}", src.display()))?;
     b.into_inner()?.flush()?;
     Ok(())
-}
-
-/// A blocking `Write` handing chunks to the async side.
-struct ChunkWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl ChunkWriter {
-    fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
-        Self {
-            tx,
-            buf: Vec::with_capacity(CHUNK_SIZE),
-        }
-    }
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK_SIZE - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= CHUNK_SIZE {
-            self.flush()?;
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(CHUNK_SIZE),
-        ));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the daemon stopped reading"))
-    }
-}
-
-/// A blocking `Read` over chunks from the async side.
-struct ChunkReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    cur: Bytes,
-}
-
-impl Read for ChunkReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(Ok(b)) => self.cur = b,
-                Some(Err(e)) => return Err(e),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.cur.len());
-        out[..n].copy_from_slice(&self.cur.split_to(n));
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

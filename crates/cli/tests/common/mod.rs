@@ -349,6 +349,14 @@ pub fn exists(p: &Path) -> bool {
     p.exists()
 }
 
+/// The host tools the given bridge-network test needs (the CNI plugins, iptables, ...): true
+/// when every one is there; a missing one fails the test under CI and skips it elsewhere.
+pub fn require_tools(paths: &[&str]) -> bool {
+    paths.iter().all(|bin| {
+        zlayer_testkit::prereq::require(&format!("{bin} is missing"), Path::new(bin).exists())
+    })
+}
+
 /// A daemon with the busybox fixture image loaded as `zlayer.local/test/busybox:latest`
 /// (no registry needed), or `None` when prerequisites are missing outside CI.
 pub fn daemon_with_busybox() -> Option<(TestDaemon, String)> {
