@@ -16,13 +16,17 @@ pub const CHUNK_SIZE: usize = 64 << 10;
 pub struct ChunkWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: Vec<u8>,
+    /// The `BrokenPipe` error's text, in the words of the side that writes (a user of the
+    /// CLI reads "the daemon stopped reading").
+    gone: &'static str,
 }
 
 impl ChunkWriter {
-    pub fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
+    pub fn new(tx: mpsc::Sender<io::Result<Bytes>>, gone: &'static str) -> Self {
         Self {
             tx,
             buf: Vec::with_capacity(CHUNK_SIZE),
+            gone,
         }
     }
 }
@@ -47,7 +51,7 @@ impl Write for ChunkWriter {
         ));
         self.tx
             .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reader went away"))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, self.gone))
     }
 }
 
@@ -92,7 +96,7 @@ mod tests {
         let data: Vec<u8> = (0..(CHUNK_SIZE * 2 + 123)).map(|i| i as u8).collect();
         let expected = data.clone();
         let writer = std::thread::spawn(move || {
-            let mut w = ChunkWriter::new(tx);
+            let mut w = ChunkWriter::new(tx, "gone");
             for piece in data.chunks(1000) {
                 w.write_all(piece).unwrap();
             }
@@ -108,8 +112,10 @@ mod tests {
     fn a_gone_reader_is_a_broken_pipe() {
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
-        let mut w = ChunkWriter::new(tx);
+        let mut w = ChunkWriter::new(tx, "the reader went away");
         w.write_all(b"x").unwrap();
-        assert_eq!(w.flush().unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        let e = w.flush().unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(e.to_string(), "the reader went away");
     }
 }

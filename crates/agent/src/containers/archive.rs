@@ -199,7 +199,7 @@ impl Agent {
         let path = check_path(path)?;
         let (tx, rx) = mpsc::channel(CHUNK_BUFFER);
         tokio::task::spawn_blocking(move || {
-            let mut w = ChunkWriter::new(tx.clone());
+            let mut w = ChunkWriter::new(tx.clone(), "the reader went away");
             let res = export::write_tar_in_root(&rootfs.path(), &path, follow_link, &mut w)
                 .and_then(|_| w.flush());
             if let Err(e) = res {

@@ -374,7 +374,7 @@ async fn copy_to(
             bail!("destination {container}:{dest} must be an existing directory when copying a tar from stdin");
         }
         let task = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let mut w = ChunkWriter::new(tx);
+            let mut w = ChunkWriter::new(tx, "the daemon stopped reading");
             io::copy(&mut io::stdin().lock(), &mut w).context("reading stdin")?;
             w.flush()?;
             Ok(())
@@ -399,7 +399,7 @@ async fn copy_to(
         };
         let top = p.top.clone();
         let task = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let mut w = ChunkWriter::new(tx);
+            let mut w = ChunkWriter::new(tx, "the daemon stopped reading");
             write_local_tar(&real, meta.is_dir(), &top, &mut w)?;
             w.flush()?;
             Ok(())
