@@ -108,10 +108,10 @@ fn stop_kill_and_rm_force_thaw_a_paused_container_first() {
     assert_eq!(d.ok(&["wait", "k"]).trim(), "3");
 
     // rm -f: gone, nothing left of it.
-    d.ok(&["run", "-d", "--name", "f", &image, "sleep", "300"]);
-    d.ok(&["pause", "f"]);
-    d.ok(&["rm", "-f", "f"]);
-    let (code, _, err) = run(&d, &["inspect", "f"]);
+    d.ok(&["run", "-d", "--name", "forced", &image, "sleep", "300"]);
+    d.ok(&["pause", "forced"]);
+    d.ok(&["rm", "-f", "forced"]);
+    let (code, _, err) = run(&d, &["inspect", "forced"]);
     assert_ne!(code, 0, "{err}");
 
     // Neither verb applies to a container that is not running, or to no container.
